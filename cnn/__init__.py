@@ -1,0 +1,13 @@
+"""cnn: PyTorch layers whose convolution, pooling and normalisation run on Triton kernels.
+
+    import cnn
+    conv = cnn.Conv2d(1, 32, 3, padding=1)        # a torch.nn.Conv2d, Triton forward/backward
+    y = cnn.functional.conv2d(x, w, b, stride=2)  # torch.nn.functional.conv2d's signature
+"""
+import kernels  # noqa: F401  (decides compiled vs interpreted before anything else)
+
+from . import functional
+from .layers import *  # noqa: F401,F403
+from .layers import __all__ as _layers
+
+__all__ = ["functional", *_layers]

@@ -1,0 +1,103 @@
+"""Argument parsing and validation for conv2d, with torch's rules and torch's errors.
+
+Everything here runs before any kernel launches.
+"""
+import torch
+
+from kernels.runtime import FLOAT_DTYPES
+
+
+def pair(value, name: str) -> tuple:
+    """An int or a 1- or 2-sequence of ints -> (a, b), as torch accepts them."""
+    if isinstance(value, int):
+        return (value, value)
+    value = tuple(value)
+    if len(value) == 1:
+        return (int(value[0]), int(value[0]))
+    if len(value) != 2 or not all(isinstance(v, int) for v in value):
+        raise RuntimeError(
+            f"expected {name} to be a single integer value or a list of 2 values to match the "
+            f"convolution dimensions, but got {name}={list(value)}")
+    return value
+
+
+def conv_padding(padding, weight_shape, stride, dilation) -> tuple:
+    """torch's padding argument -> (top, bottom, left, right).
+
+    'same' pads dilation*(k-1) in total per dimension, the odd element going to the bottom/right
+    as torch does; 'valid' is no padding.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise RuntimeError(f"Invalid padding string: '{padding}'")
+        if any(s != 1 for s in stride):
+            raise RuntimeError("padding='same' is not supported for strided convolutions")
+        total_h = dilation[0] * (weight_shape[2] - 1)
+        total_w = dilation[1] * (weight_shape[3] - 1)
+        return (total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2)
+    ph, pw = pair(padding, "padding")
+    return (ph, ph, pw, pw)
+
+
+def check_conv2d_args(input: torch.Tensor, weight: torch.Tensor, bias, stride, padding,
+                      dilation, groups: int):
+    """Validate conv2d's arguments; returns normalised (stride, padding4, dilation).
+
+    input: (N, C_in, H, W) (already batched), weight: (C_out, C_in/groups, KH, KW).
+    """
+    if weight.dim() != 4:
+        raise RuntimeError(
+            f"Expected 4D weight for conv2d, but got weight of size {list(weight.shape)}")
+    if input.dim() != 4:
+        raise RuntimeError(
+            "Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: "
+            f"{list(input.shape)}")
+    stride = pair(stride, "stride")
+    dilation = pair(dilation, "dilation")
+    if any(s <= 0 for s in stride):
+        raise RuntimeError("non-positive stride is not supported")
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError("non-positive dilation is not supported")
+    if not isinstance(groups, int) or groups <= 0:
+        raise RuntimeError("non-positive groups is not supported")
+    padding4 = conv_padding(padding, weight.shape, stride, dilation)
+    if any(p < 0 for p in padding4):
+        raise RuntimeError("negative padding is not supported")
+
+    if input.dtype not in FLOAT_DTYPES:
+        raise RuntimeError(
+            f"cnn.conv2d supports float16, bfloat16, float32 and float64, got {input.dtype}")
+    if input.dtype != weight.dtype or input.device != weight.device:
+        raise RuntimeError(
+            f"Input type ({input.dtype}, {input.device}) and weight type ({weight.dtype}, "
+            f"{weight.device}) should be the same")
+    c_out, c_in_g, kh, kw = weight.shape
+    if c_out % groups != 0:
+        raise RuntimeError(
+            f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+            f"but got weight of size {list(weight.shape)} instead")
+    if input.shape[1] != c_in_g * groups:
+        raise RuntimeError(
+            f"Given groups={groups}, weight of size {list(weight.shape)}, expected "
+            f"input{list(input.shape)} to have {c_in_g * groups} channels, but got "
+            f"{input.shape[1]} channels instead")
+    if bias is not None:
+        if bias.dtype != input.dtype or bias.device != input.device:
+            raise RuntimeError(
+                f"Input type ({input.dtype}, {input.device}) and bias type ({bias.dtype}, "
+                f"{bias.device}) should be the same")
+        if bias.dim() != 1 or bias.shape[0] != c_out:
+            raise RuntimeError(
+                f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional "
+                f"with {c_out} elements, but got bias of size {list(bias.shape)} instead")
+    padded_h = input.shape[2] + padding4[0] + padding4[1]
+    padded_w = input.shape[3] + padding4[2] + padding4[3]
+    eff_h = dilation[0] * (kh - 1) + 1
+    eff_w = dilation[1] * (kw - 1) + 1
+    if padded_h < eff_h or padded_w < eff_w:
+        raise RuntimeError(
+            f"Calculated padded input size per channel: ({padded_h} x {padded_w}). Kernel size: "
+            f"({eff_h} x {eff_w}). Kernel size can't be greater than actual input size")
+    return stride, padding4, dilation

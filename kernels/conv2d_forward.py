@@ -1,0 +1,176 @@
+"""Conv2d forward as an implicit GEMM, with a fused epilogue.
+
+    y[n, co, oh, ow] = bias[co] + sum_{ci, kh, kw} x[n, g*Cg + ci, oh*sh - ph + kh*dh,
+                                                    ow*sw - pw + kw*dw] * w[co, ci, kh, kw]
+
+GEMM view, per group g: rows M = N*OH*OW (output pixels), columns = C_out/groups, reduction
+K = KH*KW*(C_in/groups), flattened in (kh, kw, ci) order so channels_last input is read along
+its contiguous channel axis and a 1-channel input still gives `tl.dot` full tiles. The input
+tile is gathered straight from x (no im2col buffer); padding is a load mask.
+
+Epilogue, applied to the fp32 accumulator before the single store:
+    + bias                     (HAS_BIAS)
+    batch-norm statistics      (STATS: per-tile count/mean/M2 of each channel, merged later by
+                                Chan's parallel formula, so no E[x^2] - E[x]^2 cancellation)
+    * scale + shift            (BN_EVAL: batch norm in evaluation mode folded in, with
+                                scale = gamma / sqrt(running_var + eps), shift = beta - mean*scale)
+    max(., 0)                  (RELU)
+The backward of this kernel lives in conv2d_input_grad.py and conv2d_weight_grad.py.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .configs import implicit_gemm_configs, interpreter_tiles
+from .conv2d_geometry import Conv2dGeometry
+from .runtime import INTERPRET, accumulator_dtype, cdiv, dot_precision, dot_upcast, \
+    output_memory_format
+
+# Statistics are written per row tile, so with STATS every config shares one BLOCK_M and the
+# caller knows how many partial rows there are.
+STATS_BLOCK_M = implicit_gemm_configs()[0].kwargs["BLOCK_M"]
+
+
+def _prune_for_stats(configs, named_args, **kwargs):
+    if kwargs.get("STATS", named_args.get("STATS", False)):
+        return [c for c in configs if c.kwargs["BLOCK_M"] == STATS_BLOCK_M]
+    return configs
+
+
+@triton.autotune(
+    configs=implicit_gemm_configs(),
+    key=["N", "C_in", "H", "W", "C_out", "OH", "OW", "KH", "KW", "stride_h", "stride_w",
+         "dil_h", "dil_w", "groups", "STATS", "CHANNELS_LAST"],
+    prune_configs_by={"early_config_prune": _prune_for_stats},
+)
+@interpreter_tiles(BLOCK_N="C_out_g", BLOCK_K="K")
+@triton.jit
+def conv2d_forward_kernel(
+    x_ptr, w_ptr, y_ptr, bias_ptr,
+    bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, stats_ptr,
+    sxn, sxc, sxh, sxw,
+    swo, swi, swh, sww,
+    syn, syc, syh, syw,
+    N, C_in, H, W, C_out, OH, OW, KH, KW,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_out_g, K, eps,
+    HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
+    BN_AFFINE: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    group = tl.program_id(2)
+    c_in_g = C_in // groups
+    c_out_g = C_out_g
+    M = N * OH * OW
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < c_out_g
+    ow = offs_m % OW
+    oh = (offs_m // OW) % OH
+    n = offs_m // (OW * OH)
+    ih0 = oh * stride_h - pad_h
+    iw0 = ow * stride_w - pad_w
+    x_rows = x_ptr + n.to(tl.int64) * sxn + (group * c_in_g) * sxc
+    co = group * c_out_g + offs_n
+    w_cols = w_ptr + co.to(tl.int64) * swo
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < K
+        ci = offs_k % c_in_g
+        kw = (offs_k // c_in_g) % KW
+        kh = offs_k // (c_in_g * KW)
+        ih = ih0[:, None] + (kh * dil_h)[None, :]
+        iw = iw0[:, None] + (kw * dil_w)[None, :]
+        x_mask = (mask_m[:, None] & mask_k[None, :] & (ih >= 0) & (ih < H)
+                  & (iw >= 0) & (iw < W))
+        a = tl.load(x_rows[:, None] + ci[None, :] * sxc + ih * sxh + iw * sxw,
+                    mask=x_mask, other=0.0)
+        b = tl.load(w_cols[None, :] + (ci * swi + kh * swh + kw * sww)[:, None],
+                    mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + co, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
+    if STATS:
+        # Per-tile count, mean and sum of squared deviations of each channel: layout
+        # stats[tile, {count, mean, m2}, channel], fp32.
+        valid = mask_m[:, None] & mask_n[None, :]
+        count = tl.sum(mask_m.to(tl.float32), axis=0)
+        vals = tl.where(valid, acc.to(tl.float32), 0.0)
+        mean = tl.sum(vals, axis=0) / count
+        dev = tl.where(valid, vals - mean[None, :], 0.0)
+        m2 = tl.sum(dev * dev, axis=0)
+        row = stats_ptr + pid_m.to(tl.int64) * 3 * C_out + co
+        tl.store(row, tl.zeros_like(mean) + count, mask=mask_n)
+        tl.store(row + C_out, mean, mask=mask_n)
+        tl.store(row + 2 * C_out, m2, mask=mask_n)
+    if BN_EVAL:
+        mean = tl.load(bn_mean_ptr + co, mask=mask_n, other=0.0).to(tl.float32)
+        var = tl.load(bn_var_ptr + co, mask=mask_n, other=1.0).to(tl.float32)
+        scale = 1.0 / tl.sqrt(var + eps)
+        if BN_AFFINE:
+            scale *= tl.load(bn_weight_ptr + co, mask=mask_n, other=1.0).to(tl.float32)
+        shift = -mean * scale
+        if BN_AFFINE:
+            shift += tl.load(bn_bias_ptr + co, mask=mask_n, other=0.0).to(tl.float32)
+        acc = acc * scale[None, :].to(ACC_DTYPE) + shift[None, :].to(ACC_DTYPE)
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+
+    y_ptrs = (y_ptr + n.to(tl.int64)[:, None] * syn + co[None, :] * syc
+              + (oh * syh + ow * syw)[:, None])
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2dGeometry, *,
+                   relu: bool = False, bn_eval=None, stats: bool = False):
+    """Launch the forward convolution.
+
+    x: (N, C_in, H, W), any strides; weight: (C_out, C_in/groups, KH, KW); bias: (C_out,) or None.
+    bn_eval: None or (running_mean, running_var, gamma or None, beta or None, eps), folded
+    into the epilogue. stats: also return per-tile statistics, shape (tiles, 3, C_out) fp32.
+    Returns y: (N, C_out, OH, OW) in x's memory format and dtype (and the statistics).
+    """
+    g = geometry
+    oh, ow = g.out_h, g.out_w
+    y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype,
+                    memory_format=output_memory_format(x))
+    m = g.batch * oh * ow
+    tiles_m = cdiv(m, STATS_BLOCK_M)
+    stats_buf = torch.empty((tiles_m, 3, g.out_channels), device=x.device,
+                            dtype=torch.float32) if stats else None
+    if y.numel() == 0:
+        return (y, stats_buf) if stats else y
+    mean, var, gamma, beta, eps = bn_eval if bn_eval is not None else (None,) * 4 + (0.0,)
+    dummy = y  # stands in for absent pointers; never read when its flag is off
+    grid = lambda meta: (cdiv(m, meta["BLOCK_M"]), cdiv(g.out_per_group, meta["BLOCK_N"]),
+                         g.groups)
+    conv2d_forward_kernel[grid](
+        x, weight, y, bias if bias is not None else dummy,
+        mean if mean is not None else dummy, var if var is not None else dummy,
+        gamma if gamma is not None else dummy, beta if beta is not None else dummy,
+        stats_buf if stats else dummy,
+        *x.stride(), *weight.stride(), *y.stride(),
+        g.batch, g.in_channels, g.height, g.width, g.out_channels, oh, ow,
+        g.kernel_h, g.kernel_w, g.stride[0], g.stride[1], g.padding[0], g.padding[2],
+        g.dilation[0], g.dilation[1], g.groups, g.out_per_group,
+        g.kernel_h * g.kernel_w * g.in_per_group, float(eps),
+        HAS_BIAS=bias is not None, STATS=stats, BN_EVAL=bn_eval is not None,
+        BN_AFFINE=gamma is not None, RELU=relu,
+        CHANNELS_LAST=output_memory_format(x) == torch.channels_last,
+        ACC_DTYPE=accumulator_dtype(x.dtype), INPUT_PRECISION=dot_precision(x.dtype),
+        UPCAST=dot_upcast(x.dtype),
+    )
+    return (y, stats_buf) if stats else y
+
+
+__all__ = ["conv2d_forward", "conv2d_forward_kernel", "STATS_BLOCK_M", "INTERPRET"]

@@ -1,0 +1,110 @@
+"""Where the kernels run, and the small helpers every launcher shares.
+
+On a machine with CUDA the kernels are compiled. Without CUDA they run through Triton's
+interpreter (``TRITON_INTERPRET=1``), which Triton reads when a kernel is decorated, so this
+module must be imported before any kernel module: ``kernels/__init__.py`` does that.
+An explicit ``TRITON_INTERPRET`` in the environment is always respected.
+"""
+import os
+import sys
+import warnings
+
+import torch
+
+
+def _decide_interpret() -> bool:
+    if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+        if "triton.language" in sys.modules:
+            # triton.language's own helpers were already compiled for the GPU path.
+            raise RuntimeError(
+                "cnn: no CUDA device, and triton was imported before cnn without "
+                "TRITON_INTERPRET=1; set TRITON_INTERPRET=1 or import cnn before triton")
+        os.environ["TRITON_INTERPRET"] = "1"
+        warnings.warn(
+            "cnn: no CUDA device found, so the Triton kernels run through Triton's interpreter "
+            "on the CPU: results are exact, speed is not representative.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0", "false", "False")
+
+
+INTERPRET: bool = _decide_interpret()
+
+import triton  # noqa: E402  (after the interpreter decision, see above)
+import triton.language as tl  # noqa: E402
+
+_TL_DTYPES = {
+    torch.float16: tl.float16,
+    torch.bfloat16: tl.bfloat16,
+    torch.float32: tl.float32,
+    torch.float64: tl.float64,
+}
+FLOAT_DTYPES = tuple(_TL_DTYPES)
+
+
+def accumulator_dtype(dtype: torch.dtype):
+    """fp32 accumulation for every float type, fp64 for fp64 (so gradcheck is exact)."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` input precision: TF32 for fp32 only where cuDNN would use it."""
+    if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and not INTERPRET:
+        return "tf32"
+    return "ieee"
+
+
+def dot_upcast(dtype: torch.dtype) -> bool:
+    """The interpreter's ``tl.dot`` multiplies bfloat16 bit patterns; cast to fp32 there."""
+    return INTERPRET and dtype == torch.bfloat16
+
+
+def check_device(*tensors: torch.Tensor) -> None:
+    """Compiled kernels need CUDA tensors; the interpreter runs on CPU (or CUDA) tensors."""
+    if INTERPRET:
+        return
+    for t in tensors:
+        if t is not None and not t.is_cuda:
+            raise RuntimeError(
+                f"cnn kernels are compiled for CUDA but got a tensor on {t.device}; move it to "
+                "a CUDA device (or set TRITON_INTERPRET=1 to run through the interpreter)"
+            )
+
+
+def is_channels_last(t: torch.Tensor) -> bool:
+    """torch's ``suggest_memory_format(t) == channels_last`` for a 4D tensor: channels
+    innermost in stride order (sizes of 1 are ambiguous and resolved as torch resolves them)."""
+    if t.dim() != 4:
+        return False
+    sizes, strides = t.shape, t.stride()
+    smallest = 0
+    for d in (1, 3, 2, 0):
+        if strides[d] == 0 or strides[d] < smallest:
+            return False
+        if d == 0 and smallest == strides[1]:
+            return False
+        smallest = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
+    return True
+
+
+def output_memory_format(*tensors: torch.Tensor) -> torch.memory_format:
+    """channels_last when any tensor given suggests channels_last (torch's rule for conv)."""
+    if any(t is not None and is_channels_last(t) for t in tensors):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    return triton.next_power_of_2(max(1, int(n)))
+
+
+def multiprocessor_count(device: torch.device) -> int:
+    """Streaming multiprocessors to fill; a nominal 1 under the interpreter."""
+    if INTERPRET or device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
