@@ -3,10 +3,8 @@
 Importing this package first decides where kernels run (see ``kernels.runtime``).
 """
 from . import runtime  # noqa: F401  (must run before any kernel is decorated)
-from .conv2d_forward import conv2d_forward
+from .conv2d import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
 from .conv2d_geometry import Conv2dGeometry
-from .conv2d_input_grad import conv2d_input_grad
-from .conv2d_weight_grad import conv2d_weight_grad
 
 __all__ = ["Conv2dGeometry", "conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad",
            "runtime"]

@@ -26,6 +26,8 @@ CASES = {
     "groups3_stride2_dilation2": (2, 6, 10, 11, 9, 3, 2, 2, 2, 3, True),
     "depthwise": (2, 8, 8, 8, 8, 3, 1, 1, 1, 8, True),
     "depthwise_multiplier2": (2, 4, 7, 7, 8, 3, 2, 1, 1, 4, True),
+    "depthwise_5x5_dilated_strided": (2, 6, 13, 11, 6, (5, 3), (2, 1), (4, 1), (2, 1), 6, False),
+    "depthwise_many_channels": (1, 70, 5, 5, 140, 3, 1, 1, 1, 70, True),
     "kernel_as_large_as_padded_input": (2, 3, 5, 5, 4, 7, 1, 1, 1, 1, True),
     "kernel_equals_input_no_padding": (2, 3, 5, 5, 4, 5, 1, 0, 1, 1, True),
     "pointwise_1x1": (2, 16, 6, 6, 12, 1, 1, 0, 1, 1, True),
@@ -89,7 +91,7 @@ def test_matches_torch_fp32(case):
 
 @pytest.mark.parametrize("layout", LAYOUTS[1:])
 @pytest.mark.parametrize("name", ["basic_3x3", "groups3_stride2_dilation2", "depthwise",
-                                  "stride_asymmetric"])
+                                  "depthwise_5x5_dilated_strided", "stride_asymmetric"])
 def test_layouts(name, layout):
     x, w, b, options = make_inputs(CASES[name], layout=layout)
     ours, ref = run_both(x, w, b, options)
@@ -104,7 +106,7 @@ def test_layouts(name, layout):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64],
                          ids=["fp16", "bf16", "fp64"])
 @pytest.mark.parametrize("name", ["basic_3x3", "groups3_stride2_dilation2", "mnist_conv1",
-                                  "non_pow2_channels"])
+                                  "non_pow2_channels", "depthwise_multiplier2"])
 def test_dtypes(name, dtype):
     check_all(*run_both(*make_inputs(CASES[name], dtype=dtype)), dtype)
 
@@ -141,6 +143,7 @@ GRADCHECK_CASES = {
     "stride2_dilation2": (2, 2, 7, 6, 2, 3, 2, 2, 2, 1, True),
     "groups2_asymmetric": (1, 4, 5, 6, 4, (2, 3), (2, 1), (1, 0), 1, 2, True),
     "same_even_kernel": (1, 2, 4, 5, 2, 2, 1, "same", 1, 1, False),
+    "depthwise_multiplier2": (2, 2, 5, 5, 4, 3, 2, 1, 1, 2, True),
 }
 
 
@@ -150,7 +153,9 @@ def test_gradcheck_float64(case):
     inputs = [t.requires_grad_() for t in (x, w, b) if t is not None]
     fn = lambda *ts: cnn.functional.conv2d(ts[0], ts[1], ts[2] if len(ts) > 2 else None,
                                            **options)
-    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+    # fast_mode checks random projections of the Jacobian: a few dozen interpreted launches
+    # instead of one per input element.
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
 
 
 @settings(max_examples=25, deadline=None)
@@ -181,3 +186,17 @@ def test_resnet_shapes_on_gpu(dtype, layout):
                  (8, 128, 28, 28, 256, 1, 2, 0, 1, 1, False),
                  (8, 256, 14, 14, 256, 3, 1, 1, 1, 1, True)]:
         check_all(*run_both(*make_inputs(case, dtype=dtype, layout=layout)), dtype)
+
+
+def test_depthwise_runs_the_direct_kernels(monkeypatch):
+    import kernels.conv2d as dispatch
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("depthwise went through the implicit GEMM")
+    for module in (dispatch.implicit_gemm_forward, dispatch.implicit_gemm_input_grad,
+                   dispatch.implicit_gemm_weight_grad):
+        for name in ("conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, forbidden)
+    x, w, b, options = make_inputs(CASES["depthwise_multiplier2"], layout="channels_last")
+    check_all(*run_both(x, w, b, options), torch.float32)

@@ -1,0 +1,35 @@
+"""Which conv2d kernel runs: the direct depthwise kernels or the implicit GEMM.
+
+These are the launchers the rest of the project calls; shapes as in each kernel module.
+"""
+from . import conv2d_depthwise as depthwise
+from . import conv2d_forward as implicit_gemm_forward
+from . import conv2d_input_grad as implicit_gemm_input_grad
+from . import conv2d_weight_grad as implicit_gemm_weight_grad
+from .conv2d_geometry import Conv2dGeometry
+
+
+def conv2d_forward(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, bn_eval=None,
+                   stats=False):
+    """y = epilogue(conv2d(x, weight) + bias); see kernels/conv2d_forward.py. The epilogue
+    variants (ReLU, folded batch norm, statistics) run on the implicit GEMM."""
+    if depthwise.is_depthwise(geometry) and not (relu or bn_eval is not None or stats):
+        return depthwise.depthwise_forward(x, weight, bias, geometry)
+    return implicit_gemm_forward.conv2d_forward(x, weight, bias, geometry, relu=relu,
+                                                bn_eval=bn_eval, stats=stats)
+
+
+def conv2d_input_grad(grad_output, weight, input, geometry: Conv2dGeometry):
+    """dx (N, C_in, H, W) from dy (N, C_out, OH, OW)."""
+    if depthwise.is_depthwise(geometry):
+        return depthwise.depthwise_input_grad(grad_output, weight, input, geometry)
+    return implicit_gemm_input_grad.conv2d_input_grad(grad_output, weight, input, geometry)
+
+
+def conv2d_weight_grad(grad_output, input, weight, geometry: Conv2dGeometry,
+                       need_bias: bool = False):
+    """(dw like weight, db (C_out,) or None) from dy and x."""
+    if depthwise.is_depthwise(geometry):
+        return depthwise.depthwise_weight_grad(grad_output, input, weight, geometry, need_bias)
+    return implicit_gemm_weight_grad.conv2d_weight_grad(grad_output, input, weight, geometry,
+                                                        need_bias)

@@ -1,0 +1,242 @@
+"""Depthwise conv2d (groups == C_in) as direct kernels: no `tl.dot`, no padded channels.
+
+Each output channel co reads one input channel ci = co // mult (mult = C_out / C_in), so the
+implicit GEMM would have a reduction of only KH*KW and one output column per group: `tl.dot`'s
+16-wide tiles would waste 16x. Here every program owns a (pixels x channels) tile and walks the
+KH*KW taps with elementwise multiply-adds.
+
+    forward:      y[n, co, oh, ow]  = b[co] + sum_{kh,kw} x[n, ci, oh*sh-ph+kh*dh, ow*sw-pw+kw*dw]
+                                                           * w[co, 0, kh, kw]
+    input grad:   dx[n, ci, ih, iw] = sum_{m, kh, kw} dy[n, ci*mult+m, oh, ow]
+                                                        * w[ci*mult+m, 0, kh, kw]
+                                      with oh = (ih+ph-kh*dh)/sh, ow = (iw+pw-kw*dw)/sw whole and
+                                      inside the output (a masked gather, no zero insertion)
+    weight grad:  dw[co, 0, kh, kw] = sum_{n,oh,ow} dy[n, co, oh, ow] * x[n, ci, ih, iw]
+    bias grad:    db[co]            = sum_{n,oh,ow} dy[n, co, oh, ow]
+The weight gradient's long reduction over N*OH*OW is split across programs into partial slots
+summed in a fixed order (deterministic).
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .conv2d_geometry import Conv2dGeometry
+from .runtime import INTERPRET, cdiv, multiprocessor_count, next_power_of_2, output_memory_format
+
+# Pixels x channels per program. The interpreter pays per program, so it gets tall tiles.
+BLOCK_P = 4096 if INTERPRET else 64
+MAX_BLOCK_C = 64 if INTERPRET else 32
+WGRAD_BLOCK_R = 4096 if INTERPRET else 128
+
+
+def is_depthwise(geometry: Conv2dGeometry) -> bool:
+    """Depthwise: one input channel per group (any channel multiplier), more than one group."""
+    return geometry.groups > 1 and geometry.groups == geometry.in_channels
+
+
+def _block_c(channels: int) -> int:
+    return min(MAX_BLOCK_C, next_power_of_2(channels))
+
+
+@triton.jit
+def depthwise_forward_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    sxn, sxc, sxh, sxw,
+    swo, swh, sww,
+    syn, syc, syh, syw,
+    N, H, W, C_out, OH, OW, KH, KW, MULT,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    co = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_p = offs_p < N * OH * OW
+    mask_c = co < C_out
+    ow = offs_p % OW
+    oh = (offs_p // OW) % OH
+    n = (offs_p // (OW * OH)).to(tl.int64)
+    ci = co // MULT
+    x_base = x_ptr + (n * sxn)[:, None] + (ci * sxc)[None, :]
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC_DTYPE)
+    for kh in range(0, KH):
+        ih = oh * stride_h - pad_h + kh * dil_h
+        for kw in range(0, KW):
+            iw = ow * stride_w - pad_w + kw * dil_w
+            inside = mask_p & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            xv = tl.load(x_base + (ih * sxh + iw * sxw)[:, None],
+                         mask=inside[:, None] & mask_c[None, :], other=0.0)
+            wv = tl.load(w_ptr + co * swo + kh * swh + kw * sww, mask=mask_c, other=0.0)
+            acc += xv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + co, mask=mask_c, other=0.0).to(ACC_DTYPE)[None, :]
+    y_ptrs = y_ptr + (n * syn + oh * syh + ow * syw)[:, None] + (co * syc)[None, :]
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
+
+
+@triton.jit
+def depthwise_input_grad_kernel(
+    dy_ptr, w_ptr, dx_ptr,
+    sdyn, sdyc, sdyh, sdyw,
+    swo, swh, sww,
+    sdxn, sdxc, sdxh, sdxw,
+    N, C_in, H, W, OH, OW, KH, KW, MULT,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    ACC_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    ci = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_p = offs_p < N * H * W
+    mask_c = ci < C_in
+    iw = offs_p % W
+    ih = (offs_p // W) % H
+    n = (offs_p // (W * H)).to(tl.int64)
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC_DTYPE)
+    for kh in range(0, KH):
+        th = ih + pad_h - kh * dil_h
+        oh = th // stride_h
+        ok_h = (th >= 0) & (oh * stride_h == th) & (oh < OH)
+        for kw in range(0, KW):
+            tw = iw + pad_w - kw * dil_w
+            ow = tw // stride_w
+            ok = mask_p & ok_h & (tw >= 0) & (ow * stride_w == tw) & (ow < OW)
+            dy_base = dy_ptr + (n * sdyn + oh * sdyh + ow * sdyw)[:, None]
+            for m in range(0, MULT):
+                co = ci * MULT + m
+                dyv = tl.load(dy_base + (co * sdyc)[None, :], mask=ok[:, None] & mask_c[None, :],
+                              other=0.0)
+                wv = tl.load(w_ptr + co * swo + kh * swh + kw * sww, mask=mask_c, other=0.0)
+                acc += dyv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)[None, :]
+    dx_ptrs = dx_ptr + (n * sdxn + ih * sdxh + iw * sdxw)[:, None] + (ci * sdxc)[None, :]
+    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
+
+
+@triton.jit
+def depthwise_weight_grad_kernel(
+    dy_ptr, x_ptr, dw_ptr, db_ptr,
+    sdyn, sdyc, sdyh, sdyw,
+    sxn, sxc, sxh, sxw,
+    N, H, W, C_out, OH, OW, KH, KW, MULT,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, R_PER_SPLIT,
+    HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # Program (channel block, tap kh*KW+kw, split): one partial dw[split, co, tap].
+    co = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    tap = tl.program_id(1)
+    split = tl.program_id(2)
+    kh = tap // KW
+    kw = tap % KW
+    mask_c = co < C_out
+    ci = co // MULT
+    R = N * OH * OW
+    r_start = split * R_PER_SPLIT
+    r_end = tl.minimum(R, r_start + R_PER_SPLIT)
+    acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=ACC_DTYPE)
+    bias_acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=ACC_DTYPE)
+    for r0 in range(r_start, r_end, BLOCK_R):
+        offs_r = r0 + tl.arange(0, BLOCK_R)
+        mask_r = offs_r < r_end
+        ow = offs_r % OW
+        oh = (offs_r // OW) % OH
+        n = (offs_r // (OW * OH)).to(tl.int64)
+        dyv = tl.load(dy_ptr + (n * sdyn + oh * sdyh + ow * sdyw)[:, None] + (co * sdyc)[None, :],
+                      mask=mask_r[:, None] & mask_c[None, :], other=0.0).to(ACC_DTYPE)
+        ih = oh * stride_h - pad_h + kh * dil_h
+        iw = ow * stride_w - pad_w + kw * dil_w
+        inside = mask_r & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        xv = tl.load(x_ptr + (n * sxn + ih * sxh + iw * sxw)[:, None] + (ci * sxc)[None, :],
+                     mask=inside[:, None] & mask_c[None, :], other=0.0).to(ACC_DTYPE)
+        acc += dyv * xv
+        if HAS_BIAS:
+            bias_acc += dyv
+    taps = KH * KW
+    tl.store(dw_ptr + (split.to(tl.int64) * C_out + co) * taps + tap, tl.sum(acc, axis=0),
+             mask=mask_c)
+    if HAS_BIAS:
+        if tap == 0:
+            tl.store(db_ptr + split * C_out + co, tl.sum(bias_acc, axis=0), mask=mask_c)
+
+
+def _acc_dtype(dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2dGeometry):
+    """x: (N, C, H, W), weight: (C*mult, 1, KH, KW), bias: (C*mult,) or None
+    -> y: (N, C*mult, OH, OW) in x's memory format."""
+    g = geometry
+    y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype,
+                    memory_format=output_memory_format(x))
+    if y.numel() == 0:
+        return y
+    block_c = _block_c(g.out_channels)
+    grid = (cdiv(g.batch * g.out_h * g.out_w, BLOCK_P), cdiv(g.out_channels, block_c))
+    depthwise_forward_kernel[grid](
+        x, weight, bias if bias is not None else y, y,
+        *x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *y.stride(),
+        g.batch, g.height, g.width, g.out_channels, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
+        g.out_per_group, g.stride[0], g.stride[1], g.padding[0], g.padding[2],
+        g.dilation[0], g.dilation[1],
+        HAS_BIAS=bias is not None, ACC_DTYPE=_acc_dtype(x.dtype),
+        BLOCK_P=BLOCK_P, BLOCK_C=block_c,
+    )
+    return y
+
+
+def depthwise_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input: torch.Tensor,
+                         geometry: Conv2dGeometry) -> torch.Tensor:
+    """dx: (N, C, H, W) in the input's memory format from grad_output (N, C*mult, OH, OW)."""
+    g = geometry
+    grad_input = torch.empty(input.shape, device=input.device, dtype=input.dtype,
+                             memory_format=output_memory_format(input, grad_output))
+    if grad_input.numel() == 0:
+        return grad_input
+    block_c = _block_c(g.in_channels)
+    grid = (cdiv(g.batch * g.height * g.width, BLOCK_P), cdiv(g.in_channels, block_c))
+    depthwise_input_grad_kernel[grid](
+        grad_output, weight, grad_input,
+        *grad_output.stride(), weight.stride(0), weight.stride(2), weight.stride(3),
+        *grad_input.stride(),
+        g.batch, g.in_channels, g.height, g.width, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
+        g.out_per_group, g.stride[0], g.stride[1], g.padding[0], g.padding[2],
+        g.dilation[0], g.dilation[1],
+        ACC_DTYPE=_acc_dtype(input.dtype), BLOCK_P=BLOCK_P, BLOCK_C=block_c,
+    )
+    return grad_input
+
+
+def depthwise_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
+                          geometry: Conv2dGeometry, need_bias: bool = False):
+    """(dw like weight (C*mult, 1, KH, KW), db (C*mult,) or None)."""
+    g = geometry
+    r = g.batch * g.out_h * g.out_w
+    block_c = _block_c(g.out_channels)
+    taps = g.kernel_h * g.kernel_w
+    programs = cdiv(g.out_channels, block_c) * taps
+    split = 1 if INTERPRET else max(1, min(2 * multiprocessor_count(input.device) // programs,
+                                           cdiv(r, 4 * WGRAD_BLOCK_R)))
+    per_split = cdiv(cdiv(max(r, 1), split), WGRAD_BLOCK_R) * WGRAD_BLOCK_R
+    split = cdiv(max(r, 1), per_split)
+    acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+    partial_w = torch.empty((split, g.out_channels, taps), device=input.device, dtype=acc_dtype)
+    partial_b = torch.empty((split, g.out_channels), device=input.device, dtype=acc_dtype) \
+        if need_bias else partial_w
+    if r == 0 or input.numel() == 0:
+        partial_w.zero_()
+        partial_b.zero_()
+    else:
+        depthwise_weight_grad_kernel[(cdiv(g.out_channels, block_c), taps, split)](
+            grad_output, input, partial_w, partial_b,
+            *grad_output.stride(), *input.stride(),
+            g.batch, g.height, g.width, g.out_channels, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
+            g.out_per_group, g.stride[0], g.stride[1], g.padding[0], g.padding[2],
+            g.dilation[0], g.dilation[1], per_split,
+            HAS_BIAS=need_bias, ACC_DTYPE=_acc_dtype(input.dtype),
+            BLOCK_R=WGRAD_BLOCK_R, BLOCK_C=block_c,
+        )
+    grad_weight = (partial_w[0] if split == 1 else partial_w.sum(0)).view(weight.shape)
+    grad_weight = grad_weight.to(weight.dtype)
+    grad_bias = (partial_b[0] if split == 1 else partial_b.sum(0)).to(weight.dtype) \
+        if need_bias else None
+    return grad_weight, grad_bias
