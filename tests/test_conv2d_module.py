@@ -74,3 +74,15 @@ def test_import_without_cuda_warns_once_about_the_interpreter():
         assert out == ["0", "None"]
     else:
         assert out == ["1", "1"]
+
+
+def test_autocast_runs_in_the_autocast_dtype_like_torch():
+    conv = cnn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 6, 6)
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    conv, x = conv.to(device_type), x.to(device_type)
+    with torch.autocast(device_type, dtype=torch.bfloat16):
+        y = conv(x)
+        y_ref = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    assert_matches(y, y_ref.double(), torch.bfloat16, "autocast output")

@@ -7,6 +7,15 @@ from kernels.runtime import check_device
 from .conv_args import check_conv2d_args
 
 
+def autocast_to_lower_precision(*tensors):
+    """Inside ``torch.autocast``, convolution runs in the autocast dtype, as torch's does."""
+    first = tensors[0]
+    if not torch.is_autocast_enabled(first.device.type):
+        return tensors
+    dtype = torch.get_autocast_dtype(first.device.type)
+    return tuple(t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors)
+
+
 class Conv2dFunction(torch.autograd.Function):
     """y = conv2d(x, w) + b; backward: dx = conv_transpose(dy, w), dw = dy (*) x, db = sum dy."""
 
@@ -38,6 +47,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     bias: (C_out,) or None. padding: int, pair, 'same' or 'valid'.
     Returns (N, C_out, OH, OW) (or (C_out, OH, OW)) in the input's memory format.
     """
+    input, weight, bias = autocast_to_lower_precision(input, weight, bias)
     unbatched = input.dim() == 3
     batched = input.unsqueeze(0) if unbatched else input
     stride, padding4, dilation = check_conv2d_args(batched, weight, bias, stride, padding,
