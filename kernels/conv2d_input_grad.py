@@ -4,11 +4,16 @@ Backward of y = conv2d(x, w) with respect to x:
     dx[n, g*Cg + ci, ih, iw] = sum_{co, kh, kw} dy[n, co, oh, ow] * w[co, ci, kh, kw]
         where oh = (ih + ph - kh*dh) / sh and ow = (iw + pw - kw*dw) / sw
         are whole numbers inside the output (otherwise the term is absent).
-That is a convolution of dy with the flipped weight. GEMM view, per group: rows = N*H*W input
-pixels, columns = C_in/groups, reduction K = KH*KW*(C_out/groups) in (kh, kw, co) order. For
-stride > 1 the terms whose (ih + ph - kh*dh) is not a multiple of the stride are masked gathers
-rather than multiplications by inserted zeros, so no dilated copy of dy is ever built.
+That is a convolution of dy with the flipped weight. With stride s > 1 the input pixels split
+into s_h*s_w phases (ih mod s_h, iw mod s_w); within one phase the same taps kh = kh0 + t*step
+(step = s / gcd(s, d)) are whole for every pixel, and oh = ih // s + (ph + pad - kh*d) / s.
+So each program works on one phase: a dense GEMM with rows = N * ceil(H/s_h) * ceil(W/s_w) phase
+pixels, columns = C_in/groups, reduction = (taps of the phase) * C_out/groups in (kh, kw, co)
+order. No term is multiplied by an inserted zero and no dilated copy of dy is built; a phase that
+no tap reaches gets zeros.
 """
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -16,6 +21,16 @@ import triton.language as tl
 from .configs import implicit_gemm_configs, interpreter_tiles
 from .conv2d_geometry import Conv2dGeometry
 from .runtime import accumulator_dtype, cdiv, dot_precision, dot_upcast, output_memory_format
+
+
+@triton.jit
+def _first_tap(phase, pad, dil, stride, step, size):
+    """Smallest k in [0, step) with (phase + pad - k*dil) divisible by stride; `size` if none."""
+    first = size
+    for k in range(0, step):
+        hit = (phase + pad - k * dil) % stride == 0
+        first = tl.minimum(first, tl.where(hit, k, size))
+    return first
 
 
 @triton.autotune(
@@ -31,38 +46,51 @@ def conv2d_input_grad_kernel(
     swo, swi, swh, sww,
     sdxn, sdxc, sdxh, sdxw,
     N, H, W, OH, OW, KH, KW,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_in_g, C_out_g, K,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, step_h, step_w,
+    groups, C_in_g, C_out_g, K,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
-    group = tl.program_id(2)
-    M = N * H * W
+    group = tl.program_id(2) // (stride_h * stride_w)
+    phase = tl.program_id(2) % (stride_h * stride_w)
+    phase_h = phase // stride_w
+    phase_w = phase % stride_w
+    HP = (H + stride_h - 1) // stride_h
+    WP = (W + stride_w - 1) // stride_w
+
+    # The taps that reach this phase: kh = kh0 + step_h * t for t < taps_h (same for kw).
+    kh0 = _first_tap(phase_h, pad_h, dil_h, stride_h, step_h, KH)
+    kw0 = _first_tap(phase_w, pad_w, dil_w, stride_w, step_w, KW)
+    taps_h = tl.where(kh0 < KH, (KH - kh0 + step_h - 1) // step_h, 0)
+    taps_w = tl.where(kw0 < KW, (KW - kw0 + step_w - 1) // step_w, 0)
+    k_phase = taps_h * taps_w * C_out_g
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
+    j = (offs_m // WP) % HP
+    i = offs_m % WP
+    n = offs_m // (WP * HP)
+    ih = phase_h + j * stride_h
+    iw = phase_w + i * stride_w
+    mask_m = (offs_m < N * HP * WP) & (ih < H) & (iw < W)
     mask_n = offs_n < C_in_g
-    iw = offs_m % W
-    ih = (offs_m // W) % H
-    n = offs_m // (W * H)
     dy_rows = dy_ptr + n.to(tl.int64) * sdyn + (group * C_out_g) * sdyc
     w_cols = w_ptr + (group * C_out_g).to(tl.int64) * swo + offs_n * swi
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(0, k_phase, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < K
+        mask_k = offs_k < k_phase
         co = offs_k % C_out_g
-        kw = (offs_k // C_out_g) % KW
-        kh = offs_k // (C_out_g * KW)
-        th = ih[:, None] + pad_h - (kh * dil_h)[None, :]
-        tw = iw[:, None] + pad_w - (kw * dil_w)[None, :]
-        oh = th // stride_h
-        ow = tw // stride_w
-        dy_mask = (mask_m[:, None] & mask_k[None, :] & (th >= 0) & (tw >= 0)
-                   & (oh * stride_h == th) & (ow * stride_w == tw) & (oh < OH) & (ow < OW))
+        kw = kw0 + step_w * ((offs_k // C_out_g) % taps_w)
+        kh = kh0 + step_h * (offs_k // (C_out_g * taps_w))
+        # Exact divisions: the phase was chosen so these are whole numbers.
+        oh = j[:, None] + ((phase_h + pad_h - kh * dil_h) // stride_h)[None, :]
+        ow = i[:, None] + ((phase_w + pad_w - kw * dil_w) // stride_w)[None, :]
+        dy_mask = (mask_m[:, None] & mask_k[None, :] & (oh >= 0) & (oh < OH)
+                   & (ow >= 0) & (ow < OW))
         a = tl.load(dy_rows[:, None] + co[None, :] * sdyc + oh * sdyh + ow * sdyw,
                     mask=dy_mask, other=0.0)
         b = tl.load(w_cols[None, :] + (co * swo + kh * swh + kw * sww)[:, None],
@@ -89,16 +117,30 @@ def conv2d_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input: to
         return grad_input
     if grad_output.numel() == 0:
         return grad_input.zero_()
-    m = g.batch * g.height * g.width
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    phases = sh * sw
+    m = g.batch * cdiv(g.height, sh) * cdiv(g.width, sw)
     grid = lambda meta: (cdiv(m, meta["BLOCK_M"]), cdiv(g.in_per_group, meta["BLOCK_N"]),
-                         g.groups)
+                         g.groups * phases)
     conv2d_input_grad_kernel[grid](
         grad_output, weight, grad_input,
         *grad_output.stride(), *weight.stride(), *grad_input.stride(),
         g.batch, g.height, g.width, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
-        g.stride[0], g.stride[1], g.padding[0], g.padding[2], g.dilation[0], g.dilation[1],
+        sh, sw, g.padding[0], g.padding[2], dh, dw, sh // math.gcd(sh, dh), sw // math.gcd(sw, dw),
         g.groups, g.in_per_group, g.out_per_group, g.kernel_h * g.kernel_w * g.out_per_group,
         ACC_DTYPE=accumulator_dtype(input.dtype), INPUT_PRECISION=dot_precision(input.dtype),
         UPCAST=dot_upcast(input.dtype),
     )
     return grad_input
+
+
+def compile_cases():
+    """Every GPU variant for ``python -m kernels.compile_check``: fp32 (IEEE, TF32), fp16, bf16."""
+    from .compile_check import GPU_DTYPES, signature_for
+
+    cases = []
+    for _, ptr, precision in GPU_DTYPES:
+        consts = dict(ACC_DTYPE=tl.float32, INPUT_PRECISION=precision, UPCAST=False)
+        sig = signature_for(conv2d_input_grad_kernel, consts, default_pointer=ptr)
+        cases.append(("dx", conv2d_input_grad_kernel, sig, consts))
+    return cases
