@@ -21,12 +21,18 @@ import triton
 import triton.language as tl
 
 from .conv2d_geometry import Conv2dGeometry
-from .runtime import INTERPRET, cdiv, multiprocessor_count, next_power_of_2, output_memory_format
+from .runtime import INTERPRET, cdiv, multiprocessor_count, output_memory_format
 
-# Pixels x channels per program. The interpreter pays per program, so it gets tall tiles.
-BLOCK_P = 4096 if INTERPRET else 64
-MAX_BLOCK_C = 64 if INTERPRET else 32
-WGRAD_BLOCK_R = 4096 if INTERPRET else 128
+# Pixels x channels per program. The interpreter pays per program, so it gets one tall tile.
+_TILES_GPU = [(64, 32, 4), (128, 16, 4), (32, 64, 4), (128, 32, 8)]
+_TILES_INTERPRET = [(4096, 64, 4)]
+# The weight gradient's partial slots cover a multiple of every BLOCK_R.
+WGRAD_R_MULTIPLE = 4096 if INTERPRET else 128
+
+
+def _tile_configs(pixels: str):
+    return [triton.Config({pixels: p, "BLOCK_C": c}, num_warps=w)
+            for p, c, w in (_TILES_INTERPRET if INTERPRET else _TILES_GPU)]
 
 
 def is_depthwise(geometry: Conv2dGeometry) -> bool:
@@ -34,10 +40,8 @@ def is_depthwise(geometry: Conv2dGeometry) -> bool:
     return geometry.groups > 1 and geometry.groups == geometry.in_channels
 
 
-def _block_c(channels: int) -> int:
-    return min(MAX_BLOCK_C, next_power_of_2(channels))
-
-
+@triton.autotune(configs=_tile_configs("BLOCK_P"),
+                 key=["N", "H", "W", "C_out", "OH", "OW", "KH", "KW", "stride_h", "stride_w"])
 @triton.jit
 def depthwise_forward_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
@@ -74,6 +78,8 @@ def depthwise_forward_kernel(
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
 
 
+@triton.autotune(configs=_tile_configs("BLOCK_P"),
+                 key=["N", "C_in", "H", "W", "OH", "OW", "KH", "KW", "stride_h", "stride_w"])
 @triton.jit
 def depthwise_input_grad_kernel(
     dy_ptr, w_ptr, dx_ptr,
@@ -111,6 +117,9 @@ def depthwise_input_grad_kernel(
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
 
 
+@triton.autotune(configs=_tile_configs("BLOCK_R"),
+                 key=["N", "H", "W", "C_out", "OH", "OW", "KH", "KW", "stride_h", "stride_w",
+                      "R_PER_SPLIT", "HAS_BIAS"])
 @triton.jit
 def depthwise_weight_grad_kernel(
     dy_ptr, x_ptr, dw_ptr, db_ptr,
@@ -133,7 +142,7 @@ def depthwise_weight_grad_kernel(
     r_start = split * R_PER_SPLIT
     r_end = tl.minimum(R, r_start + R_PER_SPLIT)
     acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=ACC_DTYPE)
-    bias_acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=ACC_DTYPE)
+    bias_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
     for r0 in range(r_start, r_end, BLOCK_R):
         offs_r = r0 + tl.arange(0, BLOCK_R)
         mask_r = offs_r < r_end
@@ -149,13 +158,13 @@ def depthwise_weight_grad_kernel(
                      mask=inside[:, None] & mask_c[None, :], other=0.0).to(ACC_DTYPE)
         acc += dyv * xv
         if HAS_BIAS:
-            bias_acc += dyv
+            bias_acc += tl.sum(dyv, axis=0)
     taps = KH * KW
     tl.store(dw_ptr + (split.to(tl.int64) * C_out + co) * taps + tap, tl.sum(acc, axis=0),
              mask=mask_c)
     if HAS_BIAS:
         if tap == 0:
-            tl.store(db_ptr + split * C_out + co, tl.sum(bias_acc, axis=0), mask=mask_c)
+            tl.store(db_ptr + split * C_out + co, bias_acc, mask=mask_c)
 
 
 def _acc_dtype(dtype):
@@ -170,8 +179,8 @@ def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Con
                     memory_format=output_memory_format(x))
     if y.numel() == 0:
         return y
-    block_c = _block_c(g.out_channels)
-    grid = (cdiv(g.batch * g.out_h * g.out_w, BLOCK_P), cdiv(g.out_channels, block_c))
+    pixels = g.batch * g.out_h * g.out_w
+    grid = lambda meta: (cdiv(pixels, meta["BLOCK_P"]), cdiv(g.out_channels, meta["BLOCK_C"]))
     depthwise_forward_kernel[grid](
         x, weight, bias if bias is not None else y, y,
         *x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *y.stride(),
@@ -179,7 +188,6 @@ def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Con
         g.out_per_group, g.stride[0], g.stride[1], g.padding[0], g.padding[2],
         g.dilation[0], g.dilation[1],
         HAS_BIAS=bias is not None, ACC_DTYPE=_acc_dtype(x.dtype),
-        BLOCK_P=BLOCK_P, BLOCK_C=block_c,
     )
     return y
 
@@ -192,8 +200,8 @@ def depthwise_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input:
                              memory_format=output_memory_format(input, grad_output))
     if grad_input.numel() == 0:
         return grad_input
-    block_c = _block_c(g.in_channels)
-    grid = (cdiv(g.batch * g.height * g.width, BLOCK_P), cdiv(g.in_channels, block_c))
+    pixels = g.batch * g.height * g.width
+    grid = lambda meta: (cdiv(pixels, meta["BLOCK_P"]), cdiv(g.in_channels, meta["BLOCK_C"]))
     depthwise_input_grad_kernel[grid](
         grad_output, weight, grad_input,
         *grad_output.stride(), weight.stride(0), weight.stride(2), weight.stride(3),
@@ -201,7 +209,7 @@ def depthwise_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input:
         g.batch, g.in_channels, g.height, g.width, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
         g.out_per_group, g.stride[0], g.stride[1], g.padding[0], g.padding[2],
         g.dilation[0], g.dilation[1],
-        ACC_DTYPE=_acc_dtype(input.dtype), BLOCK_P=BLOCK_P, BLOCK_C=block_c,
+        ACC_DTYPE=_acc_dtype(input.dtype),
     )
     return grad_input
 
@@ -211,12 +219,11 @@ def depthwise_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight
     """(dw like weight (C*mult, 1, KH, KW), db (C*mult,) or None)."""
     g = geometry
     r = g.batch * g.out_h * g.out_w
-    block_c = _block_c(g.out_channels)
     taps = g.kernel_h * g.kernel_w
-    programs = cdiv(g.out_channels, block_c) * taps
+    programs = cdiv(g.out_channels, 32) * taps  # nominal: the tiles are autotuned
     split = 1 if INTERPRET else max(1, min(2 * multiprocessor_count(input.device) // programs,
-                                           cdiv(r, 4 * WGRAD_BLOCK_R)))
-    per_split = cdiv(cdiv(max(r, 1), split), WGRAD_BLOCK_R) * WGRAD_BLOCK_R
+                                           cdiv(r, 4 * WGRAD_R_MULTIPLE)))
+    per_split = cdiv(cdiv(max(r, 1), split), WGRAD_R_MULTIPLE) * WGRAD_R_MULTIPLE
     split = cdiv(max(r, 1), per_split)
     acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     partial_w = torch.empty((split, g.out_channels, taps), device=input.device, dtype=acc_dtype)
@@ -226,17 +233,36 @@ def depthwise_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight
         partial_w.zero_()
         partial_b.zero_()
     else:
-        depthwise_weight_grad_kernel[(cdiv(g.out_channels, block_c), taps, split)](
+        grid = lambda meta: (cdiv(g.out_channels, meta["BLOCK_C"]), taps, split)
+        depthwise_weight_grad_kernel[grid](
             grad_output, input, partial_w, partial_b,
             *grad_output.stride(), *input.stride(),
             g.batch, g.height, g.width, g.out_channels, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
             g.out_per_group, g.stride[0], g.stride[1], g.padding[0], g.padding[2],
             g.dilation[0], g.dilation[1], per_split,
             HAS_BIAS=need_bias, ACC_DTYPE=_acc_dtype(input.dtype),
-            BLOCK_R=WGRAD_BLOCK_R, BLOCK_C=block_c,
         )
     grad_weight = (partial_w[0] if split == 1 else partial_w.sum(0)).view(weight.shape)
     grad_weight = grad_weight.to(weight.dtype)
     grad_bias = (partial_b[0] if split == 1 else partial_b.sum(0)).to(weight.dtype) \
         if need_bias else None
     return grad_weight, grad_bias
+
+
+def compile_cases():
+    """The three depthwise kernels for ``python -m kernels.compile_check``, fp32/fp16/bf16."""
+    from .compile_check import signature_for
+
+    cases = []
+    for ptr in ("*fp16", "*bf16", "*fp32"):
+        for label, kernel, consts in (
+            ("forward", depthwise_forward_kernel, dict(HAS_BIAS=True)),
+            ("dx", depthwise_input_grad_kernel, {}),
+            ("dw+db", depthwise_weight_grad_kernel, dict(HAS_BIAS=True)),
+        ):
+            consts = dict(consts, ACC_DTYPE=tl.float32)
+            # The weight-gradient partial slots are fp32 whatever the input dtype.
+            pointers = {"dw_ptr": "*fp32", "db_ptr": "*fp32"}
+            cases.append((label, kernel, signature_for(kernel, consts, pointers=pointers,
+                                                       default_pointer=ptr), consts))
+    return cases
