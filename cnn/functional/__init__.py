@@ -1,4 +1,5 @@
 """A torch.nn.functional-shaped API whose ops run on the Triton kernels in ``kernels``."""
 from .conv import conv2d
+from .pooling import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d
 
-__all__ = ["conv2d"]
+__all__ = ["conv2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d", "max_pool2d"]

@@ -1,0 +1,257 @@
+"""max/avg pooling, window and adaptive, as autograd.Functions over the Triton kernels, with
+torch.nn.functional's signatures, semantics and errors (all checked before any launch)."""
+import operator
+
+import torch
+
+from kernels.avg_pool2d import avg_pool2d_backward, avg_pool2d_forward
+from kernels.max_pool2d import max_pool2d_backward, max_pool2d_forward
+from kernels.pool_geometry import Pool2dGeometry
+from kernels.runtime import FLOAT_DTYPES, check_device, output_memory_format
+
+# ---------------------------------------------------------------------------------------------
+# Argument parsing and validation, with torch's exception types.
+
+
+def _int(value, op: str, name: str) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{op}(): argument '{name}' must be an int or a tuple of ints, not bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}(): argument '{name}' must be an int or a tuple of ints, not "
+                        f"{type(value).__name__}") from None
+
+
+def _pair(value, op: str, name: str, what: str, default=None) -> tuple:
+    """An int or a 1- or 2-sequence of ints -> (a, b); None or () -> default (stride)."""
+    if default is not None and (value is None or (isinstance(value, (list, tuple))
+                                                  and len(value) == 0)):
+        return default
+    if not isinstance(value, (list, tuple)):
+        v = _int(value, op, name)
+        return (v, v)
+    if len(value) not in (1, 2):
+        raise RuntimeError(f"{op}: {name} must {what}, but got {name}={list(value)}")
+    a, b = (value[0], value[0]) if len(value) == 1 else value
+    return (_int(a, op, name), _int(b, op, name))
+
+
+def _check_dtype(input: torch.Tensor, op: str) -> None:
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}(): argument 'input' must be Tensor, not {type(input).__name__}")
+    if input.dtype not in FLOAT_DTYPES:
+        raise NotImplementedError(
+            f"cnn {op} supports float16, bfloat16, float32 and float64 input, got {input.dtype}")
+
+
+def _check_window_input(input: torch.Tensor, op: str) -> None:
+    """3D (C, H, W) or 4D (N, C, H, W) with only the batch allowed to be empty."""
+    if input.dim() < 3 and op == "avg_pool2d":
+        # torch's avg_pool2d indexes size(-3) before it checks the rank: an IndexError.
+        raise IndexError(f"{op}: expected 3D (unbatched) or 4D (batched) input, but got input "
+                         f"of size {list(input.shape)} (Dimension out of range)")
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"{op}: expected 3D (unbatched) or 4D (batched) input, but got "
+                           f"input of size {list(input.shape)}")
+    if any(s == 0 for s in input.shape[-3:]):
+        raise RuntimeError(
+            f"{op}: expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for "
+            f"input, but got input of size {list(input.shape)}")
+
+
+def _window_geometry(input: torch.Tensor, op: str, kernel_size, stride, padding, dilation,
+                     ceil_mode: bool) -> Pool2dGeometry:
+    """Validate window pooling's arguments as torch does; input is (N, C, H, W) already."""
+    kernel = _pair(kernel_size, op, "kernel_size", "either be a single int, or a tuple of two "
+                   "ints")
+    stride = _pair(stride, op, "stride", "either be omitted, a single int, or a tuple of two "
+                   "ints", default=kernel)
+    padding = _pair(padding, op, "padding", "either be a single int, or a tuple of two ints")
+    dilation = _pair(dilation, op, "dilation", "be either a single int, or a tuple of two ints")
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    if kh <= 0 or kw <= 0:
+        raise RuntimeError(f"{op}: kernel size should be greater than zero, but got kH: {kh} "
+                           f"kW: {kw}")
+    if sh <= 0 or sw <= 0:
+        raise RuntimeError(f"{op}: stride should be greater than zero, but got dH: {sh} "
+                           f"dW: {sw}")
+    if dh <= 0 or dw <= 0:
+        raise RuntimeError(f"{op}: dilation should be greater than zero, but got dilationH: "
+                           f"{dh} dilationW: {dw}")
+    if ph < 0 or pw < 0:
+        raise RuntimeError(f"{op}: pad must be non-negative, but got pad: ({ph}, {pw})")
+    # torch bounds padding by half the kernel size itself, dilation or not.
+    if ph > kh // 2 or pw > kw // 2:
+        raise RuntimeError(
+            f"{op}: pad should be smaller than or equal to half of kernel size, but got "
+            f"padH = {ph}, padW = {pw}, kH = {kh}, kW = {kw}")
+    g = Pool2dGeometry.window(input.shape, kernel, stride, padding, dilation, ceil_mode)
+    if g.out_h < 1 or g.out_w < 1:
+        raise RuntimeError(
+            f"{op}: Given input size: ({g.channels}x{g.height}x{g.width}). Calculated output "
+            f"size: ({g.channels}x{g.out_h}x{g.out_w}). Output size is too small")
+    return g
+
+
+def _adaptive_geometry(input: torch.Tensor, op: str, output_size) -> Pool2dGeometry:
+    """Validate adaptive pooling's arguments as torch does; input is 3D or 4D."""
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"{op}(): Expected 3D or 4D tensor, but got {list(input.shape)}")
+    # torch lets adaptive_avg_pool2d's channels be empty, but not adaptive_max_pool2d's.
+    first = input.dim() - 2 if op == "adaptive_avg_pool2d" else 1
+    for d in range(first, input.dim()):
+        if input.shape[d] == 0:
+            raise RuntimeError(
+                f"{op}(): Expected input to have non-zero size for non-batch dimensions, but "
+                f"input has sizes {list(input.shape)} with dimension {d} being empty")
+    if isinstance(output_size, (list, tuple)):
+        if len(output_size) != 2:
+            raise RuntimeError(f"{op}: output_size must be 2, but got output_size="
+                               f"{list(output_size)}")
+        size = tuple(input.shape[-2 + i] if s is None else _int(s, op, "output_size")
+                     for i, s in enumerate(output_size))
+    else:
+        size = (_int(output_size, op, "output_size"),) * 2
+    if size[0] < 0 or size[1] < 0:
+        raise RuntimeError(f"{op}: elements of output_size must be greater than or equal to 0 "
+                           f"but received {{{size[0]}, {size[1]}}}")
+    batched = input if input.dim() == 4 else input.unsqueeze(0)
+    return Pool2dGeometry.adaptive_pool(batched.shape, size)
+
+
+def _like(input: torch.Tensor) -> dict:
+    """How a gradient for ``input`` is allocated: its dtype, device and layout."""
+    return dict(dtype=input.dtype, device=input.device,
+                memory_format=output_memory_format(input))
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd.Functions
+
+
+class MaxPool2dFunction(torch.autograd.Function):
+    """y, idx = max over each window; backward: dx[i] = sum of dy over the windows whose
+    idx is i (window and adaptive geometries alike)."""
+
+    @staticmethod
+    def forward(ctx, input, geometry: Pool2dGeometry, return_indices: bool):
+        need_grad = ctx.needs_input_grad[0]
+        y, indices = max_pool2d_forward(input, geometry,
+                                        store_indices=return_indices or need_grad)
+        ctx.geometry, ctx.like = geometry, _like(input)
+        ctx.save_for_backward(indices if need_grad else None)
+        if return_indices:
+            ctx.mark_non_differentiable(indices)
+            return y, indices
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output, *_):
+        (indices,) = ctx.saved_tensors
+        return max_pool2d_backward(grad_output, indices, ctx.geometry, ctx.like), None, None
+
+
+class AvgPool2dFunction(torch.autograd.Function):
+    """y = window sum / divisor; backward: dx[i] = sum over covering windows of dy / divisor."""
+
+    @staticmethod
+    def forward(ctx, input, geometry: Pool2dGeometry, count_include_pad: bool, divisor_override):
+        ctx.geometry, ctx.like = geometry, _like(input)
+        ctx.count_include_pad, ctx.divisor_override = count_include_pad, divisor_override
+        return avg_pool2d_forward(input, geometry, count_include_pad, divisor_override)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        dx = avg_pool2d_backward(grad_output, ctx.geometry, ctx.like, ctx.count_include_pad,
+                                 ctx.divisor_override)
+        return dx, None, None, None
+
+
+def _batched(input: torch.Tensor):
+    return (input.unsqueeze(0), True) if input.dim() == 3 else (input, False)
+
+
+def _unbatch(out, unbatched: bool):
+    if not unbatched:
+        return out
+    return tuple(t.squeeze(0) for t in out) if isinstance(out, tuple) else out.squeeze(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.nn.functional-shaped API
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Drop-in for ``torch.nn.functional.max_pool2d``, running the Triton kernels.
+
+    input: (N, C, H, W) or unbatched (C, H, W). Returns y: (N, C, OH, OW) (or (C, OH, OW)) in
+    the input's memory format, and with return_indices also int64 indices of y's shape, each
+    a flat index h*W + w into its input plane.
+    """
+    op = "max_pool2d"
+    _check_dtype(input, op)
+    _check_window_input(input, op)
+    batched, unbatched = _batched(input)
+    geometry = _window_geometry(batched, op, kernel_size, stride, padding, dilation,
+                                bool(ceil_mode))
+    check_device(batched)
+    out = MaxPool2dFunction.apply(batched, geometry, bool(return_indices))
+    return _unbatch(out, unbatched)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """Drop-in for ``torch.nn.functional.avg_pool2d``, running the Triton kernels.
+
+    input: (N, C, H, W) or unbatched (C, H, W). Returns (N, C, OH, OW) (or (C, OH, OW)) in the
+    input's memory format; sums accumulate in fp32 (fp64 for fp64 input).
+    """
+    op = "avg_pool2d"
+    _check_dtype(input, op)
+    _check_window_input(input, op)
+    batched, unbatched = _batched(input)
+    geometry = _window_geometry(batched, op, kernel_size, stride, padding, 1, bool(ceil_mode))
+    if divisor_override is not None:
+        divisor_override = _int(divisor_override, op, "divisor_override")
+        if divisor_override == 0:
+            raise RuntimeError(f"{op}: divisor must be not zero")
+    check_device(batched)
+    out = AvgPool2dFunction.apply(batched, geometry, bool(count_include_pad), divisor_override)
+    return _unbatch(out, unbatched)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Drop-in for ``torch.nn.functional.adaptive_avg_pool2d``, running the Triton kernels.
+
+    input: (N, C, H, W) or (C, H, W); output_size: int or (OH, OW), None entries meaning the
+    input's size. Output o along an axis of size I averages [floor(o*I/O), ceil((o+1)*I/O)).
+    """
+    op = "adaptive_avg_pool2d"
+    _check_dtype(input, op)
+    geometry = _adaptive_geometry(input, op, output_size)
+    batched, unbatched = _batched(input)
+    check_device(batched)
+    return _unbatch(AvgPool2dFunction.apply(batched, geometry, True, None), unbatched)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """Drop-in for ``torch.nn.functional.adaptive_max_pool2d``, running the Triton kernels.
+
+    input: (N, C, H, W) or (C, H, W); output_size: int or (OH, OW), None entries meaning the
+    input's size. With return_indices also returns int64 flat indices into each H*W plane.
+    """
+    op = "adaptive_max_pool2d"
+    _check_dtype(input, op)
+    geometry = _adaptive_geometry(input, op, output_size)
+    batched, unbatched = _batched(input)
+    check_device(batched)
+    out = MaxPool2dFunction.apply(batched, geometry, bool(return_indices))
+    return _unbatch(out, unbatched)
+
+
+__all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
+           "MaxPool2dFunction", "AvgPool2dFunction"]

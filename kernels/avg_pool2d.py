@@ -1,0 +1,232 @@
+"""Average pooling, window and adaptive, forward and backward (gather form).
+
+Forward, per plane (n, c) and output (oh, ow), over the window's in-bounds taps:
+    y[oh, ow] = (sum_{h, w in window} x[h, w]) / D[oh, ow]
+The divisor D, as torch defines it:
+    adaptive pooling:        the window's area (every tap is in bounds)
+    divisor_override:        that integer
+    count_include_pad:       the window's area clipped to the padded input,
+                             (min(hs + KH, H + ph) - hs) * (min(ws + KW, W + pw) - ws),
+                             with hs = oh*sh - ph, ws = ow*sw - pw (ceil_mode's overhang past
+                             the padding does not count)
+    otherwise:               the number of in-bounds taps
+Sums accumulate in fp32 (fp64 for fp64 input).
+
+Backward:
+    dx[h, w] = sum_{(oh, ow) whose window holds (h, w)} dy[oh, ow] / D[oh, ow]
+as a gather: each input element visits the outputs that cover it (covering_windows in
+pool_geometry), so no atomics, a deterministic result, and overlapping windows just add up.
+D factors into one term per axis (or is the constant override, divided out once at the end).
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .pool_geometry import (
+    GPU_WARPS,
+    Pool2dGeometry,
+    covering_windows,
+    flat_to_nchw,
+    launch_block,
+    needs_int64,
+    pool_window,
+)
+from .runtime import accumulator_dtype, cdiv, output_memory_format
+
+
+@triton.jit
+def avg_pool2d_extent(o, size_in, size_out, stride, pad, K, ADAPTIVE: tl.constexpr,
+                      COUNT_INCLUDE_PAD: tl.constexpr):
+    """Output o's factor of the divisor D along one axis: the window's length clipped to the
+    padded input (count_include_pad), else its number of in-bounds taps."""
+    if ADAPTIVE:
+        extent = ((o + 1) * size_in + size_out - 1) // size_out - (o * size_in) // size_out
+    else:
+        start = o * stride - pad
+        if COUNT_INCLUDE_PAD:
+            extent = tl.minimum(start + K, size_in + pad) - start
+        else:
+            extent = tl.minimum(start + K, size_in) - tl.maximum(start, 0)
+    return extent
+
+
+@triton.jit
+def avg_pool2d_forward_kernel(
+    x_ptr, y_ptr,
+    sxn, sxc, sxh, sxw,
+    syn, syc, syh, syw,
+    total, C, H, W, OH, OW, KH, KW,
+    stride_h, stride_w, pad_h, pad_w, divisor,
+    ADAPTIVE: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if INDEX_64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < total
+    n, c, oh, ow = flat_to_nchw(offs, C, OH, OW, CHANNELS_LAST)
+    h0, kh_lo, kh_hi = pool_window(oh, H, OH, stride_h, pad_h, 1, KH, ADAPTIVE)
+    w0, kw_lo, kw_hi = pool_window(ow, W, OW, stride_w, pad_w, 1, KW, ADAPTIVE)
+    x_plane = x_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc
+
+    acc = tl.zeros((BLOCK,), dtype=ACC_DTYPE)
+    for kh in range(0, KH):
+        row_ok = mask & (kh >= kh_lo) & (kh < kh_hi)
+        x_ptrs = x_plane + (h0 + kh) * sxh + w0 * sxw
+        for kw in range(0, KW):
+            ok = row_ok & (kw >= kw_lo) & (kw < kw_hi)
+            acc += tl.load(x_ptrs, mask=ok, other=0.0).to(ACC_DTYPE)
+            x_ptrs += sxw
+    if HAS_DIVISOR:
+        acc = acc / divisor
+    else:
+        # The divisor is the product of one factor per axis.
+        rows = avg_pool2d_extent(oh, H, OH, stride_h, pad_h, KH, ADAPTIVE, COUNT_INCLUDE_PAD)
+        cols = avg_pool2d_extent(ow, W, OW, stride_w, pad_w, KW, ADAPTIVE, COUNT_INCLUDE_PAD)
+        acc = acc / (rows * cols).to(ACC_DTYPE)
+
+    y_offs = n.to(tl.int64) * syn + c.to(tl.int64) * syc + oh * syh + ow * syw
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def avg_pool2d_backward_kernel(
+    dy_ptr, dx_ptr,
+    sdyn, sdyc, sdyh, sdyw,
+    sdxn, sdxc, sdxh, sdxw,
+    total, C, H, W, OH, OW, KH, KW,
+    stride_h, stride_w, pad_h, pad_w, divisor, JH, JW,
+    ADAPTIVE: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if INDEX_64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < total
+    n, c, h, w = flat_to_nchw(offs, C, H, W, CHANNELS_LAST)
+    oh_lo, oh_count = covering_windows(h, H, OH, stride_h, pad_h, 1, KH, ADAPTIVE)
+    ow_lo, ow_count = covering_windows(w, W, OW, stride_w, pad_w, 1, KW, ADAPTIVE)
+    dy_plane = dy_ptr + n.to(tl.int64) * sdyn + c.to(tl.int64) * sdyc
+
+    acc = tl.zeros((BLOCK,), dtype=ACC_DTYPE)
+    for jh in range(0, JH):
+        row_ok = mask & (jh < oh_count)
+        oh = oh_lo + jh
+        dy_ptrs = dy_plane + oh * sdyh + ow_lo * sdyw
+        if HAS_DIVISOR:
+            for jw in range(0, JW):
+                acc += tl.load(dy_ptrs, mask=row_ok & (jw < ow_count), other=0.0).to(ACC_DTYPE)
+                dy_ptrs += sdyw
+        else:
+            rows = avg_pool2d_extent(oh, H, OH, stride_h, pad_h, KH, ADAPTIVE, COUNT_INCLUDE_PAD)
+            for jw in range(0, JW):
+                ok = row_ok & (jw < ow_count)
+                g = tl.load(dy_ptrs, mask=ok, other=0.0).to(ACC_DTYPE)
+                cols = avg_pool2d_extent(ow_lo + jw, W, OW, stride_w, pad_w, KW, ADAPTIVE,
+                                         COUNT_INCLUDE_PAD)
+                # Outputs past the covering range may have empty windows: divisor 0.
+                acc += g / tl.where(ok, rows * cols, 1).to(ACC_DTYPE)
+                dy_ptrs += sdyw
+    if HAS_DIVISOR:
+        acc = acc / divisor
+
+    dx_offs = n.to(tl.int64) * sdxn + c.to(tl.int64) * sdxc + h * sdxh + w * sdxw
+    tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def _divisor_args(geometry: Pool2dGeometry, count_include_pad: bool, divisor_override):
+    """The divisor's constexpr flags and the override (0 when there is none)."""
+    return dict(COUNT_INCLUDE_PAD=bool(count_include_pad) and not geometry.adaptive,
+                HAS_DIVISOR=divisor_override is not None), int(divisor_override or 0)
+
+
+def avg_pool2d_forward(x: torch.Tensor, geometry: Pool2dGeometry, count_include_pad=True,
+                       divisor_override=None) -> torch.Tensor:
+    """x: (N, C, H, W), any strides. Returns y: (N, C, OH, OW) in x's memory format and dtype.
+    count_include_pad and divisor_override only apply to window (non-adaptive) geometries."""
+    g = geometry
+    fmt = output_memory_format(x)
+    y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype, memory_format=fmt)
+    if y.numel() == 0:
+        return y
+    flags, divisor = _divisor_args(g, count_include_pad, divisor_override)
+    kh, kw = g.kernel
+    block = launch_block(y.numel())
+    avg_pool2d_forward_kernel[(cdiv(y.numel(), block),)](
+        x, y, *x.stride(), *y.stride(),
+        y.numel(), g.channels, g.height, g.width, g.out_h, g.out_w, kh, kw,
+        *g.stride, *g.padding, divisor,
+        ADAPTIVE=g.adaptive, **flags, CHANNELS_LAST=fmt == torch.channels_last,
+        INDEX_64=needs_int64(block, y), ACC_DTYPE=accumulator_dtype(x.dtype), BLOCK=block,
+        num_warps=GPU_WARPS,
+    )
+    return y
+
+
+def avg_pool2d_backward(grad_output: torch.Tensor, geometry: Pool2dGeometry, like: dict,
+                        count_include_pad=True, divisor_override=None) -> torch.Tensor:
+    """grad_output: (N, C, OH, OW), any strides (an expanded gradient is fine). Returns
+    dx: (N, C, H, W) with ``like``'s dtype, device and memory_format (the forward input's)."""
+    g = geometry
+    dx = torch.empty(g.input_shape, **like)
+    if dx.numel() == 0:
+        return dx
+    if grad_output.numel() == 0:
+        return dx.zero_()
+    flags, divisor = _divisor_args(g, count_include_pad, divisor_override)
+    kh, kw = g.kernel
+    block = launch_block(dx.numel())
+    avg_pool2d_backward_kernel[(cdiv(dx.numel(), block),)](
+        grad_output, dx, *grad_output.stride(), *dx.stride(),
+        dx.numel(), g.channels, g.height, g.width, g.out_h, g.out_w, kh, kw,
+        *g.stride, *g.padding, divisor, *g.covering,
+        ADAPTIVE=g.adaptive, **flags,
+        CHANNELS_LAST=like["memory_format"] == torch.channels_last,
+        INDEX_64=needs_int64(block, dx), ACC_DTYPE=accumulator_dtype(dx.dtype),
+        BLOCK=block, num_warps=GPU_WARPS,
+    )
+    return dx
+
+
+def compile_cases():
+    """(label, kernel, signature, constexprs) for kernels/compile_check.py: every dtype for
+    window pooling (count_include_pad, NCHW) and adaptive pooling (channels_last); fp32 also for
+    the other divisors and the int64-index variant (fp16 first: --quick compiles the first)."""
+    from .pool_geometry import GPU_BLOCK
+
+    strides = lambda *prefixes: {f"{p}{d}": "i32" for p in prefixes for d in "nchw"}
+    sizes = {a: "i32" for a in ("total", "C", "H", "W", "OH", "OW", "KH", "KW", "stride_h",
+                                "stride_w", "pad_h", "pad_w", "divisor")}
+    variants = [  # (label, ADAPTIVE, COUNT_INCLUDE_PAD, HAS_DIVISOR, CHANNELS_LAST, INDEX_64)
+        ("window,include_pad,nchw", False, True, False, False, False),
+        ("adaptive,channels_last", True, False, False, True, False),
+    ]
+    fp32_only = [
+        ("window,exclude_pad,channels_last", False, False, False, True, False),
+        ("window,divisor_override,nchw", False, True, True, False, False),
+        ("window,include_pad,nchw,int64", False, True, False, False, True),
+    ]
+    cases = []
+    for ty, acc in (("fp16", tl.float32), ("bf16", tl.float32), ("fp32", tl.float32),
+                    ("fp64", tl.float64)):
+        for kind, adaptive, include_pad, has_divisor, channels_last, index_64 in \
+                variants + (fp32_only if ty == "fp32" else []):
+            flags = {"ADAPTIVE": adaptive, "COUNT_INCLUDE_PAD": include_pad,
+                     "HAS_DIVISOR": has_divisor, "CHANNELS_LAST": channels_last,
+                     "INDEX_64": index_64, "ACC_DTYPE": acc, "BLOCK": GPU_BLOCK}
+            total = {"total": "i64" if index_64 else "i32"}
+            cases.append((f"forward[{ty},{kind}]", avg_pool2d_forward_kernel,
+                          {"x_ptr": f"*{ty}", "y_ptr": f"*{ty}", **strides("sx", "sy"),
+                           **sizes, **total}, flags))
+            cases.append((f"backward[{ty},{kind}]", avg_pool2d_backward_kernel,
+                          {"dy_ptr": f"*{ty}", "dx_ptr": f"*{ty}", **strides("sdy", "sdx"),
+                           **sizes, **total, "JH": "i32", "JW": "i32"}, flags))
+    return cases
+
+
+__all__ = ["avg_pool2d_forward", "avg_pool2d_backward", "avg_pool2d_forward_kernel",
+           "avg_pool2d_backward_kernel", "compile_cases"]

@@ -1,0 +1,195 @@
+"""Max pooling, window and adaptive, forward and backward (gather form).
+
+Forward, per plane (n, c) and output (oh, ow), over the window's taps (see pool_geometry):
+    y[oh, ow]   = max_{h, w in window} x[h, w]
+    idx[oh, ow] = h*W + w of the chosen tap (torch's convention: a flat index into the plane)
+Taps are visited in row-major order and a tap replaces the best so far when it is greater or
+NaN, as torch does: ties keep the first maximum, a NaN wins (the last NaN, if several), and a
+window of -inf (or one that holds no tap at all, which dilation allows) reports its first
+in-bounds position, which may lie past the plane exactly as torch's does.
+
+Backward, the same for window and adaptive pooling:
+    dx[h, w] = sum_{(oh, ow) : idx[oh, ow] == h*W + w} dy[oh, ow]
+computed as a gather: each input element visits only the outputs whose windows cover it
+(pool_geometry.covering_windows) and sums the gradients of those that chose it. No atomics, so
+the result is deterministic, and overlapping windows (3x3 stride 2) are handled by the sum.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .pool_geometry import (
+    GPU_WARPS,
+    Pool2dGeometry,
+    covering_windows,
+    flat_to_nchw,
+    launch_block,
+    needs_int64,
+    pool_window,
+)
+from .runtime import accumulator_dtype, cdiv, output_memory_format
+
+
+@triton.jit
+def max_pool2d_forward_kernel(
+    x_ptr, y_ptr, idx_ptr,
+    sxn, sxc, sxh, sxw,
+    syn, syc, syh, syw,
+    total, C, H, W, OH, OW, KH, KW,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    ADAPTIVE: tl.constexpr, STORE_INDICES: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if INDEX_64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < total
+    # y and idx share one layout, so one flat index in y's memory order addresses both.
+    n, c, oh, ow = flat_to_nchw(offs, C, OH, OW, CHANNELS_LAST)
+    h0, kh_lo, kh_hi = pool_window(oh, H, OH, stride_h, pad_h, dil_h, KH, ADAPTIVE)
+    w0, kw_lo, kw_hi = pool_window(ow, W, OW, stride_w, pad_w, dil_w, KW, ADAPTIVE)
+    x_plane = x_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc
+    w_step = dil_w * sxw
+
+    # torch starts from the first in-bounds tap, so an all -inf window reports that tap.
+    best = tl.full((BLOCK,), float("-inf"), ACC_DTYPE)
+    best_idx = (h0 + kh_lo * dil_h) * W + w0 + kw_lo * dil_w
+    for kh in range(0, KH):
+        row_ok = mask & (kh >= kh_lo) & (kh < kh_hi)
+        h = h0 + kh * dil_h
+        x_ptrs = x_plane + h * sxh + w0 * sxw
+        tap = h * W + w0  # the tap's flat index in its plane, torch's index convention
+        for kw in range(0, KW):
+            ok = row_ok & (kw >= kw_lo) & (kw < kw_hi)
+            v = tl.load(x_ptrs, mask=ok, other=float("-inf")).to(ACC_DTYPE)
+            take = ok & ((v > best) | (v != v))
+            best = tl.where(take, v, best)
+            best_idx = tl.where(take, tap, best_idx)
+            x_ptrs += w_step
+            tap += dil_w
+
+    y_offs = n.to(tl.int64) * syn + c.to(tl.int64) * syc + oh * syh + ow * syw
+    tl.store(y_ptr + y_offs, best.to(y_ptr.dtype.element_ty), mask=mask)
+    if STORE_INDICES:
+        tl.store(idx_ptr + y_offs, best_idx.to(tl.int64), mask=mask)
+
+
+@triton.jit
+def max_pool2d_backward_kernel(
+    dy_ptr, idx_ptr, dx_ptr,
+    sdyn, sdyc, sdyh, sdyw,
+    sidn, sidc, sidh, sidw,
+    sdxn, sdxc, sdxh, sdxw,
+    total, C, H, W, OH, OW, KH, KW,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, JH, JW,
+    ADAPTIVE: tl.constexpr, CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if INDEX_64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < total
+    n, c, h, w = flat_to_nchw(offs, C, H, W, CHANNELS_LAST)
+    oh_lo, oh_count = covering_windows(h, H, OH, stride_h, pad_h, dil_h, KH, ADAPTIVE)
+    ow_lo, ow_count = covering_windows(w, W, OW, stride_w, pad_w, dil_w, KW, ADAPTIVE)
+    dy_plane = dy_ptr + n.to(tl.int64) * sdyn + c.to(tl.int64) * sdyc
+    idx_plane = idx_ptr + n.to(tl.int64) * sidn + c.to(tl.int64) * sidc
+    me = h * W + w
+
+    acc = tl.zeros((BLOCK,), dtype=ACC_DTYPE)
+    for jh in range(0, JH):
+        row_ok = mask & (jh < oh_count)
+        oh = oh_lo + jh
+        idx_ptrs = idx_plane + oh * sidh + ow_lo * sidw
+        dy_ptrs = dy_plane + oh * sdyh + ow_lo * sdyw
+        for jw in range(0, JW):
+            ok = row_ok & (jw < ow_count)
+            chosen = tl.load(idx_ptrs, mask=ok, other=-1)
+            acc += tl.load(dy_ptrs, mask=ok & (chosen == me), other=0.0).to(ACC_DTYPE)
+            idx_ptrs += sidw
+            dy_ptrs += sdyw
+
+    dx_offs = n.to(tl.int64) * sdxn + c.to(tl.int64) * sdxc + h * sdxh + w * sdxw
+    tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def max_pool2d_forward(x: torch.Tensor, geometry: Pool2dGeometry, store_indices: bool = True):
+    """x: (N, C, H, W), any strides. Returns y: (N, C, OH, OW) in x's memory format and dtype,
+    and indices: int64 of y's shape and layout (None unless store_indices), each a flat
+    index into its H*W plane."""
+    g = geometry
+    fmt = output_memory_format(x)
+    y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype, memory_format=fmt)
+    indices = torch.empty(g.output_shape, device=x.device, dtype=torch.int64,
+                          memory_format=fmt) if store_indices else None
+    if y.numel() == 0:
+        return y, indices
+    block = launch_block(y.numel())
+    max_pool2d_forward_kernel[(cdiv(y.numel(), block),)](
+        x, y, indices if store_indices else y,
+        *x.stride(), *y.stride(), *g.kernel_args(y.numel()),
+        ADAPTIVE=g.adaptive, STORE_INDICES=store_indices,
+        CHANNELS_LAST=fmt == torch.channels_last, INDEX_64=needs_int64(block, y),
+        ACC_DTYPE=accumulator_dtype(x.dtype), BLOCK=block, num_warps=GPU_WARPS,
+    )
+    return y, indices
+
+
+def max_pool2d_backward(grad_output: torch.Tensor, indices: torch.Tensor,
+                        geometry: Pool2dGeometry, like: dict) -> torch.Tensor:
+    """grad_output and indices: (N, C, OH, OW), any strides. Returns dx: (N, C, H, W) with
+    ``like``'s dtype, device and memory_format (those of the forward's input)."""
+    g = geometry
+    dx = torch.empty(g.input_shape, **like)
+    if dx.numel() == 0:
+        return dx
+    if grad_output.numel() == 0:
+        return dx.zero_()
+    block = launch_block(dx.numel())
+    max_pool2d_backward_kernel[(cdiv(dx.numel(), block),)](
+        grad_output, indices, dx,
+        *grad_output.stride(), *indices.stride(), *dx.stride(), *g.kernel_args(dx.numel()),
+        *g.covering,
+        ADAPTIVE=g.adaptive, CHANNELS_LAST=like["memory_format"] == torch.channels_last,
+        INDEX_64=needs_int64(block, dx), ACC_DTYPE=accumulator_dtype(dx.dtype),
+        BLOCK=block, num_warps=GPU_WARPS,
+    )
+    return dx
+
+
+def compile_cases():
+    """(label, kernel, signature, constexprs) for kernels/compile_check.py: every dtype for
+    window pooling on NCHW and adaptive pooling on channels_last, so each constexpr branch is
+    compiled, and the int64-index variant (fp16 first: --quick compiles the first case)."""
+    from .pool_geometry import GPU_BLOCK
+
+    strides = lambda *prefixes: {f"{p}{d}": "i32" for p in prefixes for d in "nchw"}
+    sizes = {a: "i32" for a in ("total", "C", "H", "W", "OH", "OW", "KH", "KW", "stride_h",
+                                "stride_w", "pad_h", "pad_w", "dil_h", "dil_w")}
+    cases = []
+    for ty, acc in (("fp16", tl.float32), ("bf16", tl.float32), ("fp32", tl.float32),
+                    ("fp64", tl.float64)):
+        for adaptive, channels_last, index_64 in ((False, False, False), (True, True, False),
+                                                  (False, False, True)):
+            if index_64 and ty != "fp32":
+                continue
+            kind = ("adaptive,channels_last" if adaptive else "window,nchw") \
+                + (",int64" if index_64 else "")
+            flags = {"ADAPTIVE": adaptive, "CHANNELS_LAST": channels_last, "INDEX_64": index_64,
+                     "ACC_DTYPE": acc, "BLOCK": GPU_BLOCK}
+            total = {"total": "i64" if index_64 else "i32"}
+            cases.append((f"forward[{ty},{kind}]", max_pool2d_forward_kernel,
+                           {"x_ptr": f"*{ty}", "y_ptr": f"*{ty}", "idx_ptr": "*i64",
+                            **strides("sx", "sy"), **sizes, **total},
+                           {**flags, "STORE_INDICES": not index_64}))
+            cases.append((f"backward[{ty},{kind}]", max_pool2d_backward_kernel,
+                          {"dy_ptr": f"*{ty}", "idx_ptr": "*i64", "dx_ptr": f"*{ty}",
+                           **strides("sdy", "sid", "sdx"), **sizes, **total, "JH": "i32",
+                           "JW": "i32"}, flags))
+    return cases
+
+
+__all__ = ["max_pool2d_forward", "max_pool2d_backward", "max_pool2d_forward_kernel",
+           "max_pool2d_backward_kernel", "compile_cases"]
