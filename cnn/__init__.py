@@ -7,7 +7,9 @@
 import kernels  # noqa: F401  (decides compiled vs interpreted before anything else)
 
 from . import functional
+from .fuse import fuse
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers
 
 __all__ = ["functional", *_layers]
+__all__ += ["fuse"]

@@ -23,8 +23,14 @@ import triton.language as tl
 
 from .configs import implicit_gemm_configs, interpreter_tiles
 from .conv2d_geometry import Conv2dGeometry
-from .runtime import INTERPRET, accumulator_dtype, cdiv, dot_precision, dot_upcast, \
-    output_memory_format
+from .runtime import (
+    INTERPRET,
+    accumulator_dtype,
+    cdiv,
+    dot_precision,
+    dot_upcast,
+    output_memory_format,
+)
 
 # Statistics are written per row tile, so with STATS every config shares one BLOCK_M and the
 # caller knows how many partial rows there are.
@@ -102,10 +108,10 @@ def conv2d_forward_kernel(
         acc += tl.load(bias_ptr + co, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
     if STATS:
         # Per-tile count, mean and sum of squared deviations of each channel: layout
-        # stats[tile, {count, mean, m2}, channel], fp32.
+        # stats[tile, {count, mean, m2}, channel], fp32 (fp64 for fp64 input).
         valid = mask_m[:, None] & mask_n[None, :]
-        count = tl.sum(mask_m.to(tl.float32), axis=0)
-        vals = tl.where(valid, acc.to(tl.float32), 0.0)
+        count = tl.sum(mask_m.to(ACC_DTYPE), axis=0)
+        vals = tl.where(valid, acc, 0.0)
         mean = tl.sum(vals, axis=0) / count
         dev = tl.where(valid, vals - mean[None, :], 0.0)
         m2 = tl.sum(dev * dev, axis=0)
@@ -114,14 +120,14 @@ def conv2d_forward_kernel(
         tl.store(row + C_out, mean, mask=mask_n)
         tl.store(row + 2 * C_out, m2, mask=mask_n)
     if BN_EVAL:
-        mean = tl.load(bn_mean_ptr + co, mask=mask_n, other=0.0).to(tl.float32)
-        var = tl.load(bn_var_ptr + co, mask=mask_n, other=1.0).to(tl.float32)
+        mean = tl.load(bn_mean_ptr + co, mask=mask_n, other=0.0).to(ACC_DTYPE)
+        var = tl.load(bn_var_ptr + co, mask=mask_n, other=1.0).to(ACC_DTYPE)
         scale = 1.0 / tl.sqrt(var + eps)
         if BN_AFFINE:
-            scale *= tl.load(bn_weight_ptr + co, mask=mask_n, other=1.0).to(tl.float32)
+            scale *= tl.load(bn_weight_ptr + co, mask=mask_n, other=1.0).to(ACC_DTYPE)
         shift = -mean * scale
         if BN_AFFINE:
-            shift += tl.load(bn_bias_ptr + co, mask=mask_n, other=0.0).to(tl.float32)
+            shift += tl.load(bn_bias_ptr + co, mask=mask_n, other=0.0).to(ACC_DTYPE)
         acc = acc * scale[None, :].to(ACC_DTYPE) + shift[None, :].to(ACC_DTYPE)
     if RELU:
         acc = tl.maximum(acc, 0.0)
@@ -137,7 +143,8 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2d
 
     x: (N, C_in, H, W), any strides; weight: (C_out, C_in/groups, KH, KW); bias: (C_out,) or None.
     bn_eval: None or (running_mean, running_var, gamma or None, beta or None, eps), folded
-    into the epilogue. stats: also return per-tile statistics, shape (tiles, 3, C_out) fp32.
+    into the epilogue. stats: also return per-tile statistics, shape (tiles, 3, C_out), fp32
+    (fp64 for fp64 input).
     Returns y: (N, C_out, OH, OW) in x's memory format and dtype (and the statistics).
     """
     g = geometry
@@ -146,8 +153,9 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2d
                     memory_format=output_memory_format(x))
     m = g.batch * oh * ow
     tiles_m = cdiv(m, STATS_BLOCK_M)
+    stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     stats_buf = torch.empty((tiles_m, 3, g.out_channels), device=x.device,
-                            dtype=torch.float32) if stats else None
+                            dtype=stats_dtype) if stats else None
     if y.numel() == 0:
         return (y, stats_buf) if stats else y
     mean, var, gamma, beta, eps = bn_eval if bn_eval is not None else (None,) * 4 + (0.0,)
@@ -174,3 +182,28 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2d
 
 
 __all__ = ["conv2d_forward", "conv2d_forward_kernel", "STATS_BLOCK_M", "INTERPRET"]
+
+
+def compile_cases():
+    """Every GPU variant for ``python -m kernels.compile_check``: three epilogues (bias; batch-norm
+    statistics, whose launcher keeps only BLOCK_M == STATS_BLOCK_M; folded eval batch norm + ReLU)
+    for fp32 (IEEE and TF32), fp16 and bf16. Bias is on in all three: the superset of the code."""
+    from .compile_check import GPU_DTYPES, signature_for
+
+    epilogues = {
+        "bias": dict(HAS_BIAS=True, STATS=False, BN_EVAL=False, BN_AFFINE=False, RELU=False),
+        "stats": dict(HAS_BIAS=True, STATS=True, BN_EVAL=False, BN_AFFINE=False, RELU=False,
+                      BLOCK_M=STATS_BLOCK_M),
+        "bn_eval+relu": dict(HAS_BIAS=True, STATS=False, BN_EVAL=True, BN_AFFINE=True, RELU=True),
+    }
+    cases = []
+    for label, flags in epilogues.items():
+        for _, ptr, precision in GPU_DTYPES:
+            consts = dict(flags, CHANNELS_LAST=False, ACC_DTYPE=tl.float32,
+                          INPUT_PRECISION=precision, UPCAST=False)
+            # As the launcher passes them: the statistics buffer is fp32, the rest x's dtype.
+            pointers = {"stats_ptr": "*fp32"} if flags["STATS"] else {}
+            sig = signature_for(conv2d_forward_kernel, consts, pointers, default_pointer=ptr,
+                                floats=("eps",))
+            cases.append((label, conv2d_forward_kernel, sig, consts))
+    return cases

@@ -15,8 +15,14 @@ import triton.language as tl
 
 from .configs import implicit_gemm_configs, interpreter_tiles
 from .conv2d_geometry import Conv2dGeometry
-from .runtime import (INTERPRET, accumulator_dtype, cdiv, dot_precision, dot_upcast,
-                      multiprocessor_count)
+from .runtime import (
+    INTERPRET,
+    accumulator_dtype,
+    cdiv,
+    dot_precision,
+    dot_upcast,
+    multiprocessor_count,
+)
 
 
 @triton.autotune(
@@ -137,3 +143,18 @@ def conv2d_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight: t
     if need_bias:
         grad_bias = (partial_b[0] if split == 1 else partial_b.sum(0)).to(weight.dtype)
     return grad_weight, grad_bias
+
+
+def compile_cases():
+    """Every GPU variant for ``python -m kernels.compile_check``: fp32 (IEEE, TF32), fp16, bf16,
+    with the bias gradient on (the superset). The partial sums are fp32 whatever the input."""
+    from .compile_check import GPU_DTYPES, signature_for
+
+    cases = []
+    for _, ptr, precision in GPU_DTYPES:
+        consts = dict(HAS_BIAS=True, ACC_DTYPE=tl.float32, INPUT_PRECISION=precision,
+                      UPCAST=False)
+        sig = signature_for(conv2d_weight_grad_kernel, consts,
+                            {"dw_ptr": "*fp32", "db_ptr": "*fp32"}, default_pointer=ptr)
+        cases.append(("dw+db", conv2d_weight_grad_kernel, sig, consts))
+    return cases

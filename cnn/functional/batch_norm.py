@@ -1,0 +1,208 @@
+"""batch_norm as an autograd.Function over the Triton kernels, shaped like torch.nn.functional.
+
+The kernels see every input as (N, C, H, W) through a view: (N, C) as (1, C, N, 1),
+(N, C, L) as (N, C, L, 1), higher ranks as (N, C, prod(rest), 1).
+"""
+import torch
+from torch.autograd.function import once_differentiable
+
+from kernels.batch_norm_backward import (
+    batch_norm_backward_input,
+    batch_norm_backward_reduce,
+    batch_norm_backward_sums,
+)
+from kernels.batch_norm_forward import (
+    batch_norm_finalize,
+    batch_norm_normalize,
+    batch_norm_stats,
+    stats_dtype,
+)
+from kernels.runtime import FLOAT_DTYPES, check_device, output_memory_format
+
+_TYPE_NAMES = {
+    torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float32: "Float",
+    torch.float64: "Double", torch.int8: "Char", torch.uint8: "Byte", torch.int16: "Short",
+    torch.int32: "Int", torch.int64: "Long", torch.bool: "Bool",
+}
+
+
+def type_name(dtype: torch.dtype) -> str:
+    """torch's scalar type name ('Float', 'Half', ...) as its error messages spell it."""
+    return _TYPE_NAMES.get(dtype, str(dtype).replace("torch.", ""))
+
+
+def verify_batch_size(shape) -> None:
+    """torch's rule: training statistics need more than one value per channel."""
+    values = shape[0]
+    for s in shape[2:]:
+        values *= s
+    if values == 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size "
+            f"{torch.Size(shape)}")
+
+
+def check_batch_norm_args(shape, dtype, device, running_mean, running_var, weight, bias,
+                          training: bool) -> None:
+    """torch.nn.functional.batch_norm's checks (same exception types and messages), for an
+    input of the given shape, dtype and device; before any launch."""
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(
+            "running_mean and running_var must either both be None or neither be None")
+    if training:
+        verify_batch_size(shape)
+    channels = shape[1] if len(shape) > 1 else 0
+    params = (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+              ("running_var", running_var))
+    for name, t in params:
+        if t is not None and t.numel() != channels:
+            raise RuntimeError(f"{name} should contain {channels} elements not {t.numel()}")
+    if len(shape) < 2:
+        raise RuntimeError(
+            f"batch_norm expects an input of at least 2 dimensions (N, C, ...), got size "
+            f"{list(shape)}")
+    if not training and running_mean is None:
+        raise RuntimeError("running_mean must be defined in evaluation mode")
+    if dtype not in FLOAT_DTYPES:
+        raise NotImplementedError(f"\"batch_norm\" not implemented for '{type_name(dtype)}'")
+    given = [t for _, t in params if t is not None]
+    for t in given:
+        if t.device != device:
+            raise RuntimeError(
+                f"Expected all tensors to be on the same device, but found at least two "
+                f"devices, {device} and {t.device}!")
+    # Parameters share one dtype: the input's, or float32 under a half/bfloat16 input.
+    mixed = dtype in (torch.float16, torch.bfloat16) and bool(given) and \
+        all(t.dtype == torch.float32 for t in given)
+    for t in given:
+        if t.dtype != dtype and not mixed:
+            raise RuntimeError(
+                f"expected scalar type {type_name(dtype)} but found {type_name(t.dtype)}")
+
+
+def as_4d(t: torch.Tensor) -> torch.Tensor:
+    """The (N, C, H, W) view the kernels read: (N, C) -> (1, C, N, 1), (N, C, L) -> (N, C, L, 1),
+    (N, C, D, ...) -> (N, C, D*..., 1) (a copy only when those dims do not merge)."""
+    if t.dim() == 4:
+        return t
+    if t.dim() == 2:
+        return t.t().unsqueeze(0).unsqueeze(-1)
+    return t.flatten(2).unsqueeze(-1)
+
+
+def _empty_like_input(t: torch.Tensor, *others) -> torch.Tensor:
+    """A new tensor shaped like t: in t's layout for 4D (torch's rule), contiguous otherwise."""
+    fmt = output_memory_format(t, *others) if t.dim() == 4 else torch.contiguous_format
+    return torch.empty(t.shape, device=t.device, dtype=t.dtype, memory_format=fmt)
+
+
+def _flat_param(t):
+    """A (C,) unit-stride view of a parameter (a copy only if it has none)."""
+    if t is None or (t.dim() == 1 and t.stride(0) == 1):
+        return t
+    return t.reshape(-1).contiguous()
+
+
+class BatchNormFunction(torch.autograd.Function):
+    """y = (x - mean) * invstd * weight + bias over channel dim 1; batch statistics when
+    training (running stats updated in place), running statistics otherwise.
+
+    Backward (kernels/batch_norm_backward.py has the derivation), g = dy:
+        dbias = sum g,  dweight = sum g * xhat,
+        dx = weight * invstd * (g - dbias / M - xhat * dweight / M)    training
+        dx = weight * invstd * g                                       evaluation
+    """
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, running_mean, running_var, num_batches_tracked,
+                training: bool, momentum, eps: float):
+        x4 = as_4d(input)
+        out = _empty_like_input(input)
+        out4 = as_4d(out)
+        if training:
+            c = x4.shape[1]
+            if input.numel() == 0:
+                # Nothing to normalise and no statistics: torch leaves the running stats.
+                mean = torch.empty((c,), device=input.device, dtype=stats_dtype(input.dtype))
+                invstd = mean
+                if num_batches_tracked is not None:
+                    num_batches_tracked.add_(1)
+            else:
+                mean, invstd = batch_norm_finalize(batch_norm_stats(x4), running_mean,
+                                                   running_var, num_batches_tracked,
+                                                   momentum, eps)
+                batch_norm_normalize(x4, out4, mean, invstd, weight, bias,
+                                     num_batches_tracked=num_batches_tracked)
+            ctx.save_for_backward(input, weight, bias, mean, invstd)
+        else:
+            batch_norm_normalize(x4, out4, running_mean, running_var, weight, bias, eps=eps,
+                                 from_var=True)
+            ctx.save_for_backward(input, weight, bias, running_mean, running_var)
+        ctx.training, ctx.eps = training, eps
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        input, weight, bias, mean, scale = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        need_w = need_w and weight is not None
+        need_b = need_b and bias is not None
+        x4, dy4 = as_4d(input), as_4d(grad_output)
+        sums = grad_weight = grad_bias = grad_input = None
+        if (ctx.training and need_x) or need_w or need_b:
+            partial = batch_norm_backward_reduce(dy4, x4, mean, scale, weight, bias, eps=ctx.eps,
+                                                 from_var=not ctx.training)
+            sums, grad_weight, grad_bias = batch_norm_backward_sums(
+                partial, weight, bias, need_weight=need_w, need_bias=need_b)
+        if need_x:
+            grad_input = _empty_like_input(input, grad_output)
+            batch_norm_backward_input(dy4, x4, as_4d(grad_input), mean, scale, weight, bias,
+                                      sums, eps=ctx.eps, from_var=not ctx.training,
+                                      training=ctx.training)
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+def _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps,
+                num_batches_tracked=None):
+    """batch_norm with the module's extras: num_batches_tracked (0-dim int64) is advanced by
+    one inside the last launch, and momentum=None means the cumulative average over it."""
+    check_batch_norm_args(input.shape, input.dtype, input.device, running_mean, running_var,
+                          weight, bias, training)
+    update = training and running_mean is not None
+    if update and momentum is None and num_batches_tracked is None:
+        raise TypeError("batch_norm(): argument 'momentum' must be float, not NoneType")
+    check_device(input, running_mean, running_var, weight, bias)
+    weight, bias = _flat_param(weight), _flat_param(bias)
+    if not update and not training:
+        # Evaluation only reads the running stats: any layout will do once flattened.
+        running_mean, running_var = _flat_param(running_mean), _flat_param(running_var)
+        return BatchNormFunction.apply(input, weight, bias, running_mean, running_var, None,
+                                       False, momentum, eps)
+    # Training updates the running stats in place; strided ones go through a copy.
+    stats = [running_mean, running_var] if update else [None, None]
+    flat = [_flat_param(t) for t in stats]
+    out = BatchNormFunction.apply(input, weight, bias, *flat, num_batches_tracked, True,
+                                  momentum, eps)
+    for original, used in zip(stats, flat, strict=True):
+        if used is not None and used.data_ptr() != original.data_ptr():
+            original.copy_(used.view_as(original))
+    return out
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Drop-in for ``torch.nn.functional.batch_norm``, running the Triton kernels.
+
+    input: (N, C, H, W) (also (N, C), (N, C, L), (N, C, D, ...)), NCHW or channels_last or
+    any strides; running_mean, running_var, weight, bias: (C,) or None. training: normalise
+    with the batch statistics and, when given, update the running stats in place as
+    (1 - momentum) * running + momentum * batch (unbiased variance); otherwise normalise
+    with the running stats. Returns a tensor shaped like input, in its layout (4D).
+    """
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum,
+                       eps)
+
+
+__all__ = ["batch_norm", "BatchNormFunction", "check_batch_norm_args", "verify_batch_size",
+           "as_4d"]

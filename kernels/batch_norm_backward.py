@@ -1,0 +1,262 @@
+"""Batch norm backward over (N, C, H, W), with the ReLU that may follow it.
+
+Forward (batch_norm_forward.py): xhat = (x - mean) * invstd, y = gamma * xhat + beta, and
+z = max(y, 0) under ReLU. With g = dz * (y > 0) under ReLU (else g = dy), per channel over the
+M = N*H*W pixels:
+    dbeta  = sum g,        dgamma = sum g * xhat
+Training (mean and invstd are functions of x: d mean / d x_i = 1/M,
+d invstd / d x_i = -invstd^3 (x_i - mean) / M):
+    dx = gamma * invstd * (g - dbeta / M - xhat * dgamma / M)
+Evaluation (running statistics are constants):
+    dx = gamma * invstd * g
+Launches: reduce (each tile's partial sums of g and g * xhat, (tiles, 2, C)); sums (a
+fixed-order sum over tiles, so the result is deterministic without atomics; writes dgamma and
+dbeta); input (dx). The ReLU mask is recomputed from x with the normalize kernel's own
+expression, so no output needs keeping.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .batch_norm_forward import (
+    GPU_WARPS,
+    REDUCE_BLOCK_C,
+    REDUCE_BLOCK_T,
+    _tl_acc,
+    channel_affine,
+    spatial_strides,
+    stats_dtype,
+    tile_config,
+    tile_offsets,
+)
+from .runtime import cdiv, next_power_of_2
+
+MASK_NONE, MASK_RECOMPUTE = 0, 1  # RELU_MASK: no ReLU, or ReLU mask recomputed from x
+
+
+@triton.jit
+def relu_gate(dy, x, mean, a, b, RELU_MASK: tl.constexpr):
+    """g = dy where the forward's ReLU passed its input (y > 0), else 0."""
+    if RELU_MASK == 1:
+        y = (x - mean[None, :]) * a[None, :] + b[None, :]  # the normalize kernel's expression
+        dy = tl.where(y > 0.0, dy, 0.0)
+    return dy
+
+
+@triton.jit
+def batch_norm_backward_reduce_kernel(
+    dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, partial_ptr,
+    sdyn, sdyc, sdyh, sdyw,
+    sxn, sxc, sxh, sxw,
+    N, C, H, W, eps,
+    FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    RELU_MASK: tl.constexpr, HW_FLAT: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """partial[tile, 0, c] = sum g, partial[tile, 1, c] = sum g * xhat over one tile."""
+    pid = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = c < C
+    mean, invstd, a, b = channel_affine(mean_ptr, scale_ptr, weight_ptr, bias_ptr, c, mask_c,
+                                        eps, FROM_VAR, HAS_WEIGHT, HAS_BIAS, ACC_DTYPE)
+    dy_offs, mask_hw, _ = tile_offsets(pid, sdyn, sdyc, sdyh, sdyw, pid_c, H * W, W, C,
+                                       HW_FLAT, BLOCK_HW, BLOCK_C)
+    x_offs, _, _ = tile_offsets(pid, sxn, sxc, sxh, sxw, pid_c, H * W, W, C,
+                                HW_FLAT, BLOCK_HW, BLOCK_C)
+    mask = mask_hw[:, None] & mask_c[None, :]
+    dy = tl.load(dy_ptr + dy_offs, mask=mask, other=0.0).to(ACC_DTYPE)
+    x = tl.load(x_ptr + x_offs, mask=mask, other=0.0).to(ACC_DTYPE)
+    g = tl.where(mask, relu_gate(dy, x, mean, a, b, RELU_MASK), 0.0)
+    xhat = (x - mean[None, :]) * invstd[None, :]
+    row = partial_ptr + pid.to(tl.int64) * 2 * C + c
+    tl.store(row, tl.sum(g, axis=0), mask=mask_c)
+    tl.store(row + C, tl.sum(g * xhat, axis=0), mask=mask_c)
+
+
+@triton.jit
+def batch_norm_backward_sums_kernel(
+    partial_ptr, sums_ptr, dweight_ptr, dbias_ptr,
+    T, C,
+    WRITE_WEIGHT: tl.constexpr, WRITE_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """sums[0] = dbeta = sum_t partial[t, 0], sums[1] = dgamma = sum_t partial[t, 1], in a
+    fixed order; also stored in the parameters' dtype as their gradients."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = c < C
+    sum_g = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
+    sum_gx = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
+    for t0 in range(0, T, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T)
+        mask = (t < T)[:, None] & mask_c[None, :]
+        rows = partial_ptr + t.to(tl.int64)[:, None] * 2 * C + c[None, :]
+        sum_g += tl.sum(tl.load(rows, mask=mask, other=0.0).to(ACC_DTYPE), axis=0)
+        sum_gx += tl.sum(tl.load(rows + C, mask=mask, other=0.0).to(ACC_DTYPE), axis=0)
+    tl.store(sums_ptr + c, sum_g, mask=mask_c)
+    tl.store(sums_ptr + C + c, sum_gx, mask=mask_c)
+    if WRITE_WEIGHT:
+        tl.store(dweight_ptr + c, sum_gx.to(dweight_ptr.dtype.element_ty), mask=mask_c)
+    if WRITE_BIAS:
+        tl.store(dbias_ptr + c, sum_g.to(dbias_ptr.dtype.element_ty), mask=mask_c)
+
+
+@triton.jit
+def batch_norm_backward_input_kernel(
+    dy_ptr, x_ptr, dx_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, sums_ptr,
+    sdyn, sdyc, sdyh, sdyw,
+    sxn, sxc, sxh, sxw,
+    sdxn, sdxc, sdxh, sdxw,
+    N, C, H, W, eps,
+    TRAINING: tl.constexpr, FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr, RELU_MASK: tl.constexpr, HW_FLAT: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """dx = gamma * invstd * (g - dbeta / M - xhat * dgamma / M) (training), or
+    gamma * invstd * g (evaluation)."""
+    pid = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = c < C
+    mean, invstd, a, b = channel_affine(mean_ptr, scale_ptr, weight_ptr, bias_ptr, c, mask_c,
+                                        eps, FROM_VAR, HAS_WEIGHT, HAS_BIAS, ACC_DTYPE)
+    dy_offs, mask_hw, _ = tile_offsets(pid, sdyn, sdyc, sdyh, sdyw, pid_c, H * W, W, C,
+                                       HW_FLAT, BLOCK_HW, BLOCK_C)
+    x_offs, _, _ = tile_offsets(pid, sxn, sxc, sxh, sxw, pid_c, H * W, W, C,
+                                HW_FLAT, BLOCK_HW, BLOCK_C)
+    dx_offs, _, _ = tile_offsets(pid, sdxn, sdxc, sdxh, sdxw, pid_c, H * W, W, C,
+                                 HW_FLAT, BLOCK_HW, BLOCK_C)
+    mask = mask_hw[:, None] & mask_c[None, :]
+    dy = tl.load(dy_ptr + dy_offs, mask=mask, other=0.0).to(ACC_DTYPE)
+    x = tl.load(x_ptr + x_offs, mask=mask, other=0.0).to(ACC_DTYPE)
+    g = relu_gate(dy, x, mean, a, b, RELU_MASK)
+    if TRAINING:
+        # M in ACC_DTYPE without an int32 product (sizes of 1 arrive as constexprs)
+        inv_m = 1.0 / ((tl.zeros((BLOCK_C,), dtype=ACC_DTYPE) + N) * H * W)
+        mean_g = tl.load(sums_ptr + c, mask=mask_c, other=0.0).to(ACC_DTYPE) * inv_m
+        mean_gx = tl.load(sums_ptr + C + c, mask=mask_c, other=0.0).to(ACC_DTYPE) * inv_m
+        xhat = (x - mean[None, :]) * invstd[None, :]
+        g = g - mean_g[None, :] - xhat * mean_gx[None, :]
+    dx = g * a[None, :]
+    tl.store(dx_ptr + dx_offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+def batch_norm_backward_reduce(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor,
+                               scale: torch.Tensor, weight=None, bias=None, *,
+                               eps: float = 0.0, from_var: bool = False,
+                               relu_mask: int = MASK_NONE) -> torch.Tensor:
+    """Per-tile partial sums of g and g * xhat: (tiles, 2, C), fp32 (fp64 for fp64).
+
+    dy, x: (N, C, H, W) any strides, not empty; mean, scale (invstd, or variance when
+    from_var), weight, bias: (C,) as in the forward."""
+    n, c, h, w = x.shape
+    block_hw, block_c = tile_config(x)
+    tiles = n * cdiv(h * w, block_hw)
+    partial = torch.empty((tiles, 2, c), device=x.device, dtype=stats_dtype(x.dtype))
+    if tiles == 0:
+        return partial  # empty input: the sums come out zero
+    sdyh, sdyw, dy_flat = spatial_strides(dy)
+    sxh, sxw, x_flat = spatial_strides(x)
+    batch_norm_backward_reduce_kernel[(tiles, cdiv(c, block_c))](
+        dy, x, mean, scale, weight if weight is not None else mean,
+        bias if bias is not None else mean, partial,
+        dy.stride(0), dy.stride(1), sdyh, sdyw, x.stride(0), x.stride(1), sxh, sxw,
+        n, c, h, w, float(eps),
+        FROM_VAR=from_var, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+        RELU_MASK=relu_mask, HW_FLAT=dy_flat and x_flat, ACC_DTYPE=_tl_acc(x.dtype),
+        BLOCK_HW=block_hw, BLOCK_C=block_c, num_warps=GPU_WARPS,
+    )
+    return partial
+
+
+def batch_norm_backward_sums(partial: torch.Tensor, weight=None, bias=None, *,
+                             need_weight: bool = False, need_bias: bool = False):
+    """(sums (2, C) = [sum g, sum g * xhat] in the partials' dtype, dweight or None, dbias or
+    None) from partials (tiles, 2, C); the gradients take weight's and bias's dtypes."""
+    tiles, _, c = partial.shape
+    sums = torch.empty((2, c), device=partial.device, dtype=partial.dtype)
+    dweight = torch.empty_like(weight) if need_weight else None
+    dbias = torch.empty_like(bias) if need_bias else None
+    block_c = min(REDUCE_BLOCK_C, next_power_of_2(c))
+    block_t = min(REDUCE_BLOCK_T, next_power_of_2(tiles))
+    batch_norm_backward_sums_kernel[(cdiv(c, block_c),)](
+        partial, sums, dweight if need_weight else sums, dbias if need_bias else sums,
+        tiles, c,
+        WRITE_WEIGHT=need_weight, WRITE_BIAS=need_bias, ACC_DTYPE=_tl_acc(partial.dtype),
+        BLOCK_T=block_t, BLOCK_C=block_c, num_warps=GPU_WARPS,
+    )
+    return sums, dweight, dbias
+
+
+def batch_norm_backward_input(dy: torch.Tensor, x: torch.Tensor, out: torch.Tensor,
+                              mean: torch.Tensor, scale: torch.Tensor, weight=None, bias=None,
+                              sums=None, *, eps: float = 0.0, from_var: bool = False,
+                              relu_mask: int = MASK_NONE, training: bool = True):
+    """out (N, C, H, W), written in place: the input gradient, from dy and x (N, C, H, W);
+    sums (2, C) from batch_norm_backward_sums when training."""
+    n, c, h, w = x.shape
+    if x.numel() == 0:
+        return out
+    block_hw, block_c = tile_config(x)
+    sdyh, sdyw, dy_flat = spatial_strides(dy)
+    sxh, sxw, x_flat = spatial_strides(x)
+    sdxh, sdxw, dx_flat = spatial_strides(out)
+    batch_norm_backward_input_kernel[(n * cdiv(h * w, block_hw), cdiv(c, block_c))](
+        dy, x, out, mean, scale, weight if weight is not None else mean,
+        bias if bias is not None else mean, sums if training else mean,
+        dy.stride(0), dy.stride(1), sdyh, sdyw, x.stride(0), x.stride(1), sxh, sxw,
+        out.stride(0), out.stride(1), sdxh, sdxw,
+        n, c, h, w, float(eps),
+        TRAINING=training, FROM_VAR=from_var, HAS_WEIGHT=weight is not None,
+        HAS_BIAS=bias is not None, RELU_MASK=relu_mask,
+        HW_FLAT=dy_flat and x_flat and dx_flat, ACC_DTYPE=_tl_acc(x.dtype),
+        BLOCK_HW=block_hw, BLOCK_C=block_c, num_warps=GPU_WARPS,
+    )
+    return out
+
+
+def compile_cases():
+    """(label, kernel, signature, constexprs) for kernels/compile_check.py."""
+    strides = lambda *prefixes: {f"{p}{d}": "i32" for p in prefixes for d in "nchw"}
+    sizes = {"N": "i32", "C": "i32", "H": "i32", "W": "i32", "eps": "fp32"}
+    cases = []
+    for ty, acc, sty in (("fp32", tl.float32, "fp32"), ("fp16", tl.float32, "fp32"),
+                         ("bf16", tl.float32, "fp32"), ("fp64", tl.float64, "fp64")):
+        params = {"mean_ptr": f"*{sty}", "scale_ptr": f"*{sty}", "weight_ptr": f"*{ty}",
+                  "bias_ptr": f"*{ty}"}
+        for flat, (bhw, bc) in ((True, (256, 8)), (False, (32, 64))):
+            kind = "flat" if flat else "strided"
+            for from_var, relu_mask in ((False, MASK_RECOMPUTE), (True, MASK_NONE)):
+                cases.append((
+                    f"batch_norm_backward_reduce[{ty},{kind},from_var={from_var},"
+                    f"relu_mask={relu_mask}]", batch_norm_backward_reduce_kernel,
+                    {"dy_ptr": f"*{ty}", "x_ptr": f"*{ty}", **params,
+                     "partial_ptr": f"*{sty}", **strides("sdy", "sx"), **sizes},
+                    {"FROM_VAR": from_var, "HAS_WEIGHT": True, "HAS_BIAS": True,
+                     "RELU_MASK": relu_mask, "HW_FLAT": flat, "ACC_DTYPE": acc,
+                     "BLOCK_HW": bhw, "BLOCK_C": bc}))
+            for training, from_var, relu_mask in ((True, False, MASK_RECOMPUTE),
+                                                  (False, True, MASK_RECOMPUTE)):
+                cases.append((
+                    f"batch_norm_backward_input[{ty},{kind},training={training},"
+                    f"relu_mask={relu_mask}]", batch_norm_backward_input_kernel,
+                    {"dy_ptr": f"*{ty}", "x_ptr": f"*{ty}", "dx_ptr": f"*{ty}", **params,
+                     "sums_ptr": f"*{sty}", **strides("sdy", "sx", "sdx"), **sizes},
+                    {"TRAINING": training, "FROM_VAR": from_var, "HAS_WEIGHT": True,
+                     "HAS_BIAS": True, "RELU_MASK": relu_mask, "HW_FLAT": flat,
+                     "ACC_DTYPE": acc, "BLOCK_HW": bhw, "BLOCK_C": bc}))
+        cases.append((
+            f"batch_norm_backward_sums[{ty}]", batch_norm_backward_sums_kernel,
+            {"partial_ptr": f"*{sty}", "sums_ptr": f"*{sty}", "dweight_ptr": f"*{ty}",
+             "dbias_ptr": f"*{ty}", "T": "i32", "C": "i32"},
+            {"WRITE_WEIGHT": True, "WRITE_BIAS": True, "ACC_DTYPE": acc, "BLOCK_T": 64,
+             "BLOCK_C": 32}))
+    return cases
+
+
+__all__ = ["batch_norm_backward_reduce", "batch_norm_backward_sums", "batch_norm_backward_input",
+           "MASK_NONE", "MASK_RECOMPUTE",
+           "batch_norm_backward_reduce_kernel", "batch_norm_backward_sums_kernel",
+           "batch_norm_backward_input_kernel", "compile_cases"]

@@ -1,0 +1,340 @@
+"""Batch norm forward over (N, C, H, W): statistics, finalize, normalize (+ ReLU).
+
+Per channel c, over the M = N*H*W values x[:, c, :, :]:
+    mean = sum x / M,      var = sum (x - mean)^2 / M           (biased: it normalises)
+    invstd = 1 / sqrt(var + eps),   xhat = (x - mean) * invstd
+    y = gamma * xhat + beta          (then max(y, 0) with RELU; gamma, beta optional)
+    running_mean <- (1 - f) * running_mean + f * mean
+    running_var  <- (1 - f) * running_var  + f * sum (x - mean)^2 / (M - 1)   (unbiased)
+    f = momentum, or 1 / num_batches_tracked (a cumulative average) when momentum is None.
+
+Three kernels, three launches in training:
+  stats      each (pixels x channels) tile writes its own count, mean and M2 (sum of squared
+             deviations from the tile's mean) per channel into partials (tiles, 3, C): the
+             layout conv2d_forward's STATS epilogue writes, so fused conv + BN shares the rest.
+  finalize   one program per channel block merges the partials with Chan's parallel formula
+                 n = na + nb,  d = mean_b - mean_a,  mean = mean_a + d * nb / n,
+                 M2 = M2a + M2b + d^2 * na * nb / n
+             (no E[x^2] - E[x]^2 cancellation), writes mean and invstd, updates running stats.
+  normalize  y = (x - mean) * invstd * gamma + beta (+ ReLU); in evaluation it reads the
+             running stats directly (FROM_VAR), so evaluation is this one launch. It also
+             advances num_batches_tracked (program 0), after finalize has read it.
+Statistics are fp32 (fp64 for fp64 input); x and y keep their dtype and any strides.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .runtime import INTERPRET, cdiv, next_power_of_2
+
+# Elements per (pixels x channels) tile: the interpreter pays per program, so big tiles there;
+# on a GPU 2048 (16 a thread at 4 warps) keeps the three 64-bit pointer tiles of the backward
+# kernels within the register file (4096 spilled in fp64).
+TILE_ELEMENTS = 65536 if INTERPRET else 2048
+GPU_WARPS = 4
+# Partials merged per step in finalize-like reductions.
+REDUCE_BLOCK_T = 1024 if INTERPRET else 64
+REDUCE_BLOCK_C = 64 if INTERPRET else 32
+
+
+@triton.jit
+def tile_offsets(pid, n_stride, c_stride, h_stride, w_stride, pid_c, HW, W, C,
+                 HW_FLAT: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Offsets (int64, [BLOCK_HW, BLOCK_C]) of tile (pid, pid_c) of a (N, C, H, W) tensor, and
+    its pixel and channel masks: pid runs over N * cdiv(HW, BLOCK_HW) pixel blocks, pid_c over
+    channel blocks.
+    HW_FLAT: h and w merge into one axis of stride w_stride (NCHW and NHWC both do), so
+    the pixel offsets stay provably contiguous where the stride is 1."""
+    hw_blocks = tl.cdiv(HW, BLOCK_HW)
+    n = pid // hw_blocks
+    hw = (pid % hw_blocks) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    if HW_FLAT:
+        pix = hw.to(tl.int64) * w_stride
+    else:
+        pix = (hw // W).to(tl.int64) * h_stride + (hw % W).to(tl.int64) * w_stride
+    offs = n.to(tl.int64) * n_stride + pix[:, None] + c.to(tl.int64)[None, :] * c_stride
+    return offs, hw < HW, c < C
+
+
+@triton.jit
+def channel_affine(mean_ptr, scale_ptr, weight_ptr, bias_ptr, c, mask_c, eps,
+                   FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                   ACC_DTYPE: tl.constexpr):
+    """Per-channel (mean, invstd, a, b) with y = (x - mean) * a + b, a = invstd * gamma.
+    scale_ptr holds invstd, or the variance when FROM_VAR (evaluation, running stats)."""
+    mean = tl.load(mean_ptr + c, mask=mask_c, other=0.0).to(ACC_DTYPE)
+    if FROM_VAR:
+        var = tl.load(scale_ptr + c, mask=mask_c, other=1.0).to(ACC_DTYPE)
+        invstd = 1.0 / tl.sqrt(var + eps)
+    else:
+        invstd = tl.load(scale_ptr + c, mask=mask_c, other=1.0).to(ACC_DTYPE)
+    a = invstd
+    if HAS_WEIGHT:
+        a = a * tl.load(weight_ptr + c, mask=mask_c, other=1.0).to(ACC_DTYPE)
+    b = tl.zeros_like(mean)
+    if HAS_BIAS:
+        b = tl.load(bias_ptr + c, mask=mask_c, other=0.0).to(ACC_DTYPE)
+    return mean, invstd, a, b
+
+
+@triton.jit
+def batch_norm_stats_kernel(
+    x_ptr, stats_ptr,
+    sxn, sxc, sxh, sxw,
+    N, C, H, W,
+    HW_FLAT: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """stats[tile, {count, mean, M2}, c] of one (pixels x channels) tile."""
+    pid = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    HW = H * W
+    offs, mask_hw, mask_c = tile_offsets(pid, sxn, sxc, sxh, sxw, pid_c, HW, W, C,
+                                         HW_FLAT, BLOCK_HW, BLOCK_C)
+    mask = mask_hw[:, None] & mask_c[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC_DTYPE)
+    count = tl.sum(mask_hw.to(ACC_DTYPE), axis=0)
+    mean = tl.sum(x, axis=0) / count
+    dev = tl.where(mask, x - mean[None, :], 0.0)
+    m2 = tl.sum(dev * dev, axis=0)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    row = stats_ptr + pid.to(tl.int64) * 3 * C + c
+    tl.store(row, tl.zeros_like(mean) + count, mask=mask_c)
+    tl.store(row + C, mean, mask=mask_c)
+    tl.store(row + 2 * C, m2, mask=mask_c)
+
+
+@triton.jit
+def batch_norm_finalize_kernel(
+    stats_ptr, mean_ptr, invstd_ptr, running_mean_ptr, running_var_ptr, nbt_ptr,
+    T, C, eps, momentum,
+    UPDATE_RUNNING: tl.constexpr, CUMULATIVE: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Merge stats (T, 3, C) into mean, invstd (C,); update the running stats.
+
+    Each step takes BLOCK_T partials at once: their merged count, mean (count-weighted) and
+    M2 = sum M2_i + sum n_i (mean_i - mean)^2 (exact, no cancellation), then folds that block
+    into the running total with Chan's pairwise formula."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = c < C
+    n_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
+    mean_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
+    m2_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
+    for t0 in range(0, T, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T)
+        mask = (t < T)[:, None] & mask_c[None, :]
+        rows = stats_ptr + t.to(tl.int64)[:, None] * 3 * C + c[None, :]
+        cnt = tl.load(rows, mask=mask, other=0.0).to(ACC_DTYPE)
+        mu = tl.load(rows + C, mask=mask, other=0.0).to(ACC_DTYPE)
+        m2 = tl.load(rows + 2 * C, mask=mask, other=0.0).to(ACC_DTYPE)
+        n_blk = tl.sum(cnt, axis=0)
+        mean_blk = tl.sum(cnt * mu, axis=0) / tl.maximum(n_blk, 1.0)
+        d_blk = tl.where(mask, mu - mean_blk[None, :], 0.0)
+        m2_blk = tl.sum(m2, axis=0) + tl.sum(cnt * d_blk * d_blk, axis=0)
+        n_new = n_acc + n_blk
+        frac = tl.where(n_new > 0, n_blk / tl.maximum(n_new, 1.0), 0.0)
+        delta = mean_blk - mean_acc
+        mean_acc = mean_acc + delta * frac
+        m2_acc = m2_acc + m2_blk + delta * delta * n_acc * frac
+        n_acc = n_new
+    invstd = 1.0 / tl.sqrt(m2_acc / tl.maximum(n_acc, 1.0) + eps)
+    tl.store(mean_ptr + c, mean_acc, mask=mask_c)
+    tl.store(invstd_ptr + c, invstd, mask=mask_c)
+    if UPDATE_RUNNING:
+        if CUMULATIVE:
+            # num_batches_tracked is advanced by the normalize launch, after this one.
+            f = 1.0 / (tl.load(nbt_ptr).to(ACC_DTYPE) + 1.0)
+        else:
+            f = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE) + momentum
+        unbiased = m2_acc / tl.maximum(n_acc - 1.0, 1.0)  # M > 1: checked by the caller
+        rm = tl.load(running_mean_ptr + c, mask=mask_c, other=0.0).to(ACC_DTYPE)
+        rv = tl.load(running_var_ptr + c, mask=mask_c, other=0.0).to(ACC_DTYPE)
+        tl.store(running_mean_ptr + c,
+                 (f * mean_acc + (1.0 - f) * rm).to(running_mean_ptr.dtype.element_ty),
+                 mask=mask_c)
+        tl.store(running_var_ptr + c,
+                 (f * unbiased + (1.0 - f) * rv).to(running_var_ptr.dtype.element_ty),
+                 mask=mask_c)
+
+
+@triton.jit
+def batch_norm_normalize_kernel(
+    x_ptr, y_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, nbt_ptr,
+    sxn, sxc, sxh, sxw,
+    syn, syc, syh, syw,
+    N, C, H, W, eps,
+    FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    RELU: tl.constexpr, COUNT_BATCH: tl.constexpr, HW_FLAT: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """y = (x - mean) * invstd * gamma + beta, then ReLU; y may have other strides than x."""
+    pid = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = c < C
+    mean, invstd, a, b = channel_affine(mean_ptr, scale_ptr, weight_ptr, bias_ptr, c, mask_c,
+                                        eps, FROM_VAR, HAS_WEIGHT, HAS_BIAS, ACC_DTYPE)
+    x_offs, mask_hw, _ = tile_offsets(pid, sxn, sxc, sxh, sxw, pid_c, H * W, W, C,
+                                      HW_FLAT, BLOCK_HW, BLOCK_C)
+    y_offs, _, _ = tile_offsets(pid, syn, syc, syh, syw, pid_c, H * W, W, C,
+                                HW_FLAT, BLOCK_HW, BLOCK_C)
+    mask = mask_hw[:, None] & mask_c[None, :]
+    x = tl.load(x_ptr + x_offs, mask=mask, other=0.0).to(ACC_DTYPE)
+    y = (x - mean[None, :]) * a[None, :] + b[None, :]
+    if RELU:
+        y = tl.where(y < 0.0, 0.0, y)  # torch's relu: NaN and -0.0 pass through
+    tl.store(y_ptr + y_offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    if COUNT_BATCH:
+        if (pid == 0) & (pid_c == 0):
+            tl.store(nbt_ptr, tl.load(nbt_ptr) + 1)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+def stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Statistics are fp32, or fp64 for fp64 input."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _tl_acc(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def spatial_strides(t: torch.Tensor):
+    """(h_stride, w_stride, flat) of a (N, C, H, W) tensor; flat when h and w merge into one
+    axis of stride w_stride (then w_stride is that stride)."""
+    _, _, h, w = t.shape
+    sh, sw = t.stride(2), t.stride(3)
+    if w == 1:
+        return sh, sh, True
+    if h == 1 or sh == w * sw:
+        return sh, sw, True
+    return sh, sw, False
+
+
+def tile_config(t: torch.Tensor):
+    """(BLOCK_HW, BLOCK_C) for a (N, C, H, W) tensor: pixels along the contiguous axis of
+    NCHW, channels along it for channels_last; TILE_ELEMENTS a tile."""
+    _, c, h, w = t.shape
+    hw_p2, c_p2 = next_power_of_2(h * w), next_power_of_2(c)
+    if INTERPRET:
+        block_c = min(c_p2, 64)
+        return min(hw_p2, max(16, TILE_ELEMENTS // block_c)), block_c
+    if t.stride(1) == 1 and c > 1:
+        block_c = min(c_p2, 64)
+        return min(hw_p2, TILE_ELEMENTS // block_c), block_c
+    block_hw = min(hw_p2, 256)
+    return block_hw, min(c_p2, TILE_ELEMENTS // block_hw)
+
+
+def batch_norm_stats(x: torch.Tensor) -> torch.Tensor:
+    """Partial statistics of x (N, C, H, W), any strides: (tiles, 3, C) of (count, mean, M2),
+    fp32 (fp64 for fp64). x must not be empty."""
+    n, c, h, w = x.shape
+    block_hw, block_c = tile_config(x)
+    tiles = n * cdiv(h * w, block_hw)
+    stats = torch.empty((tiles, 3, c), device=x.device, dtype=stats_dtype(x.dtype))
+    sh, sw, flat = spatial_strides(x)
+    batch_norm_stats_kernel[(tiles, cdiv(c, block_c))](
+        x, stats, x.stride(0), x.stride(1), sh, sw, n, c, h, w,
+        HW_FLAT=flat, ACC_DTYPE=_tl_acc(x.dtype), BLOCK_HW=block_hw, BLOCK_C=block_c,
+        num_warps=GPU_WARPS,
+    )
+    return stats
+
+
+def batch_norm_finalize(stats: torch.Tensor, running_mean=None, running_var=None,
+                        num_batches_tracked=None, momentum=0.1, eps: float = 1e-5):
+    """mean, invstd: (C,) in the stats' dtype, from partials (tiles, 3, C).
+
+    running_mean, running_var (C,) or None: updated in place with factor ``momentum``, or,
+    when momentum is None, 1 / (num_batches_tracked + 1) (the caller's normalize launch then
+    advances num_batches_tracked, a 0-dim int64 tensor)."""
+    tiles, _, c = stats.shape
+    mean = torch.empty((c,), device=stats.device, dtype=stats.dtype)
+    invstd = torch.empty_like(mean)
+    update = running_mean is not None
+    cumulative = update and momentum is None
+    if cumulative and num_batches_tracked is None:
+        raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
+    block_c = min(REDUCE_BLOCK_C, next_power_of_2(c))
+    block_t = min(REDUCE_BLOCK_T, next_power_of_2(tiles))
+    batch_norm_finalize_kernel[(cdiv(c, block_c),)](
+        stats, mean, invstd,
+        running_mean if update else mean, running_var if update else mean,
+        num_batches_tracked if cumulative else mean,
+        tiles, c, float(eps), float(momentum or 0.0),
+        UPDATE_RUNNING=update, CUMULATIVE=cumulative, ACC_DTYPE=_tl_acc(stats.dtype),
+        BLOCK_T=block_t, BLOCK_C=block_c, num_warps=GPU_WARPS,
+    )
+    return mean, invstd
+
+
+def batch_norm_normalize(x: torch.Tensor, out: torch.Tensor, mean: torch.Tensor,
+                         scale: torch.Tensor, weight=None, bias=None, *, eps: float = 0.0,
+                         from_var: bool = False, relu: bool = False,
+                         num_batches_tracked=None) -> torch.Tensor:
+    """out (N, C, H, W) = (x - mean) * invstd * weight + bias (then ReLU), written in place.
+
+    x, out: (N, C, H, W), any strides each; mean, scale, weight, bias: (C,). scale is invstd,
+    or the variance (with eps) when from_var. num_batches_tracked: 0-dim int64 tensor to
+    advance by one, or None."""
+    n, c, h, w = x.shape
+    if x.numel() == 0:
+        return out
+    block_hw, block_c = tile_config(x)
+    sxh, sxw, x_flat = spatial_strides(x)
+    syh, syw, y_flat = spatial_strides(out)
+    batch_norm_normalize_kernel[(n * cdiv(h * w, block_hw), cdiv(c, block_c))](
+        x, out, mean, scale,
+        weight if weight is not None else mean, bias if bias is not None else mean,
+        num_batches_tracked if num_batches_tracked is not None else mean,
+        x.stride(0), x.stride(1), sxh, sxw, out.stride(0), out.stride(1), syh, syw,
+        n, c, h, w, float(eps),
+        FROM_VAR=from_var, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+        RELU=relu, COUNT_BATCH=num_batches_tracked is not None, HW_FLAT=x_flat and y_flat,
+        ACC_DTYPE=_tl_acc(x.dtype), BLOCK_HW=block_hw, BLOCK_C=block_c,
+        num_warps=GPU_WARPS,
+    )
+    return out
+
+
+def compile_cases():
+    """(label, kernel, signature, constexprs) for kernels/compile_check.py."""
+    strides = lambda *prefixes: {f"{p}{d}": "i32" for p in prefixes for d in "nchw"}
+    sizes = {"N": "i32", "C": "i32", "H": "i32", "W": "i32"}
+    cases = []
+    for ty, acc, sty in (("fp32", tl.float32, "fp32"), ("fp16", tl.float32, "fp32"),
+                         ("bf16", tl.float32, "fp32"), ("fp64", tl.float64, "fp64")):
+        for flat, (bhw, bc) in ((True, (256, 8)), (False, (32, 64))):
+            kind = "flat" if flat else "strided"
+            cases.append((
+                f"batch_norm_stats[{ty},{kind}]", batch_norm_stats_kernel,
+                {"x_ptr": f"*{ty}", "stats_ptr": f"*{sty}", **strides("sx"), **sizes},
+                {"HW_FLAT": flat, "ACC_DTYPE": acc, "BLOCK_HW": bhw, "BLOCK_C": bc}))
+            for from_var, relu in ((False, True), (True, False)):
+                cases.append((
+                    f"batch_norm_normalize[{ty},{kind},from_var={from_var},relu={relu}]",
+                    batch_norm_normalize_kernel,
+                    {"x_ptr": f"*{ty}", "y_ptr": f"*{ty}", "mean_ptr": f"*{sty}",
+                     "scale_ptr": f"*{sty}", "weight_ptr": f"*{ty}", "bias_ptr": f"*{ty}",
+                     "nbt_ptr": "*i64", **strides("sx", "sy"), **sizes, "eps": "fp32"},
+                    {"FROM_VAR": from_var, "HAS_WEIGHT": True, "HAS_BIAS": True, "RELU": relu,
+                     "COUNT_BATCH": not from_var, "HW_FLAT": flat, "ACC_DTYPE": acc,
+                     "BLOCK_HW": bhw, "BLOCK_C": bc}))
+        for cumulative in (False, True):
+            cases.append((
+                f"batch_norm_finalize[{sty},cumulative={cumulative}]", batch_norm_finalize_kernel,
+                {"stats_ptr": f"*{sty}", "mean_ptr": f"*{sty}", "invstd_ptr": f"*{sty}",
+                 "running_mean_ptr": f"*{ty}", "running_var_ptr": f"*{ty}", "nbt_ptr": "*i64",
+                 "T": "i32", "C": "i32", "eps": "fp32", "momentum": "fp32"},
+                {"UPDATE_RUNNING": True, "CUMULATIVE": cumulative, "ACC_DTYPE": acc,
+                 "BLOCK_T": 64, "BLOCK_C": 32}))
+    return cases
+
+
+__all__ = ["batch_norm_stats", "batch_norm_finalize", "batch_norm_normalize", "stats_dtype",
+           "tile_config", "spatial_strides", "batch_norm_stats_kernel",
+           "batch_norm_finalize_kernel", "batch_norm_normalize_kernel", "compile_cases"]

@@ -1,0 +1,140 @@
+"""ReLU and its backward, elementwise over tensors of any shape and strides.
+
+    forward:   y  = x if not (x < 0) else 0     (torch's relu: NaN and -0.0 pass through)
+    backward:  dx = dy if y > 0 else 0          (torch's threshold_backward on the output)
+
+Dense tensors that share strides (contiguous, channels_last, any permutation of either) are
+walked as flat storage; otherwise each element's offsets come from up to four sizes and
+strides (higher-rank non-dense tensors are made contiguous first by the caller).
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .runtime import INTERPRET, cdiv, dot_upcast
+
+BLOCK = 65536 if INTERPRET else 1024
+GPU_WARPS = 4
+MAX_DIMS = 4
+
+
+@triton.jit
+def strided_offsets(idx, s0, s1, s2, s3, S1, S2, S3):
+    """Storage offsets of logical (row-major) indices idx of a 4D tensor."""
+    i3 = idx % S3
+    i2 = (idx // S3) % S2
+    i1 = (idx // (S3 * S2)) % S1
+    i0 = idx // (S3 * S2 * S1)
+    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
+
+
+@triton.jit
+def relu_kernel(
+    x_ptr, grad_ptr, out_ptr,
+    sx0, sx1, sx2, sx3,
+    sg0, sg1, sg2, sg3,
+    so0, so1, so2, so3,
+    S1, S2, S3, numel,
+    BACKWARD: tl.constexpr, DENSE: tl.constexpr, UPCAST: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """out = relu(x), or (BACKWARD) out = where(x > 0, grad, 0) with x the forward's output."""
+    idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = idx < numel
+    if DENSE:
+        x_offs = idx
+        g_offs = idx
+        o_offs = idx
+    else:
+        x_offs = strided_offsets(idx, sx0, sx1, sx2, sx3, S1, S2, S3)
+        g_offs = strided_offsets(idx, sg0, sg1, sg2, sg3, S1, S2, S3)
+        o_offs = strided_offsets(idx, so0, so1, so2, so3, S1, S2, S3)
+    x = tl.load(x_ptr + x_offs, mask=mask, other=0)
+    if UPCAST:
+        x = x.to(tl.float32)  # the interpreter compares bfloat16 bit patterns otherwise
+    if BACKWARD:
+        g = tl.load(grad_ptr + g_offs, mask=mask, other=0)
+        out = tl.where(x > 0, g, 0)
+    else:
+        out = tl.where(x < 0, 0, x)
+    tl.store(out_ptr + o_offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def is_dense(t: torch.Tensor) -> bool:
+    """Non-overlapping and dense: the elements fill [data_ptr, data_ptr + numel) exactly."""
+    expected = 1
+    for stride, size in sorted((st, s) for s, st in zip(t.shape, t.stride(), strict=True)
+                               if s != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _dims4(t: torch.Tensor):
+    """(strides padded to 4, sizes padded to 4) of a tensor of at most 4 dimensions."""
+    pad = MAX_DIMS - t.dim()
+    return (0,) * pad + tuple(t.stride()), (1,) * pad + tuple(t.shape)
+
+
+def _launch(x, grad, out, backward: bool):
+    numel = out.numel()
+    if numel == 0:
+        return out
+    same = all(t.stride() == out.stride() for t in (x, grad) if t is not None)
+    dense = same and is_dense(out)
+    if not dense and out.dim() > MAX_DIMS:
+        raise ValueError("non-dense tensors of more than 4 dimensions must be made contiguous")
+    if dense:  # flat storage: strides and sizes unused
+        sx = sg = so = (0,) * MAX_DIMS
+        sizes = (1,) * MAX_DIMS
+    else:
+        sx, sizes = _dims4(x)
+        sg, _ = _dims4(grad if grad is not None else x)
+        so, _ = _dims4(out)
+    relu_kernel[(cdiv(numel, BLOCK),)](
+        x, grad if grad is not None else x, out, *sx, *sg, *so, *sizes[1:], numel,
+        BACKWARD=backward, DENSE=dense, UPCAST=dot_upcast(out.dtype), BLOCK=BLOCK,
+        num_warps=GPU_WARPS,
+    )
+    return out
+
+
+def relu_forward(x: torch.Tensor, out: torch.Tensor = None) -> torch.Tensor:
+    """y = relu(x), any shape; out defaults to a new tensor laid out like x (out=x: in place).
+    Tensors of more than 4 dimensions that are not dense go through a contiguous copy."""
+    if x.dim() > MAX_DIMS and not is_dense(x):
+        y = _launch(x.contiguous(), None, torch.empty(x.shape, device=x.device, dtype=x.dtype),
+                    backward=False)
+        return out.copy_(y) if out is not None else y
+    if out is None:
+        out = torch.empty_like(x)
+    return _launch(x, None, out, backward=False)
+
+
+def relu_backward(grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """dx = grad_output where output > 0, else 0; laid out like output."""
+    grad_input = torch.empty_like(output)
+    if output.dim() > MAX_DIMS and grad_output.stride() != output.stride():
+        grad_output = grad_output.contiguous()
+        output = output.contiguous()
+        grad_input = torch.empty_like(output)
+    return _launch(output, grad_output, grad_input, backward=True)
+
+
+def compile_cases():
+    """(label, kernel, signature, constexprs) for kernels/compile_check.py."""
+    strides = {f"s{p}{d}": "i32" for p in "xgo" for d in range(4)}
+    cases = []
+    for ty in ("fp32", "fp16", "bf16", "fp64"):
+        for backward in (False, True):
+            for dense in (True, False):
+                cases.append((
+                    f"relu[{ty},{'backward' if backward else 'forward'},"
+                    f"{'dense' if dense else 'strided'}]", relu_kernel,
+                    {"x_ptr": f"*{ty}", "grad_ptr": f"*{ty}", "out_ptr": f"*{ty}", **strides,
+                     "S1": "i32", "S2": "i32", "S3": "i32", "numel": "i64"},
+                    {"BACKWARD": backward, "DENSE": dense, "UPCAST": False, "BLOCK": 1024}))
+    return cases
+
+
+__all__ = ["relu_forward", "relu_backward", "relu_kernel", "is_dense", "compile_cases"]
