@@ -1,8 +1,9 @@
-"""cnn: PyTorch layers whose convolution, pooling and normalisation run on Triton kernels.
+"""cnn: PyTorch layers whose convolution, pooling, batch norm and ReLU run on Triton kernels.
 
     import cnn
     conv = cnn.Conv2d(1, 32, 3, padding=1)        # a torch.nn.Conv2d, Triton forward/backward
     y = cnn.functional.conv2d(x, w, b, stride=2)  # torch.nn.functional.conv2d's signature
+    model = cnn.fuse(model)                       # Conv2d -> BatchNorm2d -> ReLU -> ConvBNReLU2d
 """
 import kernels  # noqa: F401  (decides compiled vs interpreted before anything else)
 
@@ -11,5 +12,4 @@ from .fuse import fuse
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers
 
-__all__ = ["functional", *_layers]
-__all__ += ["fuse"]
+__all__ = ["functional", "fuse", *_layers]

@@ -5,5 +5,5 @@ from .fused import ConvBNReLU2d
 from .norm import BatchNorm2d
 from .pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 
-__all__ = ["Conv2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "MaxPool2d"]
-__all__ += ["ReLU", "BatchNorm2d", "ConvBNReLU2d"]
+__all__ = ["Conv2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "MaxPool2d",
+           "ReLU", "BatchNorm2d", "ConvBNReLU2d"]
