@@ -1,0 +1,193 @@
+"""``python -m benchmarks``: op benchmarks against torch on a GPU, a smoke check without one."""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import kernels  # noqa: F401  (decides compiled vs interpreted before triton is imported)
+
+from . import ops, report, roofline, runner, shapes, static_report
+from .env import REPO, environment
+
+TIMED_COLUMNS = ("op", "shape", "dtype", "layout", "ours_ms", "torch_ms", "speedup",
+                 "ours_tflops", "ours_gbps", "ours_pct_roofline", "torch_pct_roofline", "check",
+                 "error")
+SMOKE_COLUMNS = ("op", "shape", "dtype", "layout", "check", "max_rel_err", "error")
+ARITHMETIC_COLUMNS = ("op", "shape", "dims", "dtype", "flops", "bytes", "intensity")
+
+
+def _split(text: str):
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_benches(op_names, shape_filter, dtypes, layouts, conv_shapes, activation_shapes):
+    benches = []
+    for op in op_names:
+        for shape in ops.shapes_for(op, conv_shapes, activation_shapes):
+            if shape_filter and not any(f in shape.name for f in shape_filter):
+                continue
+            benches += [ops.Bench(op, shape, d, lay) for d in dtypes for lay in layouts]
+    return benches
+
+
+def budget_order(benches):
+    """Priority for a time-limited run: the fast path first (bf16 channels_last on ResNet-18
+    and the batch-256 MNIST layers), then TF32 NCHW, fp16 channels_last, fp32 NCHW, the rest."""
+    tiers = [("bf16", "channels_last"), ("tf32", "nchw"), ("fp16", "channels_last"),
+             ("fp32", "nchw")]
+
+    def key(b):
+        core = b.shape.name.startswith("resnet18") or ".b256" in b.shape.name
+        tier = tiers.index((b.dtype, b.layout)) if (b.dtype, b.layout) in tiers else len(tiers)
+        return (0 if core else 1, tier)
+
+    return sorted(benches, key=key)  # stable: keeps op order inside a tier
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--ops", default="", help="comma-separated ops or families "
+                   f"(default all): {', '.join(ops.ALL_OPS)}")
+    p.add_argument("--shapes", default="", help="substrings of shape names, e.g. mnist,b256,"
+                   "resnet18.layer3 (default all)")
+    p.add_argument("--dtypes", default="fp32,tf32,fp16,bf16",
+                   help="fp32 (TF32 off), tf32 (fp32 with TF32 on), fp16, bf16")
+    p.add_argument("--layouts", default="nchw,channels_last")
+    p.add_argument("--out", default=None, help="folder for the CSV, JSON and plots (GPU default:"
+                   " benchmarks/results/run-<date>; CPU: nothing written unless given)")
+    p.add_argument("--warmup-ms", type=int, default=25)
+    p.add_argument("--rep-ms", type=int, default=100, help="do_bench measuring time per side")
+    p.add_argument("--budget-s", type=float, default=None, help="start no row after this many "
+                   "seconds; rows then run in budget_order (fast path first)")
+    p.add_argument("--static-report", default="auto", help="CPU run: compile_check JSON to "
+                   "show, 'auto' (saved report if current, else run the check), or 'skip'")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--list", action="store_true", help="list the rows and their roofline "
+                   "arithmetic, run nothing")
+    a = p.parse_args(argv)
+    a.ops, a.shapes = ops.select_ops(_split(a.ops)), _split(a.shapes)
+    a.dtypes, a.layouts = _split(a.dtypes), _split(a.layouts)
+    for d in a.dtypes:
+        if d not in ops.DTYPES:
+            p.error(f"unknown dtype {d!r}: choose from {', '.join(ops.DTYPES)}")
+    for lay in a.layouts:
+        if lay not in ops.LAYOUTS:
+            p.error(f"unknown layout {lay!r}: choose from {', '.join(ops.LAYOUTS)}")
+    return a
+
+
+def run_gpu(a) -> int:
+    torch.backends.cudnn.benchmark = True
+    env = environment()
+    peak = roofline.peak_for(env["gpu"])
+    out = Path(a.out or REPO / "benchmarks" / "results" / time.strftime("run-%Y%m%d-%H%M%S"))
+    benches = build_benches(a.ops, a.shapes, a.dtypes, a.layouts, shapes.conv_shapes(),
+                            shapes.activation_shapes())
+    if a.budget_s is not None:
+        benches = budget_order(benches)
+    print(f"{env['gpu']}: torch {env['torch_version']}, triton {env['triton_version']}; "
+          f"peak table: {peak.name if peak else 'GPU not in the table, no roofline %'}; "
+          f"{len(benches)} rows -> {out}", flush=True)
+    log = report.CsvLog(out / "benchmarks.csv", env)
+
+    def on_row(row):
+        log.write(row)
+        print(report.format_table([row], TIMED_COLUMNS).splitlines()[1], flush=True)
+
+    rows, left = runner.run_rows(benches, torch.device("cuda"), peak, a.budget_s, on_row,
+                                 a.warmup_ms, a.rep_ms)
+    log.close()
+    print(report.format_table(rows, TIMED_COLUMNS))
+    plots = [] if a.no_plots else report.plot_speedups(rows, out / "plots")
+    left_out = [f"{b.op} {b.shape.name} {b.dtype} {b.layout}" for b in left]
+    (out / "benchmarks.json").write_text(json.dumps({
+        "meta": env, "peak": vars(peak) if peak else None,
+        "peak_sources": roofline.__doc__, "rows": rows, "left_out_by_budget": left_out,
+        "plots": plots}, indent=1, default=str))
+    return _summary(rows, left_out)
+
+
+def _summary(rows, left_out) -> int:
+    errors = [r for r in rows if r["check"] == "ERROR"]
+    mismatches = [r for r in rows if r["check"] == "MISMATCH"]
+    print(f"{len(rows)} rows: {len(errors)} errors, {len(mismatches)} mismatches against torch"
+          + (f"; {len(left_out)} rows left out by --budget-s" if left_out else ""))
+    for r in errors:
+        print(f"ERROR {r['op']} {r['shape']} {r['dtype']} {r['layout']}: {r['error']}")
+    return 1 if errors or mismatches else 0
+
+
+def run_cpu(a) -> int:
+    print("No CUDA device: nothing is timed. Each benchmark runs ONCE through Triton's "
+          "interpreter on a tiny shape and is compared with torch: a smoke check, NOT a "
+          "performance figure.\n", flush=True)
+    smoke_dtypes = [d for d in a.dtypes if d != "tf32"] or ["fp32"]
+    benches = build_benches(a.ops, [], smoke_dtypes[:1], a.layouts, [shapes.SMOKE_CONV],
+                            [shapes.SMOKE_ACTIVATION])
+    rows, _ = runner.run_rows(benches, torch.device("cpu"))
+    print(report.format_table(rows, SMOKE_COLUMNS) + "\n")
+    out = Path(a.out) if a.out else None
+    if out:
+        env = dict(environment(), gpu="none (CPU interpreter smoke, not timed)")
+        log = report.CsvLog(out / "cpu_smoke.csv", env, report.ENV_COLUMNS + list(SMOKE_COLUMNS))
+        for r in rows:
+            log.write(r)
+        log.close()
+    static_ok = _print_static(a, out)
+    _print_arithmetic(a, out)
+    status = _summary(rows, [])
+    return status or (0 if static_ok else 1)
+
+
+def _print_static(a, out) -> bool:
+    if a.static_report == "skip":
+        print("static report: skipped (--static-report skip)\n")
+        return True
+    try:
+        rows, source = static_report.load(90, None if a.static_report == "auto"
+                                          else a.static_report)
+    except RuntimeError as exc:
+        print(f"static report: FAILED: {exc}\n")
+        return False
+    table = report.format_table(static_report.table_rows(rows), static_report.COLUMNS)
+    print(f"Static report, sm_90, every kernel config (from {source}):\n{table}\n")
+    if out:
+        (out / "static_sm90.txt").write_text(table + "\n")
+    return all(r["ok"] and not r["over_shared"] for r in rows)
+
+
+def _print_arithmetic(a, out) -> None:
+    benches = build_benches(a.ops, a.shapes, ["fp32", "bf16"], ["nchw"], shapes.conv_shapes(),
+                            shapes.activation_shapes())
+    rows = [runner.arithmetic(b) for b in benches]
+    print("Roofline arithmetic of every benchmark shape (fp32: 4-byte, bf16/fp16: 2-byte "
+          "elements; FLOPs per pass, minimum bytes; see benchmarks/roofline.py):")
+    print(report.format_table(rows, ARITHMETIC_COLUMNS))
+    for name, peak in ((p.name, p) for _, p in roofline.PEAKS if "NVL" not in p.name):
+        ridge = {d: round(peak.tflops[d] * 1e12 / (peak.gbps * 1e9), 1) for d in ("fp32", "bf16")}
+        print(f"  {name}: ridge point {ridge['fp32']} FLOP/byte fp32, {ridge['bf16']} bf16")
+    if out:
+        log = report.CsvLog(out / "roofline_arithmetic.csv", {}, list(ARITHMETIC_COLUMNS))
+        for r in rows:
+            log.write(r)
+        log.close()
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if a.list:
+        benches = build_benches(a.ops, a.shapes, a.dtypes, a.layouts, shapes.conv_shapes(),
+                                shapes.activation_shapes())
+        print(report.format_table([runner.arithmetic(b) for b in benches],
+                                  ARITHMETIC_COLUMNS + ("layout",)))
+        return 0
+    if torch.cuda.is_available() and not kernels.runtime.INTERPRET:
+        return run_gpu(a)
+    return run_cpu(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
