@@ -29,6 +29,7 @@ from .runtime import (
     cdiv,
     dot_precision,
     dot_upcast,
+    needs_int64,
     output_memory_format,
 )
 
@@ -59,7 +60,7 @@ def conv2d_forward_kernel(
     syn, syc, syh, syw,
     N, C_in, H, W, C_out, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_out_g, K, eps,
-    HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
+    INDEX_64: tl.constexpr, HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -80,9 +81,13 @@ def conv2d_forward_kernel(
     n = offs_m // (OW * OH)
     ih0 = oh * stride_h - pad_h
     iw0 = ow * stride_w - pad_w
-    x_rows = x_ptr + n.to(tl.int64) * sxn + (group * c_in_g) * sxc
+    # Every gathered address and bound splits into a row part (output pixel) and a column part
+    # (tap, channel): x[n, ci, ih0 + kh*dh, iw0 + kw*dw] = x_rows[m] + x_cols[k].
+    if INDEX_64:
+        n = n.to(tl.int64)
+    x_rows = n * sxn + (group * c_in_g) * sxc + ih0 * sxh + iw0 * sxw
     co = group * c_out_g + offs_n
-    w_cols = w_ptr + co.to(tl.int64) * swo
+    w_cols = co * swo
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for k0 in range(0, K, BLOCK_K):
@@ -91,13 +96,15 @@ def conv2d_forward_kernel(
         ci = offs_k % c_in_g
         kw = (offs_k // c_in_g) % KW
         kh = offs_k // (c_in_g * KW)
-        ih = ih0[:, None] + (kh * dil_h)[None, :]
-        iw = iw0[:, None] + (kw * dil_w)[None, :]
-        x_mask = (mask_m[:, None] & mask_k[None, :] & (ih >= 0) & (ih < H)
-                  & (iw >= 0) & (iw < W))
-        a = tl.load(x_rows[:, None] + ci[None, :] * sxc + ih * sxh + iw * sxw,
+        dh = kh * dil_h
+        dw = kw * dil_w
+        # One unsigned compare per axis checks both 0 <= ih and ih < H.
+        ih = (ih0[:, None] + dh[None, :]).to(tl.uint32, bitcast=True)
+        iw = (iw0[:, None] + dw[None, :]).to(tl.uint32, bitcast=True)
+        x_mask = mask_m[:, None] & mask_k[None, :] & (ih < H) & (iw < W)
+        a = tl.load(x_ptr + (x_rows[:, None] + (ci * sxc + dh * sxh + dw * sxw)[None, :]),
                     mask=x_mask, other=0.0)
-        b = tl.load(w_cols[None, :] + (ci * swi + kh * swh + kw * sww)[:, None],
+        b = tl.load(w_ptr + (w_cols[None, :] + (ci * swi + kh * swh + kw * sww)[:, None]),
                     mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         if UPCAST:
             a = a.to(tl.float32)
@@ -132,8 +139,7 @@ def conv2d_forward_kernel(
     if RELU:
         acc = tl.maximum(acc, 0.0)
 
-    y_ptrs = (y_ptr + n.to(tl.int64)[:, None] * syn + co[None, :] * syc
-              + (oh * syh + ow * syw)[:, None])
+    y_ptrs = y_ptr + ((n * syn + oh * syh + ow * syw)[:, None] + co[None, :] * syc)
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
@@ -172,7 +178,8 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2d
         g.kernel_h, g.kernel_w, g.stride[0], g.stride[1], g.padding[0], g.padding[2],
         g.dilation[0], g.dilation[1], g.groups, g.out_per_group,
         g.kernel_h * g.kernel_w * g.in_per_group, float(eps),
-        HAS_BIAS=bias is not None, STATS=stats, BN_EVAL=bn_eval is not None,
+        INDEX_64=needs_int64(x, y), HAS_BIAS=bias is not None, STATS=stats,
+        BN_EVAL=bn_eval is not None,
         BN_AFFINE=gamma is not None, RELU=relu,
         CHANNELS_LAST=output_memory_format(x) == torch.channels_last,
         ACC_DTYPE=accumulator_dtype(x.dtype), INPUT_PRECISION=dot_precision(x.dtype),
@@ -199,7 +206,7 @@ def compile_cases():
     cases = []
     for label, flags in epilogues.items():
         for _, ptr, precision in GPU_DTYPES:
-            consts = dict(flags, CHANNELS_LAST=False, ACC_DTYPE=tl.float32,
+            consts = dict(flags, INDEX_64=False, CHANNELS_LAST=False, ACC_DTYPE=tl.float32,
                           INPUT_PRECISION=precision, UPCAST=False)
             # As the launcher passes them: the statistics buffer is fp32, the rest x's dtype.
             pointers = {"stats_ptr": "*fp32"} if flags["STATS"] else {}

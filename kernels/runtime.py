@@ -95,6 +95,17 @@ def output_memory_format(*tensors: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def needs_int64(*tensors: torch.Tensor, margin: int = 1 << 16) -> bool:
+    """Whether element offsets into any of these tensors can pass int32's range. Kernels keep
+    their offset tiles in int32 otherwise: half the registers of 64-bit pointers. ``margin``
+    covers the lanes of the last tile that run past the end (masked, but computed)."""
+    for t in tensors:
+        if t is not None and sum((size - 1) * abs(stride) for size, stride
+                                 in zip(t.shape, t.stride(), strict=True)) + margin >= 2**31:
+            return True
+    return False
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 

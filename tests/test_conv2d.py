@@ -200,3 +200,10 @@ def test_depthwise_runs_the_direct_kernels(monkeypatch):
                 monkeypatch.setattr(module, name, forbidden)
     x, w, b, options = make_inputs(CASES["depthwise_multiplier2"], layout="channels_last")
     check_all(*run_both(x, w, b, options), torch.float32)
+
+
+def test_int64_offsets_path(monkeypatch):
+    # Tensors past 2**31 elements take 64-bit offsets; force that path on a small shape.
+    import kernels.conv2d_forward as forward
+    monkeypatch.setattr(forward, "needs_int64", lambda *tensors: True)
+    check_all(*run_both(*make_inputs(CASES["groups3_stride2_dilation2"])), torch.float32)
