@@ -9,7 +9,7 @@ import torch
 
 import kernels  # noqa: F401  (decides compiled vs interpreted before triton is imported)
 
-from . import ops, report, roofline, runner, shapes, static_report
+from . import fused_traffic, ops, report, roofline, runner, shapes, static_report
 from .env import REPO, environment
 
 TIMED_COLUMNS = ("op", "shape", "dtype", "layout", "ours_ms", "torch_ms", "speedup",
@@ -138,6 +138,7 @@ def run_cpu(a) -> int:
         log.close()
     static_ok = _print_static(a, out)
     _print_arithmetic(a, out)
+    _print_fused_traffic(out)
     status = _summary(rows, [])
     return status or (0 if static_ok else 1)
 
@@ -171,6 +172,21 @@ def _print_arithmetic(a, out) -> None:
         print(f"  {name}: ridge point {ridge['fp32']} FLOP/byte fp32, {ridge['bf16']} bf16")
     if out:
         log = report.CsvLog(out / "roofline_arithmetic.csv", {}, list(ARITHMETIC_COLUMNS))
+        for r in rows:
+            log.write(r)
+        log.close()
+
+
+def _print_fused_traffic(out) -> None:
+    rows, counts = fused_traffic.report_rows(shapes.conv_shapes())
+    print("\nFused conv+BN+ReLU against torch's conv, batch norm and ReLU, per forward: kernel "
+          "launches (counted) and minimum activation traffic in MB at 2-byte elements "
+          "(formulas in benchmarks/fused_traffic.py):")
+    for side, names in counts.items():
+        print(f"  {side}: {len(names)} launches: {', '.join(names)}")
+    print(report.format_table(rows, fused_traffic.COLUMNS))
+    if out:
+        log = report.CsvLog(out / "fused_traffic.csv", {}, list(fused_traffic.COLUMNS))
         for r in rows:
             log.write(r)
         log.close()

@@ -122,3 +122,19 @@ def test_row_rates_follow_from_the_measured_times(monkeypatch):
     assert row["ours_gbps"] == pytest.approx(bench.nbytes / 2e-3 / 1e9, rel=1e-3)
     assert row["peak"] == "H200 SXM"
     assert 0 < row["ours_pct_roofline"] < row["torch_pct_roofline"] <= 100
+
+
+def test_fused_traffic_report_counts_launches_and_bytes():
+    from benchmarks import fused_traffic, shapes
+
+    rows, counts = fused_traffic.report_rows(shapes.conv_shapes()[:1])
+    assert counts["ours_train"] == ["conv2d_forward_kernel", "batch_norm_finalize_kernel",
+                                    "batch_norm_normalize_kernel"]
+    assert counts["ours_eval"] == ["conv2d_forward_kernel"]
+    assert {"convolution", "native_batch_norm", "relu"} <= set(counts["torch_train"])
+    shape = shapes.conv_shapes()[0]
+    oh, ow = shape.out_hw
+    x = shape.batch * shape.c_in * shape.h * shape.w * 2
+    y = shape.batch * shape.c_out * oh * ow * 2
+    assert rows[0]["eval_MB_ours"] == round((x + y) / 1e6, 2)
+    assert rows[0]["train_MB_torch"] == round((x + 6 * y) / 1e6, 2)
