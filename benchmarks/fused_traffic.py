@@ -3,9 +3,10 @@ bytes of activation traffic per forward.
 
 Launches are counted, not assumed: ours by wrapping every Triton kernel's launch, torch's by
 recording the aten compute ops its modules dispatch (each is at least one kernel launch on a
-GPU, so torch's count is a lower bound; allocations and views are not counted). Bytes are the minimum activation traffic each side's kernels
-must move, with x: (N, C_in, H, W) and y: (N, C_out, OH, OW) of e bytes per element (weights,
-per-channel vectors and statistics partials are ignored: they are small):
+GPU, so torch's count is a lower bound; allocations and views are not counted). Bytes are the
+minimum activation traffic each side's kernels must move, with x: (N, C_in, H, W) and
+y: (N, C_out, OH, OW) of e bytes per element (weights, per-channel vectors and statistics
+partials are ignored: they are small):
     torch, training   conv x -> y, BN statistics read y, BN normalize y -> z, ReLU z -> out:
                       |x| + 6|y|   (read x, write y, read y twice, write z, read z, write out)
     torch, eval       conv x -> y, BN y -> z, ReLU z -> out:               |x| + 5|y|
@@ -13,9 +14,9 @@ per-channel vectors and statistics partials are ignored: they are small):
                       |x| + 3|y|
     ours, eval        conv x -> out with batch norm and ReLU in its epilogue: |x| + |y|
 """
-import kernels  # noqa: F401,I001  (first: it decides interpreted vs compiled before triton loads)
-import triton
 from torch.utils._python_dispatch import TorchDispatchMode
+
+import kernels
 
 # Allocations and views: no kernel launch on a GPU.
 _FREE_OPS = {"empty", "empty_strided", "empty_like", "view", "_unsafe_view", "as_strided", "t",
@@ -34,26 +35,12 @@ class _ComputeOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _launchable_kernels():
-    """The innermost launchable object of every kernel in the kernels package."""
-    import sys
-    found = {}
-    for name, module in list(sys.modules.items()):
-        if name.startswith("kernels.") and module is not None:
-            for value in vars(module).values():
-                if isinstance(value, triton.runtime.KernelInterface):
-                    while isinstance(getattr(value, "fn", None), triton.runtime.KernelInterface):
-                        value = value.fn
-                    found[id(value)] = value
-    return list(found.values())
-
-
 def count_our_launches(module, x) -> list:
     """Names of the Triton kernels one forward of ``module`` launches (after a warm-up call,
     so autotuning's benchmark launches are not counted)."""
     module(x)
     launched, originals = [], {}
-    for kernel in _launchable_kernels():
+    for kernel in kernels.runtime.launchable_kernels():
         originals[kernel] = kernel.run
 
         def run(*args, _orig=kernel.run, _name=kernel.fn.__name__, **kwargs):

@@ -119,3 +119,19 @@ def multiprocessor_count(device: torch.device) -> int:
     if INTERPRET or device.type != "cuda":
         return 1
     return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def launchable_kernels() -> list:
+    """The innermost launchable object of every kernel in the loaded ``kernels`` modules: the
+    JITFunction (compiled) or InterpretedFunction (interpreter) whose ``run`` launches. Used to
+    count launches (tests, benchmarks) by wrapping ``run``."""
+    found = {}
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("kernels.") or module is None:
+            continue
+        for value in vars(module).values():
+            if isinstance(value, triton.runtime.KernelInterface):
+                while isinstance(getattr(value, "fn", None), triton.runtime.KernelInterface):
+                    value = value.fn
+                found[id(value)] = value
+    return list(found.values())

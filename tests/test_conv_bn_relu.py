@@ -4,17 +4,16 @@ num_batches_tracked), then evaluation; conv bias or none, groups, stride, moment
 channels_last; launches per forward and no torch compute ops; state_dict both ways;
 needs_input_grad; gradcheck; torch's errors."""
 import copy
-import sys
 
 import pytest
 import torch
-import triton
 from conftest import DEVICE
 from helpers import assert_matches
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import cnn
+import kernels
 
 # id: (N, C_in, H, W, C_out, kernel, stride, padding, groups, conv bias, momentum)
 CASES = {
@@ -222,27 +221,11 @@ class _OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _launchers():
-    """The innermost launchable object of every kernel in the kernels package: the
-    JITFunction (compiled) or InterpretedFunction (interpreter) whose run() launches."""
-    found = {}
-    for name, module in list(sys.modules.items()):
-        if not name.startswith("kernels."):
-            continue
-        for value in vars(module).values():
-            if not isinstance(value, triton.runtime.KernelInterface):
-                continue
-            while isinstance(getattr(value, "fn", None), triton.runtime.KernelInterface):
-                value = value.fn
-            found[id(value)] = value
-    return list(found.values())
-
-
 @pytest.fixture
 def launch_log(monkeypatch):
     """(launched kernel names, op recorder) for code run under the returned recorder."""
     launched, recorder = [], _OpRecorder()
-    for kernel in _launchers():
+    for kernel in kernels.runtime.launchable_kernels():
         def run(*args, _orig=kernel.run, _name=kernel.fn.__name__, **kwargs):
             launched.append(_name)
             recorder.in_kernel += 1
