@@ -20,7 +20,14 @@ import triton.language as tl
 
 from .configs import implicit_gemm_configs, interpreter_tiles
 from .conv2d_geometry import Conv2dGeometry
-from .runtime import accumulator_dtype, cdiv, dot_precision, dot_upcast, output_memory_format
+from .runtime import (
+    accumulator_dtype,
+    cdiv,
+    dot_precision,
+    dot_upcast,
+    needs_int64,
+    output_memory_format,
+)
 
 
 @triton.jit
@@ -48,6 +55,7 @@ def conv2d_input_grad_kernel(
     N, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, step_h, step_w,
     groups, C_in_g, C_out_g, K,
+    INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -76,8 +84,11 @@ def conv2d_input_grad_kernel(
     iw = phase_w + i * stride_w
     mask_m = (offs_m < N * HP * WP) & (ih < H) & (iw < W)
     mask_n = offs_n < C_in_g
-    dy_rows = dy_ptr + n.to(tl.int64) * sdyn + (group * C_out_g) * sdyc
-    w_cols = w_ptr + (group * C_out_g).to(tl.int64) * swo + offs_n * swi
+    if INDEX_64:
+        n = n.to(tl.int64)
+    # Offsets split into a row part (input pixel) and a column part (tap, channel).
+    dy_rows = n * sdyn + (group * C_out_g) * sdyc + j * sdyh + i * sdyw
+    w_cols = (group * C_out_g) * swo + offs_n * swi
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for k0 in range(0, k_phase, BLOCK_K):
@@ -87,13 +98,16 @@ def conv2d_input_grad_kernel(
         kw = kw0 + step_w * ((offs_k // C_out_g) % taps_w)
         kh = kh0 + step_h * (offs_k // (C_out_g * taps_w))
         # Exact divisions: the phase was chosen so these are whole numbers.
-        oh = j[:, None] + ((phase_h + pad_h - kh * dil_h) // stride_h)[None, :]
-        ow = i[:, None] + ((phase_w + pad_w - kw * dil_w) // stride_w)[None, :]
-        dy_mask = (mask_m[:, None] & mask_k[None, :] & (oh >= 0) & (oh < OH)
-                   & (ow >= 0) & (ow < OW))
-        a = tl.load(dy_rows[:, None] + co[None, :] * sdyc + oh * sdyh + ow * sdyw,
+        shift_h = (phase_h + pad_h - kh * dil_h) // stride_h
+        shift_w = (phase_w + pad_w - kw * dil_w) // stride_w
+        # One unsigned compare per axis checks both 0 <= oh and oh < OH.
+        oh = (j[:, None] + shift_h[None, :]).to(tl.uint32, bitcast=True)
+        ow = (i[:, None] + shift_w[None, :]).to(tl.uint32, bitcast=True)
+        dy_mask = mask_m[:, None] & mask_k[None, :] & (oh < OH) & (ow < OW)
+        a = tl.load(dy_ptr + (dy_rows[:, None]
+                              + (co * sdyc + shift_h * sdyh + shift_w * sdyw)[None, :]),
                     mask=dy_mask, other=0.0)
-        b = tl.load(w_cols[None, :] + (co * swo + kh * swh + kw * sww)[:, None],
+        b = tl.load(w_ptr + (w_cols[None, :] + (co * swo + kh * swh + kw * sww)[:, None]),
                     mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         if UPCAST:
             a = a.to(tl.float32)
@@ -101,8 +115,7 @@ def conv2d_input_grad_kernel(
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
 
     ci = group * C_in_g + offs_n
-    dx_ptrs = (dx_ptr + n.to(tl.int64)[:, None] * sdxn + ci[None, :] * sdxc
-               + (ih * sdxh + iw * sdxw)[:, None])
+    dx_ptrs = dx_ptr + ((n * sdxn + ih * sdxh + iw * sdxw)[:, None] + ci[None, :] * sdxc)
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
@@ -128,6 +141,7 @@ def conv2d_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input: to
         g.batch, g.height, g.width, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
         sh, sw, g.padding[0], g.padding[2], dh, dw, sh // math.gcd(sh, dh), sw // math.gcd(sw, dw),
         g.groups, g.in_per_group, g.out_per_group, g.kernel_h * g.kernel_w * g.out_per_group,
+        INDEX_64=needs_int64(grad_output, weight, grad_input),
         ACC_DTYPE=accumulator_dtype(input.dtype), INPUT_PRECISION=dot_precision(input.dtype),
         UPCAST=dot_upcast(input.dtype),
     )
@@ -140,7 +154,8 @@ def compile_cases():
 
     cases = []
     for _, ptr, precision in GPU_DTYPES:
-        consts = dict(ACC_DTYPE=tl.float32, INPUT_PRECISION=precision, UPCAST=False)
+        consts = dict(INDEX_64=False, ACC_DTYPE=tl.float32, INPUT_PRECISION=precision,
+                      UPCAST=False)
         sig = signature_for(conv2d_input_grad_kernel, consts, default_pointer=ptr)
         cases.append(("dx", conv2d_input_grad_kernel, sig, consts))
     return cases
