@@ -22,6 +22,7 @@ from .runtime import (
     dot_precision,
     dot_upcast,
     multiprocessor_count,
+    needs_int64,
 )
 
 
@@ -39,7 +40,7 @@ def conv2d_weight_grad_kernel(
     N, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_in_g, C_out_g, KDIM,
     SPLIT, R_PER_SPLIT,
-    HAS_BIAS: tl.constexpr,
+    HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -57,8 +58,9 @@ def conv2d_weight_grad_kernel(
     ci = offs_n % C_in_g
     kw = (offs_n // C_in_g) % KW
     kh = offs_n // (C_in_g * KW)
-    dy_rows = dy_ptr + co.to(tl.int64) * sdyc
-    x_cols = x_ptr + (group * C_in_g + ci).to(tl.int64) * sxc
+    # Offsets split into a part per output-tile row/column and a part per reduction index r.
+    dy_rows = co * sdyc
+    x_cols = (group * C_in_g + ci) * sxc + (kh * dil_h) * sxh + (kw * dil_w) * sxw
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     bias_acc = tl.zeros((BLOCK_M,), dtype=ACC_DTYPE)
@@ -69,14 +71,18 @@ def conv2d_weight_grad_kernel(
         mask_r = offs_r < r_end
         ow = offs_r % OW
         oh = (offs_r // OW) % OH
-        n = (offs_r // (OW * OH)).to(tl.int64)
-        a = tl.load(dy_rows[:, None] + (n * sdyn + oh * sdyh + ow * sdyw)[None, :],
+        n = offs_r // (OW * OH)
+        if INDEX_64:
+            n = n.to(tl.int64)
+        a = tl.load(dy_ptr + (dy_rows[:, None] + (n * sdyn + oh * sdyh + ow * sdyw)[None, :]),
                     mask=mask_m[:, None] & mask_r[None, :], other=0.0)
-        ih = (oh * stride_h - pad_h)[:, None] + (kh * dil_h)[None, :]
-        iw = (ow * stride_w - pad_w)[:, None] + (kw * dil_w)[None, :]
-        x_mask = (mask_r[:, None] & mask_n[None, :] & (ih >= 0) & (ih < H)
-                  & (iw >= 0) & (iw < W))
-        b = tl.load(x_cols[None, :] + (n * sxn)[:, None] + ih * sxh + iw * sxw,
+        ih0 = oh * stride_h - pad_h
+        iw0 = ow * stride_w - pad_w
+        # One unsigned compare per axis checks both 0 <= ih and ih < H.
+        ih = (ih0[:, None] + (kh * dil_h)[None, :]).to(tl.uint32, bitcast=True)
+        iw = (iw0[:, None] + (kw * dil_w)[None, :]).to(tl.uint32, bitcast=True)
+        x_mask = mask_r[:, None] & mask_n[None, :] & (ih < H) & (iw < W)
+        b = tl.load(x_ptr + ((n * sxn + ih0 * sxh + iw0 * sxw)[:, None] + x_cols[None, :]),
                     mask=x_mask, other=0.0)
         if HAS_BIAS:
             bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
@@ -131,7 +137,7 @@ def conv2d_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight: t
             g.batch, g.height, g.width, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
             g.stride[0], g.stride[1], g.padding[0], g.padding[2], g.dilation[0], g.dilation[1],
             g.groups, g.in_per_group, g.out_per_group, kdim, split, per_split,
-            HAS_BIAS=need_bias,
+            HAS_BIAS=need_bias, INDEX_64=needs_int64(grad_output, input),
             ACC_DTYPE=accumulator_dtype(input.dtype), INPUT_PRECISION=dot_precision(input.dtype),
             UPCAST=dot_upcast(input.dtype),
         )
@@ -152,8 +158,8 @@ def compile_cases():
 
     cases = []
     for _, ptr, precision in GPU_DTYPES:
-        consts = dict(HAS_BIAS=True, ACC_DTYPE=tl.float32, INPUT_PRECISION=precision,
-                      UPCAST=False)
+        consts = dict(HAS_BIAS=True, INDEX_64=False, ACC_DTYPE=tl.float32,
+                      INPUT_PRECISION=precision, UPCAST=False)
         sig = signature_for(conv2d_weight_grad_kernel, consts,
                             {"dw_ptr": "*fp32", "db_ptr": "*fp32"}, default_pointer=ptr)
         cases.append(("dw+db", conv2d_weight_grad_kernel, sig, consts))

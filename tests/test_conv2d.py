@@ -204,7 +204,11 @@ def test_depthwise_runs_the_direct_kernels(monkeypatch):
 
 def test_int64_offsets_path(monkeypatch):
     # Tensors past 2**31 elements take 64-bit offsets; force that path on a small shape.
-    from kernels.conv2d import implicit_gemm_forward, implicit_gemm_input_grad
-    for module in (implicit_gemm_forward, implicit_gemm_input_grad):
+    from kernels.conv2d import (
+        implicit_gemm_forward,
+        implicit_gemm_input_grad,
+        implicit_gemm_weight_grad,
+    )
+    for module in (implicit_gemm_forward, implicit_gemm_input_grad, implicit_gemm_weight_grad):
         monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
     check_all(*run_both(*make_inputs(CASES["groups3_stride2_dilation2"])), torch.float32)
