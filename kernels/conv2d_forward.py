@@ -47,7 +47,7 @@ def _prune_for_stats(configs, named_args, **kwargs):
 @triton.autotune(
     configs=implicit_gemm_configs(),
     key=["N", "C_in", "H", "W", "C_out", "OH", "OW", "KH", "KW", "stride_h", "stride_w",
-         "dil_h", "dil_w", "groups", "STATS", "CHANNELS_LAST"],
+         "dil_h", "dil_w", "groups", "STATS", "CHANNELS_LAST", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": _prune_for_stats},
 )
 @interpreter_tiles(BLOCK_N="C_out_g", BLOCK_K="K")

@@ -43,7 +43,7 @@ def _first_tap(phase, pad, dil, stride, step, size):
 @triton.autotune(
     configs=implicit_gemm_configs(),
     key=["N", "H", "W", "OH", "OW", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
-         "C_in_g", "C_out_g", "groups"],
+         "C_in_g", "C_out_g", "groups", "INPUT_PRECISION"],
 )
 @interpreter_tiles(BLOCK_N="C_in_g", BLOCK_K="K")
 @triton.jit

@@ -29,7 +29,8 @@ from .runtime import (
 @triton.autotune(
     configs=implicit_gemm_configs(interpret_tiles={"BLOCK_K": 2048}),
     key=["N", "H", "W", "OH", "OW", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
-         "C_in_g", "C_out_g", "groups", "SPLIT", "HAS_BIAS"],
+         "C_in_g", "C_out_g", "groups", "SPLIT", "HAS_BIAS",
+         "INPUT_PRECISION"],
 )
 @interpreter_tiles(BLOCK_M="C_out_g", BLOCK_N="KDIM")
 @triton.jit
