@@ -24,7 +24,6 @@ import triton.language as tl
 from .configs import implicit_gemm_configs, interpreter_tiles
 from .conv2d_geometry import Conv2dGeometry
 from .runtime import (
-    INTERPRET,
     accumulator_dtype,
     cdiv,
     dot_precision,
@@ -155,8 +154,8 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2d
     """
     g = geometry
     oh, ow = g.out_h, g.out_w
-    y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype,
-                    memory_format=output_memory_format(x))
+    layout = output_memory_format(x)
+    y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype, memory_format=layout)
     m = g.batch * oh * ow
     tiles_m = cdiv(m, STATS_BLOCK_M)
     stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -181,14 +180,14 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2d
         INDEX_64=needs_int64(x, y), HAS_BIAS=bias is not None, STATS=stats,
         BN_EVAL=bn_eval is not None,
         BN_AFFINE=gamma is not None, RELU=relu,
-        CHANNELS_LAST=output_memory_format(x) == torch.channels_last,
+        CHANNELS_LAST=layout == torch.channels_last,  # only keys autotuning: tiles per layout
         ACC_DTYPE=accumulator_dtype(x.dtype), INPUT_PRECISION=dot_precision(x.dtype),
         UPCAST=dot_upcast(x.dtype),
     )
     return (y, stats_buf) if stats else y
 
 
-__all__ = ["conv2d_forward", "conv2d_forward_kernel", "STATS_BLOCK_M", "INTERPRET"]
+__all__ = ["conv2d_forward", "conv2d_forward_kernel", "STATS_BLOCK_M"]
 
 
 def compile_cases():
