@@ -173,10 +173,21 @@ def make_wheel(arrays, protocol=4) -> bytes:
     yt = arrays[D.TEST_LABELS].astype(np.int64)
     payload = ((x[:8], y[:8]), (x[8:], y[8:]), (xt, yt))
     buffer = io.BytesIO()
+    # Fixed timestamps: the same arrays must give the same bytes (the sha256 the tests pin).
+    stamp = (2020, 1, 1, 0, 0, 0)
     with zipfile.ZipFile(buffer, "w") as wheel:
-        wheel.writestr("mnist/__init__.py", "")
-        wheel.writestr(D.REGISTRY_MEMBER, gzip.compress(pickle.dumps(payload, protocol)))
+        wheel.writestr(zipfile.ZipInfo("mnist/__init__.py", stamp), "")
+        wheel.writestr(zipfile.ZipInfo(D.REGISTRY_MEMBER, stamp),
+                       gzip.compress(pickle.dumps(payload, protocol), mtime=0))
     return buffer.getvalue()
+
+
+def test_fake_wheel_is_byte_stable(arrays, monkeypatch):
+    """The fixture pins the wheel's sha256: building it twice, a clock tick apart, must agree."""
+    first = make_wheel(arrays)
+    monkeypatch.setattr(gzip.time, "time", lambda: 2e9)
+    monkeypatch.setattr(zipfile.time, "time", lambda: 2e9)
+    assert make_wheel(arrays) == first
 
 
 @pytest.fixture
