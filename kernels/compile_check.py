@@ -6,7 +6,8 @@ Each module named in ``KERNEL_MODULES`` defines ``compile_cases()`` returning a 
 ``(label, kernel, signature, constexprs)``:
     label       a short name of the variant, e.g. "bias" or "stats"
     kernel      the @triton.jit function, possibly wrapped by @triton.autotune/@triton.heuristics
-    signature   every non-constexpr argument name -> Triton type ("*fp16", "i32", "fp32", ...)
+    signature   every non-constexpr argument name -> Triton type ("*fp16", "i32", "fp32", ...;
+                "i32:16" is an i32 known to be divisible by 16)
     constexprs  every tl.constexpr name -> value (tile sizes may come from the autotune configs)
 Every autotune config is expanded: its kwargs join the constexprs, num_warps/num_stages go to the
 compile options. A constexpr that the case pins (e.g. BLOCK_M for a statistics epilogue whose
@@ -20,7 +21,11 @@ which needs no GPU, and the cubin is read with the ``cuobjdump`` shipped in Trit
                     frame; the same numbers ptxas -v prints, but still readable when Triton's
                     cache skipped ptxas
     tensor cores    the MMA instructions in the SASS (HMMA on sm_80, HGMMA/wgmma on sm_90)
-Pointer arguments get the 16-byte alignment hint that torch allocations give at run time; integer
+Pointer arguments get the 16-byte alignment hint that torch allocations give at run time. The
+convolutions build their cases from their launchers' own arguments for an example layer, in NCHW
+and channels_last (``launch_signature``): integers are specialised as Triton's launcher
+specialises them (1 becomes a constant, multiples of 16 are known divisible), so the registers,
+spills and vector widths reported are those of the kernel that runs. The other kernels' integer
 arguments stay unspecialised (the most general variant the runtime can build).
 
 Exit status: 1 when a config fails to compile or needs more shared memory than its target gives
@@ -73,6 +78,16 @@ GPU_DTYPES = [
     ("fp32", "*fp32", "ieee"),
 ]
 
+# The example layouts of the convolution cases: (label, channels_last). The fast one first.
+CONV_LAYOUTS = [("nhwc", True), ("nchw", False)]
+
+
+def torch_dtype(name: str):
+    """The torch dtype of a GPU_DTYPES name ("fp32-tf32" is float32)."""
+    import torch
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(name, torch.float32)
+
+
 _TC_RE = re.compile(r"\b(?:HMMA|HGMMA|IMMA|WGMMA|QMMA|OMMA|UTCHMMA|UTCQMMA)[.\w]*")
 _LOCAL_RE = re.compile(r"\b(STL|LDL)((?:\.\w+)*)")
 _WIDTH_BYTES = {"U8": 1, "S8": 1, "U16": 2, "S16": 2, "64": 8, "128": 16}
@@ -95,6 +110,46 @@ def signature_for(kernel, constexprs, pointers=None, default_pointer="*fp32", fl
         else:
             sig[p.name] = "fp32" if p.name in floats else "i32"
     return sig
+
+
+# Scalar type of each pointer, by the torch dtype a launcher passes.
+_POINTER_TYPES = {"float16": "*fp16", "bfloat16": "*bf16", "float32": "*fp32",
+                  "float64": "*fp64", "int64": "*i64", "int32": "*i32", "int8": "*i8",
+                  "uint8": "*u8", "bool": "*i1"}
+
+
+def launch_signature(kernel, args, overrides=None):
+    """(signature, constexprs) of ``kernel`` for the named launch arguments ``args``, typed the
+    way Triton's launcher specialises them, so the compile matches what runs:
+        tensor                    pointer of its dtype, 16-byte aligned (as torch allocates)
+        int equal to 1            the constexpr 1 (a unit stride, a stride of 1, one group)
+        int divisible by 16       "i32:16" (i64 past int32): known divisibility, which lets
+                                  contiguous offsets become vector loads
+        other int / float         i32 (i64) / fp32
+    ``args`` holds the kernel's constexprs too; ``overrides`` replaces some of them (e.g. the
+    tl.dot precision, which a launcher on this machine would choose for the interpreter).
+    """
+    import torch
+
+    fn = unwrap(kernel)[0]
+    constexpr_names = {p.name for p in fn.params if p.is_constexpr}
+    signature, constexprs = {}, {}
+    for name, value in args.items():
+        if name in constexpr_names:
+            constexprs[name] = value
+        elif isinstance(value, torch.Tensor):
+            signature[name] = _POINTER_TYPES[str(value.dtype).removeprefix("torch.")]
+        elif isinstance(value, bool) or value is None:
+            raise TypeError(f"argument {name!r} = {value!r} should be a tl.constexpr")
+        elif isinstance(value, int) and value == 1:
+            constexprs[name] = 1
+        elif isinstance(value, int):
+            width = "i32" if -2**31 <= value < 2**31 else "i64"
+            signature[name] = width + (":16" if value % 16 == 0 else "")
+        else:
+            signature[name] = "fp32"
+    constexprs.update(overrides or {})
+    return signature, constexprs
 
 
 def unwrap(kernel):
@@ -261,8 +316,10 @@ def compile_job(job: Job) -> Result:
             if p.name in consts:
                 full_sig[p.name] = "constexpr"
             elif p.name in signature:
-                full_sig[p.name] = signature[p.name]
-                if signature[p.name].startswith("*"):
+                # Pointers are 16-byte aligned; an int typed "i32:16" is divisible by 16.
+                kind, _, divisor = signature[p.name].partition(":")
+                full_sig[p.name] = kind
+                if kind.startswith("*") or divisor == "16":
                     attrs[(i,)] = [["tt.divisibility", 16]]
             else:
                 raise ValueError(f"argument {p.name!r} has neither a type nor a constexpr value")

@@ -58,7 +58,7 @@ def conv2d_forward_kernel(
     swo, swi, swh, sww,
     syn, syc, syh, syw,
     N, C_in, H, W, C_out, OH, OW, KH, KW,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_out_g, K, eps,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, c_in_g, C_out_g, K, eps,
     INDEX_64: tl.constexpr, HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
@@ -67,7 +67,6 @@ def conv2d_forward_kernel(
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     group = tl.program_id(2)
-    c_in_g = C_in // groups
     c_out_g = C_out_g
     M = N * OH * OW
 
@@ -152,64 +151,77 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2d
     (fp64 for fp64 input).
     Returns y: (N, C_out, OH, OW) in x's memory format and dtype (and the statistics).
     """
+    y, stats_buf, grid, args = launch_arguments(x, weight, bias, geometry, relu=relu,
+                                                bn_eval=bn_eval, stats=stats)
+    if y.numel() > 0:
+        conv2d_forward_kernel[grid](**args)
+    return (y, stats_buf) if stats else y
+
+
+def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, bn_eval=None,
+                     stats=False):
+    """Allocate the outputs and name every kernel argument: (y, stats or None, grid, args).
+    Separate from the launch so the compile check builds exactly what a launch would."""
     g = geometry
     oh, ow = g.out_h, g.out_w
     layout = output_memory_format(x)
     y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype, memory_format=layout)
     m = g.batch * oh * ow
-    tiles_m = cdiv(m, STATS_BLOCK_M)
     stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    stats_buf = torch.empty((tiles_m, 3, g.out_channels), device=x.device,
+    stats_buf = torch.empty((cdiv(m, STATS_BLOCK_M), 3, g.out_channels), device=x.device,
                             dtype=stats_dtype) if stats else None
-    if y.numel() == 0:
-        return (y, stats_buf) if stats else y
     mean, var, gamma, beta, eps = bn_eval if bn_eval is not None else (None,) * 4 + (0.0,)
-    dummy = y  # stands in for absent pointers; never read when its flag is off
-    grid = lambda meta: (cdiv(m, meta["BLOCK_M"]), cdiv(g.out_per_group, meta["BLOCK_N"]),
-                         g.groups)
-    conv2d_forward_kernel[grid](
-        x, weight, y, bias if bias is not None else dummy,
-        mean if mean is not None else dummy, var if var is not None else dummy,
-        gamma if gamma is not None else dummy, beta if beta is not None else dummy,
-        stats_buf if stats else dummy,
-        *x.stride(), *weight.stride(), *y.stride(),
-        g.batch, g.in_channels, g.height, g.width, g.out_channels, oh, ow,
-        g.kernel_h, g.kernel_w, g.stride[0], g.stride[1], g.padding[0], g.padding[2],
-        g.dilation[0], g.dilation[1], g.groups, g.out_per_group,
-        g.kernel_h * g.kernel_w * g.in_per_group, float(eps),
+
+    def pointer(t):
+        return y if t is None else t  # stands in for an absent tensor; never read then
+
+    args = dict(
+        x_ptr=x, w_ptr=weight, y_ptr=y, bias_ptr=pointer(bias),
+        bn_mean_ptr=pointer(mean), bn_var_ptr=pointer(var), bn_weight_ptr=pointer(gamma),
+        bn_bias_ptr=pointer(beta), stats_ptr=pointer(stats_buf),
+        **dict(zip(("sxn", "sxc", "sxh", "sxw"), x.stride(), strict=True)),
+        **dict(zip(("swo", "swi", "swh", "sww"), weight.stride(), strict=True)),
+        **dict(zip(("syn", "syc", "syh", "syw"), y.stride(), strict=True)),
+        N=g.batch, C_in=g.in_channels, H=g.height, W=g.width, C_out=g.out_channels, OH=oh, OW=ow,
+        KH=g.kernel_h, KW=g.kernel_w, stride_h=g.stride[0], stride_w=g.stride[1],
+        pad_h=g.padding[0], pad_w=g.padding[2], dil_h=g.dilation[0], dil_w=g.dilation[1],
+        groups=g.groups, c_in_g=g.in_per_group, C_out_g=g.out_per_group,
+        K=g.kernel_h * g.kernel_w * g.in_per_group, eps=float(eps),
         INDEX_64=needs_int64(x, y), HAS_BIAS=bias is not None, STATS=stats,
-        BN_EVAL=bn_eval is not None,
-        BN_AFFINE=gamma is not None, RELU=relu,
+        BN_EVAL=bn_eval is not None, BN_AFFINE=gamma is not None, RELU=relu,
         CHANNELS_LAST=layout == torch.channels_last,  # only keys autotuning: tiles per layout
         ACC_DTYPE=accumulator_dtype(x.dtype), INPUT_PRECISION=dot_precision(x.dtype),
         UPCAST=dot_upcast(x.dtype),
     )
-    return (y, stats_buf) if stats else y
+    grid = lambda meta: (cdiv(m, meta["BLOCK_M"]), cdiv(g.out_per_group, meta["BLOCK_N"]),
+                         g.groups)
+    return y, stats_buf, grid, args
 
 
 __all__ = ["conv2d_forward", "conv2d_forward_kernel", "STATS_BLOCK_M"]
 
 
 def compile_cases():
-    """Every GPU variant for ``python -m kernels.compile_check``: three epilogues (bias; batch-norm
-    statistics, whose launcher keeps only BLOCK_M == STATS_BLOCK_M; folded eval batch norm + ReLU)
-    for fp32 (IEEE and TF32), fp16 and bf16. Bias is on in all three: the superset of the code."""
-    from .compile_check import GPU_DTYPES, signature_for
+    """Every GPU variant for ``python -m kernels.compile_check``, built by the launcher for the
+    example layer in NCHW and channels_last: three epilogues (bias; batch-norm statistics, whose
+    launcher keeps only BLOCK_M == STATS_BLOCK_M; folded eval batch norm + ReLU) for fp32 (IEEE
+    and TF32), fp16 and bf16. Bias is on in all three: the superset of the code."""
+    from .compile_check import CONV_LAYOUTS, GPU_DTYPES, launch_signature, torch_dtype
+    from .conv2d_geometry import example_layer
 
-    epilogues = {
-        "bias": dict(HAS_BIAS=True, STATS=False, BN_EVAL=False, BN_AFFINE=False, RELU=False),
-        "stats": dict(HAS_BIAS=True, STATS=True, BN_EVAL=False, BN_AFFINE=False, RELU=False,
-                      BLOCK_M=STATS_BLOCK_M),
-        "bn_eval+relu": dict(HAS_BIAS=True, STATS=False, BN_EVAL=True, BN_AFFINE=True, RELU=True),
-    }
+    epilogues = {"bias": {}, "stats": dict(stats=True), "bn_eval+relu": dict(relu=True)}
     cases = []
-    for label, flags in epilogues.items():
-        for _, ptr, precision in GPU_DTYPES:
-            consts = dict(flags, INDEX_64=False, CHANNELS_LAST=False, ACC_DTYPE=tl.float32,
-                          INPUT_PRECISION=precision, UPCAST=False)
-            # As the launcher passes them: the statistics buffer is fp32, the rest x's dtype.
-            pointers = {"stats_ptr": "*fp32"} if flags["STATS"] else {}
-            sig = signature_for(conv2d_forward_kernel, consts, pointers, default_pointer=ptr,
-                                floats=("eps",))
-            cases.append((label, conv2d_forward_kernel, sig, consts))
+    for layout, channels_last in CONV_LAYOUTS:
+        for label, options in epilogues.items():
+            for name, _, precision in GPU_DTYPES:
+                x, weight, bias, geometry = example_layer(torch_dtype(name), channels_last)
+                if options.get("relu"):
+                    running = torch.empty_like(bias)
+                    options = dict(options, bn_eval=(running, running, running, running, 1e-5))
+                *_, args = launch_arguments(x, weight, bias, geometry, **options)
+                sig, consts = launch_signature(conv2d_forward_kernel, args, dict(
+                    ACC_DTYPE=tl.float32, INPUT_PRECISION=precision, UPCAST=False))
+                if options.get("stats"):
+                    consts["BLOCK_M"] = STATS_BLOCK_M
+                cases.append((f"{label} {layout}", conv2d_forward_kernel, sig, consts))
     return cases

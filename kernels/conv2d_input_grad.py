@@ -123,39 +123,57 @@ def conv2d_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input: to
                       geometry: Conv2dGeometry) -> torch.Tensor:
     """dx: (N, C_in, H, W) in the input's memory format, from grad_output (N, C_out, OH, OW)
     and weight (C_out, C_in/groups, KH, KW); ``input`` only lends its shape and layout."""
-    g = geometry
-    grad_input = torch.empty(input.shape, device=input.device, dtype=input.dtype,
-                             memory_format=output_memory_format(input, grad_output))
+    grad_input, grid, args = launch_arguments(grad_output, weight, input, geometry)
     if grad_input.numel() == 0:
         return grad_input
     if grad_output.numel() == 0:
         return grad_input.zero_()
+    conv2d_input_grad_kernel[grid](**args)
+    return grad_input
+
+
+def launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
+    """Allocate dx and name every kernel argument: (grad_input, grid, args). Separate from the
+    launch so the compile check builds exactly what a launch would."""
+    g = geometry
+    layout = output_memory_format(input, grad_output)
+    grad_input = torch.empty(input.shape, device=input.device, dtype=input.dtype,
+                             memory_format=layout)
     (sh, sw), (dh, dw) = g.stride, g.dilation
-    phases = sh * sw
     m = g.batch * cdiv(g.height, sh) * cdiv(g.width, sw)
-    grid = lambda meta: (cdiv(m, meta["BLOCK_M"]), cdiv(g.in_per_group, meta["BLOCK_N"]),
-                         g.groups * phases)
-    conv2d_input_grad_kernel[grid](
-        grad_output, weight, grad_input,
-        *grad_output.stride(), *weight.stride(), *grad_input.stride(),
-        g.batch, g.height, g.width, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
-        sh, sw, g.padding[0], g.padding[2], dh, dw, sh // math.gcd(sh, dh), sw // math.gcd(sw, dw),
-        g.groups, g.in_per_group, g.out_per_group, g.kernel_h * g.kernel_w * g.out_per_group,
+    args = dict(
+        dy_ptr=grad_output, w_ptr=weight, dx_ptr=grad_input,
+        **dict(zip(("sdyn", "sdyc", "sdyh", "sdyw"), grad_output.stride(), strict=True)),
+        **dict(zip(("swo", "swi", "swh", "sww"), weight.stride(), strict=True)),
+        **dict(zip(("sdxn", "sdxc", "sdxh", "sdxw"), grad_input.stride(), strict=True)),
+        N=g.batch, H=g.height, W=g.width, OH=g.out_h, OW=g.out_w, KH=g.kernel_h, KW=g.kernel_w,
+        stride_h=sh, stride_w=sw, pad_h=g.padding[0], pad_w=g.padding[2], dil_h=dh, dil_w=dw,
+        step_h=sh // math.gcd(sh, dh), step_w=sw // math.gcd(sw, dw),
+        groups=g.groups, C_in_g=g.in_per_group, C_out_g=g.out_per_group,
+        K=g.kernel_h * g.kernel_w * g.out_per_group,
         INDEX_64=needs_int64(grad_output, weight, grad_input),
         ACC_DTYPE=accumulator_dtype(input.dtype), INPUT_PRECISION=dot_precision(input.dtype),
         UPCAST=dot_upcast(input.dtype),
     )
-    return grad_input
+    grid = lambda meta: (cdiv(m, meta["BLOCK_M"]), cdiv(g.in_per_group, meta["BLOCK_N"]),
+                         g.groups * sh * sw)
+    return grad_input, grid, args
 
 
 def compile_cases():
-    """Every GPU variant for ``python -m kernels.compile_check``: fp32 (IEEE, TF32), fp16, bf16."""
-    from .compile_check import GPU_DTYPES, signature_for
+    """Every GPU variant for ``python -m kernels.compile_check``, built by the launcher for the
+    example layer in NCHW and channels_last: fp32 (IEEE, TF32), fp16, bf16."""
+    from .compile_check import CONV_LAYOUTS, GPU_DTYPES, launch_signature, torch_dtype
+    from .conv2d_geometry import example_layer
 
     cases = []
-    for _, ptr, precision in GPU_DTYPES:
-        consts = dict(INDEX_64=False, ACC_DTYPE=tl.float32, INPUT_PRECISION=precision,
-                      UPCAST=False)
-        sig = signature_for(conv2d_input_grad_kernel, consts, default_pointer=ptr)
-        cases.append(("dx", conv2d_input_grad_kernel, sig, consts))
+    for layout, channels_last in CONV_LAYOUTS:
+        for name, _, precision in GPU_DTYPES:
+            x, weight, _, geometry = example_layer(torch_dtype(name), channels_last)
+            grad_output = torch.empty(geometry.output_shape, device="meta", dtype=x.dtype,
+                                      memory_format=output_memory_format(x))
+            *_, args = launch_arguments(grad_output, weight, x, geometry)
+            sig, consts = launch_signature(conv2d_input_grad_kernel, args, dict(
+                ACC_DTYPE=tl.float32, INPUT_PRECISION=precision, UPCAST=False))
+            cases.append((f"dx {layout}", conv2d_input_grad_kernel, sig, consts))
     return cases

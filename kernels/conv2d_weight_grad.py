@@ -23,6 +23,7 @@ from .runtime import (
     dot_upcast,
     multiprocessor_count,
     needs_int64,
+    output_memory_format,
 )
 
 
@@ -102,15 +103,16 @@ def conv2d_weight_grad_kernel(
             tl.store(db_ptr + split * (C_out_g * groups) + co, bias_acc, mask=mask_m)
 
 
-def _split_reduction(geometry: Conv2dGeometry, device: torch.device):
-    """(SPLIT, R_PER_SPLIT): enough programs to fill the GPU, each reducing >= 512 rows."""
+def _split_reduction(geometry: Conv2dGeometry, sm_count: int):
+    """(SPLIT, R_PER_SPLIT): enough programs to fill ``sm_count`` multiprocessors twice, each
+    reducing >= 512 rows."""
     g = geometry
     r = g.batch * g.out_h * g.out_w
     if INTERPRET:
         return 1, r
     tiles = cdiv(g.out_per_group, 64) * cdiv(g.in_per_group * g.kernel_h * g.kernel_w, 64) \
         * g.groups
-    split = max(1, min(2 * multiprocessor_count(device) // tiles, cdiv(r, 512)))
+    split = max(1, min(2 * sm_count // tiles, cdiv(r, 512)))
     per_split = cdiv(cdiv(r, split), 256) * 256
     return cdiv(r, per_split), per_split
 
@@ -120,28 +122,13 @@ def conv2d_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight: t
     """(dw, db): dw shaped and laid out like ``weight`` (C_out, C_in/groups, KH, KW), db (C_out,)
     or None; from grad_output (N, C_out, OH, OW) and input (N, C_in, H, W)."""
     g = geometry
-    acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
-    split, per_split = _split_reduction(g, input.device)
-    partial_w = torch.empty((split, *weight.shape), device=input.device, dtype=acc_dtype)
-    partial_b = torch.empty((split, g.out_channels), device=input.device, dtype=acc_dtype) \
-        if need_bias else partial_w
+    partial_w, partial_b, grid, args = launch_arguments(grad_output, input, weight, g, need_bias)
     if grad_output.numel() == 0 or input.numel() == 0:
         partial_w.zero_()
         partial_b.zero_()
     else:
-        kdim = g.in_per_group * g.kernel_h * g.kernel_w
-        grid = lambda meta: (cdiv(g.out_per_group, meta["BLOCK_M"]), cdiv(kdim, meta["BLOCK_N"]),
-                             g.groups * split)
-        conv2d_weight_grad_kernel[grid](
-            grad_output, input, partial_w, partial_b,
-            *grad_output.stride(), *input.stride(),
-            g.batch, g.height, g.width, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
-            g.stride[0], g.stride[1], g.padding[0], g.padding[2], g.dilation[0], g.dilation[1],
-            g.groups, g.in_per_group, g.out_per_group, kdim, split, per_split,
-            HAS_BIAS=need_bias, INDEX_64=needs_int64(grad_output, input),
-            ACC_DTYPE=accumulator_dtype(input.dtype), INPUT_PRECISION=dot_precision(input.dtype),
-            UPCAST=dot_upcast(input.dtype),
-        )
+        conv2d_weight_grad_kernel[grid](**args)
+    split = partial_w.shape[0]
     grad_weight = partial_w[0] if split == 1 else partial_w.sum(0)
     grad_weight = grad_weight.to(dtype=weight.dtype, memory_format=torch.preserve_format)
     if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
@@ -152,16 +139,53 @@ def conv2d_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight: t
     return grad_weight, grad_bias
 
 
-def compile_cases():
-    """Every GPU variant for ``python -m kernels.compile_check``: fp32 (IEEE, TF32), fp16, bf16,
-    with the bias gradient on (the superset). The partial sums are fp32 whatever the input."""
-    from .compile_check import GPU_DTYPES, signature_for
+def launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry, need_bias=False,
+                     sm_count=None):
+    """Allocate the partial sums and name every kernel argument: (partial_w (SPLIT, *weight
+    shape), partial_b (SPLIT, C_out) or partial_w, grid, args). Separate from the launch so the
+    compile check builds exactly what a launch would. sm_count: the GPU's multiprocessors
+    (default: those of input's device)."""
+    g = geometry
+    acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+    split, per_split = _split_reduction(g, sm_count or multiprocessor_count(input.device))
+    partial_w = torch.empty((split, *weight.shape), device=input.device, dtype=acc_dtype)
+    partial_b = torch.empty((split, g.out_channels), device=input.device, dtype=acc_dtype) \
+        if need_bias else partial_w
+    kdim = g.in_per_group * g.kernel_h * g.kernel_w
+    args = dict(
+        dy_ptr=grad_output, x_ptr=input, dw_ptr=partial_w, db_ptr=partial_b,
+        **dict(zip(("sdyn", "sdyc", "sdyh", "sdyw"), grad_output.stride(), strict=True)),
+        **dict(zip(("sxn", "sxc", "sxh", "sxw"), input.stride(), strict=True)),
+        N=g.batch, H=g.height, W=g.width, OH=g.out_h, OW=g.out_w, KH=g.kernel_h, KW=g.kernel_w,
+        stride_h=g.stride[0], stride_w=g.stride[1], pad_h=g.padding[0], pad_w=g.padding[2],
+        dil_h=g.dilation[0], dil_w=g.dilation[1], groups=g.groups, C_in_g=g.in_per_group,
+        C_out_g=g.out_per_group, KDIM=kdim, SPLIT=split, R_PER_SPLIT=per_split,
+        HAS_BIAS=need_bias, INDEX_64=needs_int64(grad_output, input),
+        ACC_DTYPE=accumulator_dtype(input.dtype), INPUT_PRECISION=dot_precision(input.dtype),
+        UPCAST=dot_upcast(input.dtype),
+    )
+    grid = lambda meta: (cdiv(g.out_per_group, meta["BLOCK_M"]), cdiv(kdim, meta["BLOCK_N"]),
+                         g.groups * split)
+    return partial_w, partial_b, grid, args
 
+
+def compile_cases():
+    """Every GPU variant for ``python -m kernels.compile_check``, built by the launcher for the
+    example layer in NCHW and channels_last: fp32 (IEEE, TF32), fp16, bf16, with the bias
+    gradient on (the superset). The partial sums are fp32 whatever the input."""
+    from .compile_check import CONV_LAYOUTS, GPU_DTYPES, launch_signature, torch_dtype
+    from .conv2d_geometry import example_layer
+
+    H200_MULTIPROCESSORS = 132  # the split the GPU would get: SPLIT > 1, as it runs
     cases = []
-    for _, ptr, precision in GPU_DTYPES:
-        consts = dict(HAS_BIAS=True, INDEX_64=False, ACC_DTYPE=tl.float32,
-                      INPUT_PRECISION=precision, UPCAST=False)
-        sig = signature_for(conv2d_weight_grad_kernel, consts,
-                            {"dw_ptr": "*fp32", "db_ptr": "*fp32"}, default_pointer=ptr)
-        cases.append(("dw+db", conv2d_weight_grad_kernel, sig, consts))
+    for layout, channels_last in CONV_LAYOUTS:
+        for name, _, precision in GPU_DTYPES:
+            x, weight, _, geometry = example_layer(torch_dtype(name), channels_last)
+            grad_output = torch.empty(geometry.output_shape, device="meta", dtype=x.dtype,
+                                      memory_format=output_memory_format(x))
+            *_, args = launch_arguments(grad_output, x, weight, geometry, need_bias=True,
+                                        sm_count=H200_MULTIPROCESSORS)
+            sig, consts = launch_signature(conv2d_weight_grad_kernel, args, dict(
+                ACC_DTYPE=tl.float32, INPUT_PRECISION=precision, UPCAST=False))
+            cases.append((f"dw+db {layout}", conv2d_weight_grad_kernel, sig, consts))
     return cases
