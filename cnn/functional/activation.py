@@ -5,6 +5,8 @@ from torch.autograd.function import once_differentiable
 from kernels.relu import relu_backward, relu_forward
 from kernels.runtime import check_device
 
+from .compile import run_as_is_under_compile
+
 
 class ReLUFunction(torch.autograd.Function):
     """y = max(x, 0) (NaN and -0.0 pass through, as torch's relu); backward
@@ -28,6 +30,7 @@ class ReLUFunction(torch.autograd.Function):
         return grad_input, None
 
 
+@run_as_is_under_compile
 def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Drop-in for ``torch.nn.functional.relu``: any shape and strides, float or integer
     dtypes; the result is laid out like input (inplace=True: input itself, modified)."""

@@ -19,6 +19,8 @@ from kernels.batch_norm_forward import (
 )
 from kernels.runtime import FLOAT_DTYPES, check_device, output_memory_format
 
+from .compile import run_as_is_under_compile
+
 _TYPE_NAMES = {
     torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float32: "Float",
     torch.float64: "Double", torch.int8: "Char", torch.uint8: "Byte", torch.int16: "Short",
@@ -163,6 +165,7 @@ class BatchNormFunction(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
 
 
+@run_as_is_under_compile
 def _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps,
                 num_batches_tracked=None):
     """batch_norm with the module's extras: num_batches_tracked (0-dim int64) is advanced by

@@ -4,6 +4,7 @@ import torch
 from kernels import Conv2dGeometry, conv2d_forward, conv2d_input_grad, conv2d_weight_grad
 from kernels.runtime import check_device
 
+from .compile import run_as_is_under_compile
 from .conv_args import check_conv2d_args
 
 
@@ -40,6 +41,7 @@ class Conv2dFunction(torch.autograd.Function):
         return grad_input, grad_weight if need_weight else None, grad_bias, None
 
 
+@run_as_is_under_compile
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Drop-in for ``torch.nn.functional.conv2d``, running the Triton kernels.
 

@@ -12,6 +12,7 @@ from kernels.conv_bn_relu import (
 from kernels.runtime import check_device
 
 from .batch_norm import check_batch_norm_args
+from .compile import run_as_is_under_compile
 from .conv import autocast_to_lower_precision
 from .conv_args import check_conv2d_args
 
@@ -66,6 +67,7 @@ class ConvBNReLUFunction(torch.autograd.Function):
         return (*grads, None, None, None, None, None, None, None)
 
 
+@run_as_is_under_compile
 def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None,
                    bn_weight=None, bn_bias=None, stride=1, padding=0, dilation=1, groups=1,
                    training=False, momentum=0.1, eps=1e-5, num_batches_tracked=None):

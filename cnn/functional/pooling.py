@@ -9,6 +9,8 @@ from kernels.max_pool2d import max_pool2d_backward, max_pool2d_forward
 from kernels.pool_geometry import Pool2dGeometry
 from kernels.runtime import FLOAT_DTYPES, check_device, output_memory_format
 
+from .compile import run_as_is_under_compile
+
 # ---------------------------------------------------------------------------------------------
 # Argument parsing and validation, with torch's exception types.
 
@@ -184,6 +186,7 @@ def _unbatch(out, unbatched: bool):
 # torch.nn.functional-shaped API
 
 
+@run_as_is_under_compile
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """Drop-in for ``torch.nn.functional.max_pool2d``, running the Triton kernels.
@@ -203,6 +206,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return _unbatch(out, unbatched)
 
 
+@run_as_is_under_compile
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     """Drop-in for ``torch.nn.functional.avg_pool2d``, running the Triton kernels.
@@ -224,6 +228,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     return _unbatch(out, unbatched)
 
 
+@run_as_is_under_compile
 def adaptive_avg_pool2d(input, output_size):
     """Drop-in for ``torch.nn.functional.adaptive_avg_pool2d``, running the Triton kernels.
 
@@ -238,6 +243,7 @@ def adaptive_avg_pool2d(input, output_size):
     return _unbatch(AvgPool2dFunction.apply(batched, geometry, True, None), unbatched)
 
 
+@run_as_is_under_compile
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     """Drop-in for ``torch.nn.functional.adaptive_max_pool2d``, running the Triton kernels.
 
