@@ -174,74 +174,32 @@ def _acc_dtype(dtype):
 def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2dGeometry):
     """x: (N, C, H, W), weight: (C*mult, 1, KH, KW), bias: (C*mult,) or None
     -> y: (N, C*mult, OH, OW) in x's memory format."""
-    g = geometry
-    y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype,
-                    memory_format=output_memory_format(x))
-    if y.numel() == 0:
-        return y
-    pixels = g.batch * g.out_h * g.out_w
-    grid = lambda meta: (cdiv(pixels, meta["BLOCK_P"]), cdiv(g.out_channels, meta["BLOCK_C"]))
-    depthwise_forward_kernel[grid](
-        x, weight, bias if bias is not None else y, y,
-        *x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *y.stride(),
-        g.batch, g.height, g.width, g.out_channels, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
-        g.out_per_group, g.stride[0], g.stride[1], g.padding[0], g.padding[2],
-        g.dilation[0], g.dilation[1],
-        HAS_BIAS=bias is not None, ACC_DTYPE=_acc_dtype(x.dtype),
-    )
+    y, grid, args = forward_launch_arguments(x, weight, bias, geometry)
+    if y.numel() > 0:
+        depthwise_forward_kernel[grid](**args)
     return y
 
 
 def depthwise_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input: torch.Tensor,
                          geometry: Conv2dGeometry) -> torch.Tensor:
     """dx: (N, C, H, W) in the input's memory format from grad_output (N, C*mult, OH, OW)."""
-    g = geometry
-    grad_input = torch.empty(input.shape, device=input.device, dtype=input.dtype,
-                             memory_format=output_memory_format(input, grad_output))
-    if grad_input.numel() == 0:
-        return grad_input
-    pixels = g.batch * g.height * g.width
-    grid = lambda meta: (cdiv(pixels, meta["BLOCK_P"]), cdiv(g.in_channels, meta["BLOCK_C"]))
-    depthwise_input_grad_kernel[grid](
-        grad_output, weight, grad_input,
-        *grad_output.stride(), weight.stride(0), weight.stride(2), weight.stride(3),
-        *grad_input.stride(),
-        g.batch, g.in_channels, g.height, g.width, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
-        g.out_per_group, g.stride[0], g.stride[1], g.padding[0], g.padding[2],
-        g.dilation[0], g.dilation[1],
-        ACC_DTYPE=_acc_dtype(input.dtype),
-    )
+    grad_input, grid, args = input_grad_launch_arguments(grad_output, weight, input, geometry)
+    if grad_input.numel() > 0:
+        depthwise_input_grad_kernel[grid](**args)
     return grad_input
 
 
 def depthwise_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
                           geometry: Conv2dGeometry, need_bias: bool = False):
     """(dw like weight (C*mult, 1, KH, KW), db (C*mult,) or None)."""
-    g = geometry
-    r = g.batch * g.out_h * g.out_w
-    taps = g.kernel_h * g.kernel_w
-    programs = cdiv(g.out_channels, 32) * taps  # nominal: the tiles are autotuned
-    split = 1 if INTERPRET else max(1, min(2 * multiprocessor_count(input.device) // programs,
-                                           cdiv(r, 4 * WGRAD_R_MULTIPLE)))
-    per_split = cdiv(cdiv(max(r, 1), split), WGRAD_R_MULTIPLE) * WGRAD_R_MULTIPLE
-    split = cdiv(max(r, 1), per_split)
-    acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
-    partial_w = torch.empty((split, g.out_channels, taps), device=input.device, dtype=acc_dtype)
-    partial_b = torch.empty((split, g.out_channels), device=input.device, dtype=acc_dtype) \
-        if need_bias else partial_w
-    if r == 0 or input.numel() == 0:
+    partial_w, partial_b, grid, args = weight_grad_launch_arguments(grad_output, input, weight,
+                                                                    geometry, need_bias)
+    if grad_output.numel() == 0 or input.numel() == 0:
         partial_w.zero_()
         partial_b.zero_()
     else:
-        grid = lambda meta: (cdiv(g.out_channels, meta["BLOCK_C"]), taps, split)
-        depthwise_weight_grad_kernel[grid](
-            grad_output, input, partial_w, partial_b,
-            *grad_output.stride(), *input.stride(),
-            g.batch, g.height, g.width, g.out_channels, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
-            g.out_per_group, g.stride[0], g.stride[1], g.padding[0], g.padding[2],
-            g.dilation[0], g.dilation[1], per_split,
-            HAS_BIAS=need_bias, ACC_DTYPE=_acc_dtype(input.dtype),
-        )
+        depthwise_weight_grad_kernel[grid](**args)
+    split = partial_w.shape[0]
     grad_weight = (partial_w[0] if split == 1 else partial_w.sum(0)).view(weight.shape)
     grad_weight = grad_weight.to(weight.dtype)
     grad_bias = (partial_b[0] if split == 1 else partial_b.sum(0)).to(weight.dtype) \
@@ -249,20 +207,97 @@ def depthwise_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight
     return grad_weight, grad_bias
 
 
-def compile_cases():
-    """The three depthwise kernels for ``python -m kernels.compile_check``, fp32/fp16/bf16."""
-    from .compile_check import signature_for
+# The launchers' arguments, by name, apart from the launches: the compile check builds its
+# cases from them, so it compiles what a launch would.
 
+def _geometry_args(g: Conv2dGeometry) -> dict:
+    return dict(N=g.batch, H=g.height, W=g.width, OH=g.out_h, OW=g.out_w, KH=g.kernel_h,
+                KW=g.kernel_w, MULT=g.out_per_group, stride_h=g.stride[0], stride_w=g.stride[1],
+                pad_h=g.padding[0], pad_w=g.padding[2], dil_h=g.dilation[0], dil_w=g.dilation[1])
+
+
+def _strides(prefix: str, t: torch.Tensor, axes="nchw") -> dict:
+    return {f"s{prefix}{axis}": t.stride(i) for i, axis in enumerate("nchw") if axis in axes}
+
+
+def forward_launch_arguments(x, weight, bias, geometry: Conv2dGeometry):
+    """(y, grid, args) of the forward launch."""
+    g = geometry
+    y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype,
+                    memory_format=output_memory_format(x))
+    pixels = g.batch * g.out_h * g.out_w
+    args = dict(x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else y, y_ptr=y,
+                **_strides("x", x), swo=weight.stride(0), swh=weight.stride(2),
+                sww=weight.stride(3), **_strides("y", y), C_out=g.out_channels,
+                **_geometry_args(g), HAS_BIAS=bias is not None, ACC_DTYPE=_acc_dtype(x.dtype))
+    grid = lambda meta: (cdiv(pixels, meta["BLOCK_P"]), cdiv(g.out_channels, meta["BLOCK_C"]))
+    return y, grid, args
+
+
+def input_grad_launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
+    """(grad_input, grid, args) of the input-gradient launch."""
+    g = geometry
+    grad_input = torch.empty(input.shape, device=input.device, dtype=input.dtype,
+                             memory_format=output_memory_format(input, grad_output))
+    pixels = g.batch * g.height * g.width
+    args = dict(dy_ptr=grad_output, w_ptr=weight, dx_ptr=grad_input,
+                **_strides("dy", grad_output), swo=weight.stride(0), swh=weight.stride(2),
+                sww=weight.stride(3), **_strides("dx", grad_input), C_in=g.in_channels,
+                **_geometry_args(g), ACC_DTYPE=_acc_dtype(input.dtype))
+    grid = lambda meta: (cdiv(pixels, meta["BLOCK_P"]), cdiv(g.in_channels, meta["BLOCK_C"]))
+    return grad_input, grid, args
+
+
+def weight_grad_launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry,
+                                 need_bias=False, sm_count=None):
+    """(partial_w (SPLIT, C_out, KH*KW), partial_b (SPLIT, C_out) or partial_w, grid, args) of
+    the weight-gradient launch. sm_count: the GPU's multiprocessors (default: input's device's)."""
+    g = geometry
+    r = g.batch * g.out_h * g.out_w
+    taps = g.kernel_h * g.kernel_w
+    programs = cdiv(g.out_channels, 32) * taps  # nominal: the tiles are autotuned
+    sm_count = sm_count or multiprocessor_count(input.device)
+    split = 1 if INTERPRET else max(1, min(2 * sm_count // programs,
+                                           cdiv(r, 4 * WGRAD_R_MULTIPLE)))
+    per_split = cdiv(cdiv(max(r, 1), split), WGRAD_R_MULTIPLE) * WGRAD_R_MULTIPLE
+    split = cdiv(max(r, 1), per_split)
+    acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+    partial_w = torch.empty((split, g.out_channels, taps), device=input.device, dtype=acc_dtype)
+    partial_b = torch.empty((split, g.out_channels), device=input.device, dtype=acc_dtype) \
+        if need_bias else partial_w
+    args = dict(dy_ptr=grad_output, x_ptr=input, dw_ptr=partial_w, db_ptr=partial_b,
+                **_strides("dy", grad_output), **_strides("x", input), C_out=g.out_channels,
+                **_geometry_args(g), R_PER_SPLIT=per_split, HAS_BIAS=need_bias,
+                ACC_DTYPE=_acc_dtype(input.dtype))
+    grid = lambda meta: (cdiv(g.out_channels, meta["BLOCK_C"]), taps, split)
+    return partial_w, partial_b, grid, args
+
+
+def compile_cases():
+    """The three depthwise kernels for ``python -m kernels.compile_check``, fp16/bf16/fp32, built
+    by their launchers for MobileNet's 3x3 depthwise layer (128 channels, 56x56, batch 32) in
+    channels_last and NCHW."""
+    from .compile_check import CONV_LAYOUTS, launch_signature, torch_dtype
+
+    h200_multiprocessors = 132  # the split the GPU would get
     cases = []
-    for ptr in ("*fp16", "*bf16", "*fp32"):
-        for label, kernel, consts in (
-            ("forward", depthwise_forward_kernel, dict(HAS_BIAS=True)),
-            ("dx", depthwise_input_grad_kernel, {}),
-            ("dw+db", depthwise_weight_grad_kernel, dict(HAS_BIAS=True)),
-        ):
-            consts = dict(consts, ACC_DTYPE=tl.float32)
-            # The weight-gradient partial slots are fp32 whatever the input dtype.
-            pointers = {"dw_ptr": "*fp32", "db_ptr": "*fp32"}
-            cases.append((label, kernel, signature_for(kernel, consts, pointers=pointers,
-                                                       default_pointer=ptr), consts))
+    for layout, channels_last in CONV_LAYOUTS:
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        for name in ("fp16", "bf16", "fp32"):
+            dtype = torch_dtype(name)
+            x = torch.empty((32, 128, 56, 56), device="meta", dtype=dtype,
+                            memory_format=memory_format)
+            weight = torch.empty((128, 1, 3, 3), device="meta", dtype=dtype)
+            bias = torch.empty((128,), device="meta", dtype=dtype)
+            g = Conv2dGeometry.from_shapes(x.shape, weight.shape, (1, 1), (1, 1, 1, 1), (1, 1),
+                                           128)
+            dy, _, forward = forward_launch_arguments(x, weight, bias, g)
+            *_, input_grad = input_grad_launch_arguments(dy, weight, x, g)
+            *_, weight_grad = weight_grad_launch_arguments(dy, x, weight, g, need_bias=True,
+                                                           sm_count=h200_multiprocessors)
+            for label, kernel, args in (("forward", depthwise_forward_kernel, forward),
+                                        ("dx", depthwise_input_grad_kernel, input_grad),
+                                        ("dw+db", depthwise_weight_grad_kernel, weight_grad)):
+                sig, consts = launch_signature(kernel, args, dict(ACC_DTYPE=tl.float32))
+                cases.append((f"{label} {layout}", kernel, sig, consts))
     return cases
