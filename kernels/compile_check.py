@@ -80,6 +80,8 @@ GPU_DTYPES = [
 
 # The example layouts of the convolution cases: (label, channels_last). The fast one first.
 CONV_LAYOUTS = [("nhwc", True), ("nchw", False)]
+# Multiprocessors of an H100/H200: the weight gradients split their reduction as they do there.
+EXAMPLE_MULTIPROCESSORS = 132
 
 
 def torch_dtype(name: str):
@@ -122,7 +124,7 @@ def launch_signature(kernel, args, overrides=None):
     """(signature, constexprs) of ``kernel`` for the named launch arguments ``args``, typed the
     way Triton's launcher specialises them, so the compile matches what runs:
         tensor                    pointer of its dtype, 16-byte aligned (as torch allocates)
-        int equal to 1            the constexpr 1 (a unit stride, a stride of 1, one group)
+        int equal to 1            the constexpr 1 (a unit stride, padding or dilation of 1)
         int divisible by 16       "i32:16" (i64 past int32): known divisibility, which lets
                                   contiguous offsets become vector loads
         other int / float         i32 (i64) / fp32

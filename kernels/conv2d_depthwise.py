@@ -277,9 +277,8 @@ def compile_cases():
     """The three depthwise kernels for ``python -m kernels.compile_check``, fp16/bf16/fp32, built
     by their launchers for MobileNet's 3x3 depthwise layer (128 channels, 56x56, batch 32) in
     channels_last and NCHW."""
-    from .compile_check import CONV_LAYOUTS, launch_signature, torch_dtype
+    from .compile_check import CONV_LAYOUTS, EXAMPLE_MULTIPROCESSORS, launch_signature, torch_dtype
 
-    h200_multiprocessors = 132  # the split the GPU would get
     cases = []
     for layout, channels_last in CONV_LAYOUTS:
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -294,7 +293,7 @@ def compile_cases():
             dy, _, forward = forward_launch_arguments(x, weight, bias, g)
             *_, input_grad = input_grad_launch_arguments(dy, weight, x, g)
             *_, weight_grad = weight_grad_launch_arguments(dy, x, weight, g, need_bias=True,
-                                                           sm_count=h200_multiprocessors)
+                                                           sm_count=EXAMPLE_MULTIPROCESSORS)
             for label, kernel, args in (("forward", depthwise_forward_kernel, forward),
                                         ("dx", depthwise_input_grad_kernel, input_grad),
                                         ("dw+db", depthwise_weight_grad_kernel, weight_grad)):
