@@ -1,0 +1,143 @@
+"""Every GPU tile config of the convolution kernels, run on small problems whose sizes leave
+partial tiles on every axis, against torch.
+
+Under the interpreter the launchers use one large-tile config, so without this test the tile
+sizes the GPU autotunes over would never execute before they reach a GPU. Each launcher's own
+arguments are launched on the undecorated kernel with the config's tiles forced (the weight
+gradient also with its reduction split across several partial slots, as on a GPU).
+"""
+import importlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import DEVICE
+from helpers import assert_matches
+from triton.runtime.autotuner import Autotuner, Heuristics
+
+from kernels.configs import _IMPLICIT_GEMM_GPU
+from kernels.conv2d_depthwise import _TILES_GPU
+from kernels.conv2d_geometry import Conv2dGeometry
+from kernels.runtime import cdiv
+
+forward = importlib.import_module("kernels.conv2d_forward")
+input_grad = importlib.import_module("kernels.conv2d_input_grad")
+weight_grad = importlib.import_module("kernels.conv2d_weight_grad")
+depthwise = importlib.import_module("kernels.conv2d_depthwise")
+
+# (N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups): K = 9*20 = 180 and
+# M = 2*5*5 = 50 leave partial tiles for every BLOCK_K and BLOCK_M; 24 output channels a
+# partial BLOCK_N. The second adds groups, dilation and a stride that splits dx into phases.
+PROBLEMS = {
+    "3x3s2": (2, 20, 9, 9, 24, 3, 2, 1, 1, 1),
+    "groups2_dil2": (2, 36, 8, 7, 40, 3, (2, 1), (2, 1), (2, 1), 2),
+}
+
+
+def innermost(kernel):
+    """The undecorated kernel under @autotune/@heuristics: tiles can then be forced."""
+    while isinstance(kernel, (Autotuner, Heuristics)):
+        kernel = kernel.fn
+    return kernel
+
+
+def tiles_id(cfg):
+    bm, bn, bk, warps, stages = cfg
+    return f"M{bm}N{bn}K{bk}w{warps}"
+
+
+def make(problem, layout):
+    n, c_in, h, w, c_out, k, stride, padding, dilation, groups = problem
+    pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+    x = torch.randn(n, c_in, h, w, device=DEVICE)
+    weight = torch.randn(c_out, c_in // groups, k, k, device=DEVICE)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
+    geometry = Conv2dGeometry.from_shapes(x.shape, weight.shape, stride,
+                                          (padding[0], padding[0], padding[1], padding[1]),
+                                          dilation, groups)
+    options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return x, weight, geometry, options
+
+
+def launch(kernel, grid, args, cfg):
+    bm, bn, bk, warps, stages = cfg
+    innermost(kernel)[grid](**args, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,
+                            num_stages=stages)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("problem", list(PROBLEMS))
+@pytest.mark.parametrize("cfg", _IMPLICIT_GEMM_GPU, ids=tiles_id)
+def test_implicit_gemm_tiles(cfg, problem, layout):
+    x, weight, g, options = make(PROBLEMS[problem], layout)
+    bias = torch.randn(g.out_channels, device=DEVICE)
+    x64, w64, b64 = x.double(), weight.double(), bias.double()
+    y_ref = F.conv2d(x64, w64, b64, **options)
+
+    y, _, grid, args = forward.launch_arguments(x, weight, bias, g, relu=True)
+    launch(forward.conv2d_forward_kernel, grid, args, cfg)
+    assert_matches(y, y_ref.relu(), what="forward + bias + relu")
+
+    dy = torch.randn_like(y_ref).float()
+    dx_ref, dw_ref = torch.autograd.grad(F.conv2d(x64.requires_grad_(), w64.requires_grad_(),
+                                                  **options), (x64, w64), dy.double())
+    dx, grid, args = input_grad.launch_arguments(dy, weight, x, g)
+    launch(input_grad.conv2d_input_grad_kernel, grid, args, cfg)
+    assert_matches(dx, dx_ref, what="input gradient")
+
+    # The weight gradient as on a GPU: the reduction over N*OH*OW split into 3 partial slots.
+    partial_w, partial_b, grid, args = weight_grad.launch_arguments(dy, x, weight, g,
+                                                                    need_bias=True)
+    rows = g.batch * g.out_h * g.out_w
+    split = 3
+    partial_w = torch.empty((split, *weight.shape), device=DEVICE)
+    partial_b = torch.empty((split, g.out_channels), device=DEVICE)
+    args.update(dw_ptr=partial_w, db_ptr=partial_b, SPLIT=split, R_PER_SPLIT=cdiv(rows, split))
+    grid = lambda meta: (cdiv(g.out_per_group, meta["BLOCK_M"]),  # noqa: E731
+                         cdiv(args["KDIM"], meta["BLOCK_N"]), g.groups * split)
+    launch(weight_grad.conv2d_weight_grad_kernel, grid, args, cfg)
+    assert_matches(partial_w.sum(0), dw_ref, what="weight gradient")
+    assert_matches(partial_b.sum(0), dy.double().sum((0, 2, 3)), what="bias gradient")
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("tiles", _TILES_GPU, ids=lambda t: f"P{t[0]}C{t[1]}w{t[2]}")
+def test_depthwise_tiles(tiles, layout):
+    # 40 channels (multiplier 2 over 20 inputs) and 2*5*4 = 40 output pixels: partial tiles.
+    n, c, h, w, mult = 2, 20, 9, 7, 2
+    x = torch.randn(n, c, h, w, device=DEVICE)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(c * mult, 1, 3, 3, device=DEVICE)
+    bias = torch.randn(c * mult, device=DEVICE)
+    g = Conv2dGeometry.from_shapes(x.shape, weight.shape, (2, 2), (1, 1, 1, 1), (1, 1), c)
+    options = dict(stride=2, padding=1, groups=c)
+    x64, w64 = x.double().requires_grad_(), weight.double().requires_grad_()
+    y_ref = F.conv2d(x64, w64, bias.double(), **options)
+    dy = torch.randn_like(y_ref).float()
+    dx_ref, dw_ref = torch.autograd.grad(y_ref, (x64, w64), dy.double())
+    pixels, block_c, warps = tiles
+
+    y, grid, args = depthwise.forward_launch_arguments(x, weight, bias, g)
+    innermost(depthwise.depthwise_forward_kernel)[grid](**args, BLOCK_P=pixels, BLOCK_C=block_c,
+                                                         num_warps=warps)
+    assert_matches(y, y_ref.detach(), what="depthwise forward")
+
+    dx, grid, args = depthwise.input_grad_launch_arguments(dy, weight, x, g)
+    innermost(depthwise.depthwise_input_grad_kernel)[grid](**args, BLOCK_P=pixels,
+                                                            BLOCK_C=block_c, num_warps=warps)
+    assert_matches(dx, dx_ref, what="depthwise input gradient")
+
+    partial_w, partial_b, _, args = depthwise.weight_grad_launch_arguments(dy, x, weight, g,
+                                                                           need_bias=True)
+    rows, split = g.batch * g.out_h * g.out_w, 3
+    partial_w = torch.empty((split, g.out_channels, 9), device=DEVICE)
+    partial_b = torch.empty((split, g.out_channels), device=DEVICE)
+    args.update(dw_ptr=partial_w, db_ptr=partial_b, R_PER_SPLIT=cdiv(rows, split))
+    grid = (cdiv(g.out_channels, block_c), 9, split)
+    innermost(depthwise.depthwise_weight_grad_kernel)[grid](**args, BLOCK_R=pixels,
+                                                             BLOCK_C=block_c, num_warps=warps)
+    assert_matches(partial_w.sum(0).view(weight.shape), dw_ref, what="depthwise weight gradient")
+    assert_matches(partial_b.sum(0), dy.double().sum((0, 2, 3)), what="depthwise bias gradient")
