@@ -30,11 +30,12 @@ from .runtime import INTERPRET, cdiv, next_power_of_2
 # Elements per (pixels x channels) tile: the interpreter pays per program, so big tiles there;
 # on a GPU 2048 (16 a thread at 4 warps) keeps the three 64-bit pointer tiles of the backward
 # kernels within the register file (4096 spilled in fp64).
-TILE_ELEMENTS = 65536 if INTERPRET else 2048
+GPU_TILE_ELEMENTS = 2048
+TILE_ELEMENTS = 65536 if INTERPRET else GPU_TILE_ELEMENTS
 GPU_WARPS = 4
-# Partials merged per step in finalize-like reductions.
-REDUCE_BLOCK_T = 1024 if INTERPRET else 64
-REDUCE_BLOCK_C = 64 if INTERPRET else 32
+# Partials merged per step in finalize-like reductions: (tiles, channels).
+GPU_REDUCE_BLOCKS = (64, 32)
+REDUCE_BLOCK_T, REDUCE_BLOCK_C = (1024, 64) if INTERPRET else GPU_REDUCE_BLOCKS
 
 
 @triton.jit

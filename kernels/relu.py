@@ -13,7 +13,8 @@ import triton.language as tl
 
 from .runtime import INTERPRET, cdiv, dot_upcast
 
-BLOCK = 65536 if INTERPRET else 1024
+GPU_BLOCK = 1024
+BLOCK = 65536 if INTERPRET else GPU_BLOCK
 GPU_WARPS = 4
 MAX_DIMS = 4
 
@@ -133,7 +134,7 @@ def compile_cases():
                     f"{'dense' if dense else 'strided'}]", relu_kernel,
                     {"x_ptr": f"*{ty}", "grad_ptr": f"*{ty}", "out_ptr": f"*{ty}", **strides,
                      "S1": "i32", "S2": "i32", "S3": "i32", "numel": "i64"},
-                    {"BACKWARD": backward, "DENSE": dense, "UPCAST": False, "BLOCK": 1024}))
+                    {"BACKWARD": backward, "DENSE": dense, "UPCAST": False, "BLOCK": GPU_BLOCK}))
     return cases
 
 
