@@ -5,7 +5,8 @@
 Run from the repository root; nothing needs installing (the root goes on PYTHONPATH) and no
 network is used. Stages, each in its own process group, killed when its time is up:
     tests      python -m pytest tests, compiled (the tests add fp16/bf16 and bigger shapes on
-               CUDA) -> DIR/pytest.log, DIR/pytest.xml
+               CUDA), with CNN_AUTOTUNE=0 (one tile config a kernel, no tuning runs)
+               -> DIR/pytest.log, DIR/pytest.xml
     bench      python -m benchmarks --budget-s ...: ours against torch/cuDNN, fast path first
                -> DIR/bench/benchmarks.csv, benchmarks.json, plots/
     mnist      python -m benchmarks.end_to_end --epochs 3: MNIST to 99%, ours against torch eager
@@ -41,13 +42,14 @@ def _env() -> dict:
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), PYTHONUNBUFFERED="1")
 
 
-def run_stage(name: str, cmd, log_path: Path, timeout_s: float) -> dict:
-    """Run ``cmd`` with output to ``log_path``; on timeout the whole process group is killed."""
+def run_stage(name: str, cmd, log_path: Path, timeout_s: float, env=None) -> dict:
+    """Run ``cmd`` with output to ``log_path``; on timeout the whole process group is killed.
+    env: extra environment variables."""
     start = time.perf_counter()
     with open(log_path, "w") as log:
         log.write(f"$ {' '.join(cmd)}\n(time limit {timeout_s:.0f} s)\n")
         log.flush()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log,
+        proc = subprocess.Popen(cmd, cwd=REPO, env=dict(_env(), **(env or {})), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             code = proc.wait(timeout=timeout_s)
@@ -87,7 +89,9 @@ def tests_stage(out: Path, timeout_s: float) -> dict:
            "--deselect", "tests/test_compile_check.py::"
            "test_every_registered_kernel_compiles_for_sm80_and_sm90",
            f"--junitxml={out / 'pytest.xml'}"]
-    result = run_stage("tests", cmd, out / "pytest.log", timeout_s)
+    # One config per kernel: every new shape compiles once instead of autotuning all tiles
+    # (the results do not depend on the tile; test_conv2d_gpu_tiles runs each one).
+    result = run_stage("tests", cmd, out / "pytest.log", timeout_s, env={"CNN_AUTOTUNE": "0"})
     result.update(_junit_counts(out / "pytest.xml"))
     if notes:
         result["notes"] = notes

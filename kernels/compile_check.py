@@ -487,6 +487,7 @@ def _run_in_own_group(argv) -> int:
     whole when this process is interrupted or terminated, so nothing is left running.
     """
     env = dict(os.environ, TRITON_INTERPRET="0", **{_GROUP_ENV: "1"})
+    env.pop("CNN_AUTOTUNE", None)  # every config is compiled, whatever the caller tunes
     proc = subprocess.Popen([sys.executable, "-m", "kernels.compile_check", *argv], env=env,
                             start_new_session=True)
 

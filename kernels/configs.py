@@ -5,10 +5,18 @@ interpreter's cost is per program instance and per element loaded, so tall row t
 column/reduction tiles no wider than the problem needs run fastest there, and autotuning would
 only waste time. Every GPU config here fits sm_80's shared memory for fp32 operands
 (``python -m kernels.compile_check`` proves it).
+
+``CNN_AUTOTUNE=0`` keeps only the first GPU config of each kernel: no tuning runs and one
+compile per shape. It is for correctness runs on a GPU (the GPU check's tests), where the tile
+does not change the result and ``tests/test_conv2d_gpu_tiles.py`` runs every tile.
 """
+import os
+
 import triton
 
 from .runtime import INTERPRET
+
+AUTOTUNE = os.environ.get("CNN_AUTOTUNE", "1") != "0"
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
 _IMPLICIT_GEMM_GPU = [
@@ -37,10 +45,11 @@ def implicit_gemm_configs(interpret_tiles=None):
     if INTERPRET:
         tiles = interpret_tiles or {"BLOCK_M": INTERPRET_BLOCK_M}
         return [triton.Config(dict(tiles), num_warps=4, num_stages=1)]
-    return [
+    configs = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
         for bm, bn, bk, w, s in _IMPLICIT_GEMM_GPU
     ]
+    return configs if AUTOTUNE else configs[:1]
 
 
 def _fit(n: int, low: int = 16, high: int = 64) -> int:

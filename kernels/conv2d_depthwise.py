@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .configs import AUTOTUNE
 from .conv2d_geometry import Conv2dGeometry
 from .runtime import INTERPRET, cdiv, multiprocessor_count, output_memory_format
 
@@ -31,8 +32,9 @@ WGRAD_R_MULTIPLE = 4096 if INTERPRET else 128
 
 
 def _tile_configs(pixels: str):
-    return [triton.Config({pixels: p, "BLOCK_C": c}, num_warps=w)
-            for p, c, w in (_TILES_INTERPRET if INTERPRET else _TILES_GPU)]
+    configs = [triton.Config({pixels: p, "BLOCK_C": c}, num_warps=w)
+               for p, c, w in (_TILES_INTERPRET if INTERPRET else _TILES_GPU)]
+    return configs if AUTOTUNE else configs[:1]
 
 
 def is_depthwise(geometry: Conv2dGeometry) -> bool:

@@ -97,6 +97,37 @@ def test_gpu_check_stage_is_killed_at_its_time_limit(tmp_path):
     assert "killed after 2 s" in (tmp_path / "sleepy.log").read_text()
 
 
+def test_gpu_check_tests_stage_runs_one_config_per_kernel(tmp_path, monkeypatch):
+    """The tests stage sets CNN_AUTOTUNE=0, and the kernels then keep one config each."""
+    from benchmarks import gpu_check
+    run_stage, seen = gpu_check.run_stage, {}
+
+    def fake_run_stage(name, cmd, log_path, timeout_s, env=None):
+        seen.update(name=name, env=env)
+        return {"status": "ok"}
+
+    monkeypatch.setattr(gpu_check, "run_stage", fake_run_stage)
+    gpu_check.tests_stage(tmp_path, 5.0)
+    assert seen == {"name": "tests", "env": {"CNN_AUTOTUNE": "0"}}
+    # The stage's environment reaches the child process.
+    cmd = [sys.executable, "-c", "import os; print('tune', os.environ['CNN_AUTOTUNE'])"]
+    assert run_stage("env", cmd, tmp_path / "env.log", 60,
+                     env={"CNN_AUTOTUNE": "0"})["status"] == "ok"
+    assert "tune 0" in (tmp_path / "env.log").read_text()
+    probe = ("from kernels.configs import implicit_gemm_configs, _IMPLICIT_GEMM_GPU\n"
+             "import kernels.conv2d_depthwise as d\n"
+             "print(len(implicit_gemm_configs()), len(_IMPLICIT_GEMM_GPU),"
+             " len(d.depthwise_forward_kernel.configs), len(d._TILES_GPU))")
+    for tune, expected in (("0", "1 10 1 4"), ("1", "10 10 4 4")):
+        env = dict(os.environ, TRITON_INTERPRET="0", CNN_AUTOTUNE=tune,
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
+                                                            os.environ.get("PYTHONPATH")])))
+        proc = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.split() == expected.split(), (tune, proc.stdout)
+
+
 def test_gpu_check_reads_pytest_junit_counts(tmp_path):
     from benchmarks.gpu_check import _junit_counts
     xml = tmp_path / "pytest.xml"
