@@ -6,11 +6,9 @@ runs every op of ours as it is, with its own forward and backward kernels, and c
 around it: one graph break per op. ``fullgraph=True`` therefore raises, as for any disabled
 function.
 """
-import functools
-
 import torch
 
 
 def run_as_is_under_compile(op):
     """``op`` unchanged in eager mode; under ``torch.compile``, called as it is (not traced)."""
-    return functools.wraps(op)(torch.compiler.disable(op, recursive=True))
+    return torch.compiler.disable(op, recursive=True)  # keeps op's name, doc and signature
