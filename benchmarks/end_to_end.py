@@ -54,7 +54,7 @@ def run_training(name: str, extra_args, mnist_dir, epochs: int, out: Path, timeo
     run_dir = out / name
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "cnn.train", *extra_args, "--epochs", str(epochs),
-           "--out", str(run_dir), "--no-plots", "--no-progress"]
+           "--out", str(run_dir), "--overwrite", "--no-plots", "--no-progress"]
     if mnist_dir:
         cmd += ["--data-dir", str(mnist_dir)]
     summary = {"run": name, "command": " ".join(cmd[1:]), "status": "failed"}

@@ -11,6 +11,8 @@ Two files in the run folder:
 Only tensors, numbers, strings, lists and dicts go in, so the restricted ``weights_only`` loader
 reads them and a checkpoint cannot run code when loaded.
 """
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -19,6 +21,13 @@ from .fileio import atomic_write
 
 BEST = "best.pt"
 LAST = "last.pt"
+# What last.pt must hold for --resume.
+RESUME_KEYS = ("model", "optimizer", "scheduler", "early_stopping", "epoch", "step", "order",
+               "epoch_time", "history", "rng", "args")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (truncated, corrupt) or lacks what is needed."""
 
 
 def save_checkpoint(path, state: dict) -> Path:
@@ -27,8 +36,28 @@ def save_checkpoint(path, state: dict) -> Path:
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """torch.load with weights_only=True (tensors and plain containers only)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """torch.load with weights_only=True (tensors and plain containers only). Raises
+    CheckpointError, naming the file, when it cannot be read."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as e:
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
+                              f"{first_line}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dict")
+    return state
+
+
+def load_resume_checkpoint(path, map_location="cpu") -> dict:
+    """A last.pt for --resume: load_checkpoint, and every RESUME_KEYS entry present."""
+    state = load_checkpoint(path, map_location)
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing or not isinstance(state.get("args"), dict):
+        raise CheckpointError(f"{path} is not a last.pt of this trainer (it lacks "
+                              f"{', '.join(missing) or 'args'})")
+    return state
 
 
 def rng_state(*generators: torch.Generator) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .fileio import atomic_write
 
+PLOT_FILES = ("loss.png", "grad_norm.png", "predictions.png", "confusion.png")
 _warned = False
 
 
@@ -26,7 +27,7 @@ def _pyplot():
 
 
 def save_plots(out_dir, history: dict, confusion, images, labels, predictions) -> list:
-    """Write loss.png, grad_norm.png, predictions.png and confusion.png into out_dir.
+    """Write PLOT_FILES (loss.png, grad_norm.png, predictions.png, confusion.png) into out_dir.
 
     history: lists 'train_loss' and 'grad_norm' (one per step), 'val_loss', 'val_accuracy',
     'epoch_end_step' (one per epoch); confusion: (10, 10) counts, rows true, columns predicted;

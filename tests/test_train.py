@@ -203,7 +203,7 @@ def test_cli_plots(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     monkeypatch.setattr(plots, "_warned", False)
     assert main([*argv, "--out", str(tmp_path / "none")]) == 0
-    assert main([*argv, "--out", str(tmp_path / "none")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "none"), "--overwrite"]) == 0
     assert capsys.readouterr().err.count("matplotlib is not installed") == 1
     assert not list((tmp_path / "none").glob("*.png"))
 
