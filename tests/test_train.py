@@ -220,3 +220,29 @@ def test_cli_without_data_says_how_to_provide_it(tmp_path, monkeypatch, capsys):
     assert main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
     assert "Provide it in one of three ways" in err and "--synthetic" in err
+
+
+def test_estimate_is_measured_per_phase():
+    """Training from the step time, validation and test from the forward time inside the step
+    (they run forward only); the warm-up step and later steps are not counted."""
+    said = []
+    fake = type("FakeTrainer", (), {"last_batch_images": 64, "val_data": [0] * 1500,
+                                    "steps_per_epoch": 94})()
+    on_step = train.interpreter_estimate(fake, 10000, say=said.append)
+    for step_s, forward_s in ((30.0, 2.0), (10.0, 0.64), (10.0, 0.64), (99.0, 9.0)):
+        fake.last_step_s, fake.last_forward_s = step_s, forward_s
+        on_step(fake)
+    # 10 s steps with a 0.64 s forward of 64 images: 10 ms per image.
+    assert said == ["interpreter estimate (measured): training 10.0 s/step x 94 steps = "
+                    "15m40s per epoch; forward 10 ms/image: validation on 1500 images 15s per "
+                    "epoch, test on 10000 images 1m40s"]
+
+
+def test_progress_during_validation_and_test(tmp_path, capsys):
+    assert main(["--synthetic", "60", "--limit-train", "8", "--batch-size", "4", "--backend",
+                 "torch", "--epochs", "1", "--eval-batch-size", "4", "--no-plots",
+                 "--out", str(tmp_path / "bars")]) == 0
+    err = capsys.readouterr().err
+    for label, batches in (("epoch 1", 2), ("validation 1", 1), ("test", 3)):
+        assert f"{label} [########################] {batches}/{batches} loss" in err, label
+    assert err.count(" eta ") >= 3
