@@ -170,7 +170,15 @@ class Trainer:
         return torch.autocast(self.device_type, dtype=self.amp_dtype)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=self.memory_format)
+        """The batch (B, C, H, W) in the model's memory format: the one conversion at its edge."""
+        if self.memory_format != torch.channels_last:
+            return x.contiguous()
+        x = x.contiguous(memory_format=torch.channels_last)
+        n, c, h, w = x.shape
+        # With C == 1 the NCHW strides pass as channels_last too, and layers that read the
+        # layout from the strides (torch's suggest_memory_format) take them for NCHW: restride
+        # to the unambiguous (H*W*C, 1, W*C, C), the same bytes.
+        return x.as_strided(x.shape, (h * w * c, 1, w * c, c)) if c == 1 else x
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor):
         """One recorded optimizer step on x (B, 1, 28, 28), y (B,): appends the loss and the

@@ -23,13 +23,16 @@ from cnn.train import EarlyStopping, Trainer, confusion_matrix, main
 STEP_RTOL = tolerance(torch.float32)[0]
 
 
-def make_trainer(backend, limit=8, dropout=0.0, augment=False, device=DEVICE, **kw):
+def make_trainer(backend, limit=8, dropout=0.0, augment=False, device=DEVICE,
+                 channels_last=False, **kw):
     """Train on `limit` synthetic images (validation limit // 4), batches of 4, lr 3e-3."""
     data = synthetic_mnist(20, 4)
     train_data, val_data, _ = make_splits(data, device, limit_train=limit)
-    model = MyCNN(dropout=dropout, backend=backend, seed=0).to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = MyCNN(dropout=dropout, backend=backend, seed=0).to(device,
+                                                              memory_format=memory_format)
     return Trainer(model, train_data, val_data, batch_size=4, lr=3e-3, seed=0, augment=augment,
-                   progress=False, log=lambda message: None, **kw)
+                   channels_last=channels_last, progress=False, log=lambda message: None, **kw)
 
 
 def test_triton_training_learns_and_matches_torch():
@@ -46,6 +49,30 @@ def test_triton_training_learns_and_matches_torch():
     for key in ("train_loss", "grad_norm", "val_loss"):
         torch.testing.assert_close(torch.tensor(history[key]), torch.tensor(reference[key]),
                                    rtol=STEP_RTOL, atol=0, msg=key)
+
+
+GPU_OPTIONS = {"channels_last": (True, None), "amp bf16": (False, "bf16"),
+               "channels_last amp fp16": (True, "fp16")}
+
+
+@pytest.mark.parametrize("channels_last, amp", GPU_OPTIONS.values(), ids=GPU_OPTIONS.keys())
+def test_channels_last_and_amp_match_torch_step_for_step(channels_last, amp):
+    """Both backends under the same option: the activations are in the layout and dtype asked
+    for, and the per-step losses and gradient norms agree to the rounding of that dtype."""
+    dtype = {None: torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    runs = {}
+    for backend in ("torch", "triton"):
+        trainer = make_trainer(backend, channels_last=channels_last, amp=amp)
+        seen = []
+        trainer.model.conv2[0].register_forward_hook(lambda module, inputs, y: seen.append(
+            (y.is_contiguous(memory_format=torch.channels_last), y.dtype)))
+        trainer.fit(1, restore_best=False)  # 2 steps and a validation
+        assert seen and set(seen) == {(channels_last, dtype)}, (backend, set(seen))
+        runs[backend] = trainer.history
+    rtol = tolerance(dtype)[0]
+    for key in ("train_loss", "grad_norm", "val_loss"):
+        torch.testing.assert_close(torch.tensor(runs["triton"][key]),
+                                   torch.tensor(runs["torch"][key]), rtol=rtol, atol=0, msg=key)
 
 
 def test_resume_inside_an_epoch_is_exact(tmp_path):
@@ -187,6 +214,25 @@ def test_cli_stop_and_resume(tmp_path, monkeypatch, capsys):
     assert resumed["history"]["train_loss"] == straight["history"]["train_loss"]
     assert resumed["test_loss"] == straight["test_loss"]
     assert small_run(tmp_path / "empty", "--resume") == 2
+
+
+def test_cli_amp_fp16_channels_last(tmp_path, capsys):
+    """The options reach the run: recorded in metrics.json, the gradient scaler's state in
+    last.pt, and a resume continues with it exactly (the torch backend: a fast check)."""
+    assert small_run(tmp_path / "straight", "--epochs", "2", "--amp", "fp16",
+                     "--channels-last") == 0
+    straight = read_metrics(tmp_path / "straight")
+    assert straight["amp"] == "fp16" and straight["channels_last"] is True
+    assert "grad_scaler" in ckpt.load_checkpoint(tmp_path / "straight" / ckpt.LAST)
+    assert "channels_last, fp16" in capsys.readouterr().err
+    out = tmp_path / "resumed"
+    assert small_run(out, "--epochs", "1", "--amp", "fp16", "--channels-last") == 0
+    assert small_run(out, "--epochs", "2", "--channels-last", "--resume") == 2
+    assert "--amp fp16" in capsys.readouterr().err
+    assert small_run(out, "--epochs", "2", "--amp", "fp16", "--channels-last", "--resume") == 0
+    resumed = read_metrics(out)
+    assert resumed["history"]["train_loss"] == straight["history"]["train_loss"]
+    assert resumed["test_loss"] == straight["test_loss"]
 
 
 def test_cli_plots(tmp_path, monkeypatch, capsys):
