@@ -61,7 +61,7 @@ BAD_VALUES = {
     "save-every 0": (["--save-every", "0"], "--save-every"),
     "seed negative": (["--seed", "-1"], "--seed"),
     "device foo": (["--device", "foo"], "--device"),
-    "device mps": (["--device", "meta"], "--device"),
+    "device meta": (["--device", "meta"], "--device"),
     "backend unknown": (["--backend", "cudnn"], "--backend"),
     "amp unknown": (["--amp", "fp8"], "--amp"),
     "resume and overwrite": (["--resume", "--overwrite"], "choose one"),
