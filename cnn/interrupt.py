@@ -24,7 +24,7 @@ class Interrupts:
         self.say = say
         self.requested = False      # a graceful stop was asked for
         self.graceful = False       # inside a graceful phase
-        self.step_seconds = None    # callable -> seconds one step takes (for the message), or None
+        self.pace = None            # callable -> how long the current step takes (text) or None
         self._critical = 0
         self._pending = False       # a KeyboardInterrupt held back by a critical section
         self._previous = {}
@@ -41,13 +41,14 @@ class Interrupts:
         self._previous = {}
 
     @contextmanager
-    def graceful_phase(self, step_seconds=None):
-        """Inside: the first signal only sets ``requested`` (stop after this step)."""
-        self.graceful, self.step_seconds = True, step_seconds
+    def graceful_phase(self, pace=None):
+        """Inside: the first signal only sets ``requested`` (stop after this step). pace: a
+        callable giving the message how long the step takes ("a step takes about 12 s")."""
+        self.graceful, self.pace = True, pace
         try:
             yield self
         finally:
-            self.graceful, self.step_seconds = False, None
+            self.graceful, self.pace = False, None
 
     @contextmanager
     def critical(self):
@@ -64,11 +65,9 @@ class Interrupts:
     def _handle(self, signum, frame):
         if self.graceful and not self.requested:
             self.requested = True
-            seconds = self.step_seconds() if self.step_seconds else None
-            pace = f"; a step takes about {seconds:.0f} s here" if seconds and seconds >= 1 \
-                else ""
-            self.say(f"\nstopping after this step{pace} (Ctrl-C again to stop at once; the "
-                     "checkpoint then holds the last finished step)")
+            pace = self.pace() if self.pace else None
+            self.say(f"\nstopping after this step{'; ' + pace if pace else ''} (Ctrl-C again "
+                     "to stop at once; the checkpoint then holds the last finished step)")
             return
         if self._critical:
             self._pending = True

@@ -156,6 +156,7 @@ class Trainer:
         self.on_step = None       # called after every step (checkpointing, estimates)
         self.on_epoch = None      # called after every epoch with the epoch's summary dict
         self._snapshot = None     # what an unfinished step may change, as it was before it
+        self._step_start = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -210,8 +211,18 @@ class Trainer:
         self.last_step_s = time.perf_counter() - start
         return loss_value, norm
 
+    def _pace(self):
+        """How long the current step takes, for the stop message (None when it is quick)."""
+        if self.last_step_s is not None:
+            return f"a step takes about {self.last_step_s:.0f} s here" \
+                if self.last_step_s >= 1 else None
+        if self._step_start is not None:
+            return f"this first step has run {time.perf_counter() - self._step_start:.0f} s"
+        return None
+
     def _take_snapshot(self) -> None:
         """Before a step: the RNG states and buffers (batch-norm statistics) it will change."""
+        self._step_start = time.perf_counter()
         self._snapshot = (ckpt.rng_state(self.order_generator, self.augment_generator),
                           [b.detach().clone() for b in self.model.buffers()])
 
@@ -238,7 +249,7 @@ class Trainer:
             if self.progress else None
         images = 0
         start = time.perf_counter() - self.epoch_time
-        phase = self.interrupts.graceful_phase(lambda: self.last_step_s) if self.interrupts \
+        phase = self.interrupts.graceful_phase(self._pace) if self.interrupts \
             else contextlib.nullcontext()
         with phase:
             while self.step < self.steps_per_epoch:
