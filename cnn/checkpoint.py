@@ -6,7 +6,8 @@ Two files in the run folder:
   "val_loss": float, "val_accuracy": float}. Load it into ``MyCNN(**config)`` of either backend.
 - ``last.pt``: everything ``--resume`` needs: model, optimizer, scheduler, early stopping (with
   the best weights), epochs done, the position inside the current epoch (its batch order and
-  step), the RNG states, the history and the run's arguments.
+  step), the RNG states, the history, the run's arguments and, with ``--amp fp16``, the
+  gradient scaler. A truncated or foreign file is refused with ``CheckpointError``.
 
 Only tensors, numbers, strings, lists and dicts go in, so the restricted ``weights_only`` loader
 reads them and a checkpoint cannot run code when loaded.
