@@ -1,37 +1,39 @@
-"""GPU readiness without a GPU: compile every kernel config for sm_80 and sm_90, read its resources.
+"""GPU readiness without a GPU: compile every kernel for sm_80 and sm_90, read its SASS, and set
+each convolution's main loop beside a plain GEMM's compiled in the same run.
 
-    python -m kernels.compile_check [--targets 80,90] [--kernels forward,pool] [--json PATH]
+    python -m kernels.compile_check [--targets 80,90] [--kernels forward,nchw] [--dtypes fp16]
+                                    [--quick] [--json PATH] [--fresh]
 
-Each module named in ``KERNEL_MODULES`` defines ``compile_cases()`` returning a list of
-``(label, kernel, signature, constexprs)``:
-    label       a short name of the variant, e.g. "bias" or "stats"
-    kernel      the @triton.jit function, possibly wrapped by @triton.autotune/@triton.heuristics
-    signature   every non-constexpr argument name -> Triton type ("*fp16", "i32", "fp32", ...;
-                "i32:16" is an i32 known to be divisible by 16)
-    constexprs  every tl.constexpr name -> value (tile sizes may come from the autotune configs)
-Every autotune config is expanded: its kwargs join the constexprs, num_warps/num_stages go to the
-compile options. A constexpr that the case pins (e.g. BLOCK_M for a statistics epilogue whose
-launcher prunes the other configs) drops the configs that disagree with it, since they never run.
+What is compiled:
+    convolutions  ``kernels.compile_cases.conv_cases()``: every layer x layout x dtype x pass,
+                  built by the launchers' own ``launch_arguments`` (the kernel that runs)
+    reference     ``kernels.reference_gemm``: the tutorial's tiled GEMM for the same M, N, K,
+                  tile, warps, stages, dtype and target as each convolution config (once per
+                  distinct problem)
+    other ops     each module in ``OTHER_MODULES`` defines ``compile_cases()`` returning
+                  ``(label, kernel, signature, constexprs)``; signature maps every non-constexpr
+                  argument to a Triton type ("*fp16", "i32", "i32:16" = divisible by 16)
+Every autotune config a case keeps is compiled (see compile_cases for which); num_warps and
+num_stages go to the compile options.
 
-Each config is compiled with ``triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32))``,
-which needs no GPU, and the cubin is read with the ``cuobjdump`` shipped in Triton's wheel:
-    registers       cuobjdump --dump-resource-usage (REG)
-    shared memory   Triton's dynamic shared memory (metadata.shared) + the cubin's static SHARED
-    spills          bytes of the local-memory stores/loads (STL/LDL) in the SASS, plus the stack
-                    frame; the same numbers ptxas -v prints, but still readable when Triton's
-                    cache skipped ptxas
-    tensor cores    the MMA instructions in the SASS (HMMA on sm_80, HGMMA/wgmma on sm_90)
-Pointer arguments get the 16-byte alignment hint that torch allocations give at run time. The
-convolutions build their cases from their launchers' own arguments for an example layer, in NCHW
-and channels_last (``launch_signature``): integers are specialised as Triton's launcher
-specialises them (1 becomes a constant, multiples of 16 are known divisible), so the registers,
-spills and vector widths reported are those of the kernel that runs. The other kernels' integer
-arguments stay unspecialised (the most general variant the runtime can build).
+Each compile is ``triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32))``, which needs
+no GPU; the ``cuobjdump`` in Triton's wheel gives registers and static shared memory, and the SASS
+and PTX are read by ``kernels.sass``: spills (STL/LDL bytes), MMA kind, the main loop's
+instructions per MMA, its operand loads (16-byte cp.async, TMA, plain), MMA groups in flight.
+Per convolution config the report adds the reference's instructions per MMA and the ratio.
+
+Targets, reported (not the exit status), for convolutions with C_in/groups >= 16: ratio to the
+reference <= 1.3, no spills, both operands by 16-byte async copies or TMA, on sm_90 at least one
+MMA group in flight; for C_in < 16 the ratio aim is 2.
+
+Incremental: with ``--json PATH`` an existing report at PATH is read first, and every compile
+whose key (the kernel module's source hash with the kernels modules it imports, the case, the
+config, the target, Triton's version, the SASS reader) is unchanged is taken from it instead of
+recompiled: after an edit of one kernel module only its kernels compile. ``--fresh`` ignores it.
 
 Exit status: 1 when a config fails to compile or needs more shared memory than its target gives
 one block (opt-in maximum, static + dynamic). Spills are reported, not failed (``--fail-on-spill``
-turns them into failures): a spill costs speed, not correctness, the autotuner measures speed on
-the GPU and drops slow configs, and a config that spills on one dtype is often the best on another.
+turns them into failures).
 """
 import argparse
 import concurrent.futures as futures
@@ -41,7 +43,6 @@ import importlib
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -53,46 +54,29 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import runtime
+from .compile_cases import launch_signature, module_hash, unwrap  # noqa: F401  (re-exported)
 
-# Other op families append their module here.
-KERNEL_MODULES = [
-    "kernels.conv2d_forward",
-    "kernels.conv2d_input_grad",
-    "kernels.conv2d_weight_grad",
-    "kernels.conv2d_depthwise",
+# The op families besides the convolutions, each with a compile_cases() function.
+OTHER_MODULES = [
     "kernels.max_pool2d",
     "kernels.avg_pool2d",
     "kernels.batch_norm_forward", "kernels.batch_norm_backward", "kernels.relu",
 ]
+CONV_MODULES = ["kernels.conv2d_forward", "kernels.conv2d_input_grad",
+                "kernels.conv2d_weight_grad", "kernels.conv2d_depthwise"]
+KERNEL_MODULES = CONV_MODULES + OTHER_MODULES
+REFERENCE_MODULE = "kernels.reference_gemm"
 
 # cudaDevAttrMaxSharedMemoryPerBlockOptin: A100 (sm_80) 163 KB, H100/H200 (sm_90) 227 KB.
 SHARED_LIMIT = {80: 166912, 90: 232448}
 DEFAULT_TARGETS = (80, 90)
+# Report targets (see the module docstring).
+RATIO_TARGET = 1.3
+RATIO_AIM_FEW_CHANNELS = 2.0
+# Bump when the way a compile is made or read changes, so saved compiles are not reused.
+FORMAT_VERSION = 2
 
-# The dtypes every GPU kernel config is compiled for: (name, pointer type, tl.dot precision).
-# fp16 first: --quick compiles each kernel's first case, and fp16 is the tensor-core fast path.
-GPU_DTYPES = [
-    ("fp16", "*fp16", "ieee"),
-    ("bf16", "*bf16", "ieee"),
-    ("fp32-tf32", "*fp32", "tf32"),
-    ("fp32", "*fp32", "ieee"),
-]
-
-# The example layouts of the convolution cases: (label, channels_last). The fast one first.
-CONV_LAYOUTS = [("nhwc", True), ("nchw", False)]
-# Multiprocessors of an H100/H200: the weight gradients split their reduction as they do there.
-EXAMPLE_MULTIPROCESSORS = 132
-
-
-def torch_dtype(name: str):
-    """The torch dtype of a GPU_DTYPES name ("fp32-tf32" is float32)."""
-    import torch
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(name, torch.float32)
-
-
-_TC_RE = re.compile(r"\b(?:HMMA|HGMMA|IMMA|WGMMA|QMMA|OMMA|UTCHMMA|UTCQMMA)[.\w]*")
-_LOCAL_RE = re.compile(r"\b(STL|LDL)((?:\.\w+)*)")
-_WIDTH_BYTES = {"U8": 1, "S8": 1, "U16": 2, "S16": 2, "64": 8, "128": 16}
+_ELEMENT_BYTES = {"fp16": 2, "bf16": 2, "tf32": 4, "fp32": 4, "fp64": 8}
 
 
 def signature_for(kernel, constexprs, pointers=None, default_pointer="*fp32", floats=()):
@@ -114,83 +98,57 @@ def signature_for(kernel, constexprs, pointers=None, default_pointer="*fp32", fl
     return sig
 
 
-# Scalar type of each pointer, by the torch dtype a launcher passes.
-_POINTER_TYPES = {"float16": "*fp16", "bfloat16": "*bf16", "float32": "*fp32",
-                  "float64": "*fp64", "int64": "*i64", "int32": "*i32", "int8": "*i8",
-                  "uint8": "*u8", "bool": "*i1"}
+def _dtype_of(signature, constexprs) -> str:
+    """Display dtype of an op case: its first pointer's element type, 'tf32' for TF32 dots."""
+    first = next((t for t in signature.values() if t.startswith("*")), "-")
+    return "tf32" if constexprs.get("INPUT_PRECISION") == "tf32" else first.lstrip("*")
 
 
-def launch_signature(kernel, args, overrides=None):
-    """(signature, constexprs) of ``kernel`` for the named launch arguments ``args``, typed the
-    way Triton's launcher specialises them, so the compile matches what runs:
-        tensor                    pointer of its dtype, 16-byte aligned (as torch allocates)
-        int equal to 1            the constexpr 1 (a unit stride, padding or dilation of 1)
-        int divisible by 16       "i32:16" (i64 past int32): known divisibility, which lets
-                                  contiguous offsets become vector loads
-        other int / float         i32 (i64) / fp32
-    ``args`` holds the kernel's constexprs too; ``overrides`` replaces some of them (e.g. the
-    tl.dot precision, which a launcher on this machine would choose for the interpreter).
-    """
-    import torch
+@functools.lru_cache(maxsize=None)
+def all_cases() -> tuple:
+    """Every Case: the convolutions', then each OTHER_MODULES module's, in a fixed order (the
+    workers rebuild the same list and find their case by index)."""
+    from .compile_cases import Case, conv_cases
 
-    fn = unwrap(kernel)[0]
-    constexpr_names = {p.name for p in fn.params if p.is_constexpr}
-    signature, constexprs = {}, {}
-    for name, value in args.items():
-        if name in constexpr_names:
-            constexprs[name] = value
-        elif isinstance(value, torch.Tensor):
-            signature[name] = _POINTER_TYPES[str(value.dtype).removeprefix("torch.")]
-        elif isinstance(value, bool) or value is None:
-            raise TypeError(f"argument {name!r} = {value!r} should be a tl.constexpr")
-        elif isinstance(value, int) and value == 1:
-            constexprs[name] = 1
-        elif isinstance(value, int):
-            width = "i32" if -2**31 <= value < 2**31 else "i64"
-            signature[name] = width + (":16" if value % 16 == 0 else "")
-        else:
-            signature[name] = "fp32"
-    constexprs.update(overrides or {})
-    return signature, constexprs
-
-
-def unwrap(kernel):
-    """(JITFunction, autotune configs or [None], names a heuristic must get from constexprs)."""
-    from triton.runtime.autotuner import Autotuner, Heuristics
-    from triton.runtime.jit import JITFunction
-
-    configs, heuristic_names, obj = [None], [], kernel
-    while not isinstance(obj, JITFunction):
-        if isinstance(obj, Autotuner):
-            configs = list(obj.configs)
-        elif isinstance(obj, Heuristics):
-            heuristic_names += list(obj.values)
-        if not hasattr(obj, "fn"):
-            raise TypeError(f"{kernel!r} is not a @triton.jit function or a wrapper of one")
-        obj = obj.fn
-    return obj, configs, heuristic_names
+    cases = list(conv_cases())
+    for module in OTHER_MODULES:
+        for label, kernel, signature, constexprs in importlib.import_module(module) \
+                .compile_cases():
+            cases.append(Case(module=module, kernel=kernel, label=label, signature=signature,
+                              constexprs=constexprs, dtype=_dtype_of(signature, constexprs)))
+    return tuple(cases)
 
 
 @dataclass
 class Job:
-    """One (case, autotune config, target) to compile."""
+    """One compile: a case's config for a target, or the reference GEMM for a problem."""
 
     index: int
-    module: str
-    case_index: int
+    case_index: int  # -1: the reference GEMM
     config_index: int  # -1: the kernel has no autotune configs
-    label: str
     kernel: str = ""
+    module: str = ""
+    label: str = ""
+    layer: str = "-"
+    layout: str = "-"
+    dtype: str = "-"
+    conv_pass: str = "-"
     config: str = ""
-    dtype: str = ""
     target: int = 90
+    tile: dict = field(default_factory=dict)  # config kwargs and num_warps/num_stages
+    gemm: list = None  # (M, N, K) for a convolution with tl.dot, and for the reference
+    reference: int = -1  # index of the reference job of a convolution config
+    min_bytes: int = 0
+    conversion_bytes: int = 0
+    key: str = ""
 
 
 @dataclass
 class Result(Job):
-    """What one compile gave: resources read from the cubin, or the error."""
+    """What one compile gave: resources read from the cubin and SASS, or the error."""
 
     ok: bool = False
+    cached: bool = False
     error: str = ""
     registers: int = -1
     shared_dynamic: int = -1
@@ -202,6 +160,16 @@ class Result(Job):
     spill_store_bytes: int = -1
     spill_load_bytes: int = -1
     tensor_cores: list = field(default_factory=list)
+    loop: dict = field(default_factory=dict)
+    loop_instructions: int = 0
+    loop_mma: int = 0
+    loop_instructions_per_mma: float = None
+    operand_loads: str = "-"
+    async16_coverage: float = None  # operand bytes per stage moved by 16-byte copies / needed
+    mma_in_flight: int = 0
+    reference_instructions_per_mma: float = None
+    ratio_to_reference: float = None
+    target_misses: list = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -209,8 +177,17 @@ class Result(Job):
         return self.spill_store_bytes > 0 or self.spill_load_bytes > 0 or self.stack > 0
 
     @property
+    def spill_bytes(self) -> int:
+        return max(0, self.spill_store_bytes) + max(0, self.spill_load_bytes)
+
+    @property
     def over_shared(self) -> bool:
         return self.shared > self.shared_limit
+
+    @property
+    def mma(self) -> str:
+        kinds = {k.split(".")[0] for k in self.tensor_cores}
+        return "+".join(sorted(kinds)) if kinds else "none"
 
 
 def _describe_config(cfg) -> str:
@@ -220,45 +197,95 @@ def _describe_config(cfg) -> str:
     return f"{tiles} w{cfg.num_warps} s{cfg.num_stages}"
 
 
-def _dtype_of(signature, constexprs) -> str:
-    """Display dtype: the first pointer's element type, '-tf32' when tl.dot runs in TF32."""
-    first = next((t for t in signature.values() if t.startswith("*")), "-")
-    name = first.lstrip("*")
-    if constexprs.get("INPUT_PRECISION") == "tf32":
-        name += "-tf32"
-    return name
+def _tile(cfg) -> dict:
+    if cfg is None:
+        return {}
+    return dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 @functools.lru_cache(maxsize=None)
-def _cases(module: str):
-    return importlib.import_module(module).compile_cases()
+def _tool_hash() -> str:
+    import triton
+    h = hashlib.sha256(f"{FORMAT_VERSION} {triton.__version__}".encode())
+    h.update((Path(__file__).parent / "sass.py").read_bytes())
+    return h.hexdigest()[:16]
 
 
-def collect_jobs(modules, targets, name_filter=(), dtype_filter=(), quick=False):
-    """Expand every module's cases over configs and targets; filters match as substrings."""
-    jobs, seen_kernels = [], set()
-    for module in modules:
-        for ci, (label, kernel, signature, constexprs) in enumerate(_cases(module)):
-            fn, configs, _ = unwrap(kernel)
-            names = (module, fn.__name__, label)
-            if name_filter and not any(f in n for f in name_filter for n in names):
+def _job_key(module: str, kernel: str, signature, constexprs, tile, target) -> str:
+    what = json.dumps([module_hash(module), _tool_hash(), kernel, signature,
+                       sorted((k, str(v)) for k, v in constexprs.items()), tile, target],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(what.encode()).hexdigest()[:20]
+
+
+def _reference_case(job: Job):
+    from .reference_gemm import reference_signature
+    m, n, k = job.gemm
+    pointer = "*fp32" if job.dtype in ("tf32", "fp32") else f"*{job.dtype}"
+    signature, constexprs = reference_signature(m, n, k, pointer,
+                                                "tf32" if job.dtype == "tf32" else "ieee")
+    constexprs.update({k: v for k, v in job.tile.items() if k.startswith("BLOCK_")})
+    return signature, constexprs
+
+
+def _matches(case, name_filter, dtype_filter) -> bool:
+    names = (case.module, unwrap(case.kernel)[0].__name__, case.label, case.layer, case.layout,
+             case.conv_pass)
+    if name_filter and not any(f in n for f in name_filter for n in names):
+        return False
+    return not dtype_filter or case.dtype in dtype_filter
+
+
+def collect_jobs(targets, name_filter=(), dtype_filter=(), quick=False):
+    """Expand the cases over their configs and targets, plus one reference job per distinct
+    GEMM problem; filters match as substrings. quick: each kernel's first case and config."""
+    jobs, seen_kernels, references = [], set(), {}
+    for ci, case in enumerate(all_cases()):
+        fn, configs, _ = unwrap(case.kernel)
+        if not _matches(case, name_filter, dtype_filter):
+            continue
+        if quick:
+            if fn.__name__ in seen_kernels:
                 continue
-            dtype = _dtype_of(signature, constexprs)
-            if dtype_filter and dtype not in dtype_filter:
-                continue
-            if quick:  # one representative: the first case and first config of each kernel
-                if fn.__name__ in seen_kernels:
-                    continue
-                seen_kernels.add(fn.__name__)
-            for k, cfg in enumerate(configs):
-                if cfg is not None and any(key in constexprs and constexprs[key] != value
-                                           for key, value in cfg.kwargs.items()):
-                    continue  # pinned away (see module docstring)
-                for target in targets:
-                    jobs.append(Job(len(jobs), module, ci, k if cfg is not None else -1, label,
-                                    fn.__name__, _describe_config(cfg), dtype, target))
-                if quick:
-                    break
+            seen_kernels.add(fn.__name__)
+        kept = case.pruned_configs if case.pruned_configs is not None else configs
+        for k, cfg in enumerate(configs):
+            if cfg is not None and cfg not in kept:
+                continue  # the autotuner prunes it for this launch
+            if cfg is not None and any(key in case.constexprs and case.constexprs[key] != value
+                                       for key, value in cfg.kwargs.items()):
+                continue  # pinned away by the case
+            for target in targets:
+                job = Job(len(jobs), ci, k if cfg is not None else -1, fn.__name__, case.module,
+                          case.label, case.layer, case.layout, case.dtype, case.conv_pass,
+                          _describe_config(cfg), target, _tile(cfg),
+                          list(case.gemm) if case.gemm else None,
+                          min_bytes=case.min_bytes, conversion_bytes=case.conversion_bytes)
+                job.key = _job_key(case.module, fn.__name__, case.signature, case.constexprs,
+                                   job.tile, target)
+                jobs.append(job)
+                if job.gemm and cfg is not None:
+                    ref_id = (tuple(job.gemm), job.dtype, json.dumps(job.tile, sort_keys=True),
+                              target)
+                    if ref_id not in references:
+                        ref = Job(-1, -1, -1, "reference_matmul_kernel", REFERENCE_MODULE,
+                                  "reference", "-", "-", job.dtype, "-", job.config, target,
+                                  job.tile, job.gemm)
+                        sig, consts = _reference_case(ref)
+                        ref.key = _job_key(REFERENCE_MODULE, ref.kernel, sig, consts, ref.tile,
+                                           target)
+                        references[ref_id] = ref
+                    job.reference = id(references[ref_id])
+            if quick or case.configs == "first":
+                break
+    by_id = {}
+    for ref in references.values():
+        ref.index = len(jobs)
+        by_id[id(ref)] = ref.index
+        jobs.append(ref)
+    for job in jobs:
+        if job.reference != -1:
+            job.reference = by_id[job.reference]
     return jobs
 
 
@@ -268,8 +295,11 @@ def _nvidia_tool(name: str):
     return str(path) if path.exists() else shutil.which(name)
 
 
-def read_cubin(cubin: bytes, name: str) -> dict:
-    """Registers, static shared, stack and local bytes, spill bytes and MMA instructions."""
+def read_cubin(cubin: bytes, name: str, ptx: str = "") -> dict:
+    """Registers, static shared, stack and local bytes from cuobjdump, and what kernels.sass
+    reads from the SASS and PTX (spills, MMA kinds, the main loop)."""
+    from . import sass as sass_reader
+
     cuobjdump = _nvidia_tool("cuobjdump")
     if cuobjdump is None:
         raise RuntimeError("cuobjdump not found in triton/backends/nvidia/bin or on PATH")
@@ -280,20 +310,25 @@ def read_cubin(cubin: bytes, name: str) -> dict:
                                capture_output=True, text=True).stdout
         sass = subprocess.run([cuobjdump, "-sass", f.name], check=True, capture_output=True,
                               text=True).stdout
+    import re
     line = next((ln for ln in usage.splitlines() if "REG:" in ln), "")
     fields = dict(re.findall(r"(\w+):(\d+)", line))
     if "REG" not in fields:
         raise RuntimeError(f"no resource usage for {name} in cuobjdump output:\n{usage}")
-    spill = {"STL": 0, "LDL": 0}
-    for op, mods in _LOCAL_RE.findall(sass):
-        width = [_WIDTH_BYTES[m] for m in mods.split(".") if m in _WIDTH_BYTES]
-        spill[op] += width[0] if width else 4
-    return {
-        "registers": int(fields["REG"]), "shared_static": int(fields.get("SHARED", 0)),
-        "stack": int(fields.get("STACK", 0)), "local": int(fields.get("LOCAL", 0)),
-        "spill_store_bytes": spill["STL"], "spill_load_bytes": spill["LDL"],
-        "tensor_cores": sorted(set(_TC_RE.findall(sass))),
-    }
+    return {"registers": int(fields["REG"]), "shared_static": int(fields.get("SHARED", 0)),
+            "stack": int(fields.get("STACK", 0)), "local": int(fields.get("LOCAL", 0)),
+            **sass_reader.analyze(sass, ptx)}
+
+
+def _async16_coverage(job: Job, loop: dict):
+    """16-byte copies per stage x 16 B x threads / the A and B tile bytes (1.0: both operands
+    arrive by 16-byte async copies); None without a tl.dot tile."""
+    t = job.tile
+    if not job.gemm or not {"BLOCK_M", "BLOCK_N", "BLOCK_K"} <= set(t):
+        return None
+    needed = (t["BLOCK_M"] + t["BLOCK_N"]) * t["BLOCK_K"] * _ELEMENT_BYTES.get(job.dtype, 4)
+    moved = loop.get("ldgsts_16", 0) * 16 * 32 * t["num_warps"]
+    return round(moved / needed, 3)
 
 
 def compile_job(job: Job) -> Result:
@@ -306,10 +341,16 @@ def compile_job(job: Job) -> Result:
     result = Result(**asdict(job), shared_limit=SHARED_LIMIT.get(job.target, 0))
     start = time.perf_counter()
     try:
-        label, kernel, signature, constexprs = _cases(job.module)[job.case_index]
-        fn, configs, heuristic_names = unwrap(kernel)
-        cfg = configs[job.config_index] if job.config_index >= 0 else None
-        consts = dict(constexprs, **(cfg.kwargs if cfg is not None else {}))
+        if job.case_index < 0:
+            from .reference_gemm import reference_matmul_kernel as fn
+            signature, consts = _reference_case(job)
+            cfg, heuristic_names = None, []
+        else:
+            case = all_cases()[job.case_index]
+            signature = case.signature
+            fn, configs, heuristic_names = unwrap(case.kernel)
+            cfg = configs[job.config_index] if job.config_index >= 0 else None
+            consts = dict(case.constexprs, **(cfg.kwargs if cfg is not None else {}))
         missing = [n for n in heuristic_names if n not in consts]
         if missing:
             raise ValueError(f"heuristic values {missing} must be given in constexprs")
@@ -326,17 +367,19 @@ def compile_job(job: Job) -> Result:
             else:
                 raise ValueError(f"argument {p.name!r} has neither a type nor a constexpr value")
         options = {}
+        if job.tile:
+            options = {"num_warps": job.tile["num_warps"], "num_stages": job.tile["num_stages"]}
         if cfg is not None:
-            options = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages,
-                       "num_ctas": getattr(cfg, "num_ctas", 1)}
+            options["num_ctas"] = getattr(cfg, "num_ctas", 1)
             if getattr(cfg, "maxnreg", None) is not None:
                 options["maxnreg"] = cfg.maxnreg
         compiled = triton.compile(ASTSource(fn, full_sig, consts, attrs),
                                   target=GPUTarget("cuda", job.target, 32), options=options)
-        info = read_cubin(compiled.asm["cubin"], fn.__name__)
+        info = read_cubin(compiled.asm["cubin"], fn.__name__, compiled.asm.get("ptx", ""))
         result.__dict__.update(info)
         result.shared_dynamic = int(compiled.metadata.shared)
         result.shared = result.shared_dynamic + result.shared_static
+        result.async16_coverage = _async16_coverage(job, result.loop)
         result.ok = True
     except Exception as exc:  # every failure is a row of the report, not a crash of the check
         result.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}" \
@@ -345,35 +388,77 @@ def compile_job(job: Job) -> Result:
     return result
 
 
-def run_jobs(jobs, workers: int):
-    """Compile the jobs over a pool of ``workers`` processes, results in job order."""
-    def progress(done):
-        if done % 20 == 0 or done == len(jobs):
-            print(f"  {done}/{len(jobs)} compiled", file=sys.stderr, flush=True)
+def run_jobs(jobs, workers: int, saved=None):
+    """Compile the jobs over a pool of ``workers`` processes, results in job order; a job whose
+    key is in ``saved`` (key -> result record) is taken from there."""
+    saved = saved or {}
+    results = [None] * len(jobs)
+    todo = []
+    for job in jobs:
+        record = saved.get(job.key)
+        if record is None:
+            todo.append(job)
+            continue
+        known = {k: v for k, v in record.items() if k in Result.__dataclass_fields__}
+        results[job.index] = Result(**dict(known, **asdict(job), cached=True))
+    print(f"  {len(jobs) - len(todo)} taken from the saved report, {len(todo)} to compile",
+          file=sys.stderr, flush=True)
 
-    if workers <= 1 or len(jobs) <= 1:
-        results = []
-        for job in jobs:
-            results.append(compile_job(job))
-            progress(len(results))
-        return results
-    # spawn: the workers must not inherit the parent's torch threads.
-    ctx = multiprocessing.get_context("spawn")
-    with futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        results = []
-        for result in pool.map(compile_job, jobs, chunksize=1):
-            results.append(result)
-            progress(len(results))
+    def progress(done):
+        if done % 20 == 0 or done == len(todo):
+            print(f"  {done}/{len(todo)} compiled", file=sys.stderr, flush=True)
+
+    if workers <= 1 or len(todo) <= 1:
+        for n, job in enumerate(todo, 1):
+            results[job.index] = compile_job(job)
+            progress(n)
+    else:
+        # spawn: the workers must not inherit the parent's torch threads.
+        ctx = multiprocessing.get_context("spawn")
+        with futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            for n, (job, result) in enumerate(zip(todo, pool.map(compile_job, todo, chunksize=1),
+                                                  strict=True), 1):
+                results[job.index] = result
+                progress(n)
+    link_references(results)
     return results
 
 
-def kernels_hash() -> str:
-    """sha256 over the kernel sources, so a saved report can tell whether it is stale."""
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+def link_references(results) -> None:
+    """Give each convolution config its reference's instructions per MMA, the ratio, and the
+    report targets it misses (see the module docstring)."""
+    for r in results:
+        if r.reference >= 0 and r.ok and results[r.reference].ok:
+            ref = results[r.reference].loop_instructions_per_mma
+            r.reference_instructions_per_mma = ref
+            if ref and r.loop_instructions_per_mma:
+                r.ratio_to_reference = round(r.loop_instructions_per_mma / ref, 2)
+        r.target_misses = _target_misses(r) if r.ok and r.gemm and r.case_index >= 0 else []
+
+
+def _c_in_per_group(layer: str):
+    from .compile_cases import LAYERS
+    found = next((lay for lay in LAYERS if lay.name == layer), None)
+    return found.c_in // found.groups if found else None
+
+
+def _target_misses(r: Result) -> list:
+    misses = []
+    few = (_c_in_per_group(r.layer) or 16) < 16
+    limit = RATIO_AIM_FEW_CHANNELS if few else RATIO_TARGET
+    if r.ratio_to_reference is None or r.ratio_to_reference > limit:
+        misses.append(f"ratio {r.ratio_to_reference} > {limit}")
+    if few:
+        return misses  # the other targets are for C_in/groups >= 16
+    if r.spills:
+        misses.append("spills")
+    loads_ok = r.operand_loads == "tma" or (r.operand_loads == "cp.async16"
+                                            and (r.async16_coverage or 0) >= 1)
+    if not loads_ok:
+        misses.append(f"operands by {r.operand_loads} (coverage {r.async16_coverage})")
+    if r.target >= 90 and r.mma_in_flight < 1:
+        misses.append("no MMA group in flight")
+    return misses
 
 
 def _git_commit() -> str:
@@ -384,29 +469,34 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _fmt_tc(r: Result) -> str:
-    return ",".join(r.tensor_cores) if r.tensor_cores else "no"
+def _fmt(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def _status(r: Result) -> str:
+    if not r.ok:
+        return "FAIL " + r.error
+    if r.over_shared:
+        return f"OVER smem limit {r.shared_limit}"
+    return "ok (spills)" if r.spills else "ok"
 
 
 def format_table(results) -> str:
-    """One row per (kernel, case, config, dtype, target)."""
-    head = ("kernel", "case", "config", "dtype", "target", "regs", "smem", "spill st/ld", "stack",
-            "tensor cores", "status")
+    """One row per compile (reference GEMMs last)."""
+    head = ("kernel", "layer", "layout", "case", "config", "dtype", "target", "regs", "smem",
+            "spill", "mma", "loads", "in flight", "loop/mma", "ref/mma", "ratio", "status")
     rows = [head]
     for r in results:
-        status = "ok" if r.ok else "FAIL " + r.error
-        if r.ok and r.over_shared:
-            status = f"OVER smem limit {r.shared_limit}"
-        elif r.ok and r.spills:
-            status = "ok (spills)"
-        rows.append((r.kernel, r.label, r.config, r.dtype, f"sm_{r.target}",
-                     str(r.registers) if r.ok else "-", str(r.shared) if r.ok else "-",
-                     f"{r.spill_store_bytes}/{r.spill_load_bytes}" if r.ok else "-",
-                     str(r.stack) if r.ok else "-", _fmt_tc(r) if r.ok else "-", status))
+        ok = r.ok
+        rows.append((r.kernel, r.layer, r.layout, r.label, r.config, r.dtype, f"sm_{r.target}",
+                     str(r.registers) if ok else "-", str(r.shared) if ok else "-",
+                     str(r.spill_bytes) if ok else "-", r.mma if ok else "-",
+                     r.operand_loads if ok else "-", str(r.mma_in_flight) if ok else "-",
+                     _fmt(r.loop_instructions_per_mma), _fmt(r.reference_instructions_per_mma),
+                     _fmt(r.ratio_to_reference), _status(r)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
-             for row in rows]
-    return "\n".join(lines)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  "
+                     + row[-1] for row in rows)
 
 
 def summarize(results, fail_on_spill: bool):
@@ -414,38 +504,62 @@ def summarize(results, fail_on_spill: bool):
     failed = [r for r in results if not r.ok]
     over = [r for r in results if r.ok and r.over_shared]
     spilling = [r for r in results if r.ok and r.spills]
-    no_tc = [r for r in results if r.ok and not r.tensor_cores]
+    conv = [r for r in results if r.ok and r.gemm and r.case_index >= 0]
     lines = [
-        f"{len(results)} compiles: {len(failed)} failed, {len(over)} over the shared-memory "
-        f"limit, {len(spilling)} spill (reported{', failing' if fail_on_spill else ''}), "
-        f"{len(no_tc)} without tensor-core instructions",
+        f"{len(results)} compiles ({sum(r.cached for r in results)} from the saved report): "
+        f"{len(failed)} failed, {len(over)} over the shared-memory limit, {len(spilling)} spill "
+        f"(reported{', failing' if fail_on_spill else ''})",
+        f"{len(conv)} implicit-GEMM convolution configs: {sum(not r.target_misses for r in conv)}"
+        f" meet the report targets (ratio to the reference GEMM <= {RATIO_TARGET}, no spills, "
+        "16-byte async operands, an MMA group in flight on sm_90; reported, not enforced)",
     ]
     if spilling:
-        worst = max(spilling, key=lambda r: r.spill_store_bytes + r.spill_load_bytes)
-        lines.append(f"most spill: {worst.kernel} {worst.label} {worst.config} {worst.dtype} "
-                     f"sm_{worst.target}: {worst.spill_store_bytes} B stored / "
-                     f"{worst.spill_load_bytes} B loaded, stack {worst.stack} B")
+        worst = max(spilling, key=lambda r: r.spill_bytes)
+        lines.append(f"most spill: {worst.kernel} {worst.layer} {worst.layout} {worst.label} "
+                     f"{worst.config} {worst.dtype} sm_{worst.target}: {worst.spill_store_bytes} "
+                     f"B stored / {worst.spill_load_bytes} B loaded, stack {worst.stack} B")
     bad = failed or over or (fail_on_spill and spilling)
     return (1 if bad else 0), lines
 
 
 def registered_kernels() -> dict:
-    """module -> the kernel names its compile_cases() lists (before any filter)."""
-    return {m: sorted({unwrap(case[1])[0].__name__ for case in _cases(m)})
-            for m in KERNEL_MODULES}
+    """module -> the kernel names its cases list (before any filter)."""
+    out = {}
+    for case in all_cases():
+        out.setdefault(case.module, set()).add(unwrap(case.kernel)[0].__name__)
+    return {m: sorted(names) for m, names in out.items()}
 
 
-def to_json(results, wall_s: float, targets, sources_hash: str) -> dict:
+def record(r: Result) -> dict:
+    """One JSON record of a result (every field, and the derived ones)."""
+    return dict(asdict(r), spills=r.spills, spill_bytes=r.spill_bytes, mma=r.mma,
+                over_shared=r.over_shared, config_kwargs=r.tile)
+
+
+def to_json(results, wall_s: float, targets, quick: bool) -> dict:
     import triton
+    modules = sorted({r.module for r in results} | set(KERNEL_MODULES) | {REFERENCE_MODULE})
     return {
         "registered": registered_kernels(),
         "meta": {"triton": triton.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                 "git_commit": _git_commit(), "kernels_hash": sources_hash,
-                 "targets": list(targets), "wall_s": round(wall_s, 1),
+                 "git_commit": _git_commit(), "module_hashes": {m: module_hash(m)
+                                                                for m in modules},
+                 "tool_hash": _tool_hash(), "targets": list(targets), "quick": quick,
+                 "wall_s": round(wall_s, 1), "compiled": sum(not r.cached for r in results),
+                 "reused": sum(r.cached for r in results),
+                 "compile_s": round(sum(r.seconds for r in results if not r.cached), 1),
                  "shared_limit": SHARED_LIMIT},
-        "results": [dict(asdict(r), spills=r.spills, over_shared=r.over_shared)
-                    for r in results],
+        "results": [record(r) for r in results],
     }
+
+
+def load_saved(path) -> dict:
+    """key -> result record of a saved report (empty when there is none or it is unreadable)."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {r["key"]: r for r in report.get("results", []) if r.get("key")}
 
 
 def _parse_targets(text: str):
@@ -463,15 +577,18 @@ def parse_args(argv=None):
                                 .split("\n")[0])
     p.add_argument("--targets", type=_parse_targets, default=list(DEFAULT_TARGETS),
                    help="compute capabilities, comma separated (default 80,90)")
-    p.add_argument("--kernels", default="", help="comma-separated substrings of module, kernel "
-                   "or case names to keep (default: all)")
-    p.add_argument("--dtypes", default="", help="comma-separated dtypes to keep, e.g. fp16,"
-                   "fp32-tf32 (default: all)")
+    p.add_argument("--kernels", default="", help="comma-separated substrings of module, kernel, "
+                   "case, layer or layout names to keep (default: all)")
+    p.add_argument("--dtypes", default="", help="comma-separated dtypes to keep, e.g. fp16,tf32 "
+                   "(default: all)")
     p.add_argument("--quick", action="store_true", help="a representative subset: the first "
-                   "case and first config of each kernel")
+                   "case and first config of each kernel, and their references")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="worker processes (default: min(2, CPUs))")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON; an existing report "
+                   "there supplies the unchanged compiles")
+    p.add_argument("--fresh", action="store_true", help="recompile everything (ignore the saved "
+                   "report at --json PATH)")
     p.add_argument("--fail-on-spill", action="store_true", help="exit 1 when a config spills")
     return p.parse_args(argv)
 
@@ -513,10 +630,8 @@ def main(argv=None) -> int:
 
     split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())
     start = time.perf_counter()
-    sources_hash = kernels_hash()  # of the sources compiled, taken before compiling
     try:
-        jobs = cc.collect_jobs(KERNEL_MODULES, args.targets, split(args.kernels),
-                               split(args.dtypes), args.quick)
+        jobs = cc.collect_jobs(args.targets, split(args.kernels), split(args.dtypes), args.quick)
     except Exception as exc:  # a module that fails to import or list its cases fails the check
         print(f"compile_check: could not collect the kernel cases: {type(exc).__name__}: {exc}",
               file=sys.stderr)
@@ -524,19 +639,21 @@ def main(argv=None) -> int:
     if not jobs:
         print("compile_check: no kernel config matches the filters", file=sys.stderr)
         return 1
-    print(f"compiling {len(jobs)} kernel configs for "
-          f"{', '.join(f'sm_{t}' for t in args.targets)} on {args.jobs} processes ...",
-          flush=True)
-    results = cc.run_jobs(jobs, args.jobs)
+    saved = {} if args.fresh or not args.json else load_saved(args.json)
+    print(f"{len(jobs)} kernel configs for {', '.join(f'sm_{t}' for t in args.targets)} on "
+          f"{args.jobs} processes ...", flush=True)
+    results = cc.run_jobs(jobs, args.jobs, saved)
     wall = time.perf_counter() - start
     print(format_table(results))
     status, lines = summarize(results, args.fail_on_spill)
     for line in lines:
         print(line)
-    print(f"wall time {wall:.1f} s ({sum(r.seconds for r in results):.1f} s of compiling)")
+    compiled = [r for r in results if not r.cached]
+    print(f"wall time {wall:.1f} s ({len(compiled)} compiled, "
+          f"{sum(r.seconds for r in compiled):.1f} s of compiling)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(to_json(results, wall, args.targets, sources_hash),
+        Path(args.json).write_text(json.dumps(to_json(results, wall, args.targets, args.quick),
                                               indent=1))
     return status
 

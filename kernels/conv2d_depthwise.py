@@ -274,31 +274,3 @@ def weight_grad_launch_arguments(grad_output, input, weight, geometry: Conv2dGeo
     grid = lambda meta: (cdiv(g.out_channels, meta["BLOCK_C"]), taps, split)
     return partial_w, partial_b, grid, args
 
-
-def compile_cases():
-    """The three depthwise kernels for ``python -m kernels.compile_check``, fp16/bf16/fp32, built
-    by their launchers for MobileNet's 3x3 depthwise layer (128 channels, 56x56, batch 32) in
-    channels_last and NCHW."""
-    from .compile_check import CONV_LAYOUTS, EXAMPLE_MULTIPROCESSORS, launch_signature, torch_dtype
-
-    cases = []
-    for layout, channels_last in CONV_LAYOUTS:
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        for name in ("fp16", "bf16", "fp32"):
-            dtype = torch_dtype(name)
-            x = torch.empty((32, 128, 56, 56), device="meta", dtype=dtype,
-                            memory_format=memory_format)
-            weight = torch.empty((128, 1, 3, 3), device="meta", dtype=dtype)
-            bias = torch.empty((128,), device="meta", dtype=dtype)
-            g = Conv2dGeometry.from_shapes(x.shape, weight.shape, (1, 1), (1, 1, 1, 1), (1, 1),
-                                           128)
-            dy, _, forward = forward_launch_arguments(x, weight, bias, g)
-            *_, input_grad = input_grad_launch_arguments(dy, weight, x, g)
-            *_, weight_grad = weight_grad_launch_arguments(dy, x, weight, g, need_bias=True,
-                                                           sm_count=EXAMPLE_MULTIPROCESSORS)
-            for label, kernel, args in (("forward", depthwise_forward_kernel, forward),
-                                        ("dx", depthwise_input_grad_kernel, input_grad),
-                                        ("dw+db", depthwise_weight_grad_kernel, weight_grad)):
-                sig, consts = launch_signature(kernel, args, dict(ACC_DTYPE=tl.float32))
-                cases.append((f"{label} {layout}", kernel, sig, consts))
-    return cases

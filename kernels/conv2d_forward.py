@@ -200,28 +200,3 @@ def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, b
 
 __all__ = ["conv2d_forward", "conv2d_forward_kernel", "STATS_BLOCK_M"]
 
-
-def compile_cases():
-    """Every GPU variant for ``python -m kernels.compile_check``, built by the launcher for the
-    example layer in NCHW and channels_last: three epilogues (bias; batch-norm statistics, whose
-    launcher keeps only BLOCK_M == STATS_BLOCK_M; folded eval batch norm + ReLU) for fp32 (IEEE
-    and TF32), fp16 and bf16. Bias is on in all three: the superset of the code."""
-    from .compile_check import CONV_LAYOUTS, GPU_DTYPES, launch_signature, torch_dtype
-    from .conv2d_geometry import example_layer
-
-    epilogues = {"bias": {}, "stats": dict(stats=True), "bn_eval+relu": dict(relu=True)}
-    cases = []
-    for layout, channels_last in CONV_LAYOUTS:
-        for label, options in epilogues.items():
-            for name, _, precision in GPU_DTYPES:
-                x, weight, bias, geometry = example_layer(torch_dtype(name), channels_last)
-                if options.get("relu"):
-                    running = torch.empty_like(bias)
-                    options = dict(options, bn_eval=(running, running, running, running, 1e-5))
-                *_, args = launch_arguments(x, weight, bias, geometry, **options)
-                sig, consts = launch_signature(conv2d_forward_kernel, args, dict(
-                    ACC_DTYPE=tl.float32, INPUT_PRECISION=precision, UPCAST=False))
-                if options.get("stats"):
-                    consts["BLOCK_M"] = STATS_BLOCK_M
-                cases.append((f"{label} {layout}", conv2d_forward_kernel, sig, consts))
-    return cases

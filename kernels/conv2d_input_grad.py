@@ -159,21 +159,3 @@ def launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
                          g.groups * sh * sw)
     return grad_input, grid, args
 
-
-def compile_cases():
-    """Every GPU variant for ``python -m kernels.compile_check``, built by the launcher for the
-    example layer in NCHW and channels_last: fp32 (IEEE, TF32), fp16, bf16."""
-    from .compile_check import CONV_LAYOUTS, GPU_DTYPES, launch_signature, torch_dtype
-    from .conv2d_geometry import example_layer
-
-    cases = []
-    for layout, channels_last in CONV_LAYOUTS:
-        for name, _, precision in GPU_DTYPES:
-            x, weight, _, geometry = example_layer(torch_dtype(name), channels_last)
-            grad_output = torch.empty(geometry.output_shape, device="meta", dtype=x.dtype,
-                                      memory_format=output_memory_format(x))
-            *_, args = launch_arguments(grad_output, weight, x, geometry)
-            sig, consts = launch_signature(conv2d_input_grad_kernel, args, dict(
-                ACC_DTYPE=tl.float32, INPUT_PRECISION=precision, UPCAST=False))
-            cases.append((f"dx {layout}", conv2d_input_grad_kernel, sig, consts))
-    return cases

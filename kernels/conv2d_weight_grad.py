@@ -23,7 +23,6 @@ from .runtime import (
     dot_upcast,
     multiprocessor_count,
     needs_int64,
-    output_memory_format,
 )
 
 
@@ -168,29 +167,3 @@ def launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry, need_
                          g.groups * split)
     return partial_w, partial_b, grid, args
 
-
-def compile_cases():
-    """Every GPU variant for ``python -m kernels.compile_check``, built by the launcher for the
-    example layer in NCHW and channels_last: fp32 (IEEE, TF32), fp16, bf16, with the bias
-    gradient on (the superset). The partial sums are fp32 whatever the input."""
-    from .compile_check import (
-        CONV_LAYOUTS,
-        EXAMPLE_MULTIPROCESSORS,
-        GPU_DTYPES,
-        launch_signature,
-        torch_dtype,
-    )
-    from .conv2d_geometry import example_layer
-
-    cases = []
-    for layout, channels_last in CONV_LAYOUTS:
-        for name, _, precision in GPU_DTYPES:
-            x, weight, _, geometry = example_layer(torch_dtype(name), channels_last)
-            grad_output = torch.empty(geometry.output_shape, device="meta", dtype=x.dtype,
-                                      memory_format=output_memory_format(x))
-            *_, args = launch_arguments(grad_output, x, weight, geometry, need_bias=True,
-                                        sm_count=EXAMPLE_MULTIPROCESSORS)
-            sig, consts = launch_signature(conv2d_weight_grad_kernel, args, dict(
-                ACC_DTYPE=tl.float32, INPUT_PRECISION=precision, UPCAST=False))
-            cases.append((f"dw+db {layout}", conv2d_weight_grad_kernel, sig, consts))
-    return cases
