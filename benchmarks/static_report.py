@@ -1,8 +1,15 @@
 """The static report of every kernel config for one target, from ``kernels.compile_check``.
 
-A saved report (``benchmarks/results/compile_check.json``) is shown, marked STALE when the kernel
-sources changed since it was made (its ``kernels_hash`` differs); without one the check runs
-now, in its own process (it needs TRITON_INTERPRET=0), for the one target, with a time limit.
+A saved report (``benchmarks/results/compile_check.json``) is shown; the kernel modules whose
+sources changed since it was made (their source hash, with the kernels modules they import,
+differs from the one saved) are named as STALE with the command that refreshes it, which
+recompiles only those modules' kernels. Without a saved report the check runs now, in its own
+process (it needs TRITON_INTERPRET=0), for the one target, with a time limit.
+
+Each convolution row gives its layer, layout, pass, the main loop's instructions per MMA beside
+the reference GEMM's (same M, N, K, tile and target) and their ratio, the operand loads, MMA
+groups in flight, and, where the caller's layout is converted, the bytes the conversions move
+beside the pass's own minimum traffic.
 """
 import json
 import os
@@ -14,14 +21,23 @@ from pathlib import Path
 from .env import REPO
 
 SAVED = REPO / "benchmarks" / "results" / "compile_check.json"
-COLUMNS = ("kernel", "label", "config", "dtype", "registers", "shared", "spill st/ld", "stack",
-           "tensor cores", "status")
+COLUMNS = ("kernel", "layer", "layout", "label", "config", "dtype", "registers", "shared",
+           "spill", "mma", "loads", "in flight", "loop/mma", "ref/mma", "ratio",
+           "convert/min MB", "status")
 
 
-def _current_hash() -> str:
-    # Imported here: compile_check imports the kernels package, which picks interpret mode.
-    from kernels.compile_check import kernels_hash
-    return kernels_hash()
+def stale_modules(report: dict) -> list:
+    """The kernel modules whose current source hash differs from the report's (all of them
+    for a report that saved no per-module hashes)."""
+    # Imported here: compile_cases imports the kernels package, which picks interpret mode.
+    from kernels.compile_cases import module_hash
+    from kernels.compile_check import KERNEL_MODULES, REFERENCE_MODULE
+
+    saved = report.get("meta", {}).get("module_hashes")
+    modules = KERNEL_MODULES + [REFERENCE_MODULE]
+    if not saved:
+        return modules
+    return [m for m in modules if saved.get(m) != module_hash(m)]
 
 
 def load(target: int = 90, path=None, timeout_s: int = 3600):
@@ -34,9 +50,11 @@ def load(target: int = 90, path=None, timeout_s: int = 3600):
         report = json.loads(candidate.read_text())
         meta = report.get("meta", {})
         note = ""
-        if meta.get("kernels_hash") != _current_hash():
-            note = (f" -- STALE: made {meta.get('date', '?')} at commit "
-                    f"{meta.get('git_commit', '?')} from other kernel sources; refresh with "
+        stale = stale_modules(report)
+        if stale:
+            note = (f" -- STALE for {', '.join(m.removeprefix('kernels.') for m in stale)}: made "
+                    f"{meta.get('date', '?')} at commit {meta.get('git_commit', '?')} from other "
+                    f"sources; refresh (recompiles only those) with "
                     f"`python -m kernels.compile_check --json {SAVED.relative_to(REPO)}`")
         from kernels.compile_check import KERNEL_MODULES
         missing = [m for m in KERNEL_MODULES if m not in report.get("registered", {})]
@@ -71,8 +89,13 @@ def load(target: int = 90, path=None, timeout_s: int = 3600):
     return [r for r in report["results"] if r["target"] == target], "compile_check, run now"
 
 
+def _mb(value) -> str:
+    return f"{value / 1e6:.1f}"
+
+
 def table_rows(rows):
-    """Rows for ``report.format_table`` with COLUMNS."""
+    """Rows for ``report.format_table`` with COLUMNS (reports of older formats lack the loop
+    columns: they print empty)."""
     out = []
     for r in rows:
         ok = r.get("ok")
@@ -81,13 +104,26 @@ def table_rows(rows):
             status = "OVER shared limit"
         elif ok and r.get("spills"):
             status = "ok (spills)"
+        if ok and r.get("target_misses"):
+            status += "; misses: " + ", ".join(r["target_misses"])
+        spill = r.get("spill_bytes", r.get("spill_store_bytes", 0) + r.get("spill_load_bytes", 0))
+        convert = ""
+        if r.get("min_bytes"):
+            convert = f"{_mb(r.get('conversion_bytes', 0))}/{_mb(r['min_bytes'])}"
         out.append({
-            "kernel": r["kernel"], "label": r["label"], "config": r["config"],
-            "dtype": r["dtype"], "registers": r["registers"] if ok else "-",
-            "shared": r["shared"] if ok else "-",
-            "spill st/ld": f"{r['spill_store_bytes']}/{r['spill_load_bytes']}" if ok else "-",
-            "stack": r["stack"] if ok else "-",
-            "tensor cores": (",".join(r["tensor_cores"]) or "no") if ok else "-",
+            "kernel": r["kernel"], "layer": r.get("layer", "-"), "layout": r.get("layout", "-"),
+            "label": r["label"], "config": r["config"], "dtype": r["dtype"],
+            "registers": r["registers"] if ok else "-", "shared": r["shared"] if ok else "-",
+            "spill": spill if ok else "-",
+            "mma": r.get("mma") or (",".join(r.get("tensor_cores", [])) or "no") if ok else "-",
+            "loads": r.get("operand_loads", ""), "in flight": r.get("mma_in_flight", ""),
+            "loop/mma": _opt(r.get("loop_instructions_per_mma")),
+            "ref/mma": _opt(r.get("reference_instructions_per_mma")),
+            "ratio": _opt(r.get("ratio_to_reference")), "convert/min MB": convert,
             "status": status,
         })
     return out
+
+
+def _opt(value) -> str:
+    return "" if value is None else str(value)

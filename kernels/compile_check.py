@@ -171,6 +171,7 @@ class Result(Job):
     ratio_to_reference: float = None
     target_misses: list = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process's and its tools' (ptxas, cuobjdump) CPU time
 
     @property
     def spills(self) -> bool:
@@ -265,27 +266,21 @@ def collect_jobs(targets, name_filter=(), dtype_filter=(), quick=False):
                                    job.tile, target)
                 jobs.append(job)
                 if job.gemm and cfg is not None:
+                    # The reference follows its first user, so a partial run has both.
                     ref_id = (tuple(job.gemm), job.dtype, json.dumps(job.tile, sort_keys=True),
                               target)
                     if ref_id not in references:
-                        ref = Job(-1, -1, -1, "reference_matmul_kernel", REFERENCE_MODULE,
-                                  "reference", "-", "-", job.dtype, "-", job.config, target,
-                                  job.tile, job.gemm)
+                        ref = Job(len(jobs), -1, -1, "reference_matmul_kernel",
+                                  REFERENCE_MODULE, "reference", "-", "-", job.dtype, "-",
+                                  job.config, target, job.tile, job.gemm)
                         sig, consts = _reference_case(ref)
                         ref.key = _job_key(REFERENCE_MODULE, ref.kernel, sig, consts, ref.tile,
                                            target)
-                        references[ref_id] = ref
-                    job.reference = id(references[ref_id])
+                        references[ref_id] = ref.index
+                        jobs.append(ref)
+                    job.reference = references[ref_id]
             if quick or case.configs == "first":
                 break
-    by_id = {}
-    for ref in references.values():
-        ref.index = len(jobs)
-        by_id[id(ref)] = ref.index
-        jobs.append(ref)
-    for job in jobs:
-        if job.reference != -1:
-            job.reference = by_id[job.reference]
     return jobs
 
 
@@ -339,7 +334,7 @@ def compile_job(job: Job) -> Result:
     from triton.compiler import ASTSource
 
     result = Result(**asdict(job), shared_limit=SHARED_LIMIT.get(job.target, 0))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     try:
         if job.case_index < 0:
             from .reference_gemm import reference_matmul_kernel as fn
@@ -385,12 +380,23 @@ def compile_job(job: Job) -> Result:
         result.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}" \
             if str(exc).strip() else type(exc).__name__
     result.seconds = time.perf_counter() - start
+    result.cpu_seconds = round(_cpu_seconds() - cpu_start, 3)
     return result
 
 
-def run_jobs(jobs, workers: int, saved=None):
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children: the cost of a compile on an idle
+    machine, whatever else runs beside it."""
+    import resource
+    own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                     resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_jobs(jobs, workers: int, saved=None, checkpoint=None, every_s: float = 60.0):
     """Compile the jobs over a pool of ``workers`` processes, results in job order; a job whose
-    key is in ``saved`` (key -> result record) is taken from there."""
+    key is in ``saved`` (key -> result record) is taken from there. ``checkpoint(results)``,
+    called every ``every_s`` seconds with the results so far, lets an interrupted run resume."""
     saved = saved or {}
     results = [None] * len(jobs)
     todo = []
@@ -404,9 +410,16 @@ def run_jobs(jobs, workers: int, saved=None):
     print(f"  {len(jobs) - len(todo)} taken from the saved report, {len(todo)} to compile",
           file=sys.stderr, flush=True)
 
+    last = [time.perf_counter()]
+
     def progress(done):
         if done % 20 == 0 or done == len(todo):
             print(f"  {done}/{len(todo)} compiled", file=sys.stderr, flush=True)
+        if checkpoint and time.perf_counter() - last[0] > every_s and done < len(todo):
+            last[0] = time.perf_counter()
+            partial = [r for r in results if r is not None]
+            link_references(results, partial)
+            checkpoint(partial)
 
     if workers <= 1 or len(todo) <= 1:
         for n, job in enumerate(todo, 1):
@@ -424,12 +437,13 @@ def run_jobs(jobs, workers: int, saved=None):
     return results
 
 
-def link_references(results) -> None:
-    """Give each convolution config its reference's instructions per MMA, the ratio, and the
-    report targets it misses (see the module docstring)."""
-    for r in results:
-        if r.reference >= 0 and r.ok and results[r.reference].ok:
-            ref = results[r.reference].loop_instructions_per_mma
+def link_references(results, subset=None) -> None:
+    """Give each convolution config (of ``subset``, default all) its reference's instructions
+    per MMA, the ratio, and the report targets it misses (see the module docstring)."""
+    for r in results if subset is None else subset:
+        reference = results[r.reference] if r.reference >= 0 else None
+        if reference is not None and r.ok and reference.ok:
+            ref = reference.loop_instructions_per_mma
             r.reference_instructions_per_mma = ref
             if ref and r.loop_instructions_per_mma:
                 r.ratio_to_reference = round(r.loop_instructions_per_mma / ref, 2)
@@ -536,7 +550,7 @@ def record(r: Result) -> dict:
                 over_shared=r.over_shared, config_kwargs=r.tile)
 
 
-def to_json(results, wall_s: float, targets, quick: bool) -> dict:
+def to_json(results, wall_s: float, targets, quick: bool, partial: bool = False) -> dict:
     import triton
     modules = sorted({r.module for r in results} | set(KERNEL_MODULES) | {REFERENCE_MODULE})
     return {
@@ -545,9 +559,11 @@ def to_json(results, wall_s: float, targets, quick: bool) -> dict:
                  "git_commit": _git_commit(), "module_hashes": {m: module_hash(m)
                                                                 for m in modules},
                  "tool_hash": _tool_hash(), "targets": list(targets), "quick": quick,
+                 "partial": partial,
                  "wall_s": round(wall_s, 1), "compiled": sum(not r.cached for r in results),
                  "reused": sum(r.cached for r in results),
                  "compile_s": round(sum(r.seconds for r in results if not r.cached), 1),
+                 "compile_cpu_s": round(sum(r.cpu_seconds for r in results if not r.cached), 1),
                  "shared_limit": SHARED_LIMIT},
         "results": [record(r) for r in results],
     }
@@ -642,7 +658,12 @@ def main(argv=None) -> int:
     saved = {} if args.fresh or not args.json else load_saved(args.json)
     print(f"{len(jobs)} kernel configs for {', '.join(f'sm_{t}' for t in args.targets)} on "
           f"{args.jobs} processes ...", flush=True)
-    results = cc.run_jobs(jobs, args.jobs, saved)
+    def checkpoint(partial):  # an interrupted run resumes from here (its keys are reused)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(to_json(
+            partial, time.perf_counter() - start, args.targets, args.quick, partial=True)))
+
+    results = cc.run_jobs(jobs, args.jobs, saved, checkpoint if args.json else None)
     wall = time.perf_counter() - start
     print(format_table(results))
     status, lines = summarize(results, args.fail_on_spill)
@@ -650,7 +671,8 @@ def main(argv=None) -> int:
         print(line)
     compiled = [r for r in results if not r.cached]
     print(f"wall time {wall:.1f} s ({len(compiled)} compiled, "
-          f"{sum(r.seconds for r in compiled):.1f} s of compiling)")
+          f"{sum(r.seconds for r in compiled):.1f} s of compiling, "
+          f"{sum(r.cpu_seconds for r in compiled):.1f} CPU s)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(to_json(results, wall, args.targets, args.quick),

@@ -18,10 +18,15 @@ REPO = Path(__file__).resolve().parent.parent
 def test_cpu_run_is_a_labelled_smoke_check(tmp_path):
     static = tmp_path / "cc.json"  # a one-row compile_check report stands in for the real one
     static.write_text(json.dumps({"meta": {}, "results": [{
-        "kernel": "k", "label": "bias", "config": "M64 w4 s3", "dtype": "fp16", "target": 90,
-        "ok": True, "registers": 128, "shared": 1024, "spill_store_bytes": 0,
-        "spill_load_bytes": 0, "stack": 0, "tensor_cores": ["HGMMA.64x64x16.F32"],
-        "spills": False, "over_shared": False, "error": ""}]}))
+        "kernel": "k", "label": "forward", "config": "M64 w4 s3", "dtype": "fp16", "target": 90,
+        "layer": "example.resnet.3x3.b32", "layout": "nchw", "ok": True, "registers": 128,
+        "shared": 1024, "spill_store_bytes": 0, "spill_load_bytes": 0, "stack": 0,
+        "tensor_cores": ["HGMMA.64x64x16.F32"], "mma": "HGMMA", "operand_loads": "cp.async16",
+        "mma_in_flight": 1, "loop_instructions_per_mma": 90.5,
+        "reference_instructions_per_mma": 38.5, "ratio_to_reference": 2.35,
+        "conversion_bytes": 51_000_000, "min_bytes": 25_800_000,
+        "target_misses": ["ratio 2.35 > 1.3"], "spills": False, "over_shared": False,
+        "error": ""}]}))
     out = tmp_path / "out"
     env = dict(os.environ, TRITON_INTERPRET="1",  # the CPU path even on a CUDA machine
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
@@ -31,7 +36,12 @@ def test_cpu_run_is_a_labelled_smoke_check(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "NOT a performance figure" in proc.stdout
-    assert "HGMMA.64x64x16.F32" in proc.stdout  # the static sm_90 report
+    # The static sm_90 report: the loop against the reference, the layout conversions' bytes.
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("k "))
+    for cell in ("example.resnet.3x3.b32", "HGMMA", "cp.async16", "90.5", "38.5", "2.35",
+                 "51.0/25.8", "misses: ratio 2.35 > 1.3"):
+        assert cell in row, (cell, row)
+    assert "STALE for conv2d_forward" in proc.stdout  # a report without per-module hashes
     smoke = list(csv.DictReader((out / "cpu_smoke.csv").open()))
     assert [(r["op"], r["check"]) for r in smoke] == [("relu.fwd", "ok")]
     assert not any(k.endswith("_ms") for k in smoke[0])  # nothing timed on a CPU
@@ -169,3 +179,15 @@ def test_fused_traffic_report_counts_launches_and_bytes():
     y = shape.batch * shape.c_out * oh * ow * 2
     assert rows[0]["eval_MB_ours"] == round((x + y) / 1e6, 2)
     assert rows[0]["train_MB_torch"] == round((x + 6 * y) / 1e6, 2)
+
+
+def test_static_report_names_only_the_modules_that_changed():
+    from benchmarks import static_report
+    from kernels.compile_cases import module_hash
+    from kernels.compile_check import KERNEL_MODULES, REFERENCE_MODULE
+
+    hashes = {m: module_hash(m) for m in KERNEL_MODULES + [REFERENCE_MODULE]}
+    assert static_report.stale_modules({"meta": {"module_hashes": hashes}}) == []
+    hashes["kernels.relu"] = "0" * 16
+    assert static_report.stale_modules({"meta": {"module_hashes": hashes}}) == ["kernels.relu"]
+    assert static_report.stale_modules({"meta": {}}) == KERNEL_MODULES + [REFERENCE_MODULE]
