@@ -9,8 +9,11 @@ network is used. Stages, each in its own process group, killed when its time is 
                -> DIR/pytest.log, DIR/pytest.xml
     bench      python -m benchmarks --budget-s ...: ours against torch/cuDNN, fast path first
                -> DIR/bench/benchmarks.csv, benchmarks.json, plots/
-    mnist      python -m benchmarks.end_to_end --epochs 3: MNIST to 99%, ours against torch eager
-               -> DIR/mnist/mnist_end_to_end.json
+    mnist      python -m benchmarks.end_to_end --epochs 3: MNIST to 99%, ours against torch eager,
+               each backend warmed up first (a short run compiles and autotunes every shape,
+               kept on disk), then timed -> DIR/mnist/mnist_end_to_end.json; and the compiles
+               and tuning runs that run triggers, counted from the launchers' keys
+               (python -m kernels.compile_count) -> DIR/mnist/compile_count_<layout>.json
 and DIR/gpu_check.json (GPU name, torch and Triton versions, date, commit, every stage's status,
 time and summary), DIR/nvidia-smi.txt. A stage's unused time passes to the stages after it.
 Degrading: without pytest the tests stage is recorded as skipped (the bench stage still checks
@@ -133,15 +136,43 @@ def bench_stage(out: Path, timeout_s: float) -> dict:
     return result
 
 
+# Seconds the compile count may take (it builds launch arguments, compiles nothing).
+COUNT_S = 20
+
+
+def compile_counts(out: Path) -> dict:
+    """Compiles and tuning runs of the MNIST run per layout (kernels.compile_count), or why
+    there are none."""
+    (out / "mnist").mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for layout in ("channels_last", "nchw"):
+        path = out / "mnist" / f"compile_count_{layout}.json"
+        cmd = [sys.executable, "-m", "kernels.compile_count", "--layout", layout, "--json",
+               str(path)]
+        result = run_stage(f"count {layout}", cmd, out / f"compile_count_{layout}.log", COUNT_S)
+        if path.exists():
+            report = json.loads(path.read_text())
+            counts[layout] = {k: report[k] for k in ("compiles", "tuning_runs", "steps")}
+        else:
+            counts[layout] = {"status": result["status"]}
+    return counts
+
+
 def mnist_stage(out: Path, timeout_s: float, mnist_dir, epochs: int) -> dict:
+    start = time.perf_counter()
+    counts = compile_counts(out)
+    timeout_s -= time.perf_counter() - start
     cmd = [sys.executable, "-m", "benchmarks.end_to_end", "--epochs", str(epochs), "--out",
            str(out / "mnist"), "--timeout-s", f"{max(30.0, timeout_s - 15):.0f}"]
     if mnist_dir:
         cmd += ["--mnist-dir", str(mnist_dir)]
-    result = run_stage("mnist", cmd, out / "mnist.log", timeout_s)
+    result = run_stage("mnist", cmd, out / "mnist.log", max(30.0, timeout_s))
+    result["compile_count"] = counts
     summary = out / "mnist" / "mnist_end_to_end.json"
     if summary.exists():
-        result["runs"] = json.loads(summary.read_text())["runs"]
+        report = json.loads(summary.read_text())
+        result["runs"] = report["runs"]
+        result["note"] = report.get("note")
     return result
 
 

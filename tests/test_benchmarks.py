@@ -191,3 +191,33 @@ def test_static_report_names_only_the_modules_that_changed():
     hashes["kernels.relu"] = "0" * 16
     assert static_report.stale_modules({"meta": {"module_hashes": hashes}}) == ["kernels.relu"]
     assert static_report.stale_modules({"meta": {}}) == KERNEL_MODULES + [REFERENCE_MODULE]
+
+
+def test_end_to_end_warms_each_backend_up_before_timing_it(tmp_path, monkeypatch):
+    from benchmarks import end_to_end
+
+    calls = []
+
+    def fake_training(name, args, mnist_dir, epochs, out, timeout_s):
+        calls.append((name, list(args), epochs, timeout_s))
+        return {"run": name, "status": "ok", "wall_s": 5.0, "command": " ".join(args)}
+
+    monkeypatch.setattr(end_to_end, "run_training", fake_training)
+    monkeypatch.setattr(end_to_end, "train_supports", lambda option: option == "--channels-last")
+    report = end_to_end.run(None, 3, tmp_path, timeout_s=200.0)
+    names = [c[0] for c in calls]
+    assert names == ["triton_warmup", "triton", "torch_warmup", "torch"]
+    for (warm, warm_args, warm_epochs, _), (timed, timed_args, epochs, _) in zip(
+            calls[::2], calls[1::2], strict=True):
+        assert warm == timed + "_warmup" and warm_epochs == 1 and epochs == 3
+        assert warm_args == timed_args + ["--limit-train", str(end_to_end.WARMUP_TRAIN)]
+        assert "--channels-last" in timed_args
+    assert end_to_end.WARMUP_TRAIN % 64 == 0 and (end_to_end.WARMUP_TRAIN // 4) % 1000 == 0
+    assert report["runs"][0]["warmup"]["wall_s"] == 5.0
+    assert "no --compile option" in report["note"]
+    # Without the trainer's option the runs stay NCHW, and the report says so.
+    monkeypatch.setattr(end_to_end, "train_supports", lambda option: False)
+    calls.clear()
+    report = end_to_end.run(None, 3, tmp_path, timeout_s=200.0, warmup=False)
+    assert [c[0] for c in calls] == ["triton", "torch"]
+    assert "no --channels-last option" in report["note"]
