@@ -239,8 +239,10 @@ def _matches(case, name_filter, dtype_filter) -> bool:
 
 def collect_jobs(targets, name_filter=(), dtype_filter=(), quick=False):
     """Expand the cases over their configs and targets, plus one reference job per distinct
-    GEMM problem; filters match as substrings. quick: each kernel's first case and config."""
-    jobs, seen_kernels, references = [], set(), {}
+    GEMM problem; filters match as substrings. quick: each kernel's first case and config.
+    Every case's first config comes before the other configs of any case (an interrupted run
+    then covers every kernel), and each reference right after its first user."""
+    first, more, seen_kernels = [], [], set()
     for ci, case in enumerate(all_cases()):
         fn, configs, _ = unwrap(case.kernel)
         if not _matches(case, name_filter, dtype_filter):
@@ -250,37 +252,35 @@ def collect_jobs(targets, name_filter=(), dtype_filter=(), quick=False):
                 continue
             seen_kernels.add(fn.__name__)
         kept = case.pruned_configs if case.pruned_configs is not None else configs
-        for k, cfg in enumerate(configs):
-            if cfg is not None and cfg not in kept:
-                continue  # the autotuner prunes it for this launch
-            if cfg is not None and any(key in case.constexprs and case.constexprs[key] != value
-                                       for key, value in cfg.kwargs.items()):
-                continue  # pinned away by the case
-            for target in targets:
-                job = Job(len(jobs), ci, k if cfg is not None else -1, fn.__name__, case.module,
-                          case.label, case.layer, case.layout, case.dtype, case.conv_pass,
-                          _describe_config(cfg), target, _tile(cfg),
-                          list(case.gemm) if case.gemm else None,
-                          min_bytes=case.min_bytes, conversion_bytes=case.conversion_bytes)
-                job.key = _job_key(case.module, fn.__name__, case.signature, case.constexprs,
-                                   job.tile, target)
-                jobs.append(job)
-                if job.gemm and cfg is not None:
-                    # The reference follows its first user, so a partial run has both.
-                    ref_id = (tuple(job.gemm), job.dtype, json.dumps(job.tile, sort_keys=True),
-                              target)
-                    if ref_id not in references:
-                        ref = Job(len(jobs), -1, -1, "reference_matmul_kernel",
-                                  REFERENCE_MODULE, "reference", "-", "-", job.dtype, "-",
-                                  job.config, target, job.tile, job.gemm)
-                        sig, consts = _reference_case(ref)
-                        ref.key = _job_key(REFERENCE_MODULE, ref.kernel, sig, consts, ref.tile,
-                                           target)
-                        references[ref_id] = ref.index
-                        jobs.append(ref)
-                    job.reference = references[ref_id]
-            if quick or case.configs == "first":
-                break
+        chosen = [(k, cfg) for k, cfg in enumerate(configs)
+                  if cfg is None or (cfg in kept and not any(
+                      key in case.constexprs and case.constexprs[key] != value
+                      for key, value in cfg.kwargs.items()))]  # pruned or pinned away
+        if quick or case.configs == "first":
+            chosen = chosen[:1]
+        for n, (k, cfg) in enumerate(chosen):
+            (first if n == 0 else more).extend((ci, case, fn, k, cfg, t) for t in targets)
+    jobs, references = [], {}
+    for ci, case, fn, k, cfg, target in first + more:
+        job = Job(len(jobs), ci, k if cfg is not None else -1, fn.__name__, case.module,
+                  case.label, case.layer, case.layout, case.dtype, case.conv_pass,
+                  _describe_config(cfg), target, _tile(cfg),
+                  list(case.gemm) if case.gemm else None,
+                  min_bytes=case.min_bytes, conversion_bytes=case.conversion_bytes)
+        job.key = _job_key(case.module, fn.__name__, case.signature, case.constexprs, job.tile,
+                           target)
+        jobs.append(job)
+        if job.gemm and cfg is not None:
+            ref_id = (tuple(job.gemm), job.dtype, json.dumps(job.tile, sort_keys=True), target)
+            if ref_id not in references:
+                ref = Job(len(jobs), -1, -1, "reference_matmul_kernel", REFERENCE_MODULE,
+                          "reference", "-", "-", job.dtype, "-", job.config, target, job.tile,
+                          job.gemm)
+                sig, consts = _reference_case(ref)
+                ref.key = _job_key(REFERENCE_MODULE, ref.kernel, sig, consts, ref.tile, target)
+                references[ref_id] = ref.index
+                jobs.append(ref)
+            job.reference = references[ref_id]
     return jobs
 
 
