@@ -56,6 +56,9 @@ def load(target: int = 90, path=None, timeout_s: int = 3600):
                     f"{meta.get('date', '?')} at commit {meta.get('git_commit', '?')} from other "
                     f"sources; refresh (recompiles only those) with "
                     f"`python -m kernels.compile_check --json {SAVED.relative_to(REPO)}`")
+        if meta.get("partial"):
+            note += (" -- PARTIAL: an interrupted regeneration; the same command completes it "
+                     "(what is done is reused)")
         from kernels.compile_check import KERNEL_MODULES
         missing = [m for m in KERNEL_MODULES if m not in report.get("registered", {})]
         if missing:
