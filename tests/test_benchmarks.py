@@ -221,3 +221,15 @@ def test_end_to_end_warms_each_backend_up_before_timing_it(tmp_path, monkeypatch
     report = end_to_end.run(None, 3, tmp_path, timeout_s=200.0, warmup=False)
     assert [c[0] for c in calls] == ["triton", "torch"]
     assert "no --channels-last option" in report["note"]
+
+
+def test_gpu_check_counts_the_mnist_runs_compiles(tmp_path, monkeypatch):
+    from benchmarks import gpu_check
+
+    monkeypatch.setattr(gpu_check, "COUNT_S", 240)  # a shared CPU is slower than a GPU host
+    counts = gpu_check.compile_counts(tmp_path)
+    assert set(counts) == {"channels_last", "nchw"}
+    for layout in counts.values():
+        assert layout["compiles"] >= 5 and layout["tuning_runs"] >= 0
+        assert [s["batches"] for s in layout["steps"]] == ["train", "eval"]
+    assert (tmp_path / "mnist" / "compile_count_nchw.json").exists()
