@@ -240,8 +240,9 @@ def _matches(case, name_filter, dtype_filter) -> bool:
 def collect_jobs(targets, name_filter=(), dtype_filter=(), quick=False):
     """Expand the cases over their configs and targets, plus one reference job per distinct
     GEMM problem; filters match as substrings. quick: each kernel's first case and config.
-    Every case's first config comes before the other configs of any case (an interrupted run
-    then covers every kernel), and each reference right after its first user."""
+    Every case's first config comes before the other configs of any case, the newest target
+    first (an interrupted run then covers every kernel on sm_90), and each reference right
+    after its first user."""
     first, more, seen_kernels = [], [], set()
     for ci, case in enumerate(all_cases()):
         fn, configs, _ = unwrap(case.kernel)
@@ -260,8 +261,10 @@ def collect_jobs(targets, name_filter=(), dtype_filter=(), quick=False):
             chosen = chosen[:1]
         for n, (k, cfg) in enumerate(chosen):
             (first if n == 0 else more).extend((ci, case, fn, k, cfg, t) for t in targets)
+    # The newest target first within each group (stable: case order is kept).
+    order = lambda group: sorted(group, key=lambda item: -item[-1])
     jobs, references = [], {}
-    for ci, case, fn, k, cfg, target in first + more:
+    for ci, case, fn, k, cfg, target in order(first) + order(more):
         job = Job(len(jobs), ci, k if cfg is not None else -1, fn.__name__, case.module,
                   case.label, case.layer, case.layout, case.dtype, case.conv_pass,
                   _describe_config(cfg), target, _tile(cfg),
