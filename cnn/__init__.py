@@ -7,9 +7,9 @@
 """
 import kernels  # noqa: F401  (decides compiled vs interpreted before anything else)
 
-from . import functional
+from . import distributed, functional
 from .fuse import fuse
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers
 
-__all__ = ["functional", "fuse", *_layers]
+__all__ = ["distributed", "functional", "fuse", *_layers]
