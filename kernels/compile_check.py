@@ -61,6 +61,7 @@ OTHER_MODULES = [
     "kernels.max_pool2d",
     "kernels.avg_pool2d",
     "kernels.batch_norm_forward", "kernels.batch_norm_backward", "kernels.relu",
+    "kernels.batch_norm_merge",
 ]
 CONV_MODULES = ["kernels.conv2d_forward", "kernels.conv2d_input_grad",
                 "kernels.conv2d_weight_grad", "kernels.conv2d_depthwise"]

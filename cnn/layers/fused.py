@@ -3,8 +3,10 @@ import torch
 from torch import nn
 
 from ..functional.fused import conv_bn_relu2d
+from ..functional.sync_batch_norm import sync_conv_bn_relu2d
 from .activation import ReLU
 from .norm import batch_norm_mode
+from .sync_batch_norm import sync_group
 
 
 class ConvBNReLU2d(nn.Sequential):
@@ -26,7 +28,7 @@ class ConvBNReLU2d(nn.Sequential):
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, relu: nn.ReLU = None):
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"ConvBNReLU2d: expected an nn.Conv2d, got {type(conv).__name__}")
-        if not isinstance(bn, nn.BatchNorm2d):
+        if not isinstance(bn, (nn.BatchNorm2d, nn.SyncBatchNorm)):
             raise TypeError(
                 f"ConvBNReLU2d: expected an nn.BatchNorm2d, got {type(bn).__name__}")
         if relu is not None and not isinstance(relu, nn.ReLU):
@@ -45,6 +47,12 @@ class ConvBNReLU2d(nn.Sequential):
                                       mode=conv.padding_mode)
             padding = 0
         batch_stats, running_mean, running_var, momentum, counter = batch_norm_mode(bn)
+        group = sync_group(bn)  # a cnn.SyncBatchNorm training inside a process group
+        if group is not None:
+            return sync_conv_bn_relu2d(input, conv.weight, conv.bias, running_mean, running_var,
+                                       bn.weight, bn.bias, conv.stride, padding, conv.dilation,
+                                       conv.groups, momentum, bn.eps, *group,
+                                       num_batches_tracked=counter)
         return conv_bn_relu2d(input, conv.weight, conv.bias, running_mean, running_var,
                               bn.weight, bn.bias, conv.stride, padding, conv.dilation,
                               conv.groups, training=batch_stats, momentum=momentum, eps=bn.eps,
