@@ -192,12 +192,23 @@ def run_options(p, g) -> None:
     add(g, "--no-progress", action="store_true", help="no progress bars")
 
 
+def distributed_options(p, g) -> None:
+    from .distributed import DEFAULT_TIMEOUT_S
+    add(g, "--sync-bn", action="store_true",
+        help="batch-norm statistics over all processes (cnn.SyncBatchNorm; with --batchnorm)")
+    add(g, "--dist-backend", choices=("gloo", "nccl"), default=None,
+        help="collectives' backend (default: nccl on CUDA, gloo on the CPU)")
+    add(g, "--dist-timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, metavar="S",
+        help="seconds a collective waits for the other processes before the job fails")
+
+
 # (title, function(parser, group)): the groups --help shows, in order.
 OPTION_GROUPS = [
     ("training", training_options),
     ("model and device", model_options),
     ("data", data_options),
     ("run folder", run_options),
+    ("under torchrun (data parallel; --batch-size is per process)", distributed_options),
 ]
 
 
@@ -283,6 +294,15 @@ def data_dir_is_a_folder(args) -> None:
     if args.data_dir and Path(args.data_dir).expanduser().exists() \
             and not Path(args.data_dir).expanduser().is_dir():
         raise UsageError(f"argument --data-dir: {args.data_dir} is a file, not a folder")
+
+
+@check
+def sync_bn_has_a_batch_norm(args) -> None:
+    if args.sync_bn and not args.batchnorm:
+        raise UsageError("--sync-bn syncs the batch norm of --batchnorm: pass both")
+    if args.sync_bn and args.backend == "torch" and torch.device(args.device).type != "cuda":
+        raise UsageError("--sync-bn on the torch backend needs CUDA (torch's SyncBatchNorm); "
+                         "the triton backend's runs on the CPU too")
 
 
 def run_files() -> tuple:

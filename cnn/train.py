@@ -13,6 +13,10 @@ during the test the finished training is already in last.pt. Exit status 130 aft
     python -m cnn.train --limit-train 6000 --epochs 1     # a quick real-MNIST run
     python -m cnn.train --synthetic --epochs 2            # no data needed
     python -m cnn.train --resume                          # continue an interrupted run
+    torchrun --nproc_per_node=2 -m cnn.train --batchnorm --sync-bn   # data parallel
+
+Under torchrun (``cnn.distributed``) every process trains on its shard with
+DistributedDataParallel; --batch-size is per process; rank 0 alone prints and writes files.
 """
 import json
 import platform
@@ -25,10 +29,12 @@ import torch
 import kernels
 
 from . import checkpoint as ckpt
+from . import distributed
 from .cli import METRICS, build_parser, parse_args, resume_fixed_options, run_files, usage_error
 from .data import MNISTUnavailableError, load_mnist
 from .fileio import atomic_write
 from .interrupt import Interrupts
+from .layers import SyncBatchNorm
 from .loader import make_splits
 from .models import MyCNN
 from .plots import save_plots
@@ -48,7 +54,9 @@ __all__ = ["main", "build_parser", "Trainer", "EarlyStopping", "Progress", "conf
 
 
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """Progress and results on stderr: rank 0 speaks for all under torchrun."""
+    if distributed.is_main():
+        print(message, file=sys.stderr, flush=True)
 
 
 def interpreter_estimate(trainer: Trainer, test_size: int, say=_say):
@@ -75,8 +83,9 @@ class Run:
     """One invocation: sets up data, model and Trainer, trains, tests; knows at every moment
     what last.pt holds, so an interrupt can say it truthfully."""
 
-    def __init__(self, args, interrupts: Interrupts):
+    def __init__(self, args, interrupts: Interrupts, ctx: distributed.Context = None):
         self.args, self.interrupts = args, interrupts
+        self.ctx = ctx or distributed.Context(device=torch.device(args.device))
         self.out = Path(args.out)
         self.last = self.out / ckpt.LAST
         self.trainer = None
@@ -86,9 +95,13 @@ class Run:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def save_last(self) -> None:
+        """On every rank under DDP (the state gathers every rank's RNG); rank 0 writes."""
         t = self.trainer
         with self.interrupts.critical():
-            ckpt.save_checkpoint(self.last, {**t.state_dict(), "args": vars(self.args)})
+            state = t.state_dict()
+            if self.ctx.main:
+                ckpt.save_checkpoint(self.last, {**state, "args": vars(self.args),
+                                                 "world_size": self.ctx.world_size})
             self.saved = (t.epoch, t.step)
 
     def _where(self) -> str:
@@ -97,8 +110,9 @@ class Run:
             return f"epoch {epochs + 1} step {step}/{self.trainer.steps_per_epoch}"
         return f"the end of epoch {epochs}" if epochs else "the start"
 
-    def interrupted(self) -> int:
-        """After Stopped or KeyboardInterrupt: save what can be saved, say what last.pt holds."""
+    def interrupted(self, agreed: bool = False) -> int:
+        """After Stopped or KeyboardInterrupt: save what can be saved, say what last.pt holds.
+        agreed: a stop every rank decided on (Stopped), the only one saved under DDP."""
         if self.phase == "setup":
             if self.saved:
                 _say(f"\ninterrupted before training resumed: {self.last} is unchanged "
@@ -112,6 +126,13 @@ class Run:
                  "the same arguments with --resume run the test")
             return 130
         t = self.trainer
+        if self.ctx.distributed and not agreed:
+            # Not a stop all ranks agreed on: the others may be anywhere, so no collective
+            # (the checkpoint needs one); last.pt keeps the last save.
+            where = f"{self.last} holds {self._where()}" if self.saved else \
+                "there is nothing to resume"
+            _say(f"\ninterrupted: {where}")
+            return 130
         undone = t.rollback_partial_step()
         validating = t.order is not None and t.step == t.steps_per_epoch
         try:
@@ -149,6 +170,37 @@ class Run:
         self.saved = (state["epoch"], state["step"])
         return state
 
+    def read_resume_state(self):
+        """(load_resume_state(), None), or (None, the error line); also refuses a checkpoint
+        of another number of processes."""
+        try:
+            state = self.load_resume_state()
+        except ValueError as e:
+            return None, str(e)
+        saved = state.get("world_size", 1) if state is not None else self.ctx.world_size
+        if saved != self.ctx.world_size:
+            return None, (f"--resume: the run was saved by {saved} process(es); continue it "
+                          f"with the same number (this is {self.ctx.world_size})")
+        return state, None
+
+    def data_parallel(self, model):
+        """The DistributedDataParallel that trains model on this rank (model's batch norms
+        synced first with --sync-bn: ours on the triton backend, torch's on the torch one)."""
+        args, ctx = self.args, self.ctx
+        if args.sync_bn:
+            sync = SyncBatchNorm if args.backend == "triton" else torch.nn.SyncBatchNorm
+            sync.convert_sync_batchnorm(model)  # in place: the model's children are replaced
+        # Same initial weights everywhere (DDP also broadcasts rank 0's); dropout masks differ
+        # by rank (rank 0 keeps the one-process stream).
+        if ctx.rank:
+            torch.manual_seed(args.seed + 7919 * ctx.rank)
+        _say(f"distributed: {ctx.world_size} processes ({ctx.backend}), batch "
+             f"{args.batch_size} per process = global batch {args.batch_size * ctx.world_size}"
+             " (the gradient is its mean; --lr applies to it)"
+             + (", batch-norm statistics synced" if args.sync_bn else ""))
+        device_ids = [ctx.device] if ctx.device.type == "cuda" else None
+        return distributed.DistributedDataParallel(model, device_ids=device_ids)
+
     def load_data(self):
         args = self.args
         if args.synthetic:
@@ -156,17 +208,20 @@ class Run:
         return load_mnist(args.data_dir)
 
     def execute(self) -> int:
-        args, out = self.args, self.out
-        try:
-            resume_state = self.load_resume_state()
-        except ValueError as e:
-            return usage_error(str(e))
-        if args.overwrite:
+        args, out, ctx = self.args, self.out, self.ctx
+        # Rank 0 reads last.pt and hands it to the others (no shared disk needed).
+        resume_state, error = distributed.broadcast_object(
+            self.read_resume_state() if ctx.main else None)
+        if error:
+            return usage_error(error) if ctx.main else 2
+        if resume_state is not None:
+            self.saved = (resume_state["epoch"], resume_state["step"])
+        if args.overwrite and ctx.main:
             for name in run_files():
                 (out / name).unlink(missing_ok=True)
 
         torch.manual_seed(args.seed)
-        device = torch.device(args.device)
+        device = ctx.device
         try:
             data = self.load_data()
         except MNISTUnavailableError as e:
@@ -179,12 +234,14 @@ class Run:
         model = MyCNN(dropout=args.dropout, batchnorm=args.batchnorm, backend=args.backend,
                       seed=args.seed).to(device, memory_format=memory_format)
         config = {"dropout": args.dropout, "batchnorm": args.batchnorm}
+        parallel = self.data_parallel(model) if ctx.distributed else None
         self.trainer = trainer = Trainer(
             model, train_data, val_data, lr=args.lr, weight_decay=args.weight_decay,
             batch_size=args.batch_size, patience=args.patience, augment=args.augment,
             seed=args.seed, eval_batch_size=args.eval_batch_size,
-            channels_last=args.channels_last, amp=args.amp, progress=not args.no_progress,
-            log=_say, interrupts=self.interrupts)
+            channels_last=args.channels_last, amp=args.amp,
+            progress=not args.no_progress and ctx.main, log=_say, interrupts=self.interrupts,
+            parallel=parallel)
         if resume_state is not None:
             trainer.load_state_dict(resume_state)
             _say(f"resuming {self.last}: {trainer.epoch} epochs done, step {trainer.step}")
@@ -201,7 +258,7 @@ class Run:
                  "(exact results, far from GPU speed); an estimate follows the first steps")
 
         def on_epoch(t: Trainer, summary: dict) -> None:
-            if summary["improved"]:
+            if summary["improved"] and ctx.main:
                 ckpt.save_checkpoint(out / ckpt.BEST, {
                     "model": t.early_stopping.best_state, "config": config,
                     "epoch": summary["epoch"], "val_loss": summary["val_loss"],
@@ -214,18 +271,22 @@ class Run:
         def on_step(t: Trainer) -> None:
             if estimate:
                 estimate(t)
-            if time.perf_counter() - last_save[0] > 60 * args.save_every:
+            due = time.perf_counter() - last_save[0] > 60 * args.save_every
+            if ctx.distributed:  # every rank saves at the same step (the save is collective)
+                due = distributed.any_rank(due)
+            if due:
                 self.save_last()
                 last_save[0] = time.perf_counter()
 
         trainer.on_step, trainer.on_epoch = on_step, on_epoch
-        out.mkdir(parents=True, exist_ok=True)
+        if ctx.main:
+            out.mkdir(parents=True, exist_ok=True)
         wall = time.perf_counter()
         self.phase = "train"
         try:
             trainer.fit(args.epochs, restore_best=False)
         except Stopped:
-            return self.interrupted()
+            return self.interrupted(agreed=True)
         self.phase = "test"  # last.pt holds the finished training from here on
         trainer.restore_best()
         train_wall = time.perf_counter() - wall
@@ -253,10 +314,13 @@ class Run:
             "test_size": len(test_data), "train_wall_s": train_wall, "test_s": test_s,
             "wall_s": time.perf_counter() - wall,
             "confusion_matrix": confusion.tolist(), "history": trainer.history,
-            "args": vars(args),
+            "args": vars(args), "world_size": ctx.world_size,
+            "global_batch_size": args.batch_size * ctx.world_size,
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "triton": _triton_version()},
         }
+        if not ctx.main:
+            return 0  # rank 0 alone writes the results
         atomic_write(out / METRICS, json.dumps(metrics, indent=1).encode())
         if not args.no_plots:
             shown = test_data.images[:36].cpu().numpy()
@@ -276,8 +340,24 @@ def main(argv=None) -> int:
         args = parse_args(argv)
     except SystemExit as e:  # --help (0) or a refused argument (2), already printed
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    if not distributed.launched():
+        return _run(args, None)
+    ctx = distributed.setup(args.device, args.dist_backend, args.dist_timeout)
+    try:
+        return _run(args, ctx)
+    except BaseException as e:
+        # Said by every rank: the one that failed names the cause, the others what they saw
+        # (a collective whose peer is gone fails within --dist-timeout instead of hanging).
+        print(f"rank {ctx.rank}/{ctx.world_size}: error: {type(e).__name__}: {e}",
+              file=sys.stderr, flush=True)
+        raise
+    finally:
+        distributed.teardown()
+
+
+def _run(args, ctx) -> int:
     with Interrupts(_say) as interrupts:
-        run = Run(args, interrupts)
+        run = Run(args, interrupts, ctx)
         try:
             return run.execute()
         except KeyboardInterrupt:

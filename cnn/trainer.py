@@ -18,6 +18,7 @@ import torch
 from torch import nn, optim
 
 from . import checkpoint as ckpt
+from . import distributed
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -121,12 +122,18 @@ class Trainer:
     interrupts: a ``cnn.interrupt.Interrupts`` (or None): training steps run in its graceful
     phase, optimizer steps and epoch bookkeeping in its critical sections, and a requested stop
     raises ``Stopped`` after the step.
+    parallel: the DistributedDataParallel wrapping model (under torchrun), or None. Training
+    steps run through it on this rank's shard of every epoch; evaluation splits the data
+    across the ranks and reduces the sums; state_dict and evaluation use model itself.
     """
 
     def __init__(self, model, train_data, val_data, *, lr=1e-3, weight_decay=1e-5,
                  batch_size=64, patience=7, augment=False, seed=0, eval_batch_size=1000,
-                 channels_last=False, amp=None, progress=True, log=print, interrupts=None):
+                 channels_last=False, amp=None, progress=True, log=print, interrupts=None,
+                 parallel=None):
         self.model, self.train_data, self.val_data = model, train_data, val_data
+        self.parallel, self.seed = parallel, seed
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.augment, self.progress, self.log = augment, progress, log
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -141,7 +148,8 @@ class Trainer:
             self.optimizer, "min", patience=3, factor=0.5, min_lr=1e-6)
         self.early_stopping = EarlyStopping(patience)
         self.order_generator = torch.Generator().manual_seed(seed)
-        self.augment_generator = torch.Generator().manual_seed(seed + 1)
+        # Each rank augments its own images: its own stream (rank 0's is the one-process one).
+        self.augment_generator = torch.Generator().manual_seed(seed + 1 + 7919 * self.rank)
         self.history = {"train_loss": [], "grad_norm": [], "val_loss": [], "val_accuracy": [],
                         "lr": [], "epoch_end_step": [], "epoch_images": [],
                         "epoch_train_time_s": []}
@@ -160,7 +168,27 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.train_data) / self.batch_size)
+        return math.ceil(self.shard_size / self.batch_size)
+
+    @property
+    def shard_size(self) -> int:
+        """Training samples this process sees per epoch (all of them with one process)."""
+        return math.ceil(len(self.train_data) / self.world_size)
+
+    def epoch_order(self) -> torch.Tensor:
+        """This epoch's sample order (int64, CPU): a permutation from the order generator
+        with one process; under DDP this rank's DistributedSampler shard, seeded by (seed,
+        epoch), so a resumed run recomputes it."""
+        if self.parallel is None:
+            return self.train_data.order(self.order_generator)
+        return distributed.shard_order(len(self.train_data), self.epoch, self.seed, self.rank,
+                                       self.world_size)
+
+    def stop_requested(self) -> bool:
+        """A graceful stop was asked for: under DDP, on any rank (all stop after the same
+        step, so their checkpoints agree)."""
+        requested = bool(self.interrupts and self.interrupts.requested)
+        return distributed.any_rank(requested) if self.parallel is not None else requested
 
     def _critical(self):
         return self.interrupts.critical() if self.interrupts else contextlib.nullcontext()
@@ -190,11 +218,16 @@ class Trainer:
         start = time.perf_counter()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        forward = self.parallel if self.parallel is not None else self.model
         with self._autocast():
-            loss = self.criterion(self.model(self._input(x)), y)
+            loss = self.criterion(forward(self._input(x)), y)
         loss_value = loss.item()
         self.last_forward_s, self.last_batch_images = time.perf_counter() - start, len(y)
+        # Under DDP the gradients are averaged over the ranks, the same on each.
         (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if self.parallel is not None:  # the global batch's mean loss, the same on every rank
+            total, count = distributed.all_reduce_sum([loss_value * len(y), len(y)])
+            loss_value = total / count
         with self._critical():
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)  # the norm of the true gradients
@@ -243,8 +276,7 @@ class Trainer:
     def train_epoch(self) -> None:
         """Run the remaining steps of the current epoch (all of them unless resumed)."""
         if self.order is None:
-            self.order, self.step, self.epoch_time = \
-                self.train_data.order(self.order_generator), 0, 0.0
+            self.order, self.step, self.epoch_time = self.epoch_order(), 0, 0.0
         bar = Progress(self.steps_per_epoch, f"epoch {self.epoch + 1}", done=self.step) \
             if self.progress else None
         images = 0
@@ -258,13 +290,13 @@ class Trainer:
                 x, y = self.train_data.batch(idx,
                                              self.augment_generator if self.augment else None)
                 loss, _ = self.train_step(x, y)
-                images += len(idx)
+                images += len(idx) * self.world_size
                 self.epoch_time = time.perf_counter() - start
                 if bar:
                     bar.update(self.step, images, loss, force=self.step == self.steps_per_epoch)
                 if self.on_step:
                     self.on_step(self)
-                if self.interrupts and self.interrupts.requested:
+                if self.stop_requested():
                     raise Stopped
         if bar:
             bar.close()
@@ -275,6 +307,11 @@ class Trainer:
         with keep_predictions, also the predicted classes (N,) int64 on the CPU. label: show a
         progress bar with that name (when progress is on)."""
         self.model.eval()
+        full = data
+        if self.parallel is not None:
+            # Every rank evaluates a disjoint slice with rank 0's buffers; sums are reduced.
+            distributed.broadcast_buffers(self.model)
+            data = data.subset(distributed.shard_range(len(data), self.rank, self.world_size))
         total_loss, correct, predictions, seen = 0.0, 0, [], 0
         start = time.perf_counter()
         batches = math.ceil(len(data) / self.eval_batch_size)
@@ -294,9 +331,13 @@ class Trainer:
         if bar:
             bar.close()
         self.last_eval_s_per_image = (time.perf_counter() - start) / max(seen, 1)
-        n = max(len(data), 1)
-        result = (total_loss / n, correct / n)
-        return result + (torch.cat(predictions),) if keep_predictions else result
+        total_loss, correct = distributed.all_reduce_sum([total_loss, correct])
+        n = max(len(full), 1)
+        result = (total_loss / n, round(correct) / n)
+        if not keep_predictions:
+            return result
+        local = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.int64)
+        return result + (torch.cat(distributed.all_gather_object(local)),)
 
     def fit(self, epochs: int, restore_best: bool = True) -> None:
         """Train until ``epochs`` epochs are done or early stopping fires; then (by default)
@@ -348,6 +389,9 @@ class Trainer:
                  "epoch": self.epoch, "step": self.step, "order": self.order,
                  "epoch_time": self.epoch_time, "history": self.history,
                  "rng": ckpt.rng_state(self.order_generator, self.augment_generator)}
+        if self.parallel is not None:
+            # Every rank's RNG state (a collective: call state_dict on every rank).
+            state["rank_rng"] = distributed.all_gather_object(state["rng"])
         if self.scaler:
             state["grad_scaler"] = self.scaler.state_dict()
         return state
@@ -359,7 +403,12 @@ class Trainer:
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.epoch, self.step, self.order = state["epoch"], state["step"], state["order"]
         self.epoch_time, self.history = state["epoch_time"], state["history"]
-        ckpt.set_rng_state(state["rng"], self.order_generator, self.augment_generator)
+        rng = state["rng"]
+        if self.parallel is not None:
+            rng = state["rank_rng"][self.rank]
+            if self.order is not None:
+                self.order = self.epoch_order()  # this rank's shard (the file has rank 0's)
+        ckpt.set_rng_state(rng, self.order_generator, self.augment_generator)
         if self.scaler and "grad_scaler" in state:
             self.scaler.load_state_dict(state["grad_scaler"])
 
