@@ -58,11 +58,51 @@ def _fit(n: int, low: int = 16, high: int = 64) -> int:
 
 def interpreter_tiles(**tile_args):
     """Under the interpreter, size each named tile from a kernel argument, e.g.
-    ``interpreter_tiles(BLOCK_N="C_out_g")``: the next power of two in [16, 64]."""
+    ``interpreter_tiles(BLOCK_N="C_out_g")``: the next power of two in [16, 64]. A callable
+    instead of a name gets the kernel's arguments and returns the size to fit."""
+    def size(args, arg):
+        return _fit(arg(args) if callable(arg) else args[arg])
+
     def decorate(kernel):
         if not INTERPRET:
             return kernel
         return triton.heuristics({
-            tile: (lambda args, arg=arg: _fit(args[arg])) for tile, arg in tile_args.items()
+            tile: (lambda args, arg=arg: size(args, arg)) for tile, arg in tile_args.items()
         })(kernel)
     return decorate
+
+
+def m_bucket(m: int) -> int:
+    """The GEMM row count rounded up to a power of two: the autotuning key for M, so a new
+    batch size (the last partial batch, the evaluation batch) reuses the tuned tile."""
+    return triton.next_power_of_2(max(1, int(m)))
+
+
+def prune_gemm_tiles(configs, n_cols: int, k_span: int):
+    """The configs with tiles no wider than the problem: BLOCK_N clamped to the output columns
+    and BLOCK_K to the reduction span one tile walks (channels per tap, or the whole K), each
+    rounded up to a power of two of at least 16; duplicates dropped, order kept. Runs before
+    autotuning, so a 64-channel layer does not time 128-wide tiles that compute zeros."""
+    kept, seen = [], set()
+    for cfg in configs:
+        kw = dict(cfg.kwargs)
+        kw["BLOCK_N"] = min(kw["BLOCK_N"], max(16, triton.next_power_of_2(n_cols)))
+        kw["BLOCK_K"] = min(kw["BLOCK_K"], max(16, triton.next_power_of_2(k_span)))
+        sig = (tuple(sorted(kw.items())), cfg.num_warps, cfg.num_stages)
+        if sig in seen:
+            continue
+        seen.add(sig)
+        kept.append(triton.Config(kw, num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+    return kept
+
+
+def channel_block(channels: int) -> tuple:
+    """(C_BLOCK, EVEN_C) of a tap-major loop over ``channels`` per group: the widest channel
+    block (a power of two in [16, 64]) and whether it divides the channels, so that any
+    min(BLOCK_K, C_BLOCK) block does and no channel mask is needed."""
+    if channels % 16 == 0:
+        block = 16
+        while block < 64 and channels % (2 * block) == 0:
+            block *= 2
+        return block, True
+    return min(64, max(16, triton.next_power_of_2(channels))), False

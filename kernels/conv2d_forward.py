@@ -4,9 +4,21 @@
                                                     ow*sw - pw + kw*dw] * w[co, ci, kh, kw]
 
 GEMM view, per group g: rows M = N*OH*OW (output pixels), columns = C_out/groups, reduction
-K = KH*KW*(C_in/groups), flattened in (kh, kw, ci) order so channels_last input is read along
-its contiguous channel axis and a 1-channel input still gives `tl.dot` full tiles. The input
-tile is gathered straight from x (no im2col buffer); padding is a load mask.
+K = KH*KW*(C_in/groups). The kernel reads one fast layout whatever the caller's: x as
+channels_last (NHWC in memory) and the weight as (C_out, KH, KW, C_in/g); the launcher converts
+once per call (a weight is small next to the activations; a cache keyed on the weight's version
+would miss writes through ``.data``, as gradcheck and old-style optimizers make). Both are then
+contiguous along the channel axis, so their tiles load as 16-byte async copies. The input tile
+is gathered straight from x (no im2col buffer); padding is a load mask.
+
+Two reductions, chosen by the launcher:
+    tap-major (C_in/groups >= 16)  the K loop walks the taps (kh, kw) and, inside each tap,
+        blocks of channels, as a plain GEMM walks K: per step one scalar offset into x and w,
+        one (BLOCK_M,) bounds mask for the tap's input row and column (and a channel mask only
+        when the channel block does not divide C_in/groups). No per-element index math.
+    flattened (fewer channels)     K runs over (kh, kw, ci) flattened, so a 1- or 3-channel
+        input still fills tl.dot's K tile; a small table built on the host gives each K index
+        its x offset, tap shifts and w offset (no division in the loop).
 
 Epilogue, applied to the fp32 accumulator before the single store:
     + bias                     (HAS_BIAS)
@@ -15,14 +27,24 @@ Epilogue, applied to the fp32 accumulator before the single store:
     * scale + shift            (BN_EVAL: batch norm in evaluation mode folded in, with
                                 scale = gamma / sqrt(running_var + eps), shift = beta - mean*scale)
     max(., 0)                  (RELU)
+The output is stored in torch's layout for the call (channels_last if x or the weight is).
 The backward of this kernel lives in conv2d_input_grad.py and conv2d_weight_grad.py.
 """
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
-from .configs import implicit_gemm_configs, interpreter_tiles
+from .configs import (
+    channel_block,
+    implicit_gemm_configs,
+    interpreter_tiles,
+    m_bucket,
+    prune_gemm_tiles,
+)
 from .conv2d_geometry import Conv2dGeometry
+from .layout import to_channels_last
 from .runtime import (
     accumulator_dtype,
     cdiv,
@@ -35,82 +57,140 @@ from .runtime import (
 # Statistics are written per row tile, so with STATS every config shares one BLOCK_M and the
 # caller knows how many partial rows there are.
 STATS_BLOCK_M = implicit_gemm_configs()[0].kwargs["BLOCK_M"]
+# The channels per group from which the K loop runs tap-major (tl.dot's smallest K tile).
+TAP_MAJOR_MIN_CHANNELS = 16
+# Columns of the flattened-K table are padded to this (the largest BLOCK_K).
+K_TABLE_PAD = 64
 
 
-def _prune_for_stats(configs, named_args, **kwargs):
-    if kwargs.get("STATS", named_args.get("STATS", False)):
-        return [c for c in configs if c.kwargs["BLOCK_M"] == STATS_BLOCK_M]
-    return configs
+def _prune(configs, named_args, **kwargs):
+    """Before tuning: one BLOCK_M with STATS; tiles no wider than the problem."""
+    args = dict(named_args, **kwargs)
+    if args.get("STATS", False):
+        configs = [c for c in configs if c.kwargs["BLOCK_M"] == STATS_BLOCK_M] or configs
+    return prune_gemm_tiles(configs, args["C_out_g"],
+                            args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"])
+
+
+def _interpreter_k_tile(args):
+    return args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"]
 
 
 @triton.autotune(
     configs=implicit_gemm_configs(),
-    key=["N", "C_in", "H", "W", "C_out", "OH", "OW", "KH", "KW", "stride_h", "stride_w",
-         "dil_h", "dil_w", "groups", "STATS", "CHANNELS_LAST", "INPUT_PRECISION"],
-    prune_configs_by={"early_config_prune": _prune_for_stats},
+    # No batch or image size: M enters bucketed, so a new batch size reuses the tuned tile.
+    key=["M_BUCKET", "C_in_g", "C_out_g", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
+         "groups", "STATS", "CHANNELS_LAST", "INPUT_PRECISION"],
+    prune_configs_by={"early_config_prune": _prune},
 )
-@interpreter_tiles(BLOCK_N="C_out_g", BLOCK_K="K")
-@triton.jit
+@interpreter_tiles(BLOCK_N="C_out_g", BLOCK_K=_interpreter_k_tile)
+@triton.jit(do_not_specialize=["N", "M_BUCKET"])
 def conv2d_forward_kernel(
     x_ptr, w_ptr, y_ptr, bias_ptr,
-    bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, stats_ptr,
-    sxn, sxc, sxh, sxw,
-    swo, swi, swh, sww,
+    bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, stats_ptr, k_table_ptr,
+    sxn, sxh, sxw,
+    swo, swh, sww,
     syn, syc, syh, syw,
-    N, C_in, H, W, C_out, OH, OW, KH, KW,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, c_in_g, C_out_g, K, eps,
+    sb,
+    N, H, W, C_out, OH, OW, KH, KW,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_in_g, C_out_g, K, M_BUCKET, eps,
     INDEX_64: tl.constexpr, HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    TAP_MAJOR: tl.constexpr, C_BLOCK: tl.constexpr, EVEN_C: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    """x: channels_last (channel stride 1); w: (C_out, KH, KW, C_in_g) dense (ci stride 1).
+    Tap-major: the channel block is min(BLOCK_K, C_BLOCK), which divides C_in_g when EVEN_C."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     group = tl.program_id(2)
-    c_out_g = C_out_g
     M = N * OH * OW
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
-    mask_n = offs_n < c_out_g
+    mask_n = offs_n < C_out_g
     ow = offs_m % OW
     oh = (offs_m // OW) % OH
     n = offs_m // (OW * OH)
     ih0 = oh * stride_h - pad_h
     iw0 = ow * stride_w - pad_w
-    # Every gathered address and bound splits into a row part (output pixel) and a column part
-    # (tap, channel): x[n, ci, ih0 + kh*dh, iw0 + kw*dw] = x_rows[m] + x_cols[k].
+    co = group * C_out_g + offs_n
     if INDEX_64:
         n = n.to(tl.int64)
-    x_rows = n * sxn + (group * c_in_g) * sxc + ih0 * sxh + iw0 * sxw
-    co = group * c_out_g + offs_n
+        co = co.to(tl.int64)
+    # Every gathered address splits into a row part (output pixel, tap (0, 0), channel 0 of
+    # the group) and a column part (tap, channel): x_rows[m] + x_cols[k].
+    x_rows = n * sxn + ih0 * sxh + iw0 * sxw + group * C_in_g
     w_cols = co * swo
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < K
-        ci = offs_k % c_in_g
-        kw = (offs_k // c_in_g) % KW
-        kh = offs_k // (c_in_g * KW)
-        dh = kh * dil_h
-        dw = kw * dil_w
-        # One unsigned compare per axis checks both 0 <= ih and ih < H.
-        ih = (ih0[:, None] + dh[None, :]).to(tl.uint32, bitcast=True)
-        iw = (iw0[:, None] + dw[None, :]).to(tl.uint32, bitcast=True)
-        x_mask = mask_m[:, None] & mask_k[None, :] & (ih < H) & (iw < W)
-        a = tl.load(x_ptr + (x_rows[:, None] + (ci * sxc + dh * sxh + dw * sxw)[None, :]),
-                    mask=x_mask, other=0.0)
-        b = tl.load(w_ptr + (w_cols[None, :] + (ci * swi + kh * swh + kw * sww)[:, None]),
-                    mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        if UPCAST:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+    if TAP_MAJOR:
+        BK: tl.constexpr = BLOCK_K if BLOCK_K < C_BLOCK else C_BLOCK
+        offs_c = tl.arange(0, BK)
+        a_ptrs = x_ptr + (x_rows[:, None] + offs_c[None, :])
+        b_ptrs = w_ptr + (w_cols[None, :] + offs_c[:, None])
+        kh = tl.full((), 0, tl.int32)
+        kw = tl.full((), 0, tl.int32)
+        c0 = tl.full((), 0, tl.int32)
+        for _ in range(0, KH * KW * tl.cdiv(C_in_g, BK)):
+            # One unsigned compare per axis checks both 0 <= ih and ih < H.
+            ih = (ih0 + kh * dil_h).to(tl.uint32, bitcast=True)
+            iw = (iw0 + kw * dil_w).to(tl.uint32, bitcast=True)
+            row_ok = mask_m & (ih < H) & (iw < W)
+            tap_h = kh * dil_h
+            tap_w = kw * dil_w
+            if INDEX_64:
+                tap_h = tap_h.to(tl.int64)
+                tap_w = tap_w.to(tl.int64)
+            x_step = tap_h * sxh + tap_w * sxw + c0
+            w_step = kh * swh + kw * sww + c0
+            if EVEN_C:
+                a_mask = row_ok[:, None]
+                b_mask = mask_n[None, :]
+            else:
+                c_ok = offs_c < C_in_g - c0
+                a_mask = row_ok[:, None] & c_ok[None, :]
+                b_mask = c_ok[:, None] & mask_n[None, :]
+            a = tl.load(a_ptrs + x_step, mask=a_mask, other=0.0)
+            b = tl.load(b_ptrs + w_step, mask=b_mask, other=0.0)
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+            # Next channel block; past the last one, the next tap of the row, then the next row.
+            c0 += BK
+            next_tap = c0 >= C_in_g
+            c0 = tl.where(next_tap, 0, c0)
+            kw = tl.where(next_tap, kw + 1, kw)
+            next_row = kw >= KW
+            kw = tl.where(next_row, 0, kw)
+            kh = tl.where(next_row, kh + 1, kh)
+    else:
+        offs_k = tl.arange(0, BLOCK_K)
+        k_pad = tl.cdiv(K, K_TABLE_PAD) * K_TABLE_PAD
+        for k0 in range(0, K, BLOCK_K):
+            # Table rows: x offset, tap row shift, tap column shift, w offset of each K index;
+            # padded columns carry a row shift that fails the bounds check.
+            cols = k_table_ptr + k0 + offs_k
+            x_cols = tl.load(cols)
+            dh = tl.load(cols + k_pad)
+            dw = tl.load(cols + 2 * k_pad)
+            w_rows = tl.load(cols + 3 * k_pad)
+            ih = (ih0[:, None] + dh[None, :]).to(tl.uint32, bitcast=True)
+            iw = (iw0[:, None] + dw[None, :]).to(tl.uint32, bitcast=True)
+            a_mask = mask_m[:, None] & (ih < H) & (iw < W)
+            a = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=a_mask, other=0.0)
+            b = tl.load(w_ptr + (w_cols[None, :] + w_rows[:, None]),
+                        mask=((k0 + offs_k) < K)[:, None] & mask_n[None, :], other=0.0)
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
 
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + co, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
+        acc += tl.load(bias_ptr + co * sb, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
     if STATS:
         # Per-tile count, mean and sum of squared deviations of each channel: layout
         # stats[tile, {count, mean, m2}, channel], fp32 (fp64 for fp64 input).
@@ -145,11 +225,13 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2d
                    relu: bool = False, bn_eval=None, stats: bool = False):
     """Launch the forward convolution.
 
-    x: (N, C_in, H, W), any strides; weight: (C_out, C_in/groups, KH, KW); bias: (C_out,) or None.
+    x: (N, C_in, H, W), any strides; weight: (C_out, C_in/groups, KH, KW), any strides;
+    bias: (C_out,) or None, any stride.
     bn_eval: None or (running_mean, running_var, gamma or None, beta or None, eps), folded
     into the epilogue. stats: also return per-tile statistics, shape (tiles, 3, C_out), fp32
     (fp64 for fp64 input).
-    Returns y: (N, C_out, OH, OW) in x's memory format and dtype (and the statistics).
+    Returns y: (N, C_out, OH, OW) in x's dtype, channels_last if x or the weight is (torch's
+    rule), else contiguous (and the statistics).
     """
     y, stats_buf, grid, args = launch_arguments(x, weight, bias, geometry, relu=relu,
                                                 bn_eval=bn_eval, stats=stats)
@@ -158,19 +240,45 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2d
     return (y, stats_buf) if stats else y
 
 
+@functools.lru_cache(maxsize=64)
+def k_table(kernel_h, kernel_w, channels, dil_h, dil_w, sxh, sxw, swh, sww, device):
+    """The flattened-K loop's table, int32 (4, K padded to K_TABLE_PAD): for each K index
+    k = (kh*KW + kw)*channels + ci its x offset, tap row shift kh*dh, tap column shift kw*dw
+    and w offset. Padded columns get a row shift that no row passes."""
+    kh, kw, ci = torch.meshgrid(torch.arange(kernel_h), torch.arange(kernel_w),
+                                torch.arange(channels), indexing="ij")
+    kh, kw, ci = kh.flatten(), kw.flatten(), ci.flatten()
+    table = torch.zeros((4, cdiv(kh.numel(), K_TABLE_PAD) * K_TABLE_PAD), dtype=torch.int64)
+    table[1] = -2**30
+    columns = torch.stack([kh * dil_h * sxh + kw * dil_w * sxw + ci, kh * dil_h, kw * dil_w,
+                           kh * swh + kw * sww + ci])
+    table[:, :kh.numel()] = columns
+    if table.abs().max() < 2**31:
+        table = table.to(torch.int32)
+    return table.to(device)
+
+
 def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, bn_eval=None,
                      stats=False):
-    """Allocate the outputs and name every kernel argument: (y, stats or None, grid, args).
-    Separate from the launch so the compile check builds exactly what a launch would."""
+    """Allocate the outputs and name every kernel argument: (y, stats or None, grid, args),
+    with x and the weight already in the kernel's layout. Separate from the launch so the
+    compile check builds exactly what a launch would."""
     g = geometry
     oh, ow = g.out_h, g.out_w
-    layout = output_memory_format(x)
+    layout = output_memory_format(x, weight)
     y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype, memory_format=layout)
+    x, weight = to_channels_last(x), to_channels_last(weight)
     m = g.batch * oh * ow
     stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     stats_buf = torch.empty((cdiv(m, STATS_BLOCK_M), 3, g.out_channels), device=x.device,
                             dtype=stats_dtype) if stats else None
     mean, var, gamma, beta, eps = bn_eval if bn_eval is not None else (None,) * 4 + (0.0,)
+    tap_major = g.in_per_group >= TAP_MAJOR_MIN_CHANNELS
+    c_block, even_c = channel_block(g.in_per_group)
+    sxn, _, sxh, sxw = x.stride()
+    swo, _, swh, sww = weight.stride()
+    table = None if tap_major else k_table(g.kernel_h, g.kernel_w, g.in_per_group,
+                                           *g.dilation, sxh, sxw, swh, sww, x.device)
 
     def pointer(t):
         return y if t is None else t  # stands in for an absent tensor; never read then
@@ -178,18 +286,19 @@ def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, b
     args = dict(
         x_ptr=x, w_ptr=weight, y_ptr=y, bias_ptr=pointer(bias),
         bn_mean_ptr=pointer(mean), bn_var_ptr=pointer(var), bn_weight_ptr=pointer(gamma),
-        bn_bias_ptr=pointer(beta), stats_ptr=pointer(stats_buf),
-        **dict(zip(("sxn", "sxc", "sxh", "sxw"), x.stride(), strict=True)),
-        **dict(zip(("swo", "swi", "swh", "sww"), weight.stride(), strict=True)),
+        bn_bias_ptr=pointer(beta), stats_ptr=pointer(stats_buf), k_table_ptr=pointer(table),
+        sxn=sxn, sxh=sxh, sxw=sxw, swo=swo, swh=swh, sww=sww,
         **dict(zip(("syn", "syc", "syh", "syw"), y.stride(), strict=True)),
-        N=g.batch, C_in=g.in_channels, H=g.height, W=g.width, C_out=g.out_channels, OH=oh, OW=ow,
+        sb=bias.stride(0) if bias is not None else 1,
+        N=g.batch, H=g.height, W=g.width, C_out=g.out_channels, OH=oh, OW=ow,
         KH=g.kernel_h, KW=g.kernel_w, stride_h=g.stride[0], stride_w=g.stride[1],
         pad_h=g.padding[0], pad_w=g.padding[2], dil_h=g.dilation[0], dil_w=g.dilation[1],
-        groups=g.groups, c_in_g=g.in_per_group, C_out_g=g.out_per_group,
-        K=g.kernel_h * g.kernel_w * g.in_per_group, eps=float(eps),
-        INDEX_64=needs_int64(x, y), HAS_BIAS=bias is not None, STATS=stats,
+        groups=g.groups, C_in_g=g.in_per_group, C_out_g=g.out_per_group,
+        K=g.kernel_h * g.kernel_w * g.in_per_group, M_BUCKET=m_bucket(m), eps=float(eps),
+        INDEX_64=needs_int64(x, weight, y), HAS_BIAS=bias is not None, STATS=stats,
         BN_EVAL=bn_eval is not None, BN_AFFINE=gamma is not None, RELU=relu,
-        CHANNELS_LAST=layout == torch.channels_last,  # only keys autotuning: tiles per layout
+        CHANNELS_LAST=layout == torch.channels_last,  # only keys autotuning: the output store
+        TAP_MAJOR=tap_major, C_BLOCK=c_block, EVEN_C=even_c,
         ACC_DTYPE=accumulator_dtype(x.dtype), INPUT_PRECISION=dot_precision(x.dtype),
         UPCAST=dot_upcast(x.dtype),
     )

@@ -6,20 +6,36 @@ Backward of y = conv2d(x, w) with respect to x:
         are whole numbers inside the output (otherwise the term is absent).
 That is a convolution of dy with the flipped weight. With stride s > 1 the input pixels split
 into s_h*s_w phases (ih mod s_h, iw mod s_w); within one phase the same taps kh = kh0 + t*step
-(step = s / gcd(s, d)) are whole for every pixel, and oh = ih // s + (ph + pad - kh*d) / s.
+(step = s / gcd(s, d)) are whole for every pixel, and oh = ih // s + (ph + pad - kh*d) / s,
+a shift that drops by step*d/s from one tap of the phase to the next.
 So each program works on one phase: a dense GEMM with rows = N * ceil(H/s_h) * ceil(W/s_w) phase
-pixels, columns = C_in/groups, reduction = (taps of the phase) * C_out/groups in (kh, kw, co)
-order. No term is multiplied by an inserted zero and no dilated copy of dy is built; a phase that
-no tap reaches gets zeros.
+pixels, columns = C_in/groups, reduction = (taps of the phase) * C_out/groups. No term is
+multiplied by an inserted zero and no dilated copy of dy is built; a phase that no tap reaches
+gets zeros.
+
+Layout, as in the forward: dy is read channels_last and the weight as (C_out, KH, KW, C_in/g)
+(the launcher converts once per call), so the reduction axis (co) of dy and the column axis (ci)
+of the weight are contiguous and both tiles load as 16-byte async copies. The reduction runs
+tap-major when C_out/groups >= 16 (taps outside, blocks of output channels inside, per-tap
+(BLOCK_M,) bounds masks, no per-element index math); with fewer output channels it runs over
+(tap, co) flattened through a small per-phase table built on the host.
 """
+import functools
 import math
 
 import torch
 import triton
 import triton.language as tl
 
-from .configs import implicit_gemm_configs, interpreter_tiles
+from .configs import (
+    channel_block,
+    implicit_gemm_configs,
+    interpreter_tiles,
+    m_bucket,
+    prune_gemm_tiles,
+)
 from .conv2d_geometry import Conv2dGeometry
+from .layout import to_channels_last
 from .runtime import (
     accumulator_dtype,
     cdiv,
@@ -28,6 +44,11 @@ from .runtime import (
     needs_int64,
     output_memory_format,
 )
+
+# The output channels per group from which the reduction runs tap-major.
+TAP_MAJOR_MIN_CHANNELS = 16
+# Columns of the flattened reduction's table are padded to this (the largest BLOCK_K).
+K_TABLE_PAD = 64
 
 
 @triton.jit
@@ -40,25 +61,41 @@ def _first_tap(phase, pad, dil, stride, step, size):
     return first
 
 
+def _prune(configs, named_args, **kwargs):
+    """Before tuning: tiles no wider than the problem."""
+    args = dict(named_args, **kwargs)
+    return prune_gemm_tiles(configs, args["C_in_g"],
+                            args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"])
+
+
+def _interpreter_k_tile(args):
+    return args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"]
+
+
 @triton.autotune(
     configs=implicit_gemm_configs(),
-    key=["N", "H", "W", "OH", "OW", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
-         "C_in_g", "C_out_g", "groups", "INPUT_PRECISION"],
+    # No batch or image size: M enters bucketed, so a new batch size reuses the tuned tile.
+    key=["M_BUCKET", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w", "C_in_g", "C_out_g",
+         "groups", "INPUT_PRECISION"],
+    prune_configs_by={"early_config_prune": _prune},
 )
-@interpreter_tiles(BLOCK_N="C_in_g", BLOCK_K="K")
-@triton.jit
+@interpreter_tiles(BLOCK_N="C_in_g", BLOCK_K=_interpreter_k_tile)
+@triton.jit(do_not_specialize=["N", "M_BUCKET"])
 def conv2d_input_grad_kernel(
-    dy_ptr, w_ptr, dx_ptr,
-    sdyn, sdyc, sdyh, sdyw,
-    swo, swi, swh, sww,
+    dy_ptr, w_ptr, dx_ptr, k_table_ptr,
+    sdyn, sdyh, sdyw,
+    swo, swh, sww,
     sdxn, sdxc, sdxh, sdxw,
     N, H, W, OH, OW, KH, KW,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, step_h, step_w,
-    groups, C_in_g, C_out_g, K,
-    INDEX_64: tl.constexpr,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, step_h, step_w, shift_step_h, shift_step_w,
+    groups, C_in_g, C_out_g, K, M_BUCKET,
+    INDEX_64: tl.constexpr, TAP_MAJOR: tl.constexpr, C_BLOCK: tl.constexpr,
+    EVEN_C: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    """dy: channels_last (channel stride 1); w: (C_out, KH, KW, C_in_g) dense (ci stride 1).
+    Tap-major: the channel block is min(BLOCK_K, C_BLOCK), which divides C_out_g when EVEN_C."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     group = tl.program_id(2) // (stride_h * stride_w)
@@ -73,7 +110,6 @@ def conv2d_input_grad_kernel(
     kw0 = _first_tap(phase_w, pad_w, dil_w, stride_w, step_w, KW)
     taps_h = tl.where(kh0 < KH, (KH - kh0 + step_h - 1) // step_h, 0)
     taps_w = tl.where(kw0 < KW, (KW - kw0 + step_w - 1) // step_w, 0)
-    k_phase = taps_h * taps_w * C_out_g
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -84,35 +120,84 @@ def conv2d_input_grad_kernel(
     iw = phase_w + i * stride_w
     mask_m = (offs_m < N * HP * WP) & (ih < H) & (iw < W)
     mask_n = offs_n < C_in_g
+    co0 = group * C_out_g
     if INDEX_64:
         n = n.to(tl.int64)
-    # Offsets split into a row part (input pixel) and a column part (tap, channel).
-    dy_rows = n * sdyn + (group * C_out_g) * sdyc + j * sdyh + i * sdyw
-    w_cols = (group * C_out_g) * swo + offs_n * swi
+        co0 = co0.to(tl.int64)
+    # Offsets split into a row part (input pixel, first output channel of the group) and a
+    # column part (tap, output channel).
+    dy_rows = n * sdyn + j * sdyh + i * sdyw + co0
+    w_cols = co0 * swo + offs_n
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for k0 in range(0, k_phase, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < k_phase
-        co = offs_k % C_out_g
-        kw = kw0 + step_w * ((offs_k // C_out_g) % taps_w)
-        kh = kh0 + step_h * (offs_k // (C_out_g * taps_w))
-        # Exact divisions: the phase was chosen so these are whole numbers.
-        shift_h = (phase_h + pad_h - kh * dil_h) // stride_h
-        shift_w = (phase_w + pad_w - kw * dil_w) // stride_w
-        # One unsigned compare per axis checks both 0 <= oh and oh < OH.
-        oh = (j[:, None] + shift_h[None, :]).to(tl.uint32, bitcast=True)
-        ow = (i[:, None] + shift_w[None, :]).to(tl.uint32, bitcast=True)
-        dy_mask = mask_m[:, None] & mask_k[None, :] & (oh < OH) & (ow < OW)
-        a = tl.load(dy_ptr + (dy_rows[:, None]
-                              + (co * sdyc + shift_h * sdyh + shift_w * sdyw)[None, :]),
-                    mask=dy_mask, other=0.0)
-        b = tl.load(w_ptr + (w_cols[None, :] + (co * swo + kh * swh + kw * sww)[:, None]),
-                    mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        if UPCAST:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+    if TAP_MAJOR:
+        BK: tl.constexpr = BLOCK_K if BLOCK_K < C_BLOCK else C_BLOCK
+        offs_c = tl.arange(0, BK)
+        a_ptrs = dy_ptr + (dy_rows[:, None] + offs_c[None, :])
+        b_ptrs = w_ptr + (w_cols[None, :] + offs_c[:, None] * swo)
+        # Exact divisions: the phase was chosen so this is a whole number.
+        shift_h0 = (phase_h + pad_h - kh0 * dil_h) // stride_h
+        shift_w0 = (phase_w + pad_w - kw0 * dil_w) // stride_w
+        th = tl.full((), 0, tl.int32)
+        tw = tl.full((), 0, tl.int32)
+        c0 = tl.full((), 0, tl.int32)
+        for _ in range(0, taps_h * taps_w * tl.cdiv(C_out_g, BK)):
+            shift_h = shift_h0 - th * shift_step_h
+            shift_w = shift_w0 - tw * shift_step_w
+            # One unsigned compare per axis checks both 0 <= oh and oh < OH.
+            oh = (j + shift_h).to(tl.uint32, bitcast=True)
+            ow = (i + shift_w).to(tl.uint32, bitcast=True)
+            row_ok = mask_m & (oh < OH) & (ow < OW)
+            kh = kh0 + th * step_h
+            kw = kw0 + tw * step_w
+            if INDEX_64:
+                shift_h = shift_h.to(tl.int64)
+                shift_w = shift_w.to(tl.int64)
+            dy_step = shift_h * sdyh + shift_w * sdyw + c0
+            w_step = c0 * swo + kh * swh + kw * sww
+            if EVEN_C:
+                a_mask = row_ok[:, None]
+                b_mask = mask_n[None, :]
+            else:
+                c_ok = offs_c < C_out_g - c0
+                a_mask = row_ok[:, None] & c_ok[None, :]
+                b_mask = c_ok[:, None] & mask_n[None, :]
+            a = tl.load(a_ptrs + dy_step, mask=a_mask, other=0.0)
+            b = tl.load(b_ptrs + w_step, mask=b_mask, other=0.0)
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+            # Next channel block; past the last one, the next tap of the row, then the next row.
+            c0 += BK
+            next_tap = c0 >= C_out_g
+            c0 = tl.where(next_tap, 0, c0)
+            tw = tl.where(next_tap, tw + 1, tw)
+            next_row = tw >= taps_w
+            tw = tl.where(next_row, 0, tw)
+            th = tl.where(next_row, th + 1, th)
+    else:
+        offs_k = tl.arange(0, BLOCK_K)
+        k_pad = tl.cdiv(K, K_TABLE_PAD) * K_TABLE_PAD
+        # Table rows of this phase: dy offset, row shift, column shift, w offset of each
+        # reduction index; padded columns carry a row shift that fails the bounds check.
+        table = k_table_ptr + phase * 4 * k_pad
+        for k0 in range(0, taps_h * taps_w * C_out_g, BLOCK_K):
+            cols = table + k0 + offs_k
+            dy_cols = tl.load(cols)
+            shift_h = tl.load(cols + k_pad)
+            shift_w = tl.load(cols + 2 * k_pad)
+            w_rows = tl.load(cols + 3 * k_pad)
+            oh = (j[:, None] + shift_h[None, :]).to(tl.uint32, bitcast=True)
+            ow = (i[:, None] + shift_w[None, :]).to(tl.uint32, bitcast=True)
+            dy_mask = mask_m[:, None] & (oh < OH) & (ow < OW)
+            a = tl.load(dy_ptr + (dy_rows[:, None] + dy_cols[None, :]), mask=dy_mask, other=0.0)
+            b = tl.load(w_ptr + (w_cols[None, :] + w_rows[:, None]),
+                        mask=(shift_h > -2**29)[:, None] & mask_n[None, :], other=0.0)
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
 
     ci = group * C_in_g + offs_n
     dx_ptrs = dx_ptr + ((n * sdxn + ih * sdxh + iw * sdxw)[:, None] + ci[None, :] * sdxc)
@@ -121,8 +206,9 @@ def conv2d_input_grad_kernel(
 
 def conv2d_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input: torch.Tensor,
                       geometry: Conv2dGeometry) -> torch.Tensor:
-    """dx: (N, C_in, H, W) in the input's memory format, from grad_output (N, C_out, OH, OW)
-    and weight (C_out, C_in/groups, KH, KW); ``input`` only lends its shape and layout."""
+    """dx: (N, C_in, H, W) in the input's memory format (torch's rule), from grad_output
+    (N, C_out, OH, OW) and weight (C_out, C_in/groups, KH, KW), any strides; ``input`` only
+    lends its shape and layout."""
     grad_input, grid, args = launch_arguments(grad_output, weight, input, geometry)
     if grad_input.numel() == 0:
         return grad_input
@@ -132,26 +218,66 @@ def conv2d_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input: to
     return grad_input
 
 
-def launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
-    """Allocate dx and name every kernel argument: (grad_input, grid, args). Separate from the
-    launch so the compile check builds exactly what a launch would."""
+def _phase_taps(phase, pad, dil, stride, size):
+    return [k for k in range(size) if (phase + pad - k * dil) % stride == 0]
+
+
+@functools.lru_cache(maxsize=64)
+def k_table(geometry: Conv2dGeometry, sdyh, sdyw, swo, swh, sww, device):
+    """The flattened reduction's table, int32 (phases, 4, K padded to K_TABLE_PAD): for each
+    phase and reduction index over (kh, kw, co) of the phase's taps, the dy offset, the row
+    and column shifts (oh - ih // s) and the w offset. Padded columns get a row shift that
+    no row passes."""
     g = geometry
-    layout = output_memory_format(input, grad_output)
+    (sh, sw), (dh, dw), ph, pw = g.stride, g.dilation, g.padding[0], g.padding[2]
+    k = g.kernel_h * g.kernel_w * g.out_per_group
+    table = torch.zeros((sh * sw, 4, cdiv(k, K_TABLE_PAD) * K_TABLE_PAD), dtype=torch.int64)
+    table[:, 1] = -2**30
+    for p in range(sh * sw):
+        rows = []
+        for kh in _phase_taps(p // sw, ph, dh, sh, g.kernel_h):
+            for kw in _phase_taps(p % sw, pw, dw, sw, g.kernel_w):
+                shift_h, shift_w = (p // sw + ph - kh * dh) // sh, (p % sw + pw - kw * dw) // sw
+                for co in range(g.out_per_group):
+                    rows.append((shift_h * sdyh + shift_w * sdyw + co, shift_h, shift_w,
+                                 co * swo + kh * swh + kw * sww))
+        if rows:
+            table[p, :, :len(rows)] = torch.tensor(rows, dtype=torch.int64).t()
+    if table.abs().max() < 2**31:
+        table = table.to(torch.int32)
+    return table.to(device)
+
+
+def launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
+    """Allocate dx and name every kernel argument: (grad_input, grid, args), with dy and the
+    weight already in the kernel's layout. Separate from the launch so the compile check
+    builds exactly what a launch would."""
+    g = geometry
+    layout = output_memory_format(input)
     grad_input = torch.empty(input.shape, device=input.device, dtype=input.dtype,
                              memory_format=layout)
+    grad_output, weight = to_channels_last(grad_output), to_channels_last(weight)
     (sh, sw), (dh, dw) = g.stride, g.dilation
+    step_h, step_w = sh // math.gcd(sh, dh), sw // math.gcd(sw, dw)
     m = g.batch * cdiv(g.height, sh) * cdiv(g.width, sw)
+    tap_major = g.out_per_group >= TAP_MAJOR_MIN_CHANNELS
+    c_block, even_c = channel_block(g.out_per_group)
+    sdyn, _, sdyh, sdyw = grad_output.stride()
+    swo, _, swh, sww = weight.stride()
+    table = None if tap_major else k_table(g, sdyh, sdyw, swo, swh, sww, grad_output.device)
     args = dict(
         dy_ptr=grad_output, w_ptr=weight, dx_ptr=grad_input,
-        **dict(zip(("sdyn", "sdyc", "sdyh", "sdyw"), grad_output.stride(), strict=True)),
-        **dict(zip(("swo", "swi", "swh", "sww"), weight.stride(), strict=True)),
+        k_table_ptr=grad_input if table is None else table,  # never read when tap-major
+        sdyn=sdyn, sdyh=sdyh, sdyw=sdyw, swo=swo, swh=swh, sww=sww,
         **dict(zip(("sdxn", "sdxc", "sdxh", "sdxw"), grad_input.stride(), strict=True)),
         N=g.batch, H=g.height, W=g.width, OH=g.out_h, OW=g.out_w, KH=g.kernel_h, KW=g.kernel_w,
         stride_h=sh, stride_w=sw, pad_h=g.padding[0], pad_w=g.padding[2], dil_h=dh, dil_w=dw,
-        step_h=sh // math.gcd(sh, dh), step_w=sw // math.gcd(sw, dw),
+        step_h=step_h, step_w=step_w, shift_step_h=step_h * dh // sh,
+        shift_step_w=step_w * dw // sw,
         groups=g.groups, C_in_g=g.in_per_group, C_out_g=g.out_per_group,
-        K=g.kernel_h * g.kernel_w * g.out_per_group,
+        K=g.kernel_h * g.kernel_w * g.out_per_group, M_BUCKET=m_bucket(m),
         INDEX_64=needs_int64(grad_output, weight, grad_input),
+        TAP_MAJOR=tap_major, C_BLOCK=c_block, EVEN_C=even_c,
         ACC_DTYPE=accumulator_dtype(input.dtype), INPUT_PRECISION=dot_precision(input.dtype),
         UPCAST=dot_upcast(input.dtype),
     )
