@@ -111,12 +111,15 @@ def conv2d_forward_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < C_out_g
-    ow = offs_m % OW
-    oh = (offs_m // OW) % OH
-    n = offs_m // (OW * OH)
+    # Rows and columns past the end are clamped onto the last one: their loads stay in bounds
+    # without a mask and their results are never stored.
+    rows = tl.minimum(offs_m, M - 1)
+    ow = rows % OW
+    oh = (rows // OW) % OH
+    n = rows // (OW * OH)
     ih0 = oh * stride_h - pad_h
     iw0 = ow * stride_w - pad_w
-    co = group * C_out_g + offs_n
+    co = group * C_out_g + tl.minimum(offs_n, C_out_g - 1)
     if INDEX_64:
         n = n.to(tl.int64)
         co = co.to(tl.int64)
@@ -138,7 +141,7 @@ def conv2d_forward_kernel(
             # One unsigned compare per axis checks both 0 <= ih and ih < H.
             ih = (ih0 + kh * dil_h).to(tl.uint32, bitcast=True)
             iw = (iw0 + kw * dil_w).to(tl.uint32, bitcast=True)
-            row_ok = mask_m & (ih < H) & (iw < W)
+            row_ok = (ih < H) & (iw < W)
             tap_h = kh * dil_h
             tap_w = kw * dil_w
             if INDEX_64:
@@ -147,14 +150,12 @@ def conv2d_forward_kernel(
             x_step = tap_h * sxh + tap_w * sxw + c0
             w_step = kh * swh + kw * sww + c0
             if EVEN_C:
-                a_mask = row_ok[:, None]
-                b_mask = mask_n[None, :]
+                a = tl.load(a_ptrs + x_step, mask=row_ok[:, None], other=0.0)
+                b = tl.load(b_ptrs + w_step)
             else:
                 c_ok = offs_c < C_in_g - c0
-                a_mask = row_ok[:, None] & c_ok[None, :]
-                b_mask = c_ok[:, None] & mask_n[None, :]
-            a = tl.load(a_ptrs + x_step, mask=a_mask, other=0.0)
-            b = tl.load(b_ptrs + w_step, mask=b_mask, other=0.0)
+                a = tl.load(a_ptrs + x_step, mask=row_ok[:, None] & c_ok[None, :], other=0.0)
+                b = tl.load(b_ptrs + w_step, mask=c_ok[:, None], other=0.0)
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
@@ -180,10 +181,10 @@ def conv2d_forward_kernel(
             w_rows = tl.load(cols + 3 * k_pad)
             ih = (ih0[:, None] + dh[None, :]).to(tl.uint32, bitcast=True)
             iw = (iw0[:, None] + dw[None, :]).to(tl.uint32, bitcast=True)
-            a_mask = mask_m[:, None] & (ih < H) & (iw < W)
-            a = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=a_mask, other=0.0)
+            a = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=(ih < H) & (iw < W),
+                        other=0.0)
             b = tl.load(w_ptr + (w_cols[None, :] + w_rows[:, None]),
-                        mask=((k0 + offs_k) < K)[:, None] & mask_n[None, :], other=0.0)
+                        mask=((k0 + offs_k) < K)[:, None], other=0.0)
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)

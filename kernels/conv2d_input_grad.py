@@ -113,9 +113,12 @@ def conv2d_input_grad_kernel(
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    j = (offs_m // WP) % HP
-    i = offs_m % WP
-    n = offs_m // (WP * HP)
+    # Rows and columns past the end are clamped onto the last one: their loads stay in bounds
+    # without a mask and their results are never stored.
+    rows = tl.minimum(offs_m, N * HP * WP - 1)
+    j = (rows // WP) % HP
+    i = rows % WP
+    n = rows // (WP * HP)
     ih = phase_h + j * stride_h
     iw = phase_w + i * stride_w
     mask_m = (offs_m < N * HP * WP) & (ih < H) & (iw < W)
@@ -127,14 +130,16 @@ def conv2d_input_grad_kernel(
     # Offsets split into a row part (input pixel, first output channel of the group) and a
     # column part (tap, output channel).
     dy_rows = n * sdyn + j * sdyh + i * sdyw + co0
-    w_cols = co0 * swo + offs_n
+    w_cols = co0 * swo + offs_n  # not clamped: ci is the weight's contiguous axis
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     if TAP_MAJOR:
         BK: tl.constexpr = BLOCK_K if BLOCK_K < C_BLOCK else C_BLOCK
         offs_c = tl.arange(0, BK)
         a_ptrs = dy_ptr + (dy_rows[:, None] + offs_c[None, :])
-        b_ptrs = w_ptr + (w_cols[None, :] + offs_c[:, None] * swo)
+        b_ptrs = w_ptr + (w_cols[None, :] + offs_c[:, None] * swo + (kh0 * swh + kw0 * sww))
+        w_tap_step_h = step_h * swh
+        w_tap_step_w = step_w * sww
         # Exact divisions: the phase was chosen so this is a whole number.
         shift_h0 = (phase_h + pad_h - kh0 * dil_h) // stride_h
         shift_w0 = (phase_w + pad_w - kw0 * dil_w) // stride_w
@@ -147,23 +152,19 @@ def conv2d_input_grad_kernel(
             # One unsigned compare per axis checks both 0 <= oh and oh < OH.
             oh = (j + shift_h).to(tl.uint32, bitcast=True)
             ow = (i + shift_w).to(tl.uint32, bitcast=True)
-            row_ok = mask_m & (oh < OH) & (ow < OW)
-            kh = kh0 + th * step_h
-            kw = kw0 + tw * step_w
+            row_ok = (oh < OH) & (ow < OW)
             if INDEX_64:
                 shift_h = shift_h.to(tl.int64)
                 shift_w = shift_w.to(tl.int64)
             dy_step = shift_h * sdyh + shift_w * sdyw + c0
-            w_step = c0 * swo + kh * swh + kw * sww
+            w_step = c0 * swo + th * w_tap_step_h + tw * w_tap_step_w
             if EVEN_C:
-                a_mask = row_ok[:, None]
-                b_mask = mask_n[None, :]
+                a = tl.load(a_ptrs + dy_step, mask=row_ok[:, None], other=0.0)
+                b = tl.load(b_ptrs + w_step, mask=mask_n[None, :], other=0.0)
             else:
                 c_ok = offs_c < C_out_g - c0
-                a_mask = row_ok[:, None] & c_ok[None, :]
-                b_mask = c_ok[:, None] & mask_n[None, :]
-            a = tl.load(a_ptrs + dy_step, mask=a_mask, other=0.0)
-            b = tl.load(b_ptrs + w_step, mask=b_mask, other=0.0)
+                a = tl.load(a_ptrs + dy_step, mask=row_ok[:, None] & c_ok[None, :], other=0.0)
+                b = tl.load(b_ptrs + w_step, mask=c_ok[:, None] & mask_n[None, :], other=0.0)
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
@@ -190,8 +191,8 @@ def conv2d_input_grad_kernel(
             w_rows = tl.load(cols + 3 * k_pad)
             oh = (j[:, None] + shift_h[None, :]).to(tl.uint32, bitcast=True)
             ow = (i[:, None] + shift_w[None, :]).to(tl.uint32, bitcast=True)
-            dy_mask = mask_m[:, None] & (oh < OH) & (ow < OW)
-            a = tl.load(dy_ptr + (dy_rows[:, None] + dy_cols[None, :]), mask=dy_mask, other=0.0)
+            a = tl.load(dy_ptr + (dy_rows[:, None] + dy_cols[None, :]),
+                        mask=(oh < OH) & (ow < OW), other=0.0)
             b = tl.load(w_ptr + (w_cols[None, :] + w_rows[:, None]),
                         mask=(shift_h > -2**29)[:, None] & mask_n[None, :], other=0.0)
             if UPCAST:
