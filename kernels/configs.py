@@ -86,8 +86,9 @@ def prune_gemm_tiles(configs, n_cols: int, k_span: int):
     kept, seen = [], set()
     for cfg in configs:
         kw = dict(cfg.kwargs)
-        kw["BLOCK_N"] = min(kw["BLOCK_N"], max(16, triton.next_power_of_2(n_cols)))
-        kw["BLOCK_K"] = min(kw["BLOCK_K"], max(16, triton.next_power_of_2(k_span)))
+        for tile, size in (("BLOCK_N", n_cols), ("BLOCK_K", k_span)):
+            if tile in kw:
+                kw[tile] = min(kw[tile], max(16, triton.next_power_of_2(int(size))))
         sig = (tuple(sorted(kw.items())), cfg.num_warps, cfg.num_stages)
         if sig in seen:
             continue

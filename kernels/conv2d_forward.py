@@ -61,6 +61,7 @@ STATS_BLOCK_M = implicit_gemm_configs()[0].kwargs["BLOCK_M"]
 TAP_MAJOR_MIN_CHANNELS = 16
 # Columns of the flattened-K table are padded to this (the largest BLOCK_K).
 K_TABLE_PAD = 64
+K_TABLE_PAD_ = tl.constexpr(K_TABLE_PAD)  # the same, readable inside a kernel
 
 
 def _prune(configs, named_args, **kwargs):
@@ -79,7 +80,7 @@ def _interpreter_k_tile(args):
 @triton.autotune(
     configs=implicit_gemm_configs(),
     # No batch or image size: M enters bucketed, so a new batch size reuses the tuned tile.
-    key=["M_BUCKET", "C_in_g", "C_out_g", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
+    key=["M_BUCKET", "c_in_g", "C_out_g", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
          "groups", "STATS", "CHANNELS_LAST", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": _prune},
 )
@@ -88,20 +89,21 @@ def _interpreter_k_tile(args):
 def conv2d_forward_kernel(
     x_ptr, w_ptr, y_ptr, bias_ptr,
     bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, stats_ptr, k_table_ptr,
-    sxn, sxh, sxw,
-    swo, swh, sww,
+    sxn, sxc, sxh, sxw,
+    swo, swi, swh, sww,
     syn, syc, syh, syw,
     sb,
     N, H, W, C_out, OH, OW, KH, KW,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_in_g, C_out_g, K, M_BUCKET, eps,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, c_in_g, C_out_g, K, M_BUCKET, eps,
     INDEX_64: tl.constexpr, HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
     TAP_MAJOR: tl.constexpr, C_BLOCK: tl.constexpr, EVEN_C: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """x: channels_last (channel stride 1); w: (C_out, KH, KW, C_in_g) dense (ci stride 1).
-    Tap-major: the channel block is min(BLOCK_K, C_BLOCK), which divides C_in_g when EVEN_C."""
+    """x: channels_last, w: (C_out, KH, KW, c_in_g) in memory: sxc == swi == 1 (the launcher
+    guarantees it; the strides stay arguments so that 1 is a compile-time constant).
+    Tap-major: the channel block is min(BLOCK_K, C_BLOCK), which divides c_in_g when EVEN_C."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     group = tl.program_id(2)
@@ -111,58 +113,58 @@ def conv2d_forward_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < C_out_g
-    # Rows and columns past the end are clamped onto the last one: their loads stay in bounds
-    # without a mask and their results are never stored.
+    # Rows past the end are clamped onto the last one: their loads stay in bounds without a
+    # mask and their results are never stored.
     rows = tl.minimum(offs_m, M - 1)
     ow = rows % OW
     oh = (rows // OW) % OH
     n = rows // (OW * OH)
     ih0 = oh * stride_h - pad_h
     iw0 = ow * stride_w - pad_w
-    co = group * C_out_g + tl.minimum(offs_n, C_out_g - 1)
+    co = group * C_out_g + offs_n
     if INDEX_64:
         n = n.to(tl.int64)
         co = co.to(tl.int64)
     # Every gathered address splits into a row part (output pixel, tap (0, 0), channel 0 of
     # the group) and a column part (tap, channel): x_rows[m] + x_cols[k].
-    x_rows = n * sxn + ih0 * sxh + iw0 * sxw + group * C_in_g
+    x_rows = n * sxn + ih0 * sxh + iw0 * sxw + (group * c_in_g) * sxc
     w_cols = co * swo
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     if TAP_MAJOR:
         BK: tl.constexpr = BLOCK_K if BLOCK_K < C_BLOCK else C_BLOCK
         offs_c = tl.arange(0, BK)
-        a_ptrs = x_ptr + (x_rows[:, None] + offs_c[None, :])
-        b_ptrs = w_ptr + (w_cols[None, :] + offs_c[:, None])
+        a_ptrs = x_ptr + (x_rows[:, None] + offs_c[None, :] * sxc)
+        b_ptrs = w_ptr + (w_cols[None, :] + offs_c[:, None] * swi)
         kh = tl.full((), 0, tl.int32)
         kw = tl.full((), 0, tl.int32)
         c0 = tl.full((), 0, tl.int32)
-        for _ in range(0, KH * KW * tl.cdiv(C_in_g, BK)):
+        for _ in range(0, KH * KW * tl.cdiv(c_in_g, BK)):
             # One unsigned compare per axis checks both 0 <= ih and ih < H.
             ih = (ih0 + kh * dil_h).to(tl.uint32, bitcast=True)
             iw = (iw0 + kw * dil_w).to(tl.uint32, bitcast=True)
-            row_ok = (ih < H) & (iw < W)
+            row_ok = ((ih < H) & (iw < W))[:, None]
             tap_h = kh * dil_h
             tap_w = kw * dil_w
             if INDEX_64:
                 tap_h = tap_h.to(tl.int64)
                 tap_w = tap_w.to(tl.int64)
-            x_step = tap_h * sxh + tap_w * sxw + c0
-            w_step = kh * swh + kw * sww + c0
+            x_step = tap_h * sxh + tap_w * sxw + c0 * sxc
+            w_step = kh * swh + kw * sww + c0 * swi
             if EVEN_C:
-                a = tl.load(a_ptrs + x_step, mask=row_ok[:, None], other=0.0)
-                b = tl.load(b_ptrs + w_step)
+                a = tl.load(a_ptrs + x_step, mask=row_ok, other=0.0)
+                b = tl.load(b_ptrs + w_step, mask=mask_n[None, :], other=0.0)
             else:
-                c_ok = offs_c < C_in_g - c0
-                a = tl.load(a_ptrs + x_step, mask=row_ok[:, None] & c_ok[None, :], other=0.0)
-                b = tl.load(b_ptrs + w_step, mask=c_ok[:, None], other=0.0)
+                c_ok = offs_c < c_in_g - c0
+                a = tl.load(a_ptrs + x_step, mask=row_ok & c_ok[None, :], other=0.0)
+                b = tl.load(b_ptrs + w_step, mask=c_ok[:, None] & mask_n[None, :], other=0.0)
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
             acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
             # Next channel block; past the last one, the next tap of the row, then the next row.
             c0 += BK
-            next_tap = c0 >= C_in_g
+            next_tap = c0 >= c_in_g
             c0 = tl.where(next_tap, 0, c0)
             kw = tl.where(next_tap, kw + 1, kw)
             next_row = kw >= KW
@@ -170,7 +172,7 @@ def conv2d_forward_kernel(
             kh = tl.where(next_row, kh + 1, kh)
     else:
         offs_k = tl.arange(0, BLOCK_K)
-        k_pad = tl.cdiv(K, K_TABLE_PAD) * K_TABLE_PAD
+        k_pad = tl.cdiv(K, K_TABLE_PAD_) * K_TABLE_PAD_
         for k0 in range(0, K, BLOCK_K):
             # Table rows: x offset, tap row shift, tap column shift, w offset of each K index;
             # padded columns carry a row shift that fails the bounds check.
@@ -184,7 +186,7 @@ def conv2d_forward_kernel(
             a = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=(ih < H) & (iw < W),
                         other=0.0)
             b = tl.load(w_ptr + (w_cols[None, :] + w_rows[:, None]),
-                        mask=((k0 + offs_k) < K)[:, None], other=0.0)
+                        mask=((k0 + offs_k) < K)[:, None] & mask_n[None, :], other=0.0)
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
@@ -242,7 +244,7 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2d
 
 
 @functools.lru_cache(maxsize=64)
-def k_table(kernel_h, kernel_w, channels, dil_h, dil_w, sxh, sxw, swh, sww, device):
+def k_table(kernel_h, kernel_w, channels, dil_h, dil_w, sxc, sxh, sxw, swi, swh, sww, device):
     """The flattened-K loop's table, int32 (4, K padded to K_TABLE_PAD): for each K index
     k = (kh*KW + kw)*channels + ci its x offset, tap row shift kh*dh, tap column shift kw*dw
     and w offset. Padded columns get a row shift that no row passes."""
@@ -251,8 +253,8 @@ def k_table(kernel_h, kernel_w, channels, dil_h, dil_w, sxh, sxw, swh, sww, devi
     kh, kw, ci = kh.flatten(), kw.flatten(), ci.flatten()
     table = torch.zeros((4, cdiv(kh.numel(), K_TABLE_PAD) * K_TABLE_PAD), dtype=torch.int64)
     table[1] = -2**30
-    columns = torch.stack([kh * dil_h * sxh + kw * dil_w * sxw + ci, kh * dil_h, kw * dil_w,
-                           kh * swh + kw * sww + ci])
+    columns = torch.stack([kh * dil_h * sxh + kw * dil_w * sxw + ci * sxc, kh * dil_h,
+                           kw * dil_w, kh * swh + kw * sww + ci * swi])
     table[:, :kh.numel()] = columns
     if table.abs().max() < 2**31:
         table = table.to(torch.int32)
@@ -276,10 +278,10 @@ def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, b
     mean, var, gamma, beta, eps = bn_eval if bn_eval is not None else (None,) * 4 + (0.0,)
     tap_major = g.in_per_group >= TAP_MAJOR_MIN_CHANNELS
     c_block, even_c = channel_block(g.in_per_group)
-    sxn, _, sxh, sxw = x.stride()
-    swo, _, swh, sww = weight.stride()
-    table = None if tap_major else k_table(g.kernel_h, g.kernel_w, g.in_per_group,
-                                           *g.dilation, sxh, sxw, swh, sww, x.device)
+    sxn, sxc, sxh, sxw = x.stride()
+    swo, swi, swh, sww = weight.stride()
+    table = None if tap_major else k_table(g.kernel_h, g.kernel_w, g.in_per_group, *g.dilation,
+                                           sxc, sxh, sxw, swi, swh, sww, x.device)
 
     def pointer(t):
         return y if t is None else t  # stands in for an absent tensor; never read then
@@ -288,13 +290,13 @@ def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, b
         x_ptr=x, w_ptr=weight, y_ptr=y, bias_ptr=pointer(bias),
         bn_mean_ptr=pointer(mean), bn_var_ptr=pointer(var), bn_weight_ptr=pointer(gamma),
         bn_bias_ptr=pointer(beta), stats_ptr=pointer(stats_buf), k_table_ptr=pointer(table),
-        sxn=sxn, sxh=sxh, sxw=sxw, swo=swo, swh=swh, sww=sww,
+        sxn=sxn, sxc=sxc, sxh=sxh, sxw=sxw, swo=swo, swi=swi, swh=swh, sww=sww,
         **dict(zip(("syn", "syc", "syh", "syw"), y.stride(), strict=True)),
         sb=bias.stride(0) if bias is not None else 1,
         N=g.batch, H=g.height, W=g.width, C_out=g.out_channels, OH=oh, OW=ow,
         KH=g.kernel_h, KW=g.kernel_w, stride_h=g.stride[0], stride_w=g.stride[1],
         pad_h=g.padding[0], pad_w=g.padding[2], dil_h=g.dilation[0], dil_w=g.dilation[1],
-        groups=g.groups, C_in_g=g.in_per_group, C_out_g=g.out_per_group,
+        groups=g.groups, c_in_g=g.in_per_group, C_out_g=g.out_per_group,
         K=g.kernel_h * g.kernel_w * g.in_per_group, M_BUCKET=m_bucket(m), eps=float(eps),
         INDEX_64=needs_int64(x, weight, y), HAS_BIAS=bias is not None, STATS=stats,
         BN_EVAL=bn_eval is not None, BN_AFFINE=gamma is not None, RELU=relu,

@@ -1,5 +1,5 @@
 """The sizes of one 2D convolution, shared by its forward and backward launchers."""
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,10 @@ class Conv2dGeometry:
         c_out, _, kh, kw = weight_shape
         return cls(n, c_in, h, w, c_out, kh, kw, tuple(stride), tuple(padding), tuple(dilation),
                    groups)
+
+    def with_batch(self, batch: int) -> "Conv2dGeometry":
+        """The same convolution on another batch size (e.g. a cache key that ignores it)."""
+        return replace(self, batch=batch)
 
     @property
     def out_h(self) -> int:

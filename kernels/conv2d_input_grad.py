@@ -49,6 +49,7 @@ from .runtime import (
 TAP_MAJOR_MIN_CHANNELS = 16
 # Columns of the flattened reduction's table are padded to this (the largest BLOCK_K).
 K_TABLE_PAD = 64
+K_TABLE_PAD_ = tl.constexpr(K_TABLE_PAD)  # the same, readable inside a kernel
 
 
 @triton.jit
@@ -83,19 +84,21 @@ def _interpreter_k_tile(args):
 @triton.jit(do_not_specialize=["N", "M_BUCKET"])
 def conv2d_input_grad_kernel(
     dy_ptr, w_ptr, dx_ptr, k_table_ptr,
-    sdyn, sdyh, sdyw,
-    swo, swh, sww,
+    sdyn, sdyc, sdyh, sdyw,
+    swo, swi, swh, sww,
     sdxn, sdxc, sdxh, sdxw,
     N, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, step_h, step_w, shift_step_h, shift_step_w,
     groups, C_in_g, C_out_g, K, M_BUCKET,
     INDEX_64: tl.constexpr, TAP_MAJOR: tl.constexpr, C_BLOCK: tl.constexpr,
-    EVEN_C: tl.constexpr,
+    EVEN_C: tl.constexpr, TAP_BITS: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """dy: channels_last (channel stride 1); w: (C_out, KH, KW, C_in_g) dense (ci stride 1).
-    Tap-major: the channel block is min(BLOCK_K, C_BLOCK), which divides C_out_g when EVEN_C."""
+    """dy: channels_last, w: (C_out, KH, KW, C_in_g) in memory: sdyc == swi == 1 (the launcher
+    guarantees it; the strides stay arguments so that 1 is a compile-time constant).
+    Tap-major: the channel block is min(BLOCK_K, C_BLOCK), which divides C_out_g when EVEN_C;
+    TAP_BITS: KH*KW <= 32, so each row's in-bounds taps are bits of one int32."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     group = tl.program_id(2) // (stride_h * stride_w)
@@ -129,41 +132,53 @@ def conv2d_input_grad_kernel(
         co0 = co0.to(tl.int64)
     # Offsets split into a row part (input pixel, first output channel of the group) and a
     # column part (tap, output channel).
-    dy_rows = n * sdyn + j * sdyh + i * sdyw + co0
-    w_cols = co0 * swo + offs_n  # not clamped: ci is the weight's contiguous axis
+    dy_rows = n * sdyn + j * sdyh + i * sdyw + co0 * sdyc
+    w_cols = co0 * swo + offs_n * swi  # not clamped: ci is the weight's contiguous axis
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     if TAP_MAJOR:
         BK: tl.constexpr = BLOCK_K if BLOCK_K < C_BLOCK else C_BLOCK
         offs_c = tl.arange(0, BK)
-        a_ptrs = dy_ptr + (dy_rows[:, None] + offs_c[None, :])
+        a_ptrs = dy_ptr + (dy_rows[:, None] + offs_c[None, :] * sdyc)
         b_ptrs = w_ptr + (w_cols[None, :] + offs_c[:, None] * swo + (kh0 * swh + kw0 * sww))
         w_tap_step_h = step_h * swh
         w_tap_step_w = step_w * sww
         # Exact divisions: the phase was chosen so this is a whole number.
         shift_h0 = (phase_h + pad_h - kh0 * dil_h) // stride_h
         shift_w0 = (phase_w + pad_w - kw0 * dil_w) // stride_w
+        if TAP_BITS:
+            # Bit t of tap_bits[m]: the phase's tap t = th*taps_w + tw of row m reads inside
+            # dy. Built once, so the loop tests one bit per row instead of two bounds.
+            tap_bits = tl.zeros((BLOCK_M,), dtype=tl.int32)
+            for t in range(0, taps_h * taps_w):
+                oh = (j + shift_h0 - (t // taps_w) * shift_step_h).to(tl.uint32, bitcast=True)
+                ow = (i + shift_w0 - (t % taps_w) * shift_step_w).to(tl.uint32, bitcast=True)
+                tap_bits = tap_bits | (((oh < OH) & (ow < OW)).to(tl.int32) << t)
         th = tl.full((), 0, tl.int32)
         tw = tl.full((), 0, tl.int32)
+        tap = tl.full((), 0, tl.int32)
         c0 = tl.full((), 0, tl.int32)
         for _ in range(0, taps_h * taps_w * tl.cdiv(C_out_g, BK)):
             shift_h = shift_h0 - th * shift_step_h
             shift_w = shift_w0 - tw * shift_step_w
-            # One unsigned compare per axis checks both 0 <= oh and oh < OH.
-            oh = (j + shift_h).to(tl.uint32, bitcast=True)
-            ow = (i + shift_w).to(tl.uint32, bitcast=True)
-            row_ok = (oh < OH) & (ow < OW)
+            if TAP_BITS:
+                row_ok = ((tap_bits[:, None] >> tap) & 1) != 0
+            else:
+                # One unsigned compare per axis checks both 0 <= oh and oh < OH.
+                oh = (j + shift_h).to(tl.uint32, bitcast=True)
+                ow = (i + shift_w).to(tl.uint32, bitcast=True)
+                row_ok = ((oh < OH) & (ow < OW))[:, None]
             if INDEX_64:
                 shift_h = shift_h.to(tl.int64)
                 shift_w = shift_w.to(tl.int64)
-            dy_step = shift_h * sdyh + shift_w * sdyw + c0
+            dy_step = shift_h * sdyh + shift_w * sdyw + c0 * sdyc
             w_step = c0 * swo + th * w_tap_step_h + tw * w_tap_step_w
             if EVEN_C:
-                a = tl.load(a_ptrs + dy_step, mask=row_ok[:, None], other=0.0)
+                a = tl.load(a_ptrs + dy_step, mask=row_ok, other=0.0)
                 b = tl.load(b_ptrs + w_step, mask=mask_n[None, :], other=0.0)
             else:
                 c_ok = offs_c < C_out_g - c0
-                a = tl.load(a_ptrs + dy_step, mask=row_ok[:, None] & c_ok[None, :], other=0.0)
+                a = tl.load(a_ptrs + dy_step, mask=row_ok & c_ok[None, :], other=0.0)
                 b = tl.load(b_ptrs + w_step, mask=c_ok[:, None] & mask_n[None, :], other=0.0)
             if UPCAST:
                 a = a.to(tl.float32)
@@ -173,13 +188,14 @@ def conv2d_input_grad_kernel(
             c0 += BK
             next_tap = c0 >= C_out_g
             c0 = tl.where(next_tap, 0, c0)
+            tap = tl.where(next_tap, tap + 1, tap)
             tw = tl.where(next_tap, tw + 1, tw)
             next_row = tw >= taps_w
             tw = tl.where(next_row, 0, tw)
             th = tl.where(next_row, th + 1, th)
     else:
         offs_k = tl.arange(0, BLOCK_K)
-        k_pad = tl.cdiv(K, K_TABLE_PAD) * K_TABLE_PAD
+        k_pad = tl.cdiv(K, K_TABLE_PAD_) * K_TABLE_PAD_
         # Table rows of this phase: dy offset, row shift, column shift, w offset of each
         # reduction index; padded columns carry a row shift that fails the bounds check.
         table = k_table_ptr + phase * 4 * k_pad
@@ -224,7 +240,7 @@ def _phase_taps(phase, pad, dil, stride, size):
 
 
 @functools.lru_cache(maxsize=64)
-def k_table(geometry: Conv2dGeometry, sdyh, sdyw, swo, swh, sww, device):
+def k_table(geometry: Conv2dGeometry, sdyc, sdyh, sdyw, swo, swh, sww, device):
     """The flattened reduction's table, int32 (phases, 4, K padded to K_TABLE_PAD): for each
     phase and reduction index over (kh, kw, co) of the phase's taps, the dy offset, the row
     and column shifts (oh - ih // s) and the w offset. Padded columns get a row shift that
@@ -240,7 +256,7 @@ def k_table(geometry: Conv2dGeometry, sdyh, sdyw, swo, swh, sww, device):
             for kw in _phase_taps(p % sw, pw, dw, sw, g.kernel_w):
                 shift_h, shift_w = (p // sw + ph - kh * dh) // sh, (p % sw + pw - kw * dw) // sw
                 for co in range(g.out_per_group):
-                    rows.append((shift_h * sdyh + shift_w * sdyw + co, shift_h, shift_w,
+                    rows.append((shift_h * sdyh + shift_w * sdyw + co * sdyc, shift_h, shift_w,
                                  co * swo + kh * swh + kw * sww))
         if rows:
             table[p, :, :len(rows)] = torch.tensor(rows, dtype=torch.int64).t()
@@ -263,13 +279,14 @@ def launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
     m = g.batch * cdiv(g.height, sh) * cdiv(g.width, sw)
     tap_major = g.out_per_group >= TAP_MAJOR_MIN_CHANNELS
     c_block, even_c = channel_block(g.out_per_group)
-    sdyn, _, sdyh, sdyw = grad_output.stride()
-    swo, _, swh, sww = weight.stride()
-    table = None if tap_major else k_table(g, sdyh, sdyw, swo, swh, sww, grad_output.device)
+    sdyn, sdyc, sdyh, sdyw = grad_output.stride()
+    swo, swi, swh, sww = weight.stride()
+    table = None if tap_major else k_table(g.with_batch(1), sdyc, sdyh, sdyw, swo, swh, sww,
+                                           grad_output.device)
     args = dict(
         dy_ptr=grad_output, w_ptr=weight, dx_ptr=grad_input,
         k_table_ptr=grad_input if table is None else table,  # never read when tap-major
-        sdyn=sdyn, sdyh=sdyh, sdyw=sdyw, swo=swo, swh=swh, sww=sww,
+        sdyn=sdyn, sdyc=sdyc, sdyh=sdyh, sdyw=sdyw, swo=swo, swi=swi, swh=swh, sww=sww,
         **dict(zip(("sdxn", "sdxc", "sdxh", "sdxw"), grad_input.stride(), strict=True)),
         N=g.batch, H=g.height, W=g.width, OH=g.out_h, OW=g.out_w, KH=g.kernel_h, KW=g.kernel_w,
         stride_h=sh, stride_w=sw, pad_h=g.padding[0], pad_w=g.padding[2], dil_h=dh, dil_w=dw,
@@ -279,6 +296,7 @@ def launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
         K=g.kernel_h * g.kernel_w * g.out_per_group, M_BUCKET=m_bucket(m),
         INDEX_64=needs_int64(grad_output, weight, grad_input),
         TAP_MAJOR=tap_major, C_BLOCK=c_block, EVEN_C=even_c,
+        TAP_BITS=g.kernel_h * g.kernel_w <= 32,  # a phase's taps' bounds fit one int32 per row
         ACC_DTYPE=accumulator_dtype(input.dtype), INPUT_PRECISION=dot_precision(input.dtype),
         UPCAST=dot_upcast(input.dtype),
     )

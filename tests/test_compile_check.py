@@ -156,7 +156,9 @@ def test_conv_cases_are_specialised_as_a_launch_specialises_them():
     assert fwd_cl["signature"]["H"] == "i32"  # 56 is not a multiple of 16
     assert fwd_cl["signature"]["x_ptr"] == "*fp16"
     assert fwd_cl["gemm"] == [32 * 56 * 56, 64, 9 * 64]
-    assert fwd_cl["configs"] == "all" and fwd_cl["kept"] == 10
+    # 64 output channels: the launcher's pruning clamps BLOCK_N to 64, so two of the ten
+    # configs become duplicates of others and are dropped.
+    assert fwd_cl["configs"] == "all" and fwd_cl["kept"] == 8
     assert fwd_cl["min_bytes"] == 2 * (32 * 64 * 56 * 56 * 2 + 64 * 64 * 9 + 64)
     # The statistics epilogue keeps only the tiles its launcher allows.
     assert cases[f"conv2d_forward_kernel {example} channels_last fp16 forward stats"]["kept"] < 10

@@ -212,3 +212,63 @@ def test_int64_offsets_path(monkeypatch):
     for module in (implicit_gemm_forward, implicit_gemm_input_grad, implicit_gemm_weight_grad):
         monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
     check_all(*run_both(*make_inputs(CASES["groups3_stride2_dilation2"])), torch.float32)
+
+
+def test_strided_bias():
+    # A bias that is a view with stride 2 is read at its stride, not as if contiguous.
+    x, w, _, options = make_inputs(CASES["basic_3x3"])
+    bias = torch.randn(2 * w.shape[0], device=DEVICE)[::2]
+    check_all(*run_both(x, w, bias, options), torch.float32)
+
+
+@pytest.mark.parametrize("x_layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("w_layout", ["nchw", "channels_last"])
+def test_output_layouts_follow_torch(x_layout, w_layout):
+    # 16 channels: the tap-major loop. torch's rule: the output is channels_last when the input
+    # or the weight is; the input gradient follows the input (torch's CPU reference).
+    x, w, b, options = make_inputs((1, 16, 6, 5, 16, 3, 1, 1, 1, 1, True), layout=x_layout)
+    if w_layout == "channels_last":
+        w = w.contiguous(memory_format=torch.channels_last)
+    ours, ref = run_both(x, w, b, options)
+    check_all(ours, ref, torch.float32)
+    for mine, torchs, what in [(ours[0], ref[0], "output"), (ours[1].grad, ref[1].grad, "dx")]:
+        for layout in (torch.channels_last, torch.contiguous_format):
+            assert mine.is_contiguous(memory_format=layout) == \
+                torchs.is_contiguous(memory_format=layout), (what, layout)
+
+
+def test_autotune_keys_ignore_batch_and_image_size():
+    # A new batch size (the last partial batch, the evaluation batch) must reuse the tuned
+    # tile: the keys hold a bucketed M and no raw batch, height or width.
+    import importlib
+
+    from kernels.conv2d_geometry import Conv2dGeometry
+    forward = importlib.import_module("kernels.conv2d_forward")
+    input_grad = importlib.import_module("kernels.conv2d_input_grad")
+    keys = {}
+    for batch in (31, 32):
+        x = torch.empty(batch, 32, 14, 14, device="meta")
+        w = torch.empty(64, 32, 3, 3, device="meta")
+        g = Conv2dGeometry.from_shapes(x.shape, w.shape, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+        *_, fwd_args = forward.launch_arguments(x, w, None, g)
+        dy = torch.empty(g.output_shape, device="meta")
+        *_, dx_args = input_grad.launch_arguments(dy, w, x, g)
+        for name, kernel, args in [("fwd", forward.conv2d_forward_kernel, fwd_args),
+                                   ("dx", input_grad.conv2d_input_grad_kernel, dx_args)]:
+            assert not {"N", "H", "W", "OH", "OW"} & set(kernel.keys)
+            keys.setdefault(name, []).append([args[k] for k in kernel.keys])
+    assert keys["fwd"][0] == keys["fwd"][1] and keys["dx"][0] == keys["dx"][1]
+
+
+def test_configs_pruned_to_the_problem():
+    import triton
+
+    from kernels.configs import _IMPLICIT_GEMM_GPU, channel_block, prune_gemm_tiles
+    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w,
+                             num_stages=s) for m, n, k, w, s in _IMPLICIT_GEMM_GPU]
+    kept = prune_gemm_tiles(configs, n_cols=64, k_span=32)
+    assert all(c.kwargs["BLOCK_N"] <= 64 and c.kwargs["BLOCK_K"] <= 32 for c in kept)
+    assert len({(tuple(c.kwargs.items()), c.num_warps, c.num_stages) for c in kept}) == len(kept)
+    assert prune_gemm_tiles(configs, n_cols=1, k_span=1)[0].kwargs["BLOCK_K"] == 16
+    assert [channel_block(c) for c in (16, 32, 48, 64, 128, 20, 100)] == \
+        [(16, True), (32, True), (16, True), (64, True), (64, True), (32, False), (64, False)]

@@ -102,6 +102,42 @@ def test_implicit_gemm_tiles(cfg, problem, layout):
     assert_matches(partial_b.sum(0), dy.double().sum((0, 2, 3)), what="bias gradient")
 
 
+# The K-loop structures of the forward and input gradient, each under a tile whose BLOCK_K is
+# wider than the channel block (64, clamped) and one that is not (32):
+# (N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups).
+LOOP_PROBLEMS = {
+    # 48 channels: three 16-channel blocks per tap and no channel mask (EVEN_C), in both
+    # kernels; padding leaves the border taps' rows and columns partly outside the input.
+    "tap_major_48ch": (2, 48, 5, 6, 16, 3, 1, 1, 1, 1),
+    # 32 channels, stride (2, 3) and dilation (1, 2): dx phases of one or two taps per axis.
+    "tap_major_32ch_phases": (2, 32, 7, 9, 32, 3, (2, 3), 1, (1, 2), 1),
+    # 2 input and 4 output channels per group: both kernels' flattened-K tables, with groups,
+    # dilation and stride phases.
+    "flattened_groups3": (2, 6, 9, 8, 12, 3, 2, 1, 2, 3),
+}
+LOOP_TILES = [(64, 32, 64, 4, 3), (128, 64, 32, 4, 4)]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("problem", list(LOOP_PROBLEMS))
+@pytest.mark.parametrize("cfg", LOOP_TILES, ids=tiles_id)
+def test_implicit_gemm_loop_structures(cfg, problem, layout):
+    x, weight, g, options = make(LOOP_PROBLEMS[problem], layout)
+    if layout == "channels_last":  # the launchers then read both as given, without a copy
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    x64, w64 = x.double().requires_grad_(), weight.double().requires_grad_()
+    y_ref = F.conv2d(x64, w64, **options)
+    y, _, grid, args = forward.launch_arguments(x, weight, None, g)
+    launch(forward.conv2d_forward_kernel, grid, args, cfg)
+    assert_matches(y, y_ref.detach(), what="forward")
+
+    dy = torch.randn_like(y_ref).float()
+    (dx_ref,) = torch.autograd.grad(y_ref, (x64,), dy.double())
+    dx, grid, args = input_grad.launch_arguments(dy, weight, x, g)
+    launch(input_grad.conv2d_input_grad_kernel, grid, args, cfg)
+    assert_matches(dx, dx_ref, what="input gradient")
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("tiles", _TILES_GPU, ids=lambda t: f"P{t[0]}C{t[1]}w{t[2]}")
 def test_depthwise_tiles(tiles, layout):
