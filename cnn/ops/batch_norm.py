@@ -42,6 +42,11 @@ def _stats(input: torch.Tensor) -> torch.Tensor:
     return input.new_empty((input.shape[1],), dtype=stats_dtype(input.dtype))
 
 
+def _no_stats(input: torch.Tensor) -> torch.Tensor:
+    """An empty batch's mean and invstd: zeros (never read; deterministic for comparisons)."""
+    return input.new_zeros((input.shape[1],), dtype=stats_dtype(input.dtype))
+
+
 # ------------------------------------------------------------------------------- training
 
 def _train(input: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
@@ -53,7 +58,7 @@ def _train(input: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
         # Nothing to normalise and no statistics: torch leaves the running stats.
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
-        return out, _stats(input), _stats(input)
+        return out, _no_stats(input), _no_stats(input)
     x4 = as_4d(input)
     mean, invstd = forward_launchers.batch_norm_finalize(
         forward_launchers.batch_norm_stats(x4), running_mean, running_var, num_batches_tracked,

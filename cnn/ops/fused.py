@@ -44,7 +44,8 @@ def _train(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         # Empty batch: no statistics, running stats left as they are (torch's behaviour).
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
-        return _output(input, g), _output(input, g), _stats(input, g), _stats(input, g)
+        zeros = input.new_zeros((g.out_channels,), dtype=stats_dtype(input.dtype))
+        return _output(input, g), _output(input, g), zeros, zeros.clone()
     z, y, mean, invstd = launchers.conv_bn_relu_train_forward(
         input, weight, bias, g, bn_weight, bn_bias, running_mean, running_var,
         num_batches_tracked, momentum, eps)
