@@ -156,3 +156,19 @@ def test_bad_input_fails_early_under_compile():
     with pytest.raises(RuntimeError, match="expected input"):
         torch.compile(conv, backend="aot_eager", fullgraph=True)(
             torch.randn(1, 5, 6, 6, device=DEVICE))
+
+
+@pytest.mark.parametrize("argv,mode", [([], None), (["--compile"], "default"),
+                                       (["--compile", "reduce-overhead"], "reduce-overhead")])
+def test_train_compile_option(argv, mode):
+    from cnn.cli import parse_args
+    from cnn.train import compile_model
+
+    args = parse_args(["--backend", "torch", *argv])
+    assert args.compile == mode
+    if mode is not None:
+        model = MyCNN(backend="torch", seed=0)
+        keys = list(model.state_dict())
+        compile_model(model, mode)
+        assert model._compiled_call_impl is not None  # compiled in place, lazily
+        assert list(model.state_dict()) == keys

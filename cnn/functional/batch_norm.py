@@ -10,6 +10,7 @@ from kernels.runtime import FLOAT_DTYPES, check_device
 
 from ..ops import batch_norm as ops
 from ..ops.batch_norm import as_4d
+from ..ops.batch_norm import empty_like_input as _empty_like_input  # noqa: F401  (sync BN)
 
 _TYPE_NAMES = {
     torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float32: "Float",
