@@ -96,6 +96,97 @@ def _interpreter_tiles(kernel):
                               "BLOCK_N": lambda a: _fit(_columns(a))})(kernel)
 
 
+@triton.jit
+def _rows_at(offs_r, H, W, OH, OW, stride_h, stride_w, dh_row, dw_row):
+    """(ih, iw, pixel) of reduction rows offs_r = (n, oh, ow): ih = oh*sh + dh_row,
+    iw = ow*sw + dw_row, pixel n*H*W + ih*W + iw of x (may lie outside x when padded)."""
+    ow = offs_r % OW
+    oh = (offs_r // OW) % OH
+    n = offs_r // (OW * OH)
+    ih = oh * stride_h + dh_row
+    iw = ow * stride_w + dw_row
+    return ih, iw, n * (H * W) + ih * W + iw
+
+
+@triton.jit
+def _accumulate_step(acc, dy_ptrs, x_ptr, x_cols, x_pix, sxp, ih, iw, offs_r, offs_rk, r_end,
+                     H, W, dh, dwo, TAP_MAJOR: tl.constexpr, CHECK_R: tl.constexpr,
+                     INDEX_64: tl.constexpr, UPCAST: tl.constexpr,
+                     INPUT_PRECISION: tl.constexpr):
+    """acc += dy^T tile @ x tile for BLOCK_K reduction rows; CHECK_R: mask the rows at or past
+    r_end (the partial step)."""
+    if CHECK_R:
+        a = tl.load(dy_ptrs, mask=(offs_rk < r_end)[None, :], other=0.0)
+    else:
+        a = tl.load(dy_ptrs)
+    # x offsets as pixel * pixel stride: the multiply by the (specialised) channel count is
+    # what lets the compiler prove 16-byte alignment of each row.
+    x_rows = (x_pix.to(tl.int64) if INDEX_64 else x_pix) * sxp
+    if TAP_MAJOR:
+        # One tap: the padding check is one unsigned compare per axis and tile row.
+        ok = (ih.to(tl.uint32, bitcast=True) < H) & (iw.to(tl.uint32, bitcast=True) < W)
+        if CHECK_R:
+            ok = ok & (offs_r < r_end)
+        b = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=ok[:, None], other=0.0)
+    else:
+        ih2 = (ih[:, None] + dh[None, :]).to(tl.uint32, bitcast=True)
+        iw2 = (iw[:, None] + dwo[None, :]).to(tl.uint32, bitcast=True)
+        ok = (ih2 < H) & (iw2 < W)
+        if CHECK_R:
+            ok = ok & (offs_r < r_end)[:, None]
+        b = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=ok, other=0.0)
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
+
+
+@triton.jit
+def _reduce_rows(acc, r_begin, r_end, dy_ptr, x_ptr, x_cols, co_load, sdyr, sxp,
+                 H, W, OH, OW, stride_h, stride_w, dh, dwo, dh_row, dw_row,
+                 TAP_MAJOR: tl.constexpr, CHECK_R: tl.constexpr, INDEX_64: tl.constexpr,
+                 UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+    """acc += the GEMM over reduction rows [r_begin, r_end), BLOCK_K per step. The rows
+    r = (n, oh, ow) are held as the tap's input row/column ih, iw (of kh = kw = 0 for flattened
+    columns: dh_row = dw_row = 0) and input pixel; decomposed once here, then carried by adds
+    and compares. CHECK_R: the last step may be partial (masked)."""
+    offs_r = r_begin + tl.arange(0, BLOCK_K)
+    ih, iw, x_pix = _rows_at(offs_r, H, W, OH, OW, stride_h, stride_w, dh_row, dw_row)
+    offs_rk = r_begin + tl.arange(0, BLOCK_K)
+    dy_ptrs = dy_ptr + co_load[:, None] \
+        + (offs_rk.to(tl.int64) if INDEX_64 else offs_rk)[None, :] * sdyr
+    # What BLOCK_K rows add to (ih, iw, pixel), and the carries past an output row or image.
+    step_ow = BLOCK_K % OW
+    step_oh = (BLOCK_K // OW) % OH
+    step_n = BLOCK_K // (OW * OH)
+    d_iw = step_ow * stride_w
+    d_ih = step_oh * stride_h
+    d_pix = step_n * (H * W) + d_ih * W + d_iw
+    iw_end = OW * stride_w + dw_row
+    ih_end = OH * stride_h + dh_row
+    wrap_w_pix = stride_h * W - OW * stride_w
+    wrap_h_pix = H * W - OH * stride_h * W
+    for _step in range(0, tl.cdiv(r_end - r_begin, BLOCK_K)):
+        acc = _accumulate_step(acc, dy_ptrs, x_ptr, x_cols, x_pix, sxp, ih, iw, offs_r, offs_rk,
+                               r_end, H, W, dh, dwo, TAP_MAJOR, CHECK_R, INDEX_64, UPCAST,
+                               INPUT_PRECISION)
+        dy_ptrs += BLOCK_K * sdyr
+        if CHECK_R:
+            offs_r += BLOCK_K
+            offs_rk += BLOCK_K
+        iw += d_iw
+        ih += d_ih
+        x_pix += d_pix
+        wrap = iw >= iw_end
+        iw = tl.where(wrap, iw - OW * stride_w, iw)
+        ih = tl.where(wrap, ih + stride_h, ih)
+        x_pix = tl.where(wrap, x_pix + wrap_w_pix, x_pix)
+        wrap = ih >= ih_end
+        ih = tl.where(wrap, ih - OH * stride_h, ih)
+        x_pix = tl.where(wrap, x_pix + wrap_h_pix, x_pix)
+    return acc
+
+
 @triton.autotune(
     configs=_configs(),
     # No raw batch or image size: R is bucketed by powers of two, so a last partial batch or
@@ -108,7 +199,7 @@ def _interpreter_tiles(kernel):
 @triton.jit(do_not_specialize=["N", "SPLIT", "R_PER_SPLIT", "R_BUCKET"])
 def conv2d_weight_grad_kernel(
     dy_ptr, x_ptr, dw_ptr, db_ptr,
-    sdyr, sxn, sxh, sxw,
+    sdyr, sxp,
     sws, swo, swi, swh, sww, sbs,
     N, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_in_g, C_out_g,
@@ -151,76 +242,40 @@ def conv2d_weight_grad_kernel(
             kh = offs_n // (C_in_g * KW)
         dh = kh * dil_h - pad_h  # tap offset of the input row/column from oh*sh, ow*sw
         dwo = kw * dil_w - pad_w
-        x_cols = group * C_in_g + ci
+        x_cols = group * C_in_g + ci % C_in_g
+        co_load = group * C_out_g + offs_m % C_out_g
         if not TAP_MAJOR:
-            x_cols += dh * sxh + dwo * sxw
+            x_cols += (dh * W + dwo) * sxp
 
-        # Reduction rows r = (n, oh, ow): decomposed once, then carried by BLOCK_K per step.
-        offs_r = r_start + tl.arange(0, BLOCK_K)
-        ow = offs_r % OW
-        oh = (offs_r // OW) % OH
-        n = offs_r // (OW * OH)
-        step_ow = BLOCK_K % OW
-        step_oh = (BLOCK_K // OW) % OH
-        step_n = BLOCK_K // (OW * OH)
-        # dy^T tile (BLOCK_M x BLOCK_K): contiguous along the output channels.
-        offs_rk = r_start + tl.arange(0, BLOCK_K)
-        dy_rows = offs_rk.to(tl.int64) if INDEX_64 else offs_rk
-        dy_ptrs = dy_ptr + co[:, None] + dy_rows[None, :] * sdyr
+        if TAP_MAJOR:
+            dh_row = dh
+            dw_row = dwo
+        else:
+            dh_row = 0
+            dw_row = 0
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-        for _r0 in range(r_start, r_end, BLOCK_K):
-            a = tl.load(dy_ptrs, mask=mask_m[:, None] & (offs_rk < r_end)[None, :], other=0.0)
-            if TAP_MAJOR:
-                ih = oh * stride_h + dh
-                iw = ow * stride_w + dwo
-                # One unsigned compare per axis checks both 0 <= ih and ih < H.
-                row_ok = (offs_r < r_end) & (ih.to(tl.uint32, bitcast=True) < H) \
-                    & (iw.to(tl.uint32, bitcast=True) < W)
-                x_rows = (n.to(tl.int64) if INDEX_64 else n) * sxn + ih * sxh + iw * sxw
-                b = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]),
-                            mask=row_ok[:, None] & mask_n[None, :], other=0.0)
-            else:
-                ih0 = oh * stride_h
-                iw0 = ow * stride_w
-                ih = (ih0[:, None] + dh[None, :]).to(tl.uint32, bitcast=True)
-                iw = (iw0[:, None] + dwo[None, :]).to(tl.uint32, bitcast=True)
-                ok = (offs_r < r_end)[:, None] & mask_n[None, :] & (ih < H) & (iw < W)
-                x_rows = (n.to(tl.int64) if INDEX_64 else n) * sxn + ih0 * sxh + iw0 * sxw
-                b = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=ok, other=0.0)
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            # Next rows: add BLOCK_K to (n, oh, ow) with carries.
-            dy_ptrs += BLOCK_K * sdyr
-            offs_rk += BLOCK_K
-            offs_r += BLOCK_K
-            ow += step_ow
-            carry = ow >= OW
-            ow = tl.where(carry, ow - OW, ow)
-            oh += step_oh + carry.to(oh.dtype)
-            carry = oh >= OH
-            oh = tl.where(carry, oh - OH, oh)
-            n += step_n + carry.to(n.dtype)
+        acc = _reduce_rows(acc, r_start, r_end, dy_ptr, x_ptr, x_cols, co_load, sdyr, sxp,
+                           H, W, OH, OW, stride_h, stride_w, dh, dwo, dh_row, dw_row,
+                           TAP_MAJOR, True, INDEX_64, UPCAST, INPUT_PRECISION, BLOCK_K)
 
         dst = dw_ptr + split.to(tl.int64) * sws + co[:, None] * swo \
             + (ci * swi + kh * swh + kw * sww)[None, :]
         tl.store(dst, acc.to(dw_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
     elif HAS_BIAS:
         # The bias column: db[co] = sum_r dy[r, co], Kahan-compensated per tile element.
-        offs_r = r_start + tl.arange(0, BLOCK_K)
-        dy_rows = offs_r.to(tl.int64) if INDEX_64 else offs_r
-        dy_ptrs = dy_ptr + dy_rows[:, None] * sdyr + co[None, :]
+        offs_rb = r_start + tl.arange(0, BLOCK_K)
+        bias_rows = offs_rb.to(tl.int64) if INDEX_64 else offs_rb
+        bias_ptrs = dy_ptr + bias_rows[:, None] * sdyr + co[None, :]
         total = tl.zeros((BLOCK_K, BLOCK_M), dtype=ACC_DTYPE)
         comp = tl.zeros((BLOCK_K, BLOCK_M), dtype=ACC_DTYPE)
         for _r0 in range(r_start, r_end, BLOCK_K):
-            v = tl.load(dy_ptrs, mask=(offs_r < r_end)[:, None] & mask_m[None, :], other=0.0)
+            v = tl.load(bias_ptrs, mask=(offs_rb < r_end)[:, None] & mask_m[None, :], other=0.0)
             y = v.to(ACC_DTYPE) - comp
             t = total + y
             comp = (t - total) - y
             total = t
-            dy_ptrs += BLOCK_K * sdyr
-            offs_r += BLOCK_K
+            bias_ptrs += BLOCK_K * sdyr
+            offs_rb += BLOCK_K
         db = tl.sum(total - comp, axis=0)
         tl.store(db_ptr + split * sbs + co, db.to(db_ptr.dtype.element_ty), mask=mask_m)
 
@@ -341,7 +396,8 @@ def launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry, need_
     tap_major = g.in_per_group >= TAP_MAJOR_MIN_CHANNELS
     args = dict(
         dy_ptr=dy, x_ptr=x, dw_ptr=out_w, db_ptr=out_b,
-        sdyr=g.out_channels, sxn=x.stride(0), sxh=x.stride(2), sxw=x.stride(3),
+        # Dense channels_last: a dy row (n, oh, ow) is C_out apart, an x pixel C_in.
+        sdyr=g.out_channels, sxp=g.in_channels,
         sws=sws, **dict(zip(("swo", "swi", "swh", "sww"), w_strides, strict=True)), sbs=sbs,
         N=g.batch, H=g.height, W=g.width, OH=g.out_h, OW=g.out_w, KH=g.kernel_h, KW=g.kernel_w,
         stride_h=g.stride[0], stride_w=g.stride[1], pad_h=g.padding[0], pad_w=g.padding[2],

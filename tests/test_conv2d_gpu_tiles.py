@@ -15,6 +15,7 @@ from conftest import DEVICE
 from helpers import assert_matches
 from triton.runtime.autotuner import Autotuner, Heuristics
 
+from kernels.batch_norm_forward import batch_norm_finalize
 from kernels.configs import _IMPLICIT_GEMM_GPU
 from kernels.conv2d_depthwise import _TILES_GPU
 from kernels.conv2d_geometry import Conv2dGeometry
@@ -173,10 +174,34 @@ def test_depthwise_tiles(tiles, layout):
     dx_ref, dw_ref = torch.autograd.grad(y_ref, (x64, w64), dy.double())
     pixels, block_c, warps = tiles
 
-    y, grid, args = depthwise.forward_launch_arguments(x, weight, bias, g)
+    y, _, grid, args = depthwise.forward_launch_arguments(x, weight, bias, g)
     innermost(depthwise.depthwise_forward_kernel)[grid](**args, BLOCK_P=pixels, BLOCK_C=block_c,
                                                          num_warps=warps)
     assert_matches(y, y_ref.detach(), what="depthwise forward")
+
+    # The epilogues: statistics (one row per pixel tile, here of this config's size), then
+    # folded eval batch norm + ReLU.
+    y, _, grid, args = depthwise.forward_launch_arguments(x, weight, bias, g, stats=True)
+    stats = torch.empty((cdiv(g.batch * g.out_h * g.out_w, pixels), 3, g.out_channels),
+                        device=DEVICE)
+    innermost(depthwise.depthwise_forward_kernel)[grid](**dict(args, stats_ptr=stats),
+                                                         BLOCK_P=pixels, BLOCK_C=block_c,
+                                                         num_warps=warps)
+    mean, invstd = batch_norm_finalize(stats, eps=1e-5)
+    assert_matches(y, y_ref.detach(), what="depthwise forward (statistics epilogue)")
+    assert_matches(mean, y_ref.detach().mean((0, 2, 3)), what="statistics: mean")
+    assert_matches(invstd, (y_ref.detach().var((0, 2, 3), unbiased=False) + 1e-5).rsqrt(),
+                   what="statistics: invstd")
+    running_mean, running_var = torch.randn(c * mult), torch.rand(c * mult) + 0.5
+    gamma, beta = torch.randn(c * mult), torch.randn(c * mult)
+    bn_eval = tuple(t.to(DEVICE) for t in (running_mean, running_var, gamma, beta)) + (1e-5,)
+    y, _, grid, args = depthwise.forward_launch_arguments(x, weight, bias, g, relu=True,
+                                                          bn_eval=bn_eval)
+    innermost(depthwise.depthwise_forward_kernel)[grid](**args, BLOCK_P=pixels, BLOCK_C=block_c,
+                                                         num_warps=warps)
+    z_ref = F.relu(F.batch_norm(y_ref.detach(), running_mean.double(), running_var.double(),
+                                gamma.double(), beta.double(), training=False, eps=1e-5))
+    assert_matches(y, z_ref, what="depthwise forward (eval batch norm + ReLU epilogue)")
 
     dx, grid, args = depthwise.input_grad_launch_arguments(dy, weight, x, g)
     innermost(depthwise.depthwise_input_grad_kernel)[grid](**args, BLOCK_P=pixels,
