@@ -109,14 +109,15 @@ def _rows_at(offs_r, H, W, OH, OW, stride_h, stride_w, dh_row, dw_row):
 
 
 @triton.jit
-def _accumulate_step(acc, dy_ptrs, x_ptr, x_cols, x_pix, sxp, ih, iw, offs_r, offs_rk, r_end,
+def _accumulate_step(acc, dy_ptrs, x_ptr, x_cols, x_pix, sxp, ih, iw, rows_left,
                      H, W, dh, dwo, TAP_MAJOR: tl.constexpr, CHECK_R: tl.constexpr,
                      INDEX_64: tl.constexpr, UPCAST: tl.constexpr,
-                     INPUT_PRECISION: tl.constexpr):
-    """acc += dy^T tile @ x tile for BLOCK_K reduction rows; CHECK_R: mask the rows at or past
-    r_end (the partial step)."""
+                     INPUT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+    """acc += dy^T tile @ x tile for BLOCK_K reduction rows; CHECK_R: mask the rows past the
+    ``rows_left`` still to do (a partial last step)."""
     if CHECK_R:
-        a = tl.load(dy_ptrs, mask=(offs_rk < r_end)[None, :], other=0.0)
+        # A fixed row index against a scalar: no row counter carried through the loop.
+        a = tl.load(dy_ptrs, mask=(tl.arange(0, BLOCK_K) < rows_left)[None, :], other=0.0)
     else:
         a = tl.load(dy_ptrs)
     # x offsets as pixel * pixel stride: the multiply by the (specialised) channel count is
@@ -126,14 +127,14 @@ def _accumulate_step(acc, dy_ptrs, x_ptr, x_cols, x_pix, sxp, ih, iw, offs_r, of
         # One tap: the padding check is one unsigned compare per axis and tile row.
         ok = (ih.to(tl.uint32, bitcast=True) < H) & (iw.to(tl.uint32, bitcast=True) < W)
         if CHECK_R:
-            ok = ok & (offs_r < r_end)
+            ok = ok & (tl.arange(0, BLOCK_K) < rows_left)
         b = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=ok[:, None], other=0.0)
     else:
         ih2 = (ih[:, None] + dh[None, :]).to(tl.uint32, bitcast=True)
         iw2 = (iw[:, None] + dwo[None, :]).to(tl.uint32, bitcast=True)
         ok = (ih2 < H) & (iw2 < W)
         if CHECK_R:
-            ok = ok & (offs_r < r_end)[:, None]
+            ok = ok & (tl.arange(0, BLOCK_K) < rows_left)[:, None]
         b = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=ok, other=0.0)
     if UPCAST:
         a = a.to(tl.float32)
@@ -166,14 +167,11 @@ def _reduce_rows(acc, r_begin, r_end, dy_ptr, x_ptr, x_cols, co_load, sdyr, sxp,
     ih_end = OH * stride_h + dh_row
     wrap_w_pix = stride_h * W - OW * stride_w
     wrap_h_pix = H * W - OH * stride_h * W
-    for _step in range(0, tl.cdiv(r_end - r_begin, BLOCK_K)):
-        acc = _accumulate_step(acc, dy_ptrs, x_ptr, x_cols, x_pix, sxp, ih, iw, offs_r, offs_rk,
-                               r_end, H, W, dh, dwo, TAP_MAJOR, CHECK_R, INDEX_64, UPCAST,
-                               INPUT_PRECISION)
+    for r0 in range(r_begin, r_end, BLOCK_K):
+        acc = _accumulate_step(acc, dy_ptrs, x_ptr, x_cols, x_pix, sxp, ih, iw, r_end - r0,
+                               H, W, dh, dwo, TAP_MAJOR, CHECK_R, INDEX_64, UPCAST,
+                               INPUT_PRECISION, BLOCK_K)
         dy_ptrs += BLOCK_K * sdyr
-        if CHECK_R:
-            offs_r += BLOCK_K
-            offs_rk += BLOCK_K
         iw += d_iw
         ih += d_ih
         x_pix += d_pix
@@ -262,21 +260,22 @@ def conv2d_weight_grad_kernel(
             + (ci * swi + kh * swh + kw * sww)[None, :]
         tl.store(dst, acc.to(dw_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
     elif HAS_BIAS:
-        # The bias column: db[co] = sum_r dy[r, co], Kahan-compensated per tile element.
+        # The bias column: db[co] = sum_r dy[r, co], Kahan-compensated per tile element, the
+        # tile's lanes and the splits then summed in float64 (a few values per channel).
         offs_rb = r_start + tl.arange(0, BLOCK_K)
         bias_rows = offs_rb.to(tl.int64) if INDEX_64 else offs_rb
-        bias_ptrs = dy_ptr + bias_rows[:, None] * sdyr + co[None, :]
-        total = tl.zeros((BLOCK_K, BLOCK_M), dtype=ACC_DTYPE)
-        comp = tl.zeros((BLOCK_K, BLOCK_M), dtype=ACC_DTYPE)
+        bias_ptrs = dy_ptr + co[:, None] + bias_rows[None, :] * sdyr
+        total = tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC_DTYPE)
+        comp = tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC_DTYPE)
         for _r0 in range(r_start, r_end, BLOCK_K):
-            v = tl.load(bias_ptrs, mask=(offs_rb < r_end)[:, None] & mask_m[None, :], other=0.0)
+            v = tl.load(bias_ptrs, mask=mask_m[:, None] & (offs_rb < r_end)[None, :], other=0.0)
             y = v.to(ACC_DTYPE) - comp
             t = total + y
             comp = (t - total) - y
             total = t
             bias_ptrs += BLOCK_K * sdyr
             offs_rb += BLOCK_K
-        db = tl.sum(total - comp, axis=0)
+        db = tl.sum(total.to(tl.float64) - comp.to(tl.float64), axis=1)
         tl.store(db_ptr + split * sbs + co, db.to(db_ptr.dtype.element_ty), mask=mask_m)
 
 
@@ -289,7 +288,8 @@ def conv2d_weight_grad_reduce_kernel(
     BLOCK_S: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
     """Sum the partial slots in a fixed order and write dw (db) in the weight's layout/dtype.
-    pw: (SPLIT, C_out, KH, KW, C_in_g) contiguous fp32; pb: (SPLIT, C_out)."""
+    pw: (SPLIT, C_out, KH, KW, C_in_g) contiguous fp32 (fp64 for fp64); pb: (SPLIT, C_out)
+    fp64."""
     pid = tl.program_id(0)
     E = C_out * KH * KW * C_in_g
     w_programs = tl.cdiv(E, BLOCK_E)
@@ -312,7 +312,7 @@ def conv2d_weight_grad_reduce_kernel(
     elif HAS_BIAS:
         offs_c = (pid - w_programs) * BLOCK_E + tl.arange(0, BLOCK_E)
         mask_c = offs_c < C_out
-        acc = tl.zeros((BLOCK_E,), dtype=ACC_DTYPE)
+        acc = tl.zeros((BLOCK_E,), dtype=tl.float64)
         for s0 in range(0, SPLIT, BLOCK_S):
             s = s0 + offs_s
             part = tl.load(pb_ptr + s[:, None] * C_out + offs_c[None, :],
@@ -387,8 +387,8 @@ def launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry, need_
     else:
         out_w = torch.empty((split, g.out_channels, g.kernel_h, g.kernel_w, g.in_per_group),
                             device=input.device, dtype=acc_dtype)
-        out_b = torch.empty((split, g.out_channels), device=input.device, dtype=acc_dtype) \
-            if need_bias else out_w
+        out_b = torch.empty((split, g.out_channels), device=input.device,
+                            dtype=torch.float64) if need_bias else out_w
         sws, sbs = out_w.stride(0), out_b.stride(0)
         _, so, sh, sw, si = out_w.stride()
         w_strides = (so, si, sh, sw)
