@@ -73,12 +73,25 @@ def _columns(args) -> int:
     return args["C_in_g"] if args["TAP_MAJOR"] else args["C_in_g"] * args["KH"] * args["KW"]
 
 
+# fp32 without TF32 multiplies on the FMA units: these tiles are the ones that do not spill
+# there (sm_80 and sm_90, ``python -m kernels.compile_check``).
+FP32_IEEE_TILES = [(64, 64, 32, 4, 4), (64, 128, 32, 4, 4), (128, 128, 32, 8, 3)]
+
+
+def _tile(c):
+    return (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
+            c.num_stages)
+
+
 def _prune(configs, named_args, **kwargs):
     """Drop tiles more than one power of two wider than C_out/groups or the columns: they
-    would only compute padding. Keeps at least the narrowest config."""
+    would only compute padding; for fp32 without TF32 keep FP32_IEEE_TILES only. Keeps at
+    least the narrowest config."""
     args = dict(named_args, **kwargs)
     rows = max(16, next_power_of_2(args["C_out_g"]))
     cols = max(16, next_power_of_2(_columns(args)))
+    if args["INPUT_PRECISION"] == "ieee" and args["x_ptr"].dtype == torch.float32:
+        configs = [c for c in configs if _tile(c) in FP32_IEEE_TILES] or configs
     kept = [c for c in configs if c.kwargs["BLOCK_M"] <= rows and c.kwargs["BLOCK_N"] <= cols]
     if not kept:
         kept = [min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"]))]
@@ -276,6 +289,8 @@ def conv2d_weight_grad_kernel(
             bias_ptrs += BLOCK_K * sdyr
             offs_rb += BLOCK_K
         db = tl.sum(total.to(tl.float64) - comp.to(tl.float64), axis=1)
+        if db_ptr.dtype.element_ty != tl.float64:
+            db = db.to(ACC_DTYPE)  # the interpreter has no float64 -> bfloat16 cast
         tl.store(db_ptr + split * sbs + co, db.to(db_ptr.dtype.element_ty), mask=mask_m)
 
 
@@ -312,13 +327,15 @@ def conv2d_weight_grad_reduce_kernel(
     elif HAS_BIAS:
         offs_c = (pid - w_programs) * BLOCK_E + tl.arange(0, BLOCK_E)
         mask_c = offs_c < C_out
-        acc = tl.zeros((BLOCK_E,), dtype=tl.float64)
+        bias_acc = tl.zeros((BLOCK_E,), dtype=tl.float64)
         for s0 in range(0, SPLIT, BLOCK_S):
             s = s0 + offs_s
-            part = tl.load(pb_ptr + s[:, None] * C_out + offs_c[None, :],
-                           mask=(s < SPLIT)[:, None] & mask_c[None, :], other=0.0)
-            acc += tl.sum(part, axis=0)
-        tl.store(db_ptr + offs_c, acc.to(db_ptr.dtype.element_ty), mask=mask_c)
+            bias_part = tl.load(pb_ptr + s[:, None] * C_out + offs_c[None, :],
+                                mask=(s < SPLIT)[:, None] & mask_c[None, :], other=0.0)
+            bias_acc += tl.sum(bias_part, axis=0)
+        # Through ACC_DTYPE: the interpreter has no float64 -> bfloat16 cast.
+        tl.store(db_ptr + offs_c, bias_acc.to(ACC_DTYPE).to(db_ptr.dtype.element_ty),
+                 mask=mask_c)
 
 
 def _split_reduction(geometry: Conv2dGeometry, sm_count: int):
