@@ -272,7 +272,7 @@ def forward_launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=
     C_out), fp32 (fp64 for fp64 input)."""
     g = geometry
     y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype,
-                    memory_format=output_memory_format(x))
+                    memory_format=output_memory_format(x, weight))
     pixels = g.batch * g.out_h * g.out_w
     stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     stats_buf = torch.empty((cdiv(pixels, STATS_BLOCK_P), 3, g.out_channels), device=x.device,
