@@ -8,6 +8,7 @@
 import kernels  # noqa: F401  (decides compiled vs interpreted before anything else)
 
 from . import distributed, functional
+from .convert import convert  # noqa: F401  (cnn.convert(model): any torch model on our layers)
 from .fuse import fuse
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import BatchNorm2d, Conv2d, ConvBNReLU2d, MaxPool2d, ReLU
+from .resnet import ResNet, resnet18, resnet34, resnet50  # noqa: F401  (torchvision's keys)
 
 BACKENDS = ("triton", "torch")
 
