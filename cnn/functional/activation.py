@@ -34,6 +34,9 @@ class ReLUFunction(torch.autograd.Function):
 def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Drop-in for ``torch.nn.functional.relu``: any shape and strides, float or integer
     dtypes; the result is laid out like input (inplace=True: input itself, modified)."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(
+            f"relu(): argument 'input' (position 1) must be Tensor, not {type(input).__name__}")
     if input.dtype == torch.bool:
         raise RuntimeError("Boolean inputs not supported for relu")
     if input.is_complex():

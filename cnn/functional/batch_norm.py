@@ -44,15 +44,24 @@ def verify_batch_size(shape) -> None:
             f"{torch.Size(shape)}")
 
 
+def verify_eps(eps, training: bool) -> None:
+    """torch's rule: eps > 0 in training (the batch variance may be 0), eps >= 0 otherwise."""
+    if training and eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+
+
 def check_batch_norm_args(shape, dtype, device, running_mean, running_var, weight, bias,
-                          training: bool) -> None:
-    """torch.nn.functional.batch_norm's checks (same exception types and messages), for an
-    input of the given shape, dtype and device; before any launch."""
+                          training: bool, *, eps) -> None:
+    """torch.nn.functional.batch_norm's checks (same exception types and messages, in torch's
+    order), for an input of the given shape, dtype and device; before any launch."""
     if (running_mean is None) != (running_var is None):
         raise ValueError(
             "running_mean and running_var must either both be None or neither be None")
     if training:
         verify_batch_size(shape)
+    verify_eps(eps, training)
     channels = shape[1] if len(shape) > 1 else 0
     params = (("weight", weight), ("bias", bias), ("running_mean", running_mean),
               ("running_var", running_var))
@@ -171,7 +180,7 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
     """batch_norm with the module's extras: num_batches_tracked (0-dim int64) is advanced by
     one inside the last launch, and momentum=None means the cumulative average over it."""
     check_batch_norm_args(input.shape, input.dtype, input.device, running_mean, running_var,
-                          weight, bias, training)
+                          weight, bias, training, eps=eps)
     update = training and running_mean is not None
     if update and momentum is None and num_batches_tracked is None:
         raise TypeError("batch_norm(): argument 'momentum' must be float, not NoneType")
@@ -208,4 +217,4 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 
 __all__ = ["batch_norm", "BatchNormFunction", "check_batch_norm_args", "verify_batch_size",
-           "as_4d"]
+           "verify_eps", "as_4d"]

@@ -91,7 +91,7 @@ def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None
     geometry = Conv2dGeometry.from_shapes(input.shape, weight.shape, stride, padding4,
                                           dilation, groups)
     check_batch_norm_args(geometry.output_shape, input.dtype, input.device, running_mean,
-                          running_var, bn_weight, bn_bias, training)
+                          running_var, bn_weight, bn_bias, training, eps=eps)
     if (bn_weight is None) != (bn_bias is None):
         raise ValueError("conv_bn_relu2d: bn_weight and bn_bias must both be given or both be "
                          "None (an affine batch norm or not)")
