@@ -14,7 +14,7 @@ from kernels.runtime import check_device
 from .batch_norm import check_batch_norm_args
 from .compile import run_as_is_under_compile
 from .conv import autocast_to_lower_precision
-from .conv_args import check_conv2d_args
+from .conv_args import check_conv2d_args, check_conv2d_types
 
 
 class ConvBNReLUFunction(torch.autograd.Function):
@@ -81,6 +81,7 @@ def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None
     counter advanced by one in training (momentum None: cumulative average over it).
     Returns (N, C_out, OH, OW) in the input's layout.
     """
+    check_conv2d_types(input, weight, bias, stride, padding, dilation, groups)
     if input.dim() != 4:
         raise ValueError(f"expected 4D input (got {input.dim()}D input)")
     # Inside torch.autocast the convolution runs in the autocast dtype, as torch's does; the

@@ -36,7 +36,8 @@ class BatchNorm2d(nn.BatchNorm2d):
             try:
                 check_batch_norm_args(input.shape, input.dtype, input.device, running_mean,
                                       running_var, self.weight, self.bias, batch_stats,
-                                      eps=self.eps)
+                                      eps=self.eps, momentum=momentum,
+                                      num_batches_tracked=counter)
             except Exception:
                 counter.add_(1)  # torch's module counts the batch before F.batch_norm refuses it
                 raise
