@@ -89,7 +89,9 @@ def check_conv2d_args(input: torch.Tensor, weight: torch.Tensor, bias, stride, p
     dilation = pair(dilation, "dilation")
     if any(s <= 0 for s in stride):
         raise RuntimeError("non-positive stride is not supported")
-    if any(d <= 0 for d in dilation):
+    if any(d < 0 for d in dilation):
+        raise RuntimeError("dilation should be greater than zero")
+    if any(d == 0 for d in dilation) and input.numel():  # torch lets an empty input through
         raise RuntimeError("non-positive dilation is not supported")
     if isinstance(groups, bool) or not isinstance(groups, int):
         raise TypeError(f"conv2d(): argument 'groups' must be int, not {type(groups).__name__}")
