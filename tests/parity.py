@@ -225,8 +225,20 @@ def _check_gradients(outs, refs, torch_outs, our_leaves, ref_leaves, torch_leave
     g = torch.Generator().manual_seed(1234)
     grads = [torch.randn(r.shape, generator=g, dtype=torch.float64).to(o.dtype)
              for o, r, _ in pairs]
+    try:
+        torch.autograd.backward([r for _, r, _ in pairs], [gr.double() for gr in grads])
+    except Exception as torch_error:  # torch's backward refuses: ours must refuse alike
+        try:
+            torch.autograd.backward([o for o, _, _ in pairs], grads)
+        except Exception as our_error:
+            if isinstance(our_error, type(torch_error)):
+                return
+            raise Mismatch(f"backward: torch raises {type(torch_error).__name__}"
+                           f"({torch_error}); ours {type(our_error).__name__}({our_error})"
+                           ) from None
+        raise Mismatch(f"backward: torch raises {type(torch_error).__name__}({torch_error}); "
+                       f"ours returns") from None
     torch.autograd.backward([o for o, _, _ in pairs], grads)
-    torch.autograd.backward([r for _, r, _ in pairs], [gr.double() for gr in grads])
     torch.autograd.backward([t for _, _, t in pairs], grads)
     for i, (a, r, t) in enumerate(zip(our_leaves, ref_leaves, torch_leaves, strict=True)):
         if (a.grad is None) != (r.grad is None):

@@ -87,6 +87,14 @@ def check_batch_norm_args(shape, dtype, device, running_mean, running_var, weigh
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.numel() != channels:
             raise RuntimeError(f"{name} should contain {channels} elements not {t.numel()}")
+    stats = [t for t in (running_mean, running_var) if t is not None and training]
+    for t in stats:
+        if any(st == 0 and n > 1 for n, st in zip(t.shape, t.stride(), strict=True)):
+            # torch writes every channel into the one shared element; refused here instead.
+            raise RuntimeError(
+                "unsupported operation: more than one element of the written-to tensor "
+                "refers to a single memory location. Please clone() the tensor before "
+                "performing the operation.")
     if (running_mean is None) != (running_var is None):
         raise ValueError(
             "running_mean and running_var must either both be None or neither be None")

@@ -188,9 +188,13 @@ def _batched(input: torch.Tensor):
 
 
 def _unbatch(out, unbatched: bool):
+    """Drops the batch dim added for a (C, H, W) input; torch returns such results contiguous
+    (3D tensors have no channels_last), even when the batched view looked channels_last."""
     if not unbatched:
         return out
-    return tuple(t.squeeze(0) for t in out) if isinstance(out, tuple) else out.squeeze(0)
+    if isinstance(out, tuple):
+        return tuple(t.squeeze(0).contiguous() for t in out)
+    return out.squeeze(0).contiguous()
 
 
 # ---------------------------------------------------------------------------------------------
