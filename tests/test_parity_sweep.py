@@ -9,8 +9,8 @@ CI replays a fixed set of examples (tests/conftest.py). Exploring:
     HYPOTHESIS_PROFILE=explore PARITY_EXAMPLES=2500 PARITY_RECORD=mismatches.jsonl \
         python -m pytest tests/test_parity_sweep.py -q
 PARITY_RECORD appends each mismatch as a JSON line and keeps going instead of failing.
-Known mismatches (in files others own) are listed in KNOWN: the sweep skips them and a fixed
-case per entry below is a strict xfail, so it turns red once the fix lands.
+Known mismatches are listed in KNOWN: the sweep counts them instead of failing, and a fixed
+case per entry below is a strict xfail, so it turns red once the behaviour matches torch's.
 """
 import dataclasses
 import json
@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from parity import FLOATS, LAYOUTS, Mismatch, T, check, instantiate
 
 import cnn
-from kernels.runtime import is_channels_last
 
 EXAMPLES = int(os.environ.get("PARITY_EXAMPLES", "15"))
 RECORD = os.environ.get("PARITY_RECORD")
@@ -71,21 +70,6 @@ OPS = {
 # A mismatch that a predicate matches is counted, not failed, so the sweep stays green and
 # finds new ones; test_known_mismatch keeps each visible as a strict xfail (or a test).
 
-def _bias(args, kwargs):
-    return args[2] if len(args) > 2 else kwargs.get("bias")
-
-
-def _strided_bias(args, kwargs, message):
-    b = _bias(args, kwargs)
-    return isinstance(b, torch.Tensor) and b.dim() == 1 and b.numel() > 1 and b.stride(0) != 1
-
-
-def _channels_last_weight(args, kwargs, message):
-    x, w = args[0], args[1]
-    return isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor) and x.dim() == 4 and \
-        is_channels_last(w) and not is_channels_last(x) and "strides" in message
-
-
 def _mixes_meta(args, kwargs, message):
     tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
     return len({t.device.type for t in tensors}) > 1 and \
@@ -118,12 +102,6 @@ def _global_mean_any_rank(args, kwargs, message):
 
 
 KNOWN = [
-    (("conv2d", "conv_bn_relu2d"), _strided_bias,
-     "kernels: a bias with stride != 1 (b[::2], an expanded bias) gives wrong values (the "
-     "conv launchers read it as contiguous)"),
-    (("conv2d",), _channels_last_weight,
-     "kernels: a channels_last weight with an NCHW input gives an NCHW output; torch gives "
-     "channels_last (the conv forward launcher)"),
     (tuple(OPS), _mixes_meta,
      "by design: a meta tensor among others; torch's meta dispatch returns a meta result (or "
      "reorders its checks), ours refuses the device mix (RuntimeError)"),
@@ -503,33 +481,43 @@ _W = T((4, 3, 3, 3), F64, requires_grad=True, seed=2)
 _BN = dict(running_mean=T((4,), F64, seed=3), running_var=T((4,), F64, positive=True, seed=4),
            bn_weight=T((4,), F64, seed=5), bn_bias=T((4,), F64, seed=6), training=True)
 
+# Cases the sweep found wrong while the kernels were being fixed (a strided or expanded
+# bias read as contiguous, a channels_last weight with NCHW input giving NCHW output); now
+# torch's, kept as fixed cases.
+FIXED_CASES = {
+    "conv2d_strided_bias": ("conv2d", (_X, _W, T((4,), F64, "strided", True, seed=7)), {}),
+    "conv2d_expanded_bias": ("conv2d", (_X, _W, T((4,), F64, "expanded", True, seed=7)), {}),
+    "conv_bn_relu2d_strided_bias": ("conv_bn_relu2d",
+                                    (_X, _W, T((4,), F64, "strided", True, seed=7)), _BN),
+    "conv2d_channels_last_weight": ("conv2d", (_X, T((4, 3, 3, 3), F64, "channels_last",
+                                                     True, seed=2)), {}),
+}
+
+
+@pytest.mark.parametrize("case", FIXED_CASES.values(), ids=FIXED_CASES.keys())
+def test_fixed_case(case):
+    op, args, kwargs = case
+    assert check(*OPS[op], args, kwargs) == "value"
+
+
 # One fixed case per entry of KNOWN, as (op, args, kwargs, reason): strict xfails, so each
 # turns red (remove it then) once the behaviour matches torch's.
 KNOWN_CASES = {
-    "conv2d_strided_bias": ("conv2d", (_X, _W, T((4,), F64, "strided", True, seed=7)), {},
-                            KNOWN[0][2]),
-    "conv2d_expanded_bias": ("conv2d", (_X, _W, T((4,), F64, "expanded", True, seed=7)), {},
-                             KNOWN[0][2]),
-    "conv_bn_relu2d_strided_bias": ("conv_bn_relu2d",
-                                    (_X, _W, T((4,), F64, "strided", True, seed=7)), _BN,
-                                    KNOWN[0][2]),
-    "conv2d_channels_last_weight": ("conv2d", (_X, T((4, 3, 3, 3), F64, "channels_last",
-                                                     True, seed=2)), {}, KNOWN[1][2]),
     "conv2d_meta_weight": ("conv2d", (_X, T((4, 3, 3, 3), F64, device="meta")), {},
-                           KNOWN[2][2]),
+                           KNOWN[0][2]),
     "max_pool2d_int64": ("max_pool2d", (T((1, 2, 4, 4), torch.int64),), {"kernel_size": 2},
-                         KNOWN[3][2]),
+                         KNOWN[1][2]),
     "conv_bn_relu2d_strided_running_var": (
         "conv_bn_relu2d", (_X, _W), {**_BN, "running_var": T((4,), F64, "strided",
                                                             positive=True, seed=4)},
-        KNOWN[4][2]),
+        KNOWN[2][2]),
     "conv_bn_relu2d_weight_without_bias": ("conv_bn_relu2d", (_X, _W),
-                                           {**_BN, "bn_bias": None}, KNOWN[4][2]),
+                                           {**_BN, "bn_bias": None}, KNOWN[2][2]),
     "conv2d_empty_input_other_dtype": ("conv2d", (T((0, 3, 5, 5), F64),
                                                   T((4, 3, 3, 3), torch.float32)), {},
-                                       KNOWN[5][2]),
+                                       KNOWN[3][2]),
     "adaptive_avg_pool2d_global_of_2d": ("adaptive_avg_pool2d", (T((5, 6), F64),),
-                                         {"output_size": 1}, KNOWN[6][2]),
+                                         {"output_size": 1}, KNOWN[4][2]),
 }
 
 
