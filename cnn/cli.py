@@ -161,6 +161,10 @@ def model_options(p, g) -> None:
     add(g, "--amp", choices=tuple(AMP_DTYPES), default=None, fixed_on_resume=True,
         help="mixed precision: autocast forward and loss to bf16 or fp16 "
              "(fp16 with a gradient scaler) (default: off, fp32)")
+    add(g, "--compile", nargs="?", const="default", default=None,
+        choices=("default", "reduce-overhead", "max-autotune"),
+        help="torch.compile the model as one graph (fullgraph); reduce-overhead replays it "
+             "as a CUDA graph on CUDA (--compile alone: default) (default: eager)")
 
 
 def data_options(p, g) -> None:

@@ -53,6 +53,14 @@ __all__ = ["main", "build_parser", "Trainer", "EarlyStopping", "Progress", "conf
            "grad_norm"]
 
 
+def compile_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """--compile: model's forward compiled in place as one graph (our ops are torch.ops.cnn
+    ops, so fullgraph holds); state_dict keys stay the model's. mode 'reduce-overhead'
+    replays the graph as a CUDA graph on CUDA."""
+    model.compile(fullgraph=True, mode=None if mode == "default" else mode)
+    return model
+
+
 def _say(message: str) -> None:
     """Progress and results on stderr: rank 0 speaks for all under torchrun."""
     if distributed.is_main():
@@ -233,6 +241,8 @@ class Run:
         memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
         model = MyCNN(dropout=args.dropout, batchnorm=args.batchnorm, backend=args.backend,
                       seed=args.seed).to(device, memory_format=memory_format)
+        if args.compile:
+            compile_model(model, args.compile)
         config = {"dropout": args.dropout, "batchnorm": args.batchnorm}
         parallel = self.data_parallel(model) if ctx.distributed else None
         self.trainer = trainer = Trainer(

@@ -11,10 +11,12 @@ from .conv2d_geometry import Conv2dGeometry
 
 def conv2d_forward(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, bn_eval=None,
                    stats=False):
-    """y = epilogue(conv2d(x, weight) + bias); see kernels/conv2d_forward.py. The epilogue
-    variants (ReLU, folded batch norm, statistics) run on the implicit GEMM."""
-    if depthwise.is_depthwise(geometry) and not (relu or bn_eval is not None or stats):
-        return depthwise.depthwise_forward(x, weight, bias, geometry)
+    """y = epilogue(conv2d(x, weight) + bias); see kernels/conv2d_forward.py. Depthwise convs
+    run on the direct depthwise kernel with the same epilogues (ReLU, folded batch norm,
+    statistics), everything else on the implicit GEMM."""
+    if depthwise.is_depthwise(geometry):
+        return depthwise.depthwise_forward(x, weight, bias, geometry, relu=relu, bn_eval=bn_eval,
+                                           stats=stats)
     return implicit_gemm_forward.conv2d_forward(x, weight, bias, geometry, relu=relu,
                                                 bn_eval=bn_eval, stats=stats)
 

@@ -27,6 +27,9 @@ from .runtime import INTERPRET, cdiv, multiprocessor_count, output_memory_format
 # Pixels x channels per program. The interpreter pays per program, so it gets one tall tile.
 _TILES_GPU = [(64, 32, 4), (128, 16, 4), (32, 64, 4), (128, 32, 8)]
 _TILES_INTERPRET = [(4096, 64, 4)]
+# With the statistics epilogue every config shares one pixel tile, so the caller knows how many
+# partial rows there are.
+STATS_BLOCK_P = (_TILES_INTERPRET if INTERPRET else _TILES_GPU)[0][0]
 # The weight gradient's partial slots cover a multiple of every BLOCK_R.
 WGRAD_R_MULTIPLE = 4096 if INTERPRET else 128
 
@@ -42,20 +45,33 @@ def is_depthwise(geometry: Conv2dGeometry) -> bool:
     return geometry.groups > 1 and geometry.groups == geometry.in_channels
 
 
+def _prune_for_stats(configs, named_args, **kwargs):
+    if kwargs.get("STATS", named_args.get("STATS", False)):
+        return [c for c in configs if c.kwargs["BLOCK_P"] == STATS_BLOCK_P]
+    return configs
+
+
 @triton.autotune(configs=_tile_configs("BLOCK_P"),
-                 key=["N", "H", "W", "C_out", "OH", "OW", "KH", "KW", "stride_h", "stride_w"])
+                 key=["N", "H", "W", "C_out", "OH", "OW", "KH", "KW", "stride_h", "stride_w",
+                      "HAS_BIAS", "STATS", "BN_EVAL", "RELU"],
+                 prune_configs_by={"early_config_prune": _prune_for_stats})
 @triton.jit
 def depthwise_forward_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
+    bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, stats_ptr,
     sxn, sxc, sxh, sxw,
-    swo, swh, sww,
+    swo, swh, sww, sb,
     syn, syc, syh, syw,
     N, H, W, C_out, OH, OW, KH, KW, MULT,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-    HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, eps,
+    HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
+    BN_AFFINE: tl.constexpr, RELU: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    """Epilogue as conv2d_forward_kernel's: + bias, per-tile batch-norm statistics (STATS:
+    stats[pixel tile, {count, mean, m2}, channel]), folded eval batch norm (BN_EVAL), ReLU."""
+    pid_p = tl.program_id(0)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     co = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_p = offs_p < N * OH * OW
     mask_c = co < C_out
@@ -75,9 +91,33 @@ def depthwise_forward_kernel(
             wv = tl.load(w_ptr + co * swo + kh * swh + kw * sww, mask=mask_c, other=0.0)
             acc += xv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)[None, :]
     if HAS_BIAS:
-        acc += tl.load(b_ptr + co, mask=mask_c, other=0.0).to(ACC_DTYPE)[None, :]
+        acc += tl.load(b_ptr + co * sb, mask=mask_c, other=0.0).to(ACC_DTYPE)[None, :]
+    valid = mask_p[:, None] & mask_c[None, :]
+    if STATS:
+        # Per-tile count, mean and sum of squared deviations (merged by Chan's formula later).
+        count = tl.sum(mask_p.to(ACC_DTYPE), axis=0)
+        vals = tl.where(valid, acc, 0.0)
+        mean = tl.sum(vals, axis=0) / count
+        dev = tl.where(valid, vals - mean[None, :], 0.0)
+        m2 = tl.sum(dev * dev, axis=0)
+        row = stats_ptr + pid_p.to(tl.int64) * 3 * C_out + co
+        tl.store(row, tl.zeros_like(mean) + count, mask=mask_c)
+        tl.store(row + C_out, mean, mask=mask_c)
+        tl.store(row + 2 * C_out, m2, mask=mask_c)
+    if BN_EVAL:
+        mean = tl.load(bn_mean_ptr + co, mask=mask_c, other=0.0).to(ACC_DTYPE)
+        var = tl.load(bn_var_ptr + co, mask=mask_c, other=1.0).to(ACC_DTYPE)
+        scale = 1.0 / tl.sqrt(var + eps)
+        if BN_AFFINE:
+            scale *= tl.load(bn_weight_ptr + co, mask=mask_c, other=1.0).to(ACC_DTYPE)
+        shift = -mean * scale
+        if BN_AFFINE:
+            shift += tl.load(bn_bias_ptr + co, mask=mask_c, other=0.0).to(ACC_DTYPE)
+        acc = acc * scale[None, :].to(ACC_DTYPE) + shift[None, :].to(ACC_DTYPE)
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
     y_ptrs = y_ptr + (n * syn + oh * syh + ow * syw)[:, None] + (co * syc)[None, :]
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=valid)
 
 
 @triton.autotune(configs=_tile_configs("BLOCK_P"),
@@ -173,13 +213,16 @@ def _acc_dtype(dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2dGeometry):
+def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2dGeometry, *,
+                      relu: bool = False, bn_eval=None, stats: bool = False):
     """x: (N, C, H, W), weight: (C*mult, 1, KH, KW), bias: (C*mult,) or None
-    -> y: (N, C*mult, OH, OW) in x's memory format."""
-    y, grid, args = forward_launch_arguments(x, weight, bias, geometry)
+    -> y: (N, C*mult, OH, OW) in x's memory format; with ``stats`` also the per-tile
+    statistics (tiles, 3, C*mult). relu, bn_eval, stats: the epilogues of conv2d_forward."""
+    y, stats_buf, grid, args = forward_launch_arguments(x, weight, bias, geometry, relu=relu,
+                                                        bn_eval=bn_eval, stats=stats)
     if y.numel() > 0:
         depthwise_forward_kernel[grid](**args)
-    return y
+    return (y, stats_buf) if stats else y
 
 
 def depthwise_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input: torch.Tensor,
@@ -222,18 +265,34 @@ def _strides(prefix: str, t: torch.Tensor, axes="nchw") -> dict:
     return {f"s{prefix}{axis}": t.stride(i) for i, axis in enumerate("nchw") if axis in axes}
 
 
-def forward_launch_arguments(x, weight, bias, geometry: Conv2dGeometry):
-    """(y, grid, args) of the forward launch."""
+def forward_launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False,
+                             bn_eval=None, stats=False):
+    """(y, stats or None, grid, args) of the forward launch. bn_eval: None or (running_mean,
+    running_var, gamma or None, beta or None, eps); stats: (tiles of STATS_BLOCK_P pixels, 3,
+    C_out), fp32 (fp64 for fp64 input)."""
     g = geometry
     y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype,
-                    memory_format=output_memory_format(x))
+                    memory_format=output_memory_format(x, weight))
     pixels = g.batch * g.out_h * g.out_w
-    args = dict(x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else y, y_ptr=y,
+    stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    stats_buf = torch.empty((cdiv(pixels, STATS_BLOCK_P), 3, g.out_channels), device=x.device,
+                            dtype=stats_dtype) if stats else None
+    mean, var, gamma, beta, eps = bn_eval if bn_eval is not None else (None,) * 4 + (0.0,)
+
+    def pointer(t):
+        return y if t is None else t  # stands in for an absent tensor; never read then
+
+    args = dict(x_ptr=x, w_ptr=weight, b_ptr=pointer(bias), y_ptr=y,
+                bn_mean_ptr=pointer(mean), bn_var_ptr=pointer(var),
+                bn_weight_ptr=pointer(gamma), bn_bias_ptr=pointer(beta),
+                stats_ptr=pointer(stats_buf),
                 **_strides("x", x), swo=weight.stride(0), swh=weight.stride(2),
-                sww=weight.stride(3), **_strides("y", y), C_out=g.out_channels,
-                **_geometry_args(g), HAS_BIAS=bias is not None, ACC_DTYPE=_acc_dtype(x.dtype))
+                sww=weight.stride(3), sb=bias.stride(0) if bias is not None else 0,
+                **_strides("y", y), C_out=g.out_channels, **_geometry_args(g), eps=float(eps),
+                HAS_BIAS=bias is not None, STATS=stats, BN_EVAL=bn_eval is not None,
+                BN_AFFINE=gamma is not None, RELU=relu, ACC_DTYPE=_acc_dtype(x.dtype))
     grid = lambda meta: (cdiv(pixels, meta["BLOCK_P"]), cdiv(g.out_channels, meta["BLOCK_C"]))
-    return y, grid, args
+    return y, stats_buf, grid, args
 
 
 def input_grad_launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
@@ -273,4 +332,3 @@ def weight_grad_launch_arguments(grad_output, input, weight, geometry: Conv2dGeo
                 ACC_DTYPE=_acc_dtype(input.dtype))
     grid = lambda meta: (cdiv(g.out_channels, meta["BLOCK_C"]), taps, split)
     return partial_w, partial_b, grid, args
-

@@ -1,20 +1,33 @@
-"""Conv2d weight and bias gradients as a split-reduction GEMM.
+"""Conv2d weight and bias gradients as a split-reduction GEMM over channels_last operands.
 
 Backward of y = conv2d(x, w) + b with respect to w and b:
     dw[co, ci, kh, kw] = sum_{n, oh, ow} dy[n, co, oh, ow] * x[n, g*Cg + ci, oh*sh - ph + kh*dh,
                                                               ow*sw - pw + kw*dw]
     db[co]             = sum_{n, oh, ow} dy[n, co, oh, ow]
-GEMM view, per group: rows = C_out/groups, columns = KH*KW*(C_in/groups) in (kh, kw, ci) order,
-reduction R = N*OH*OW. R is long and the output small, so R is split across SPLIT programs per
-output tile; each writes its own fp32 partial slot and the slots are summed in a fixed order,
-so the result is deterministic (no atomics). The bias gradient is summed from the same dy tiles.
+GEMM view, per group and tap (kh, kw): rows = C_out/groups, columns = C_in/groups, reduction
+R = N*OH*OW. Both operands are read channels_last (the launcher converts NCHW once): a dy row
+is a contiguous run of C_out values at r * C_out, an x row a contiguous run of channels, so
+every tile row is one 16-byte-vector load. Each program owns one tap, so the padding check is
+one compare per tile row, and the reduction index r is carried across steps by adds and
+compares (no division by a runtime size in the main loop). With fewer than 16 input channels
+per group a tap would fill under 16 columns, so the columns are then (kh, kw, ci) flattened,
+decomposed once per program, with a per-element padding mask.
+
+R is long and the output small, so R is split across SPLIT programs per output tile. Launch 1
+writes each split's fp32 partial; launch 2 sums the partials in a fixed order (deterministic, no
+atomics) and writes dw and db in the weight's own layout and dtype. With SPLIT == 1 the first
+launch writes the final tensors itself: one launch.
+The bias gradient has its own programs (one extra column tile) that sum dy with Kahan
+compensation, so a long reduction (a bias followed by batch norm, whose gradient is zero in
+exact arithmetic) keeps fp32's precision instead of growing with R.
 """
 import torch
 import triton
 import triton.language as tl
 
-from .configs import implicit_gemm_configs, interpreter_tiles
+from .configs import AUTOTUNE
 from .conv2d_geometry import Conv2dGeometry
+from .layout import to_channels_last
 from .runtime import (
     INTERPRET,
     accumulator_dtype,
@@ -23,90 +36,313 @@ from .runtime import (
     dot_upcast,
     multiprocessor_count,
     needs_int64,
+    next_power_of_2,
 )
+
+# (BLOCK_M output channels, BLOCK_N input channels or flattened taps, BLOCK_K reduction rows,
+#  num_warps, num_stages). Every config fits sm_80's shared memory with fp32 operands.
+WGRAD_TILES_GPU = [
+    (64, 64, 64, 4, 3),
+    (128, 64, 32, 4, 4),
+    (64, 128, 32, 4, 4),
+    (128, 128, 32, 8, 3),
+    (64, 64, 32, 4, 4),
+    (32, 64, 64, 4, 4),
+    (64, 32, 64, 4, 4),
+    (16, 64, 128, 4, 3),
+    (32, 32, 128, 4, 3),
+]
+# The interpreter pays per program: tall reduction tiles, output tiles sized to the problem.
+INTERPRET_BLOCK_K = 2048
+# Input channels per group from which a program takes one tap (tap-major columns).
+TAP_MAJOR_MIN_CHANNELS = 16
+# The reduction of the partial slots: slots per step, output elements per program.
+REDUCE_BLOCK_S, REDUCE_BLOCK_E = 8, 512
+
+
+def _configs():
+    if INTERPRET:
+        return [triton.Config({"BLOCK_K": INTERPRET_BLOCK_K}, num_warps=4, num_stages=1)]
+    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w,
+                             num_stages=s) for m, n, k, w, s in WGRAD_TILES_GPU]
+    return configs if AUTOTUNE else configs[:1]
+
+
+def _columns(args) -> int:
+    """Output columns one tap's GEMM (tap-major) or the whole flattened K has."""
+    return args["C_in_g"] if args["TAP_MAJOR"] else args["C_in_g"] * args["KH"] * args["KW"]
+
+
+# fp32 without TF32 multiplies on the FMA units: these tiles are the ones that do not spill
+# there (sm_80 and sm_90, ``python -m kernels.compile_check``).
+FP32_IEEE_TILES = [(64, 64, 32, 4, 4), (64, 128, 32, 4, 4), (128, 128, 32, 8, 3)]
+
+
+def _tile(c):
+    return (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
+            c.num_stages)
+
+
+def _prune(configs, named_args, **kwargs):
+    """Drop tiles more than one power of two wider than C_out/groups or the columns: they
+    would only compute padding; for fp32 without TF32 keep FP32_IEEE_TILES only. Keeps at
+    least the narrowest config."""
+    args = dict(named_args, **kwargs)
+    rows = max(16, next_power_of_2(args["C_out_g"]))
+    cols = max(16, next_power_of_2(_columns(args)))
+    if args["INPUT_PRECISION"] == "ieee" and args["x_ptr"].dtype == torch.float32:
+        configs = [c for c in configs if _tile(c) in FP32_IEEE_TILES] or configs
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= rows and c.kwargs["BLOCK_N"] <= cols]
+    if not kept:
+        kept = [min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"]))]
+    return kept
+
+
+def _fit(n: int) -> int:
+    return min(64, max(16, next_power_of_2(n)))
+
+
+def _interpreter_tiles(kernel):
+    if not INTERPRET:
+        return kernel
+    return triton.heuristics({"BLOCK_M": lambda a: _fit(a["C_out_g"]),
+                              "BLOCK_N": lambda a: _fit(_columns(a))})(kernel)
+
+
+@triton.jit
+def _rows_at(offs_r, H, W, OH, OW, stride_h, stride_w, dh_row, dw_row):
+    """(ih, iw, pixel) of reduction rows offs_r = (n, oh, ow): ih = oh*sh + dh_row,
+    iw = ow*sw + dw_row, pixel n*H*W + ih*W + iw of x (may lie outside x when padded)."""
+    ow = offs_r % OW
+    oh = (offs_r // OW) % OH
+    n = offs_r // (OW * OH)
+    ih = oh * stride_h + dh_row
+    iw = ow * stride_w + dw_row
+    return ih, iw, n * (H * W) + ih * W + iw
+
+
+@triton.jit
+def _accumulate_step(acc, dy_ptrs, x_ptr, x_cols, x_pix, sxp, ih, iw, rows_left,
+                     H, W, dh, dwo, TAP_MAJOR: tl.constexpr, CHECK_R: tl.constexpr,
+                     INDEX_64: tl.constexpr, UPCAST: tl.constexpr,
+                     INPUT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+    """acc += dy^T tile @ x tile for BLOCK_K reduction rows; CHECK_R: mask the rows past the
+    ``rows_left`` still to do (a partial last step)."""
+    if CHECK_R:
+        # A fixed row index against a scalar: no row counter carried through the loop.
+        a = tl.load(dy_ptrs, mask=(tl.arange(0, BLOCK_K) < rows_left)[None, :], other=0.0)
+    else:
+        a = tl.load(dy_ptrs)
+    # x offsets as pixel * pixel stride: the multiply by the (specialised) channel count is
+    # what lets the compiler prove 16-byte alignment of each row.
+    x_rows = (x_pix.to(tl.int64) if INDEX_64 else x_pix) * sxp
+    if TAP_MAJOR:
+        # One tap: the padding check is one unsigned compare per axis and tile row.
+        ok = (ih.to(tl.uint32, bitcast=True) < H) & (iw.to(tl.uint32, bitcast=True) < W)
+        if CHECK_R:
+            ok = ok & (tl.arange(0, BLOCK_K) < rows_left)
+        b = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=ok[:, None], other=0.0)
+    else:
+        ih2 = (ih[:, None] + dh[None, :]).to(tl.uint32, bitcast=True)
+        iw2 = (iw[:, None] + dwo[None, :]).to(tl.uint32, bitcast=True)
+        ok = (ih2 < H) & (iw2 < W)
+        if CHECK_R:
+            ok = ok & (tl.arange(0, BLOCK_K) < rows_left)[:, None]
+        b = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=ok, other=0.0)
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
+
+
+@triton.jit
+def _reduce_rows(acc, r_begin, r_end, dy_ptr, x_ptr, x_cols, co_load, sdyr, sxp,
+                 H, W, OH, OW, stride_h, stride_w, dh, dwo, dh_row, dw_row,
+                 TAP_MAJOR: tl.constexpr, CHECK_R: tl.constexpr, INDEX_64: tl.constexpr,
+                 UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+    """acc += the GEMM over reduction rows [r_begin, r_end), BLOCK_K per step. The rows
+    r = (n, oh, ow) are held as the tap's input row/column ih, iw (of kh = kw = 0 for flattened
+    columns: dh_row = dw_row = 0) and input pixel; decomposed once here, then carried by adds
+    and compares. CHECK_R: the last step may be partial (masked)."""
+    offs_r = r_begin + tl.arange(0, BLOCK_K)
+    ih, iw, x_pix = _rows_at(offs_r, H, W, OH, OW, stride_h, stride_w, dh_row, dw_row)
+    offs_rk = r_begin + tl.arange(0, BLOCK_K)
+    dy_ptrs = dy_ptr + co_load[:, None] \
+        + (offs_rk.to(tl.int64) if INDEX_64 else offs_rk)[None, :] * sdyr
+    # What BLOCK_K rows add to (ih, iw, pixel), and the carries past an output row or image.
+    step_ow = BLOCK_K % OW
+    step_oh = (BLOCK_K // OW) % OH
+    step_n = BLOCK_K // (OW * OH)
+    d_iw = step_ow * stride_w
+    d_ih = step_oh * stride_h
+    d_pix = step_n * (H * W) + d_ih * W + d_iw
+    iw_end = OW * stride_w + dw_row
+    ih_end = OH * stride_h + dh_row
+    wrap_w_pix = stride_h * W - OW * stride_w
+    wrap_h_pix = H * W - OH * stride_h * W
+    for r0 in range(r_begin, r_end, BLOCK_K):
+        acc = _accumulate_step(acc, dy_ptrs, x_ptr, x_cols, x_pix, sxp, ih, iw, r_end - r0,
+                               H, W, dh, dwo, TAP_MAJOR, CHECK_R, INDEX_64, UPCAST,
+                               INPUT_PRECISION, BLOCK_K)
+        dy_ptrs += BLOCK_K * sdyr
+        iw += d_iw
+        ih += d_ih
+        x_pix += d_pix
+        wrap = iw >= iw_end
+        iw = tl.where(wrap, iw - OW * stride_w, iw)
+        ih = tl.where(wrap, ih + stride_h, ih)
+        x_pix = tl.where(wrap, x_pix + wrap_w_pix, x_pix)
+        wrap = ih >= ih_end
+        ih = tl.where(wrap, ih - OH * stride_h, ih)
+        x_pix = tl.where(wrap, x_pix + wrap_h_pix, x_pix)
+    return acc
 
 
 @triton.autotune(
-    configs=implicit_gemm_configs(interpret_tiles={"BLOCK_K": 2048}),
-    key=["N", "H", "W", "OH", "OW", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
-         "C_in_g", "C_out_g", "groups", "SPLIT", "HAS_BIAS",
-         "INPUT_PRECISION"],
+    configs=_configs(),
+    # No raw batch or image size: R is bucketed by powers of two, so a last partial batch or
+    # another eval batch reuses the tuned tile.
+    key=["R_BUCKET", "C_in_g", "C_out_g", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
+         "groups", "HAS_BIAS", "TAP_MAJOR", "INPUT_PRECISION"],
+    prune_configs_by={"early_config_prune": _prune},
 )
-@interpreter_tiles(BLOCK_M="C_out_g", BLOCK_N="KDIM")
-@triton.jit
+@_interpreter_tiles
+@triton.jit(do_not_specialize=["N", "SPLIT", "R_PER_SPLIT", "R_BUCKET"])
 def conv2d_weight_grad_kernel(
     dy_ptr, x_ptr, dw_ptr, db_ptr,
-    sdyn, sdyc, sdyh, sdyw,
-    sxn, sxc, sxh, sxw,
+    sdyr, sxp,
+    sws, swo, swi, swh, sww, sbs,
     N, H, W, OH, OW, KH, KW,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_in_g, C_out_g, KDIM,
-    SPLIT, R_PER_SPLIT,
-    HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_in_g, C_out_g,
+    SPLIT, R_PER_SPLIT, R_BUCKET,
+    TAP_MAJOR: tl.constexpr, HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    """dy: (R, C_out) rows of stride sdyr (channels_last); x channels_last (channel stride 1);
+    dw[split] at dw_ptr + split*sws with strides (swo, swi, swh, sww); db[split] at split*sbs."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     split = tl.program_id(2) % SPLIT
     group = tl.program_id(2) // SPLIT
     R = N * OH * OW
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < C_out_g
-    mask_n = offs_n < KDIM
-    co = group * C_out_g + offs_m
-    ci = offs_n % C_in_g
-    kw = (offs_n // C_in_g) % KW
-    kh = offs_n // (C_in_g * KW)
-    # Offsets split into a part per output-tile row/column and a part per reduction index r.
-    dy_rows = co * sdyc
-    x_cols = (group * C_in_g + ci) * sxc + (kh * dil_h) * sxh + (kw * dil_w) * sxw
-
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    bias_acc = tl.zeros((BLOCK_M,), dtype=ACC_DTYPE)
     r_start = split * R_PER_SPLIT
     r_end = tl.minimum(R, r_start + R_PER_SPLIT)
-    for r0 in range(r_start, r_end, BLOCK_K):
-        offs_r = r0 + tl.arange(0, BLOCK_K)
-        mask_r = offs_r < r_end
-        ow = offs_r % OW
-        oh = (offs_r // OW) % OH
-        n = offs_r // (OW * OH)
-        if INDEX_64:
-            n = n.to(tl.int64)
-        a = tl.load(dy_ptr + (dy_rows[:, None] + (n * sdyn + oh * sdyh + ow * sdyw)[None, :]),
-                    mask=mask_m[:, None] & mask_r[None, :], other=0.0)
-        ih0 = oh * stride_h - pad_h
-        iw0 = ow * stride_w - pad_w
-        # One unsigned compare per axis checks both 0 <= ih and ih < H.
-        ih = (ih0[:, None] + (kh * dil_h)[None, :]).to(tl.uint32, bitcast=True)
-        iw = (iw0[:, None] + (kw * dil_w)[None, :]).to(tl.uint32, bitcast=True)
-        x_mask = mask_r[:, None] & mask_n[None, :] & (ih < H) & (iw < W)
-        b = tl.load(x_ptr + ((n * sxn + ih0 * sxh + iw0 * sxw)[:, None] + x_cols[None, :]),
-                    mask=x_mask, other=0.0)
-        if HAS_BIAS:
-            bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
-        if UPCAST:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < C_out_g
+    co = group * C_out_g + offs_m
+    if TAP_MAJOR:
+        ci_tiles = tl.cdiv(C_in_g, BLOCK_N)
+        gemm_tiles = KH * KW * ci_tiles
+    else:
+        gemm_tiles = tl.cdiv(KH * KW * C_in_g, BLOCK_N)
 
-    # Partial slot `split`, laid out like the weight: (C_out, C_in_g, KH, KW).
-    slot = split.to(tl.int64) * (C_out_g * groups) * KDIM
-    col = ci * (KH * KW) + kh * KW + kw
-    tl.store(dw_ptr + slot + co[:, None] * KDIM + col[None, :], acc,
-             mask=mask_m[:, None] & mask_n[None, :])
-    if HAS_BIAS:
-        if pid_n == 0:
-            tl.store(db_ptr + split * (C_out_g * groups) + co, bias_acc, mask=mask_m)
+    if pid_n < gemm_tiles:
+        # Columns: tap-major, one tap and a block of its channels; else (kh, kw, ci) flattened.
+        if TAP_MAJOR:
+            tap = pid_n // ci_tiles
+            ci = (pid_n % ci_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+            mask_n = ci < C_in_g
+            kh = tap // KW
+            kw = tap % KW
+        else:
+            offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            mask_n = offs_n < KH * KW * C_in_g
+            ci = offs_n % C_in_g
+            kw = (offs_n // C_in_g) % KW
+            kh = offs_n // (C_in_g * KW)
+        dh = kh * dil_h - pad_h  # tap offset of the input row/column from oh*sh, ow*sw
+        dwo = kw * dil_w - pad_w
+        x_cols = group * C_in_g + ci % C_in_g
+        co_load = group * C_out_g + offs_m % C_out_g
+        if not TAP_MAJOR:
+            x_cols += (dh * W + dwo) * sxp
+
+        if TAP_MAJOR:
+            dh_row = dh
+            dw_row = dwo
+        else:
+            dh_row = 0
+            dw_row = 0
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        acc = _reduce_rows(acc, r_start, r_end, dy_ptr, x_ptr, x_cols, co_load, sdyr, sxp,
+                           H, W, OH, OW, stride_h, stride_w, dh, dwo, dh_row, dw_row,
+                           TAP_MAJOR, True, INDEX_64, UPCAST, INPUT_PRECISION, BLOCK_K)
+
+        dst = dw_ptr + split.to(tl.int64) * sws + co[:, None] * swo \
+            + (ci * swi + kh * swh + kw * sww)[None, :]
+        tl.store(dst, acc.to(dw_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    elif HAS_BIAS:
+        # The bias column: db[co] = sum_r dy[r, co], Kahan-compensated per tile element, the
+        # tile's lanes and the splits then summed in float64 (a few values per channel).
+        offs_rb = r_start + tl.arange(0, BLOCK_K)
+        bias_rows = offs_rb.to(tl.int64) if INDEX_64 else offs_rb
+        bias_ptrs = dy_ptr + co[:, None] + bias_rows[None, :] * sdyr
+        total = tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC_DTYPE)
+        comp = tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC_DTYPE)
+        for _r0 in range(r_start, r_end, BLOCK_K):
+            v = tl.load(bias_ptrs, mask=mask_m[:, None] & (offs_rb < r_end)[None, :], other=0.0)
+            y = v.to(ACC_DTYPE) - comp
+            t = total + y
+            comp = (t - total) - y
+            total = t
+            bias_ptrs += BLOCK_K * sdyr
+            offs_rb += BLOCK_K
+        db = tl.sum(total.to(tl.float64) - comp.to(tl.float64), axis=1)
+        if db_ptr.dtype.element_ty != tl.float64:
+            db = db.to(ACC_DTYPE)  # the interpreter has no float64 -> bfloat16 cast
+        tl.store(db_ptr + split * sbs + co, db.to(db_ptr.dtype.element_ty), mask=mask_m)
+
+
+@triton.jit(do_not_specialize=["SPLIT"])
+def conv2d_weight_grad_reduce_kernel(
+    pw_ptr, pb_ptr, dw_ptr, db_ptr,
+    swo, swi, swh, sww,
+    SPLIT, C_out, C_in_g, KH, KW,
+    HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_E: tl.constexpr,
+):
+    """Sum the partial slots in a fixed order and write dw (db) in the weight's layout/dtype.
+    pw: (SPLIT, C_out, KH, KW, C_in_g) contiguous fp32 (fp64 for fp64); pb: (SPLIT, C_out)
+    fp64."""
+    pid = tl.program_id(0)
+    E = C_out * KH * KW * C_in_g
+    w_programs = tl.cdiv(E, BLOCK_E)
+    offs_s = tl.arange(0, BLOCK_S)
+    if pid < w_programs:
+        offs_e = pid * BLOCK_E + tl.arange(0, BLOCK_E)
+        mask_e = offs_e < E
+        acc = tl.zeros((BLOCK_E,), dtype=ACC_DTYPE)
+        for s0 in range(0, SPLIT, BLOCK_S):
+            s = s0 + offs_s
+            part = tl.load(pw_ptr + s.to(tl.int64)[:, None] * E + offs_e[None, :],
+                           mask=(s < SPLIT)[:, None] & mask_e[None, :], other=0.0)
+            acc += tl.sum(part, axis=0)
+        ci = offs_e % C_in_g
+        kw = (offs_e // C_in_g) % KW
+        kh = (offs_e // (C_in_g * KW)) % KH
+        co = offs_e // (C_in_g * KW * KH)
+        tl.store(dw_ptr + co * swo + ci * swi + kh * swh + kw * sww,
+                 acc.to(dw_ptr.dtype.element_ty), mask=mask_e)
+    elif HAS_BIAS:
+        offs_c = (pid - w_programs) * BLOCK_E + tl.arange(0, BLOCK_E)
+        mask_c = offs_c < C_out
+        bias_acc = tl.zeros((BLOCK_E,), dtype=tl.float64)
+        for s0 in range(0, SPLIT, BLOCK_S):
+            s = s0 + offs_s
+            bias_part = tl.load(pb_ptr + s[:, None] * C_out + offs_c[None, :],
+                                mask=(s < SPLIT)[:, None] & mask_c[None, :], other=0.0)
+            bias_acc += tl.sum(bias_part, axis=0)
+        # Through ACC_DTYPE: the interpreter has no float64 -> bfloat16 cast.
+        tl.store(db_ptr + offs_c, bias_acc.to(ACC_DTYPE).to(db_ptr.dtype.element_ty),
+                 mask=mask_c)
 
 
 def _split_reduction(geometry: Conv2dGeometry, sm_count: int):
     """(SPLIT, R_PER_SPLIT): enough programs to fill ``sm_count`` multiprocessors twice, each
-    reducing >= 512 rows."""
+    reducing >= 512 rows; one slot under the interpreter."""
     g = geometry
-    r = g.batch * g.out_h * g.out_w
+    r = max(1, g.batch * g.out_h * g.out_w)
     if INTERPRET:
         return 1, r
     tiles = cdiv(g.out_per_group, 64) * cdiv(g.in_per_group * g.kernel_h * g.kernel_w, 64) \
@@ -116,54 +352,98 @@ def _split_reduction(geometry: Conv2dGeometry, sm_count: int):
     return cdiv(r, per_split), per_split
 
 
+def weight_grad_layout(weight: torch.Tensor) -> torch.memory_format:
+    """The memory format dw is written in: the weight's (channels_last or contiguous)."""
+    if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def conv2d_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
                        geometry: Conv2dGeometry, need_bias: bool = False):
-    """(dw, db): dw shaped and laid out like ``weight`` (C_out, C_in/groups, KH, KW), db (C_out,)
-    or None; from grad_output (N, C_out, OH, OW) and input (N, C_in, H, W)."""
-    g = geometry
-    partial_w, partial_b, grid, args = launch_arguments(grad_output, input, weight, g, need_bias)
+    """(dw, db): dw shaped and laid out like ``weight`` (C_out, C_in/groups, KH, KW) in its
+    dtype, db (C_out,) or None; from grad_output (N, C_out, OH, OW) and input (N, C_in, H, W).
+    At most two launches: the split GEMM, then the fixed-order sum of its partial slots."""
+    grad_weight, grad_bias, launches = launch_arguments(grad_output, input, weight, geometry,
+                                                        need_bias)
     if grad_output.numel() == 0 or input.numel() == 0:
-        partial_w.zero_()
-        partial_b.zero_()
-    else:
-        conv2d_weight_grad_kernel[grid](**args)
-    split = partial_w.shape[0]
-    grad_weight = partial_w[0] if split == 1 else partial_w.sum(0)
-    grad_weight = grad_weight.to(dtype=weight.dtype, memory_format=torch.preserve_format)
-    if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
-        grad_weight = grad_weight.contiguous(memory_format=torch.channels_last)
-    grad_bias = None
-    if need_bias:
-        grad_bias = (partial_b[0] if split == 1 else partial_b.sum(0)).to(weight.dtype)
+        grad_weight.zero_()
+        if grad_bias is not None:
+            grad_bias.zero_()
+        return grad_weight, grad_bias
+    for kernel, grid, args in launches:
+        kernel[grid](**args)
     return grad_weight, grad_bias
 
 
 def launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry, need_bias=False,
-                     sm_count=None):
-    """Allocate the partial sums and name every kernel argument: (partial_w (SPLIT, *weight
-    shape), partial_b (SPLIT, C_out) or partial_w, grid, args). Separate from the launch so the
-    compile check builds exactly what a launch would. sm_count: the GPU's multiprocessors
-    (default: those of input's device)."""
+                     sm_count=None, split=None):
+    """Allocate the outputs and name every argument of each launch:
+    (grad_weight, grad_bias or None, [(kernel, grid, args), ...]), the GEMM first and, when the
+    reduction is split, the sum of its partial slots second. The operands in the args are the
+    channels_last tensors the kernel reads (converted here when the caller's are not).
+    Separate from the launch so the compile check builds exactly what a launch would.
+    sm_count: the GPU's multiprocessors (default: those of input's device); split: force that
+    many partial slots (tests), default sized to fill the GPU."""
     g = geometry
+    dy = to_channels_last(grad_output)
+    x = to_channels_last(input)
     acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
-    split, per_split = _split_reduction(g, sm_count or multiprocessor_count(input.device))
-    partial_w = torch.empty((split, *weight.shape), device=input.device, dtype=acc_dtype)
-    partial_b = torch.empty((split, g.out_channels), device=input.device, dtype=acc_dtype) \
-        if need_bias else partial_w
-    kdim = g.in_per_group * g.kernel_h * g.kernel_w
+    if split is None:
+        split, per_split = _split_reduction(g, sm_count or multiprocessor_count(input.device))
+    else:
+        per_split = cdiv(max(1, g.batch * g.out_h * g.out_w), split)
+    grad_weight = torch.empty(weight.shape, device=weight.device, dtype=weight.dtype,
+                              memory_format=weight_grad_layout(weight))
+    grad_bias = torch.empty((g.out_channels,), device=weight.device, dtype=weight.dtype) \
+        if need_bias else None
+    if split == 1:  # the GEMM writes the results itself
+        out_w, out_b = grad_weight, grad_bias if need_bias else grad_weight
+        sws, sbs = 0, 0
+        w_strides = grad_weight.stride()
+    else:
+        out_w = torch.empty((split, g.out_channels, g.kernel_h, g.kernel_w, g.in_per_group),
+                            device=input.device, dtype=acc_dtype)
+        out_b = torch.empty((split, g.out_channels), device=input.device,
+                            dtype=torch.float64) if need_bias else out_w
+        sws, sbs = out_w.stride(0), out_b.stride(0)
+        _, so, sh, sw, si = out_w.stride()
+        w_strides = (so, si, sh, sw)
+    r = g.batch * g.out_h * g.out_w
+    tap_major = g.in_per_group >= TAP_MAJOR_MIN_CHANNELS
     args = dict(
-        dy_ptr=grad_output, x_ptr=input, dw_ptr=partial_w, db_ptr=partial_b,
-        **dict(zip(("sdyn", "sdyc", "sdyh", "sdyw"), grad_output.stride(), strict=True)),
-        **dict(zip(("sxn", "sxc", "sxh", "sxw"), input.stride(), strict=True)),
+        dy_ptr=dy, x_ptr=x, dw_ptr=out_w, db_ptr=out_b,
+        # Dense channels_last: a dy row (n, oh, ow) is C_out apart, an x pixel C_in.
+        sdyr=g.out_channels, sxp=g.in_channels,
+        sws=sws, **dict(zip(("swo", "swi", "swh", "sww"), w_strides, strict=True)), sbs=sbs,
         N=g.batch, H=g.height, W=g.width, OH=g.out_h, OW=g.out_w, KH=g.kernel_h, KW=g.kernel_w,
         stride_h=g.stride[0], stride_w=g.stride[1], pad_h=g.padding[0], pad_w=g.padding[2],
         dil_h=g.dilation[0], dil_w=g.dilation[1], groups=g.groups, C_in_g=g.in_per_group,
-        C_out_g=g.out_per_group, KDIM=kdim, SPLIT=split, R_PER_SPLIT=per_split,
-        HAS_BIAS=need_bias, INDEX_64=needs_int64(grad_output, input),
-        ACC_DTYPE=accumulator_dtype(input.dtype), INPUT_PRECISION=dot_precision(input.dtype),
-        UPCAST=dot_upcast(input.dtype),
+        C_out_g=g.out_per_group, SPLIT=split, R_PER_SPLIT=per_split,
+        R_BUCKET=next_power_of_2(r), TAP_MAJOR=tap_major, HAS_BIAS=need_bias,
+        INDEX_64=needs_int64(dy, x), ACC_DTYPE=accumulator_dtype(input.dtype),
+        INPUT_PRECISION=dot_precision(input.dtype), UPCAST=dot_upcast(input.dtype),
     )
-    grid = lambda meta: (cdiv(g.out_per_group, meta["BLOCK_M"]), cdiv(kdim, meta["BLOCK_N"]),
-                         g.groups * split)
-    return partial_w, partial_b, grid, args
 
+    def grid(meta):
+        if tap_major:
+            columns = g.kernel_h * g.kernel_w * cdiv(g.in_per_group, meta["BLOCK_N"])
+        else:
+            columns = cdiv(g.kernel_h * g.kernel_w * g.in_per_group, meta["BLOCK_N"])
+        return (cdiv(g.out_per_group, meta["BLOCK_M"]), columns + need_bias, g.groups * split)
+
+    launches = [(conv2d_weight_grad_kernel, grid, args)]
+    if split > 1:
+        elements = g.out_channels * g.kernel_h * g.kernel_w * g.in_per_group
+        programs = cdiv(elements, REDUCE_BLOCK_E) \
+            + (cdiv(g.out_channels, REDUCE_BLOCK_E) if need_bias else 0)
+        reduce_args = dict(
+            pw_ptr=out_w, pb_ptr=out_b, dw_ptr=grad_weight,
+            db_ptr=grad_bias if need_bias else grad_weight,
+            **dict(zip(("swo", "swi", "swh", "sww"), grad_weight.stride(), strict=True)),
+            SPLIT=split, C_out=g.out_channels, C_in_g=g.in_per_group, KH=g.kernel_h,
+            KW=g.kernel_w, HAS_BIAS=need_bias, ACC_DTYPE=accumulator_dtype(input.dtype),
+            BLOCK_S=REDUCE_BLOCK_S, BLOCK_E=REDUCE_BLOCK_E,
+        )
+        launches.append((conv2d_weight_grad_reduce_kernel, (programs,), reduce_args))
+    return grad_weight, grad_bias, launches

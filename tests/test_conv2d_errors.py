@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import cnn
-import cnn.functional.conv as conv_module
+import kernels.conv2d as conv_module
 
 x = torch.randn(2, 4, 8, 8)
 w = torch.randn(6, 4, 3, 3)

@@ -15,9 +15,11 @@ from conftest import DEVICE
 from helpers import assert_matches
 from triton.runtime.autotuner import Autotuner, Heuristics
 
+from kernels.batch_norm_forward import batch_norm_finalize
 from kernels.configs import _IMPLICIT_GEMM_GPU
 from kernels.conv2d_depthwise import _TILES_GPU
 from kernels.conv2d_geometry import Conv2dGeometry
+from kernels.conv2d_weight_grad import WGRAD_TILES_GPU
 from kernels.runtime import cdiv
 
 forward = importlib.import_module("kernels.conv2d_forward")
@@ -87,19 +89,35 @@ def test_implicit_gemm_tiles(cfg, problem, layout):
     launch(input_grad.conv2d_input_grad_kernel, grid, args, cfg)
     assert_matches(dx, dx_ref, what="input gradient")
 
-    # The weight gradient as on a GPU: the reduction over N*OH*OW split into 3 partial slots.
-    partial_w, partial_b, grid, args = weight_grad.launch_arguments(dy, x, weight, g,
-                                                                    need_bias=True)
-    rows = g.batch * g.out_h * g.out_w
-    split = 3
-    partial_w = torch.empty((split, *weight.shape), device=DEVICE)
-    partial_b = torch.empty((split, g.out_channels), device=DEVICE)
-    args.update(dw_ptr=partial_w, db_ptr=partial_b, SPLIT=split, R_PER_SPLIT=cdiv(rows, split))
-    grid = lambda meta: (cdiv(g.out_per_group, meta["BLOCK_M"]),  # noqa: E731
-                         cdiv(args["KDIM"], meta["BLOCK_N"]), g.groups * split)
-    launch(weight_grad.conv2d_weight_grad_kernel, grid, args, cfg)
-    assert_matches(partial_w.sum(0), dw_ref, what="weight gradient")
-    assert_matches(partial_b.sum(0), dy.double().sum((0, 2, 3)), what="bias gradient")
+
+# Weight-gradient problems: the two above (tap-major: >= 16 input channels per group) and a
+# 3-channel stem (flattened (kh, kw, ci) columns); 2*5*5 = 50 or 2*4*7 = 56 reduction rows, so
+# every BLOCK_K and each of the 3 partial slots ends in a partial tile.
+WGRAD_PROBLEMS = dict(PROBLEMS, stem3=(2, 3, 9, 9, 24, 3, 2, 1, 1, 1))
+
+
+def wgrad_tiles_id(cfg):
+    return tiles_id(cfg) + f"s{cfg[4]}"
+
+
+@pytest.mark.parametrize("problem", list(WGRAD_PROBLEMS))
+@pytest.mark.parametrize("cfg", WGRAD_TILES_GPU, ids=wgrad_tiles_id)
+def test_weight_grad_tiles(cfg, problem):
+    """The weight gradient as on a GPU: the reduction over N*OH*OW split into 3 partial slots,
+    then the second launch sums them into dw and db in the weight's layout and dtype. One
+    layout: the launcher hands the kernel channels_last operands whatever the caller's."""
+    x, weight, g, options = make(WGRAD_PROBLEMS[problem], "nchw")
+    x64, w64 = x.double().requires_grad_(), weight.double().requires_grad_()
+    y_ref = F.conv2d(x64, w64, **options)
+    dy = torch.randn_like(y_ref).float()
+    dw_ref, = torch.autograd.grad(y_ref, (w64,), dy.double())
+    grad_weight, grad_bias, launches = weight_grad.launch_arguments(dy, x, weight, g,
+                                                                    need_bias=True, split=3)
+    (gemm, grid, args), (reduce, reduce_grid, reduce_args) = launches
+    launch(gemm, grid, args, cfg)
+    reduce[reduce_grid](**reduce_args)
+    assert_matches(grad_weight, dw_ref, what="weight gradient")
+    assert_matches(grad_bias, dy.double().sum((0, 2, 3)), what="bias gradient")
 
 
 # The K-loop structures of the forward and input gradient, each under a tile whose BLOCK_K is
@@ -156,10 +174,34 @@ def test_depthwise_tiles(tiles, layout):
     dx_ref, dw_ref = torch.autograd.grad(y_ref, (x64, w64), dy.double())
     pixels, block_c, warps = tiles
 
-    y, grid, args = depthwise.forward_launch_arguments(x, weight, bias, g)
+    y, _, grid, args = depthwise.forward_launch_arguments(x, weight, bias, g)
     innermost(depthwise.depthwise_forward_kernel)[grid](**args, BLOCK_P=pixels, BLOCK_C=block_c,
                                                          num_warps=warps)
     assert_matches(y, y_ref.detach(), what="depthwise forward")
+
+    # The epilogues: statistics (one row per pixel tile, here of this config's size), then
+    # folded eval batch norm + ReLU.
+    y, _, grid, args = depthwise.forward_launch_arguments(x, weight, bias, g, stats=True)
+    stats = torch.empty((cdiv(g.batch * g.out_h * g.out_w, pixels), 3, g.out_channels),
+                        device=DEVICE)
+    innermost(depthwise.depthwise_forward_kernel)[grid](**dict(args, stats_ptr=stats),
+                                                         BLOCK_P=pixels, BLOCK_C=block_c,
+                                                         num_warps=warps)
+    mean, invstd = batch_norm_finalize(stats, eps=1e-5)
+    assert_matches(y, y_ref.detach(), what="depthwise forward (statistics epilogue)")
+    assert_matches(mean, y_ref.detach().mean((0, 2, 3)), what="statistics: mean")
+    assert_matches(invstd, (y_ref.detach().var((0, 2, 3), unbiased=False) + 1e-5).rsqrt(),
+                   what="statistics: invstd")
+    running_mean, running_var = torch.randn(c * mult), torch.rand(c * mult) + 0.5
+    gamma, beta = torch.randn(c * mult), torch.randn(c * mult)
+    bn_eval = tuple(t.to(DEVICE) for t in (running_mean, running_var, gamma, beta)) + (1e-5,)
+    y, _, grid, args = depthwise.forward_launch_arguments(x, weight, bias, g, relu=True,
+                                                          bn_eval=bn_eval)
+    innermost(depthwise.depthwise_forward_kernel)[grid](**args, BLOCK_P=pixels, BLOCK_C=block_c,
+                                                         num_warps=warps)
+    z_ref = F.relu(F.batch_norm(y_ref.detach(), running_mean.double(), running_var.double(),
+                                gamma.double(), beta.double(), training=False, eps=1e-5))
+    assert_matches(y, z_ref, what="depthwise forward (eval batch norm + ReLU epilogue)")
 
     dx, grid, args = depthwise.input_grad_launch_arguments(dy, weight, x, g)
     innermost(depthwise.depthwise_input_grad_kernel)[grid](**args, BLOCK_P=pixels,

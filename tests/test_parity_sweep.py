@@ -70,15 +70,6 @@ OPS = {
 # A mismatch that a predicate matches is counted, not failed, so the sweep stays green and
 # finds new ones; test_known_mismatch keeps each visible as a strict xfail (or a test).
 
-def _depthwise_strided_bias(args, kwargs, message):
-    x = args[0]
-    b = args[2] if len(args) > 2 else kwargs.get("bias")
-    groups = kwargs.get("groups", 1)
-    return isinstance(b, torch.Tensor) and b.dim() == 1 and b.numel() > 1 and \
-        b.stride(0) != 1 and isinstance(x, torch.Tensor) and x.dim() >= 3 and \
-        groups == x.shape[-3] and "not close" in message
-
-
 def _mixes_meta(args, kwargs, message):
     tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
     return len({t.device.type for t in tensors}) > 1 and \
@@ -142,10 +133,6 @@ KNOWN.append((
     "every channel's statistic into the one shared element, ours refuses before any launch"))
 
 
-KNOWN.append((
-    ("conv2d", "conv_bn_relu2d"), _depthwise_strided_bias,
-    "kernels/conv2d_depthwise.py: a bias with stride != 1 (b[::2]) in a depthwise conv "
-    "(groups == C_in) gives wrong values (read as contiguous); the implicit-GEMM path is fixed"))
 
 
 def known_reason(op, args, kwargs, message):
@@ -506,6 +493,9 @@ FIXED_CASES = {
                                     (_X, _W, T((4,), F64, "strided", True, seed=7)), _BN),
     "conv2d_channels_last_weight": ("conv2d", (_X, T((4, 3, 3, 3), F64, "channels_last",
                                                      True, seed=2)), {}),
+    "conv2d_depthwise_strided_bias": (
+        "conv2d", (T((1, 2, 3, 3), F64, seed=1), T((2, 1, 2, 2), F64, seed=2),
+                   T((2,), F64, "strided", seed=7)), {"groups": 2}),
 }
 
 
@@ -531,9 +521,6 @@ KNOWN_CASES = {
     "conv2d_empty_input_other_dtype": ("conv2d", (T((0, 3, 5, 5), F64),
                                                   T((4, 3, 3, 3), torch.float32)), {},
                                        KNOWN[3][2]),
-    "conv2d_depthwise_strided_bias": (
-        "conv2d", (T((1, 2, 3, 3), F64, seed=1), T((2, 1, 2, 2), F64, seed=2),
-                   T((2,), F64, "strided", seed=7)), {"groups": 2}, KNOWN[-1][2]),
     "adaptive_avg_pool2d_global_of_2d": ("adaptive_avg_pool2d", (T((5, 6), F64),),
                                          {"output_size": 1}, KNOWN[4][2]),
 }

@@ -1,33 +1,12 @@
-"""relu as an autograd.Function over the Triton kernel, shaped like torch.nn.functional."""
+"""relu shaped like torch.nn.functional: input checked here, then ``torch.ops.cnn.relu``
+(cnn/ops/relu.py)."""
 import torch
-from torch.autograd.function import once_differentiable
 
-from kernels.relu import relu_backward, relu_forward
+from kernels.relu import relu_forward
 from kernels.runtime import check_device
 
-from .compile import run_as_is_under_compile
-
-
-class ReLUFunction(torch.autograd.Function):
-    """y = max(x, 0) (NaN and -0.0 pass through, as torch's relu); backward
-    dx = dy * (y > 0), from the saved output (as torch's threshold_backward)."""
-
-    @staticmethod
-    def forward(ctx, input, inplace: bool):
-        if inplace:
-            ctx.mark_dirty(input)
-            out = relu_forward(input, out=input)
-        else:
-            out = relu_forward(input)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        (output,) = ctx.saved_tensors
-        grad_input = relu_backward(grad_output, output) if ctx.needs_input_grad[0] else None
-        return grad_input, None
+from ..ops import relu as ops
+from ..ops.registry import is_traced
 
 
 def check_inplace(input: torch.Tensor) -> None:
@@ -47,7 +26,6 @@ def check_inplace(input: torch.Tensor) -> None:
                            "tensor before performing the operation.")
 
 
-@run_as_is_under_compile
 def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Drop-in for ``torch.nn.functional.relu``: any shape and strides, float or integer
     dtypes; the result is laid out like input (inplace=True: input itself, modified)."""
@@ -61,7 +39,29 @@ def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     if inplace:
         check_inplace(input)
     check_device(input)
-    return ReLUFunction.apply(input, inplace)
+    if not inplace:
+        return ops.relu(input)
+    if is_traced((input,)):
+        # A custom op may not return its input: compute, then copy back (functionalized).
+        return input.copy_(ops.relu(input))
+    return InplaceReLUFunction.apply(input)
 
 
-__all__ = ["relu", "ReLUFunction"]
+class InplaceReLUFunction(torch.autograd.Function):
+    """Eager relu(x, inplace=True): the launcher writes into x, whose history becomes this
+    op's; backward dx = relu_backward(dy, y) as for cnn::relu."""
+
+    @staticmethod
+    def forward(ctx, input):
+        ctx.mark_dirty(input)
+        out = relu_forward(input, out=input)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (output,) = ctx.saved_tensors
+        return ops.relu_backward(grad_output, output)
+
+
+__all__ = ["relu"]

@@ -1,25 +1,16 @@
-"""batch_norm as an autograd.Function over the Triton kernels, shaped like torch.nn.functional.
+"""batch_norm shaped like torch.nn.functional: arguments checked here, then
+``torch.ops.cnn.batch_norm_train`` / ``batch_norm_eval`` (cnn/ops/batch_norm.py).
 
 The kernels see every input as (N, C, H, W) through a view: (N, C) as (1, C, N, 1),
 (N, C, L) as (N, C, L, 1), higher ranks as (N, C, prod(rest), 1).
 """
 import torch
-from torch.autograd.function import once_differentiable
 
-from kernels.batch_norm_backward import (
-    batch_norm_backward_input,
-    batch_norm_backward_reduce,
-    batch_norm_backward_sums,
-)
-from kernels.batch_norm_forward import (
-    batch_norm_finalize,
-    batch_norm_normalize,
-    batch_norm_stats,
-    stats_dtype,
-)
-from kernels.runtime import FLOAT_DTYPES, check_device, output_memory_format
+from kernels.runtime import FLOAT_DTYPES, check_device
 
-from .compile import run_as_is_under_compile
+from ..ops import batch_norm as ops
+from ..ops.batch_norm import as_4d
+from ..ops.batch_norm import empty_like_input as _empty_like_input  # noqa: F401  (sync BN)
 
 _TYPE_NAMES = {
     torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float32: "Float",
@@ -120,87 +111,11 @@ def check_batch_norm_args(shape, dtype, device, running_mean, running_var, weigh
     return True
 
 
-def as_4d(t: torch.Tensor) -> torch.Tensor:
-    """The (N, C, H, W) view the kernels read: (N, C) -> (1, C, N, 1), (N, C, L) -> (N, C, L, 1),
-    (N, C, D, ...) -> (N, C, D*..., 1) (a copy only when those dims do not merge)."""
-    if t.dim() == 4:
-        return t
-    if t.dim() == 2:
-        return t.t().unsqueeze(0).unsqueeze(-1)
-    return t.flatten(2).unsqueeze(-1)
-
-
-def _empty_like_input(t: torch.Tensor, *others) -> torch.Tensor:
-    """A new tensor shaped like t: in t's layout for 4D (torch's rule), contiguous otherwise."""
-    fmt = output_memory_format(t, *others) if t.dim() == 4 else torch.contiguous_format
-    return torch.empty(t.shape, device=t.device, dtype=t.dtype, memory_format=fmt)
-
-
 def _flat_param(t):
     """A (C,) unit-stride view of a parameter (a copy only if it has none)."""
     if t is None or (t.dim() == 1 and t.stride(0) == 1):
         return t
     return t.reshape(-1).contiguous()
-
-
-class BatchNormFunction(torch.autograd.Function):
-    """y = (x - mean) * invstd * weight + bias over channel dim 1; batch statistics when
-    training (running stats updated in place), running statistics otherwise.
-
-    Backward (kernels/batch_norm_backward.py has the derivation), g = dy:
-        dbias = sum g,  dweight = sum g * xhat,
-        dx = weight * invstd * (g - dbias / M - xhat * dweight / M)    training
-        dx = weight * invstd * g                                       evaluation
-    """
-
-    @staticmethod
-    def forward(ctx, input, weight, bias, running_mean, running_var, num_batches_tracked,
-                training: bool, momentum, eps: float):
-        x4 = as_4d(input)
-        out = _empty_like_input(input)
-        out4 = as_4d(out)
-        if training:
-            c = x4.shape[1]
-            if input.numel() == 0:
-                # Nothing to normalise and no statistics: torch leaves the running stats.
-                mean = torch.empty((c,), device=input.device, dtype=stats_dtype(input.dtype))
-                invstd = mean
-                if num_batches_tracked is not None:
-                    num_batches_tracked.add_(1)
-            else:
-                mean, invstd = batch_norm_finalize(batch_norm_stats(x4), running_mean,
-                                                   running_var, num_batches_tracked,
-                                                   momentum, eps)
-                batch_norm_normalize(x4, out4, mean, invstd, weight, bias,
-                                     num_batches_tracked=num_batches_tracked)
-            ctx.save_for_backward(input, weight, bias, mean, invstd)
-        else:
-            batch_norm_normalize(x4, out4, running_mean, running_var, weight, bias, eps=eps,
-                                 from_var=True)
-            ctx.save_for_backward(input, weight, bias, running_mean, running_var)
-        ctx.training, ctx.eps = training, eps
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        input, weight, bias, mean, scale = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        need_w = need_w and weight is not None
-        need_b = need_b and bias is not None
-        x4, dy4 = as_4d(input), as_4d(grad_output)
-        sums = grad_weight = grad_bias = grad_input = None
-        if (ctx.training and need_x) or need_w or need_b:
-            partial = batch_norm_backward_reduce(dy4, x4, mean, scale, weight, bias, eps=ctx.eps,
-                                                 from_var=not ctx.training)
-            sums, grad_weight, grad_bias = batch_norm_backward_sums(
-                partial, weight, bias, need_weight=need_w, need_bias=need_b)
-        if need_x:
-            grad_input = _empty_like_input(input, grad_output)
-            batch_norm_backward_input(dy4, x4, as_4d(grad_input), mean, scale, weight, bias,
-                                      sums, eps=ctx.eps, from_var=not ctx.training,
-                                      training=ctx.training)
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
 
 
 def _empty_batch_norm(input, weight, bias, num_batches_tracked):
@@ -216,7 +131,6 @@ def _empty_batch_norm(input, weight, bias, num_batches_tracked):
     return out
 
 
-@run_as_is_under_compile
 def _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps,
                 num_batches_tracked=None):
     """batch_norm with the module's extras: num_batches_tracked (0-dim int64) is advanced by
@@ -231,15 +145,14 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
     if not update and not training:
         # Evaluation only reads the running stats: any layout will do once flattened.
         running_mean, running_var = _flat_param(running_mean), _flat_param(running_var)
-        return BatchNormFunction.apply(input, weight, bias, running_mean, running_var, None,
-                                       False, momentum, eps)
+        return ops.batch_norm_eval(input, weight, bias, running_mean, running_var, float(eps))
     # Training updates the running stats in place; strided ones go through a copy.
     stats = [running_mean, running_var] if update else [None, None]
     flat = [_flat_param(t) for t in stats]
-    out = BatchNormFunction.apply(input, weight, bias, *flat, num_batches_tracked, True,
-                                  momentum, eps)
+    out, _, _ = ops.batch_norm_train(input, weight, bias, *flat, num_batches_tracked,
+                                     None if momentum is None else float(momentum), float(eps))
     for original, used in zip(stats, flat, strict=True):
-        if used is not None and used.data_ptr() != original.data_ptr():
+        if used is not original:
             original.copy_(used.view_as(original))
     return out
 
@@ -258,5 +171,5 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                        eps)
 
 
-__all__ = ["batch_norm", "BatchNormFunction", "check_batch_norm_args", "verify_batch_size",
-           "verify_eps", "as_4d"]
+__all__ = ["batch_norm", "check_batch_norm_args", "verify_batch_size", "verify_eps",
+           "as_4d"]

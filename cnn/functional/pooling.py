@@ -1,15 +1,14 @@
-"""max/avg pooling, window and adaptive, as autograd.Functions over the Triton kernels, with
-torch.nn.functional's signatures, semantics and errors (all checked before any launch)."""
+"""max/avg pooling, window and adaptive, with torch.nn.functional's signatures, semantics and
+errors (all checked here, before any launch); the ops are ``torch.ops.cnn.*``
+(cnn/ops/pooling.py)."""
 import operator
 
 import torch
 
-from kernels.avg_pool2d import avg_pool2d_backward, avg_pool2d_forward
-from kernels.max_pool2d import max_pool2d_backward, max_pool2d_forward
 from kernels.pool_geometry import Pool2dGeometry
-from kernels.runtime import FLOAT_DTYPES, check_device, output_memory_format
+from kernels.runtime import FLOAT_DTYPES, check_device
 
-from .compile import run_as_is_under_compile
+from ..ops import pooling as ops
 
 # ---------------------------------------------------------------------------------------------
 # Argument parsing and validation, with torch's exception types.
@@ -133,54 +132,9 @@ def _adaptive_geometry(input: torch.Tensor, op: str, output_size) -> Pool2dGeome
     return Pool2dGeometry.adaptive_pool(batched.shape, size)
 
 
-def _like(input: torch.Tensor) -> dict:
-    """How a gradient for ``input`` is allocated: its dtype, device and layout."""
-    return dict(dtype=input.dtype, device=input.device,
-                memory_format=output_memory_format(input))
-
-
-# ---------------------------------------------------------------------------------------------
-# autograd.Functions
-
-
-class MaxPool2dFunction(torch.autograd.Function):
-    """y, idx = max over each window; backward: dx[i] = sum of dy over the windows whose
-    idx is i (window and adaptive geometries alike)."""
-
-    @staticmethod
-    def forward(ctx, input, geometry: Pool2dGeometry, return_indices: bool):
-        need_grad = ctx.needs_input_grad[0]
-        y, indices = max_pool2d_forward(input, geometry,
-                                        store_indices=return_indices or need_grad)
-        ctx.geometry, ctx.like = geometry, _like(input)
-        ctx.save_for_backward(indices if need_grad else None)
-        if return_indices:
-            ctx.mark_non_differentiable(indices)
-            return y, indices
-        return y
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output, *_):
-        (indices,) = ctx.saved_tensors
-        return max_pool2d_backward(grad_output, indices, ctx.geometry, ctx.like), None, None
-
-
-class AvgPool2dFunction(torch.autograd.Function):
-    """y = window sum / divisor; backward: dx[i] = sum over covering windows of dy / divisor."""
-
-    @staticmethod
-    def forward(ctx, input, geometry: Pool2dGeometry, count_include_pad: bool, divisor_override):
-        ctx.geometry, ctx.like = geometry, _like(input)
-        ctx.count_include_pad, ctx.divisor_override = count_include_pad, divisor_override
-        return avg_pool2d_forward(input, geometry, count_include_pad, divisor_override)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output):
-        dx = avg_pool2d_backward(grad_output, ctx.geometry, ctx.like, ctx.count_include_pad,
-                                 ctx.divisor_override)
-        return dx, None, None, None
+def _store_indices(input: torch.Tensor, return_indices) -> bool:
+    """Max pooling keeps its argmax when asked to, or when the backward will need it."""
+    return bool(return_indices) or (torch.is_grad_enabled() and input.requires_grad)
 
 
 def _batched(input: torch.Tensor):
@@ -201,7 +155,6 @@ def _unbatch(out, unbatched: bool):
 # torch.nn.functional-shaped API
 
 
-@run_as_is_under_compile
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """Drop-in for ``torch.nn.functional.max_pool2d``, running the Triton kernels.
@@ -217,11 +170,12 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     geometry = _window_geometry(batched, op, kernel_size, stride, padding, dilation,
                                 bool(ceil_mode))
     check_device(batched)
-    out = MaxPool2dFunction.apply(batched, geometry, bool(return_indices))
-    return _unbatch(out, unbatched)
+    y, indices = ops.max_pool2d(batched, list(geometry.kernel), list(geometry.stride),
+                                list(geometry.padding), list(geometry.dilation),
+                                bool(ceil_mode), _store_indices(batched, return_indices))
+    return _unbatch((y, indices) if return_indices else y, unbatched)
 
 
-@run_as_is_under_compile
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     """Drop-in for ``torch.nn.functional.avg_pool2d``, running the Triton kernels.
@@ -239,11 +193,12 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
         if divisor_override == 0:
             raise RuntimeError(f"{op}: divisor must be not zero")
     check_device(batched)
-    out = AvgPool2dFunction.apply(batched, geometry, bool(count_include_pad), divisor_override)
+    out = ops.avg_pool2d(batched, list(geometry.kernel), list(geometry.stride),
+                         list(geometry.padding), bool(ceil_mode), bool(count_include_pad),
+                         divisor_override)
     return _unbatch(out, unbatched)
 
 
-@run_as_is_under_compile
 def adaptive_avg_pool2d(input, output_size):
     """Drop-in for ``torch.nn.functional.adaptive_avg_pool2d``, running the Triton kernels.
 
@@ -256,10 +211,10 @@ def adaptive_avg_pool2d(input, output_size):
     geometry = _adaptive_geometry(input, op, output_size)
     batched, unbatched = _batched(input)
     check_device(batched)
-    return _unbatch(AvgPool2dFunction.apply(batched, geometry, True, None), unbatched)
+    out = ops.adaptive_avg_pool2d(batched, [geometry.out_h, geometry.out_w])
+    return _unbatch(out, unbatched)
 
 
-@run_as_is_under_compile
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     """Drop-in for ``torch.nn.functional.adaptive_max_pool2d``, running the Triton kernels.
 
@@ -272,9 +227,9 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     geometry = _adaptive_geometry(input, op, output_size)
     batched, unbatched = _batched(input)
     check_device(batched)
-    out = MaxPool2dFunction.apply(batched, geometry, bool(return_indices))
-    return _unbatch(out, unbatched)
+    y, indices = ops.adaptive_max_pool2d(batched, [geometry.out_h, geometry.out_w],
+                                         _store_indices(batched, return_indices))
+    return _unbatch((y, indices) if return_indices else y, unbatched)
 
 
-__all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
-           "MaxPool2dFunction", "AvgPool2dFunction"]
+__all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"]

@@ -1,0 +1,155 @@
+"""Batch norm as ``torch.ops.cnn`` ops over the launchers in kernels.batch_norm_*.
+
+    cnn::batch_norm_train(x, w?, b?, running_mean!?, running_var!?, num_batches_tracked!?,
+                          momentum?, eps) -> (y, mean, invstd)
+    cnn::batch_norm_eval(x, w?, b?, running_mean, running_var, eps) -> y
+    cnn::batch_norm_backward(dy, x, w?, b?, mean, scale, training, eps, need x/w/b)
+        -> (dx, dw, db), each (0,) unless asked for
+
+Training updates the running statistics and the counter in place: declared mutations, so
+torch.compile and export functionalize them. x is any (N, C, ...), seen by the kernels
+through cnn.functional.batch_norm.as_4d; mean and invstd are (C,) fp32 (fp64 for fp64).
+batch_norm_backward has no derivative registered: differentiating it (double backward)
+raises torch's "no autograd formula was registered" error.
+"""
+import torch
+
+from kernels import batch_norm_backward as backward_launchers
+from kernels import batch_norm_forward as forward_launchers
+from kernels.batch_norm_forward import stats_dtype
+from kernels.runtime import output_memory_format
+
+from .registry import LibraryOp, none_unless, placeholder
+
+
+def as_4d(t: torch.Tensor) -> torch.Tensor:
+    """The (N, C, H, W) view the kernels read: (N, C) -> (1, C, N, 1), (N, C, L) -> (N, C, L, 1),
+    (N, C, D, ...) -> (N, C, D*..., 1) (a copy only when those dims do not merge)."""
+    if t.dim() == 4:
+        return t
+    if t.dim() == 2:
+        return t.t().unsqueeze(0).unsqueeze(-1)
+    return t.flatten(2).unsqueeze(-1)
+
+
+def empty_like_input(t: torch.Tensor, *others) -> torch.Tensor:
+    """A new tensor shaped like t: in t's layout for 4D (torch's rule), contiguous otherwise."""
+    fmt = output_memory_format(t, *others) if t.dim() == 4 else torch.contiguous_format
+    return t.new_empty(t.shape).contiguous(memory_format=fmt)
+
+
+def _stats(input: torch.Tensor) -> torch.Tensor:
+    return input.new_empty((input.shape[1],), dtype=stats_dtype(input.dtype))
+
+
+def _no_stats(input: torch.Tensor) -> torch.Tensor:
+    """An empty batch's mean and invstd: zeros (never read; deterministic for comparisons)."""
+    return input.new_zeros((input.shape[1],), dtype=stats_dtype(input.dtype))
+
+
+# ------------------------------------------------------------------------------- training
+
+def _train(input: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+           running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+           num_batches_tracked: torch.Tensor | None, momentum: float | None,
+           eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    out = empty_like_input(input)
+    if input.numel() == 0:
+        # Nothing to normalise and no statistics: torch leaves the running stats.
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+        return out, _no_stats(input), _no_stats(input)
+    x4 = as_4d(input)
+    mean, invstd = forward_launchers.batch_norm_finalize(
+        forward_launchers.batch_norm_stats(x4), running_mean, running_var, num_batches_tracked,
+        momentum, eps)
+    forward_launchers.batch_norm_normalize(x4, as_4d(out), mean, invstd, weight, bias,
+                                           num_batches_tracked=num_batches_tracked)
+    return out, mean, invstd
+
+
+def _train_fake(input, weight, bias, running_mean, running_var, num_batches_tracked, momentum,
+                eps):
+    return empty_like_input(input), _stats(input), _stats(input)
+
+
+def _train_setup(ctx, inputs, output):
+    input, weight, bias, *_, eps = inputs
+    _, mean, invstd = output
+    ctx.mark_non_differentiable(mean, invstd)
+    ctx.eps, ctx.training = eps, True
+    ctx.save_for_backward(input, weight, bias, mean, invstd)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def _eval(input: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+          running_mean: torch.Tensor, running_var: torch.Tensor, eps: float) -> torch.Tensor:
+    out = empty_like_input(input)
+    forward_launchers.batch_norm_normalize(as_4d(input), as_4d(out), running_mean, running_var,
+                                           weight, bias, eps=eps, from_var=True)
+    return out
+
+
+def _eval_fake(input, weight, bias, running_mean, running_var, eps):
+    return empty_like_input(input)
+
+
+def _eval_setup(ctx, inputs, output):
+    input, weight, bias, running_mean, running_var, eps = inputs
+    ctx.eps, ctx.training = eps, False
+    ctx.save_for_backward(input, weight, bias, running_mean, running_var)
+
+
+# ------------------------------------------------------------------------------- backward
+
+def _forward_backward(ctx, grad_output, *_):
+    """Backward of both forwards: (dx, dw, db, then None for every other argument)."""
+    input, weight, bias, mean, scale = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    need_w, need_b = need_w and weight is not None, need_b and bias is not None
+    dx, dw, db = batch_norm_backward(grad_output, input, weight, bias, mean, scale,
+                                     ctx.training, ctx.eps, need_x, need_w, need_b)
+    rest = (None,) * (5 if ctx.training else 3)
+    return (none_unless(need_x, dx), none_unless(need_w, dw), none_unless(need_b, db), *rest)
+
+
+def _backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor | None,
+              bias: torch.Tensor | None, mean: torch.Tensor, scale: torch.Tensor,
+              training: bool, eps: float, need_input: bool, need_weight: bool,
+              need_bias: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scale is invstd (training) or the running variance (evaluation)."""
+    x4, dy4 = as_4d(input), as_4d(grad_output)
+    sums = dw = db = None
+    if (training and need_input) or need_weight or need_bias:
+        partial = backward_launchers.batch_norm_backward_reduce(
+            dy4, x4, mean, scale, weight, bias, eps=eps, from_var=not training)
+        sums, dw, db = backward_launchers.batch_norm_backward_sums(
+            partial, weight, bias, need_weight=need_weight, need_bias=need_bias)
+    dx = None
+    if need_input:
+        dx = empty_like_input(input, grad_output)
+        backward_launchers.batch_norm_backward_input(
+            dy4, x4, as_4d(dx), mean, scale, weight, bias, sums, eps=eps,
+            from_var=not training, training=training)
+    return (dx if need_input else placeholder(input), dw if need_weight else placeholder(input),
+            db if need_bias else placeholder(input))
+
+
+def _backward_fake(grad_output, input, weight, bias, mean, scale, training, eps, need_input,
+                   need_weight, need_bias):
+    dx = empty_like_input(input, grad_output) if need_input else placeholder(input)
+    dw = weight.new_empty(weight.shape) if need_weight else placeholder(input)
+    db = bias.new_empty(bias.shape) if need_bias else placeholder(input)
+    return dx, dw, db
+
+
+batch_norm_train = LibraryOp(
+    "batch_norm_train", _train, _train_fake, setup_context=_train_setup,
+    backward=_forward_backward,
+    mutates_args=("running_mean", "running_var", "num_batches_tracked"))
+batch_norm_eval = LibraryOp("batch_norm_eval", _eval, _eval_fake, setup_context=_eval_setup,
+                            backward=_forward_backward)
+batch_norm_backward = LibraryOp("batch_norm_backward", _backward, _backward_fake)
+
+__all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_backward", "as_4d"]

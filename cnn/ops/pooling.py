@@ -1,0 +1,247 @@
+"""Max and average pooling (window and adaptive) as ``torch.ops.cnn`` ops over the launchers
+in kernels.max_pool2d and kernels.avg_pool2d. Inputs are (N, C, H, W); the functional API
+validates arguments and adds the batch dim of unbatched input.
+
+    cnn::max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, indices) -> (y, idx)
+    cnn::adaptive_max_pool2d(x, output_size, indices) -> (y, idx)
+    cnn::max_pool2d_backward(dy, idx, input_size, channels_last, <geometry>) -> dx
+    cnn::avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor) -> y
+    cnn::adaptive_avg_pool2d(x, output_size) -> y
+    cnn::avg_pool2d_backward(dy, input_size, channels_last, <geometry>, ...) -> dx
+
+idx is int64 (flat h*W + w per plane), or (0,) when not asked for. <geometry> is
+(kernel, stride, padding, dilation, ceil_mode, adaptive); an adaptive one takes its output size
+from dy. Both backwards are linear in dy, so their derivatives are:
+    max: d(dx)/d(dy) = ggx gathered at idx (each output reads the input it chose)
+    avg: d(dx)/d(dy) = the forward pooling of ggx (avg pooling's backward is its adjoint)
+"""
+import torch
+
+from kernels import avg_pool2d as avg_launchers
+from kernels import max_pool2d as max_launchers
+from kernels.pool_geometry import Pool2dGeometry
+from kernels.runtime import is_channels_last, output_memory_format
+
+from .registry import LibraryOp, placeholder
+
+
+def window(input_shape, kernel, stride, padding, dilation, ceil_mode) -> Pool2dGeometry:
+    return Pool2dGeometry.window(tuple(input_shape), tuple(kernel), tuple(stride),
+                                 tuple(padding), tuple(dilation), ceil_mode)
+
+
+def backward_geometry(input_size, grad_output, kernel, stride, padding, dilation, ceil_mode,
+                      adaptive) -> Pool2dGeometry:
+    if adaptive:
+        return Pool2dGeometry.adaptive_pool(tuple(input_size), tuple(grad_output.shape[-2:]))
+    return window(input_size, kernel, stride, padding, dilation, ceil_mode)
+
+
+def _empty(like: torch.Tensor, shape, memory_format, dtype=None) -> torch.Tensor:
+    return like.new_empty(shape, dtype=dtype).contiguous(memory_format=memory_format)
+
+
+def _like(grad_output: torch.Tensor, channels_last: bool) -> dict:
+    """How dx is allocated: the forward input's dtype (dy's), device and layout."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return dict(dtype=grad_output.dtype, device=grad_output.device, memory_format=fmt)
+
+
+# ------------------------------------------------------------------------------- max pool
+
+def _max_outputs(input, g, indices):
+    y, idx = max_launchers.max_pool2d_forward(input, g, store_indices=indices)
+    return y, idx if indices else placeholder(y).long()
+
+
+def _max_fake(input, g, indices):
+    fmt = output_memory_format(input)
+    idx = _empty(input, g.output_shape, fmt, torch.int64) if indices else \
+        input.new_empty((0,), dtype=torch.int64)
+    return _empty(input, g.output_shape, fmt), idx
+
+
+def _max_pool2d(input: torch.Tensor, kernel_size: list[int], stride: list[int],
+                padding: list[int], dilation: list[int], ceil_mode: bool,
+                indices: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return _max_outputs(input, window(input.shape, kernel_size, stride, padding, dilation,
+                                      ceil_mode), indices)
+
+
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode, indices):
+    return _max_fake(input, window(input.shape, kernel_size, stride, padding, dilation,
+                                   ceil_mode), indices)
+
+
+def _adaptive_max_pool2d(input: torch.Tensor, output_size: list[int],
+                         indices: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return _max_outputs(input, Pool2dGeometry.adaptive_pool(tuple(input.shape),
+                                                            tuple(output_size)), indices)
+
+
+def _adaptive_max_pool2d_fake(input, output_size, indices):
+    return _max_fake(input, Pool2dGeometry.adaptive_pool(tuple(input.shape), tuple(output_size)),
+                     indices)
+
+
+def _max_setup(ctx, inputs, output, geometry_args):
+    input = inputs[0]
+    _, indices = output
+    ctx.mark_non_differentiable(indices)
+    ctx.input_size, ctx.channels_last = list(input.shape), is_channels_last(input)
+    ctx.geometry = geometry_args
+    ctx.save_for_backward(indices)
+
+
+def _max_pool2d_setup(ctx, inputs, output):
+    _, kernel, stride, padding, dilation, ceil_mode, _ = inputs
+    _max_setup(ctx, inputs, output, (kernel, stride, padding, dilation, ceil_mode, False))
+
+
+def _adaptive_max_pool2d_setup(ctx, inputs, output):
+    _max_setup(ctx, inputs, output, ([1, 1], [1, 1], [0, 0], [1, 1], False, True))
+
+
+def _max_pool2d_backward_fn(ctx, grad_output, grad_indices):
+    (indices,) = ctx.saved_tensors
+    dx = max_pool2d_backward(grad_output, indices, ctx.input_size, ctx.channels_last,
+                             *ctx.geometry)
+    return dx, None, None, None, None, None, None
+
+
+def _adaptive_max_pool2d_backward_fn(ctx, grad_output, grad_indices):
+    (indices,) = ctx.saved_tensors
+    dx = max_pool2d_backward(grad_output, indices, ctx.input_size, ctx.channels_last,
+                             *ctx.geometry)
+    return dx, None, None
+
+
+def _max_backward_op(grad_output: torch.Tensor, indices: torch.Tensor, input_size: list[int],
+                     channels_last: bool, kernel_size: list[int], stride: list[int],
+                     padding: list[int], dilation: list[int], ceil_mode: bool,
+                     adaptive: bool) -> torch.Tensor:
+    g = backward_geometry(input_size, grad_output, kernel_size, stride, padding, dilation,
+                          ceil_mode, adaptive)
+    return max_launchers.max_pool2d_backward(grad_output, indices, g,
+                                             _like(grad_output, channels_last))
+
+
+def _max_backward_fake(grad_output, indices, input_size, channels_last, *geometry):
+    like = _like(grad_output, channels_last)
+    return _empty(grad_output, input_size, like["memory_format"])
+
+
+def _max_backward_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+
+
+def _max_backward_backward(ctx, ggx):
+    """dx[i] = sum of dy[o] with idx[o] == i, so d(dx)/d(dy) reads ggx at idx."""
+    (indices,) = ctx.saved_tensors
+    n, c = indices.shape[:2]
+    gg_dy = ggx.reshape(n, c, -1).gather(2, indices.reshape(n, c, -1)).view(indices.shape)
+    return (gg_dy,) + (None,) * 9
+
+
+max_pool2d = LibraryOp("max_pool2d", _max_pool2d, _max_pool2d_fake,
+                       setup_context=_max_pool2d_setup, backward=_max_pool2d_backward_fn)
+adaptive_max_pool2d = LibraryOp("adaptive_max_pool2d", _adaptive_max_pool2d,
+                                _adaptive_max_pool2d_fake,
+                                setup_context=_adaptive_max_pool2d_setup,
+                                backward=_adaptive_max_pool2d_backward_fn)
+max_pool2d_backward = LibraryOp("max_pool2d_backward", _max_backward_op, _max_backward_fake,
+                                setup_context=_max_backward_setup,
+                                backward=_max_backward_backward)
+
+
+# ------------------------------------------------------------------------------- avg pool
+
+def _avg_fake(input, g):
+    return _empty(input, g.output_shape, output_memory_format(input))
+
+
+def _avg_pool2d(input: torch.Tensor, kernel_size: list[int], stride: list[int],
+                padding: list[int], ceil_mode: bool, count_include_pad: bool,
+                divisor_override: int | None) -> torch.Tensor:
+    g = window(input.shape, kernel_size, stride, padding, (1, 1), ceil_mode)
+    return avg_launchers.avg_pool2d_forward(input, g, count_include_pad, divisor_override)
+
+
+def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override):
+    return _avg_fake(input, window(input.shape, kernel_size, stride, padding, (1, 1),
+                                   ceil_mode))
+
+
+def _adaptive_avg_pool2d(input: torch.Tensor, output_size: list[int]) -> torch.Tensor:
+    g = Pool2dGeometry.adaptive_pool(tuple(input.shape), tuple(output_size))
+    return avg_launchers.avg_pool2d_forward(input, g, True, None)
+
+
+def _adaptive_avg_pool2d_fake(input, output_size):
+    return _avg_fake(input, Pool2dGeometry.adaptive_pool(tuple(input.shape), tuple(output_size)))
+
+
+def _avg_pool2d_setup(ctx, inputs, output):
+    input, kernel, stride, padding, ceil_mode, count_include_pad, divisor = inputs
+    ctx.input_size, ctx.channels_last = list(input.shape), is_channels_last(input)
+    ctx.rest = (kernel, stride, padding, ceil_mode, False, count_include_pad, divisor)
+
+
+def _avg_pool2d_backward_fn(ctx, grad_output):
+    return (avg_pool2d_backward(grad_output, ctx.input_size, ctx.channels_last, *ctx.rest),
+            None, None, None, None, None, None)
+
+
+def _adaptive_avg_pool2d_setup(ctx, inputs, output):
+    ctx.input_size, ctx.channels_last = list(inputs[0].shape), is_channels_last(inputs[0])
+    ctx.rest = ([1, 1], [1, 1], [0, 0], False, True, True, None)
+
+
+def _adaptive_avg_pool2d_backward_fn(ctx, grad_output):
+    return avg_pool2d_backward(grad_output, ctx.input_size, ctx.channels_last, *ctx.rest), None
+
+
+def _avg_backward_op(grad_output: torch.Tensor, input_size: list[int], channels_last: bool,
+                     kernel_size: list[int], stride: list[int], padding: list[int],
+                     ceil_mode: bool, adaptive: bool, count_include_pad: bool,
+                     divisor_override: int | None) -> torch.Tensor:
+    g = backward_geometry(input_size, grad_output, kernel_size, stride, padding, (1, 1),
+                          ceil_mode, adaptive)
+    return avg_launchers.avg_pool2d_backward(grad_output, g, _like(grad_output, channels_last),
+                                             count_include_pad, divisor_override)
+
+
+def _avg_backward_fake(grad_output, input_size, channels_last, *rest):
+    return _empty(grad_output, input_size, _like(grad_output, channels_last)["memory_format"])
+
+
+def _avg_backward_setup(ctx, inputs, output):
+    _, _, _, kernel, stride, padding, ceil_mode, adaptive, count_include_pad, divisor = inputs
+    ctx.output_size = list(inputs[0].shape[-2:])
+    ctx.forward_args = (kernel, stride, padding, ceil_mode, adaptive, count_include_pad,
+                        divisor)
+
+
+def _avg_backward_backward(ctx, ggx):
+    """avg pooling's backward is the adjoint of its forward: d(dx)/d(dy) pools ggx."""
+    kernel, stride, padding, ceil_mode, adaptive, count_include_pad, divisor = ctx.forward_args
+    if adaptive:
+        gg_dy = adaptive_avg_pool2d(ggx, ctx.output_size)
+    else:
+        gg_dy = avg_pool2d(ggx, kernel, stride, padding, ceil_mode, count_include_pad, divisor)
+    return (gg_dy,) + (None,) * 9
+
+
+avg_pool2d = LibraryOp("avg_pool2d", _avg_pool2d, _avg_pool2d_fake,
+                       setup_context=_avg_pool2d_setup, backward=_avg_pool2d_backward_fn)
+adaptive_avg_pool2d = LibraryOp("adaptive_avg_pool2d", _adaptive_avg_pool2d,
+                                _adaptive_avg_pool2d_fake,
+                                setup_context=_adaptive_avg_pool2d_setup,
+                                backward=_adaptive_avg_pool2d_backward_fn)
+avg_pool2d_backward = LibraryOp("avg_pool2d_backward", _avg_backward_op, _avg_backward_fake,
+                                setup_context=_avg_backward_setup,
+                                backward=_avg_backward_backward)
+
+__all__ = ["max_pool2d", "adaptive_max_pool2d", "max_pool2d_backward", "avg_pool2d",
+           "adaptive_avg_pool2d", "avg_pool2d_backward"]

@@ -1,0 +1,68 @@
+"""ReLU as ``torch.ops.cnn`` ops over the launchers in kernels.relu.
+
+    cnn::relu(x) -> y                      any shape; y laid out like x
+    cnn::relu_backward(dy, y) -> dx        dx = dy where y > 0, else 0
+
+relu_backward is linear in dy with a mask that is constant almost everywhere, so
+d(dx)/d(dy) = relu_backward(ggx, y) and d(dx)/dy = 0 (torch's threshold_backward rule).
+In-place ReLU is the functional API's business (a copy back under tracing, the launcher's
+in-place form in eager): a custom op may not return an alias of its input.
+"""
+import torch
+
+from kernels import relu as launchers
+from kernels.relu import MAX_DIMS, is_dense
+
+from .registry import LibraryOp
+
+
+def _out_like(x: torch.Tensor) -> torch.Tensor:
+    """The launcher's output layout: x's own when x is dense or of at most 4 dims, else
+    contiguous."""
+    if x.dim() > MAX_DIMS and not is_dense(x):
+        return x.new_empty(x.shape)
+    return torch.empty_like(x)
+
+
+def _relu(input: torch.Tensor) -> torch.Tensor:
+    return launchers.relu_forward(input)
+
+
+def _relu_fake(input):
+    return _out_like(input)
+
+
+def _relu_setup(ctx, inputs, output):
+    ctx.save_for_backward(output)
+
+
+def _relu_backward_fn(ctx, grad_output):
+    (output,) = ctx.saved_tensors
+    return relu_backward(grad_output, output) if ctx.needs_input_grad[0] else None
+
+
+def _backward(grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    return launchers.relu_backward(grad_output, output)
+
+
+def _backward_fake(grad_output, output):
+    if output.dim() > MAX_DIMS and grad_output.stride() != output.stride():
+        return output.new_empty(output.shape)
+    return torch.empty_like(output)
+
+
+def _backward_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+
+
+def _backward_backward(ctx, ggx):
+    (output,) = ctx.saved_tensors
+    return relu_backward(ggx, output) if ctx.needs_input_grad[0] else None, None
+
+
+relu = LibraryOp("relu", _relu, _relu_fake, setup_context=_relu_setup,
+                 backward=_relu_backward_fn)
+relu_backward = LibraryOp("relu_backward", _backward, _backward_fake,
+                          setup_context=_backward_setup, backward=_backward_backward)
+
+__all__ = ["relu", "relu_backward"]
