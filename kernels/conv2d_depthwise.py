@@ -299,7 +299,7 @@ def input_grad_launch_arguments(grad_output, weight, input, geometry: Conv2dGeom
     """(grad_input, grid, args) of the input-gradient launch."""
     g = geometry
     grad_input = torch.empty(input.shape, device=input.device, dtype=input.dtype,
-                             memory_format=output_memory_format(input, grad_output))
+                             memory_format=output_memory_format(input))
     pixels = g.batch * g.height * g.width
     args = dict(dy_ptr=grad_output, w_ptr=weight, dx_ptr=grad_input,
                 **_strides("dy", grad_output), swo=weight.stride(0), swh=weight.stride(2),

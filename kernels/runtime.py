@@ -34,6 +34,37 @@ INTERPRET: bool = _decide_interpret()
 import triton  # noqa: E402  (after the interpreter decision, see above)
 import triton.language as tl  # noqa: E402
 
+
+def _major_minor(version: str) -> tuple:
+    major, minor = version.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def interpreter_numpy_conflict(triton_version: str, numpy_version: str):
+    """The message to raise when this Triton's interpreter cannot run with this numpy, or None.
+
+    numpy 2.4 turned the conversion of a 1-element array to a Python int into a TypeError;
+    Triton's interpreter before 3.7 relies on it (``tensor.__index__``), so every kernel with
+    a loop over a runtime bound fails with "only 0-dimensional arrays can be converted to
+    Python scalars". Measured: Triton 3.4, 3.5, 3.6 fail with numpy 2.4 and pass with 2.3;
+    3.7, 3.8, 3.9 pass with 2.4. Compiled kernels are not affected.
+    """
+    if _major_minor(triton_version) >= (3, 7) or _major_minor(numpy_version) < (2, 4):
+        return None
+    return (
+        f"cnn: Triton {triton_version}'s interpreter (TRITON_INTERPRET=1, used without CUDA) "
+        f"cannot run with numpy {numpy_version}: numpy 2.4 made a conversion it relies on a "
+        f"TypeError, fixed in Triton 3.7. Fix: pip install 'numpy<2.4' (or a Triton >= 3.7 "
+        f"that your torch accepts)")
+
+
+if INTERPRET:
+    import numpy
+
+    _conflict = interpreter_numpy_conflict(triton.__version__, numpy.__version__)
+    if _conflict:
+        raise RuntimeError(_conflict)
+
 _TL_DTYPES = {
     torch.float16: tl.float16,
     torch.bfloat16: tl.bfloat16,
@@ -48,9 +79,29 @@ def accumulator_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+def cudnn_conv_allows_tf32() -> bool:
+    """Whether cuDNN would run an fp32 convolution in TF32 now, read as torch reads it.
+
+    torch >= 2.9 has per-operator precision settings (``torch.backends.cudnn.conv.fp32_precision``,
+    falling back to ``torch.backends.cudnn.fp32_precision``, then ``torch.backends.fp32_precision``
+    while a level says "none"); the legacy ``torch.backends.cudnn.allow_tf32`` raises once the
+    conv and RNN settings differ, so it is read only where the new settings do not exist.
+    """
+    cudnn = torch.backends.cudnn
+    conv = getattr(cudnn, "conv", None)
+    if conv is None or not hasattr(conv, "fp32_precision"):
+        return bool(cudnn.allow_tf32)
+    for precision in (conv.fp32_precision, getattr(cudnn, "fp32_precision", "none"),
+                      getattr(torch.backends, "fp32_precision", "none")):
+        if precision != "none":
+            return precision == "tf32"
+    return False
+
+
 def dot_precision(dtype: torch.dtype) -> str:
-    """``tl.dot`` input precision: TF32 for fp32 only where cuDNN would use it."""
-    if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and not INTERPRET:
+    """``tl.dot`` input precision: TF32 for fp32 only where cuDNN would use it (never under
+    the interpreter, which computes in fp32)."""
+    if dtype == torch.float32 and not INTERPRET and cudnn_conv_allows_tf32():
         return "tf32"
     return "ieee"
 

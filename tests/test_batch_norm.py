@@ -12,6 +12,7 @@ from helpers import assert_matches
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from tripwire import launches
 
 import cnn
 
@@ -280,3 +281,33 @@ def test_refused_batch_leaves_state_as_torch_does():
             module(inp)
     assert torch.equal(ours.running_mean, before)
     assert ours.num_batches_tracked.item() == ref.num_batches_tracked.item()
+
+
+@pytest.mark.parametrize("eps", [-1.0, 0.0, -0.0])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("form", ["functional", "module"])
+def test_eps_checked_as_torch_does(eps, training, form):
+    """eps <= 0 in training and eps < 0 in evaluation raise torch's ValueError before any
+    launch (the module has counted the batch, as torch's); eps = 0 in evaluation runs."""
+    x = torch.randn(4, 3, 3, 3, device=DEVICE)
+    if form == "module":
+        ours, ref = module_pair(3, eps=eps)
+        ours.train(training), ref.train(training)
+        run_ours, run_ref = (lambda: ours(x)), (lambda: ref(x.double()))
+    else:
+        stats = lambda dtype: (torch.zeros(3, device=DEVICE, dtype=dtype),
+                               torch.ones(3, device=DEVICE, dtype=dtype))
+        run_ours = lambda: cnn.functional.batch_norm(x, *stats(x.dtype), training=training,
+                                                     eps=eps)
+        run_ref = lambda: F.batch_norm(x.double(), *stats(torch.float64), training=training,
+                                       eps=eps)
+    try:
+        expected = run_ref()
+    except ValueError as theirs:
+        with launches() as launched, pytest.raises(ValueError) as error:
+            run_ours()
+        assert str(error.value) == str(theirs) and launched == []
+    else:
+        assert_matches(run_ours(), expected, what="eps=0 in evaluation")
+    if form == "module":
+        assert ours.num_batches_tracked.item() == ref.num_batches_tracked.item()

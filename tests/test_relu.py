@@ -112,3 +112,13 @@ def test_errors_match_torch(dtype, error):
     with pytest.raises(error) as ours:
         cnn.functional.relu(x)
     assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize("value", [[1.0, -2.0], 1.0, None])
+def test_non_tensor_input_raises_torchs_type_error(value):
+    for op in (cnn.functional.relu, cnn.ReLU()):
+        with pytest.raises(TypeError) as theirs:
+            (torch.relu if op is cnn.functional.relu else nn.ReLU())(value)
+        with pytest.raises(TypeError) as ours:
+            op(value)
+        assert str(ours.value) == str(theirs.value)

@@ -35,30 +35,67 @@ def verify_batch_size(shape) -> None:
             f"{torch.Size(shape)}")
 
 
+def verify_eps(eps, training: bool) -> None:
+    """torch's rule: eps > 0 in training (the batch variance may be 0), eps >= 0 otherwise."""
+    if training and eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+
+
 def check_batch_norm_args(shape, dtype, device, running_mean, running_var, weight, bias,
-                          training: bool) -> None:
-    """torch.nn.functional.batch_norm's checks (same exception types and messages), for an
-    input of the given shape, dtype and device; before any launch."""
+                          training: bool, *, eps, momentum=0.1,
+                          num_batches_tracked=None) -> bool:
+    """torch.nn.functional.batch_norm's checks, with its exception types and messages and in
+    its order, for an input of the given shape, dtype and device; before any launch.
+    momentum may be None only with a num_batches_tracked counter (the module's cumulative
+    average); torch's functional refuses it.
+
+    Returns False for an empty input, which torch returns as it is (a clone) without its
+    remaining checks; True otherwise.
+    """
+    if training:
+        verify_batch_size(shape)
+    verify_eps(eps, training)
+    if momentum is None and num_batches_tracked is None:
+        raise TypeError("batch_norm(): argument 'momentum' must be float, not NoneType")
+    if 0 in shape:
+        for t in (weight, bias):  # torch's empty path computes input * weight[0] + bias[0]
+            if t is not None and t.numel() == 0:
+                raise IndexError(f"select(): index 0 out of range for tensor of size "
+                                 f"{list(t.shape)} at dimension 0")
+            if t is not None and t.device != device:
+                raise RuntimeError(f"Tensor on device {t.device} is not on the expected "
+                                   f"device {device}!")
+        return False
+    channels = shape[1] if len(shape) > 1 else 0
+    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+        if t is not None:
+            if t.numel() != channels:
+                raise RuntimeError(f"{name} should contain {channels} elements not {t.numel()}")
+        elif not training:
+            raise RuntimeError(f"{name} must be defined in evaluation mode")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.numel() != channels:
+            raise RuntimeError(f"{name} should contain {channels} elements not {t.numel()}")
+    stats = [t for t in (running_mean, running_var) if t is not None and training]
+    for t in stats:
+        if any(st == 0 and n > 1 for n, st in zip(t.shape, t.stride(), strict=True)):
+            # torch writes every channel into the one shared element; refused here instead.
+            raise RuntimeError(
+                "unsupported operation: more than one element of the written-to tensor "
+                "refers to a single memory location. Please clone() the tensor before "
+                "performing the operation.")
     if (running_mean is None) != (running_var is None):
         raise ValueError(
             "running_mean and running_var must either both be None or neither be None")
-    if training:
-        verify_batch_size(shape)
-    channels = shape[1] if len(shape) > 1 else 0
-    params = (("weight", weight), ("bias", bias), ("running_mean", running_mean),
-              ("running_var", running_var))
-    for name, t in params:
-        if t is not None and t.numel() != channels:
-            raise RuntimeError(f"{name} should contain {channels} elements not {t.numel()}")
     if len(shape) < 2:
-        raise RuntimeError(
-            f"batch_norm expects an input of at least 2 dimensions (N, C, ...), got size "
-            f"{list(shape)}")
-    if not training and running_mean is None:
-        raise RuntimeError("running_mean must be defined in evaluation mode")
+        raise IndexError(f"Dimension out of range (expected to be in range of [-1, 0], but got "
+                         f"1): batch_norm expects an input of at least 2 dimensions (N, C, ...)"
+                         f", got size {list(shape)}")
     if dtype not in FLOAT_DTYPES:
         raise NotImplementedError(f"\"batch_norm\" not implemented for '{type_name(dtype)}'")
-    given = [t for _, t in params if t is not None]
+    given = [t for t in (weight, bias, running_mean, running_var) if t is not None]
     for t in given:
         if t.device != device:
             raise RuntimeError(
@@ -71,6 +108,7 @@ def check_batch_norm_args(shape, dtype, device, running_mean, running_var, weigh
         if t.dtype != dtype and not mixed:
             raise RuntimeError(
                 f"expected scalar type {type_name(dtype)} but found {type_name(t.dtype)}")
+    return True
 
 
 def _flat_param(t):
@@ -80,15 +118,28 @@ def _flat_param(t):
     return t.reshape(-1).contiguous()
 
 
+def _empty_batch_norm(input, weight, bias, num_batches_tracked):
+    """torch's result for an empty input, whatever the other arguments: a copy, scaled and
+    shifted by the first weight and bias (so its dtype and autograd graph are torch's)."""
+    out = input.clone()
+    if weight is not None:
+        out = out * weight[0]
+    if bias is not None:
+        out = out + bias[0]
+    if num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+    return out
+
+
 def _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps,
                 num_batches_tracked=None):
     """batch_norm with the module's extras: num_batches_tracked (0-dim int64) is advanced by
     one inside the last launch, and momentum=None means the cumulative average over it."""
-    check_batch_norm_args(input.shape, input.dtype, input.device, running_mean, running_var,
-                          weight, bias, training)
+    if not check_batch_norm_args(input.shape, input.dtype, input.device, running_mean,
+                                 running_var, weight, bias, training, eps=eps,
+                                 momentum=momentum, num_batches_tracked=num_batches_tracked):
+        return _empty_batch_norm(input, weight, bias, num_batches_tracked)
     update = training and running_mean is not None
-    if update and momentum is None and num_batches_tracked is None:
-        raise TypeError("batch_norm(): argument 'momentum' must be float, not NoneType")
     check_device(input, running_mean, running_var, weight, bias)
     weight, bias = _flat_param(weight), _flat_param(bias)
     if not update and not training:
@@ -120,5 +171,5 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                        eps)
 
 
-__all__ = ["batch_norm", "check_batch_norm_args", "verify_batch_size",
+__all__ = ["batch_norm", "check_batch_norm_args", "verify_batch_size", "verify_eps",
            "as_4d"]

@@ -5,7 +5,7 @@ import torch
 from kernels.runtime import check_device
 
 from ..ops import conv as ops
-from .conv_args import check_conv2d_args
+from .conv_args import check_conv2d_args, check_conv2d_types
 
 
 def autocast_to_lower_precision(*tensors):
@@ -24,6 +24,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     bias: (C_out,) or None. padding: int, pair, 'same' or 'valid'.
     Returns (N, C_out, OH, OW) (or (C_out, OH, OW)) in the input's memory format.
     """
+    check_conv2d_types(input, weight, bias, stride, padding, dilation, groups)
     input, weight, bias = autocast_to_lower_precision(input, weight, bias)
     unbatched = input.dim() == 3
     batched = input.unsqueeze(0) if unbatched else input

@@ -2,19 +2,34 @@
 
 Everything here runs before any kernel launches.
 """
+import operator
+
 import torch
 
 from kernels.runtime import FLOAT_DTYPES
 
 
+def _index(value, name: str) -> int:
+    """An int (or anything with __index__, as a 0-dim integer tensor); torch's TypeError for a
+    float or a bool."""
+    if isinstance(value, bool):
+        raise TypeError(f"conv2d(): argument '{name}' must be tuple of ints, not bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"conv2d(): argument '{name}' must be tuple of ints, but found an "
+                        f"element of type {type(value).__name__}") from None
+
+
 def pair(value, name: str) -> tuple:
     """An int or a 1- or 2-sequence of ints -> (a, b), as torch accepts them."""
-    if isinstance(value, int):
-        return (value, value)
-    value = tuple(value)
+    if not isinstance(value, (list, tuple)):
+        v = _index(value, name)
+        return (v, v)
+    value = tuple(_index(v, name) for v in value)
     if len(value) == 1:
-        return (int(value[0]), int(value[0]))
-    if len(value) != 2 or not all(isinstance(v, int) for v in value):
+        return (value[0], value[0])
+    if len(value) != 2:
         raise RuntimeError(
             f"expected {name} to be a single integer value or a list of 2 values to match the "
             f"convolution dimensions, but got {name}={list(value)}")
@@ -41,6 +56,22 @@ def conv_padding(padding, weight_shape, stride, dilation) -> tuple:
     return (ph, ph, pw, pw)
 
 
+def check_conv2d_types(input, weight, bias, stride, padding, dilation, groups) -> None:
+    """torch's argument parsing: a TypeError for an argument of the wrong type, before any
+    other check."""
+    for position, (name, value) in enumerate((("input", input), ("weight", weight),
+                                              ("bias", bias)), start=1):
+        if not isinstance(value, torch.Tensor) and not (name == "bias" and value is None):
+            raise TypeError(f"conv2d(): argument '{name}' (position {position}) must be "
+                            f"Tensor, not {type(value).__name__}")
+    pair(stride, "stride")
+    pair(dilation, "dilation")
+    if not isinstance(padding, str):
+        pair(padding, "padding")
+    if isinstance(groups, bool) or not isinstance(groups, int):
+        raise TypeError(f"conv2d(): argument 'groups' must be int, not {type(groups).__name__}")
+
+
 def check_conv2d_args(input: torch.Tensor, weight: torch.Tensor, bias, stride, padding,
                       dilation, groups: int):
     """Validate conv2d's arguments; returns normalised (stride, padding4, dilation).
@@ -58,16 +89,21 @@ def check_conv2d_args(input: torch.Tensor, weight: torch.Tensor, bias, stride, p
     dilation = pair(dilation, "dilation")
     if any(s <= 0 for s in stride):
         raise RuntimeError("non-positive stride is not supported")
-    if any(d <= 0 for d in dilation):
+    if any(d < 0 for d in dilation):
+        raise RuntimeError("dilation should be greater than zero")
+    if any(d == 0 for d in dilation) and input.numel():  # torch lets an empty input through
         raise RuntimeError("non-positive dilation is not supported")
-    if not isinstance(groups, int) or groups <= 0:
+    if isinstance(groups, bool) or not isinstance(groups, int):
+        raise TypeError(f"conv2d(): argument 'groups' must be int, not {type(groups).__name__}")
+    if groups <= 0:
         raise RuntimeError("non-positive groups is not supported")
     padding4 = conv_padding(padding, weight.shape, stride, dilation)
     if any(p < 0 for p in padding4):
         raise RuntimeError("negative padding is not supported")
 
     if input.dtype not in FLOAT_DTYPES:
-        raise RuntimeError(
+        # torch's CPU convolution also takes integer and complex tensors; ours are float-only.
+        raise NotImplementedError(
             f"cnn.conv2d supports float16, bfloat16, float32 and float64, got {input.dtype}")
     if input.dtype != weight.dtype or input.device != weight.device:
         raise RuntimeError(

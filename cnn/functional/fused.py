@@ -6,7 +6,7 @@ from kernels.runtime import check_device
 from ..ops import fused as ops
 from .batch_norm import check_batch_norm_args
 from .conv import autocast_to_lower_precision
-from .conv_args import check_conv2d_args
+from .conv_args import check_conv2d_args, check_conv2d_types
 
 
 def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None,
@@ -22,6 +22,7 @@ def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None
     counter advanced by one in training (momentum None: cumulative average over it).
     Returns (N, C_out, OH, OW) in the input's layout.
     """
+    check_conv2d_types(input, weight, bias, stride, padding, dilation, groups)
     if input.dim() != 4:
         raise ValueError(f"expected 4D input (got {input.dim()}D input)")
     # Inside torch.autocast the convolution runs in the autocast dtype, as torch's does; the
@@ -32,7 +33,7 @@ def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None
     geometry = Conv2dGeometry.from_shapes(input.shape, weight.shape, stride, padding4,
                                           dilation, groups)
     check_batch_norm_args(geometry.output_shape, input.dtype, input.device, running_mean,
-                          running_var, bn_weight, bn_bias, training)
+                          running_var, bn_weight, bn_bias, training, eps=eps)
     if (bn_weight is None) != (bn_bias is None):
         raise ValueError("conv_bn_relu2d: bn_weight and bn_bias must both be given or both be "
                          "None (an affine batch norm or not)")

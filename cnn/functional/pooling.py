@@ -95,6 +95,17 @@ def _window_geometry(input: torch.Tensor, op: str, kernel_size, stride, padding,
     return g
 
 
+def _check_adaptive_output_size(input, output_size) -> None:
+    """torch.nn.functional's ``_list_with_default``, which runs first: a sequence output_size
+    needs an input of more dims than its length, and reads input.size() for None entries."""
+    if not isinstance(output_size, (list, tuple)):
+        return
+    if None in output_size and not isinstance(input, torch.Tensor):
+        raise AttributeError(f"'{type(input).__name__}' object has no attribute 'size'")
+    if isinstance(input, torch.Tensor) and input.dim() <= len(output_size):
+        raise ValueError(f"Input dimension should be at least {len(output_size) + 1}")
+
+
 def _adaptive_geometry(input: torch.Tensor, op: str, output_size) -> Pool2dGeometry:
     """Validate adaptive pooling's arguments as torch does; input is 3D or 4D."""
     if input.dim() not in (3, 4):
@@ -131,9 +142,13 @@ def _batched(input: torch.Tensor):
 
 
 def _unbatch(out, unbatched: bool):
+    """Drops the batch dim added for a (C, H, W) input; torch returns such results contiguous
+    (3D tensors have no channels_last), even when the batched view looked channels_last."""
     if not unbatched:
         return out
-    return tuple(t.squeeze(0) for t in out) if isinstance(out, tuple) else out.squeeze(0)
+    if isinstance(out, tuple):
+        return tuple(t.squeeze(0).contiguous() for t in out)
+    return out.squeeze(0).contiguous()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,6 +206,7 @@ def adaptive_avg_pool2d(input, output_size):
     input's size. Output o along an axis of size I averages [floor(o*I/O), ceil((o+1)*I/O)).
     """
     op = "adaptive_avg_pool2d"
+    _check_adaptive_output_size(input, output_size)
     _check_dtype(input, op)
     geometry = _adaptive_geometry(input, op, output_size)
     batched, unbatched = _batched(input)
@@ -206,6 +222,7 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     input's size. With return_indices also returns int64 flat indices into each H*W plane.
     """
     op = "adaptive_max_pool2d"
+    _check_adaptive_output_size(input, output_size)
     _check_dtype(input, op)
     geometry = _adaptive_geometry(input, op, output_size)
     batched, unbatched = _batched(input)

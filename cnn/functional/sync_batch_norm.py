@@ -145,7 +145,8 @@ def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, mo
     # torch's rule (more than one value per channel), on the global batch.
     shape = (input.shape[0] * world_size, *input.shape[1:]) if input.dim() else input.shape
     check_batch_norm_args(shape, input.dtype, input.device, running_mean, running_var, weight,
-                          bias, True)
+                          bias, True, eps=eps, momentum=momentum,
+                          num_batches_tracked=num_batches_tracked)
     if running_mean is not None and momentum is None and num_batches_tracked is None:
         raise TypeError("batch_norm(): argument 'momentum' must be float, not NoneType")
     for name, t in (("running_mean", running_mean), ("running_var", running_var)):
@@ -252,7 +253,8 @@ def sync_conv_bn_relu2d(input, weight, bias, running_mean, running_var, bn_weigh
                                           dilation, groups)
     n, *rest = geometry.output_shape
     check_batch_norm_args((n * world_size, *rest), input.dtype, input.device, running_mean,
-                          running_var, bn_weight, bn_bias, True)
+                          running_var, bn_weight, bn_bias, True, eps=eps, momentum=momentum,
+                          num_batches_tracked=num_batches_tracked)
     if (bn_weight is None) != (bn_bias is None):
         raise ValueError("sync_conv_bn_relu2d: bn_weight and bn_bias must both be given or "
                          "both be None (an affine batch norm or not)")

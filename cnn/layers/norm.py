@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from ..functional.batch_norm import _batch_norm, verify_batch_size
+from ..functional.batch_norm import _batch_norm, check_batch_norm_args
 
 
 def batch_norm_mode(bn: nn.modules.batchnorm._BatchNorm):
@@ -32,11 +32,14 @@ class BatchNorm2d(nn.BatchNorm2d):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
         batch_stats, running_mean, running_var, momentum, counter = batch_norm_mode(self)
-        if counter is not None and batch_stats:
+        if counter is not None:
             try:
-                verify_batch_size(input.shape)
-            except ValueError:
-                counter.add_(1)  # torch's module counts the batch before it is refused
+                check_batch_norm_args(input.shape, input.dtype, input.device, running_mean,
+                                      running_var, self.weight, self.bias, batch_stats,
+                                      eps=self.eps, momentum=momentum,
+                                      num_batches_tracked=counter)
+            except Exception:
+                counter.add_(1)  # torch's module counts the batch before F.batch_norm refuses it
                 raise
         return _batch_norm(input, running_mean, running_var, self.weight, self.bias,
                            batch_stats, momentum, self.eps, num_batches_tracked=counter)

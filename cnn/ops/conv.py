@@ -45,12 +45,14 @@ def _conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
             stride: list[int], padding: list[int], dilation: list[int],
             groups: int) -> torch.Tensor:
     g = geometry(input.shape, weight.shape, stride, padding, dilation, groups)
-    return declared(launchers.conv2d_forward(input, weight, bias, g), output_memory_format(input))
+    return declared(launchers.conv2d_forward(input, weight, bias, g),
+                    output_memory_format(input, weight))
 
 
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     g = geometry(input.shape, weight.shape, stride, padding, dilation, groups)
-    return input.new_empty(g.output_shape).contiguous(memory_format=output_memory_format(input))
+    return input.new_empty(g.output_shape).contiguous(
+        memory_format=output_memory_format(input, weight))
 
 
 def _conv2d_setup(ctx, inputs, output):
@@ -83,12 +85,11 @@ def _input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input: torch.Te
                 groups: int) -> torch.Tensor:
     g = geometry(input.shape, weight.shape, stride, padding, dilation, groups)
     dx = launchers.conv2d_input_grad(grad_output, weight, input, g)
-    return declared(dx, output_memory_format(input, grad_output))
+    return declared(dx, output_memory_format(input))  # torch's rule: dx is laid out like x
 
 
 def _input_grad_fake(grad_output, weight, input, stride, padding, dilation, groups):
-    return input.new_empty(input.shape).contiguous(
-        memory_format=output_memory_format(input, grad_output))
+    return input.new_empty(input.shape).contiguous(memory_format=output_memory_format(input))
 
 
 def _input_grad_setup(ctx, inputs, output):

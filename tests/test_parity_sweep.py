@@ -1,0 +1,548 @@
+"""Parity sweep: every public op of cnn.functional against torch's on the same arguments, over
+a generated space of valid and invalid calls: types, ranks, sizes, options, dtypes, devices,
+non-contiguous, stride-0 expanded, storage-offset, channels_last and permuted inputs, weights,
+biases and statistics, requires_grad, empty tensors. Each call must give torch's result
+(outputs, layout, mutated arguments, every gradient; float64 reference) or raise torch's
+exception type without launching a kernel (tests/parity.py has the check).
+
+CI replays a fixed set of examples (tests/conftest.py). Exploring:
+    HYPOTHESIS_PROFILE=explore PARITY_EXAMPLES=2500 PARITY_RECORD=mismatches.jsonl \
+        python -m pytest tests/test_parity_sweep.py -q
+PARITY_RECORD appends each mismatch as a JSON line and keeps going instead of failing.
+Known mismatches are listed in KNOWN: the sweep counts them instead of failing, and a fixed
+case per entry below is a strict xfail, so it turns red once the behaviour matches torch's.
+"""
+import dataclasses
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import DEVICE, GPU
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from parity import FLOATS, LAYOUTS, Mismatch, T, check, instantiate
+
+import cnn
+
+EXAMPLES = int(os.environ.get("PARITY_EXAMPLES", "15"))
+RECORD = os.environ.get("PARITY_RECORD")
+SWEEP = settings(max_examples=EXAMPLES, deadline=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+ODD_DTYPES = (torch.int64, torch.int32, torch.bool, torch.complex64)
+
+
+def torch_batch_norm(input, running_mean, running_var, weight=None, bias=None,
+                     training=False, momentum=0.1, eps=1e-5):
+    """F.batch_norm, except that evaluation reads a contiguous copy of running_var: torch
+    2.13's CPU backward in evaluation returns 1/sqrt(eps) for every element when the input
+    is non-contiguous and running_var is strided (test_torch_eval_backward_bug)."""
+    if not training and isinstance(running_var, torch.Tensor):
+        running_var = running_var.contiguous()
+    return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum,
+                        eps)
+
+
+def torch_conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None,
+                         bn_weight=None, bn_bias=None, stride=1, padding=0, dilation=1,
+                         groups=1, training=False, momentum=0.1, eps=1e-5):
+    y = F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    return F.relu(torch_batch_norm(y, running_mean, running_var, bn_weight, bn_bias,
+                                   training, momentum, eps))
+
+
+OPS = {
+    "conv2d": (cnn.functional.conv2d, F.conv2d),
+    "max_pool2d": (cnn.functional.max_pool2d, F.max_pool2d),
+    "avg_pool2d": (cnn.functional.avg_pool2d, F.avg_pool2d),
+    "adaptive_avg_pool2d": (cnn.functional.adaptive_avg_pool2d, F.adaptive_avg_pool2d),
+    "adaptive_max_pool2d": (cnn.functional.adaptive_max_pool2d, F.adaptive_max_pool2d),
+    "batch_norm": (cnn.functional.batch_norm, torch_batch_norm),
+    "relu": (cnn.functional.relu, F.relu),
+    "conv_bn_relu2d": (cnn.functional.conv_bn_relu2d, torch_conv_bn_relu2d),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Known mismatches: (ops, predicate on the built arguments and the mismatch message, reason).
+# A mismatch that a predicate matches is counted, not failed, so the sweep stays green and
+# finds new ones; test_known_mismatch keeps each visible as a strict xfail (or a test).
+
+def _mixes_meta(args, kwargs, message):
+    tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
+    return len({t.device.type for t in tensors}) > 1 and \
+        any(t.device.type == "meta" for t in tensors)
+
+
+def _float_only(args, kwargs, message):
+    x = args[0]
+    return isinstance(x, torch.Tensor) and not x.is_floating_point() and \
+        "ours raises NotImplementedError" in message
+
+
+def _fused_contract(args, kwargs, message):
+    return any(m in message for m in ("must be a 1-D tensor with unit stride",
+                                      "bn_weight and bn_bias must both be given",
+                                      "expected 4D input"))
+
+
+def _empty_conv_dtypes(args, kwargs, message):
+    x = args[0]
+    return isinstance(x, torch.Tensor) and x.numel() == 0 and \
+        message.startswith("torch returns; ours raises") and "should be the same" in message
+
+
+def _global_mean_any_rank(args, kwargs, message):
+    x, size = args[0], kwargs["output_size"]
+    size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    return isinstance(x, torch.Tensor) and size == (1, 1) and \
+        message.startswith("torch returns")
+
+
+KNOWN = [
+    (tuple(OPS), _mixes_meta,
+     "by design: a meta tensor among others; torch's meta dispatch returns a meta result (or "
+     "reorders its checks), ours refuses the device mix (RuntimeError)"),
+    (tuple(OPS), _float_only,
+     "by design: integer, bool and complex tensors that torch's CPU ops accept (max_pool2d "
+     "on integers, avg_pool2d on int64, conv2d on integers and complex): the kernels are "
+     "float-only and raise NotImplementedError"),
+    (("conv_bn_relu2d",), _fused_contract,
+     "cnn/functional/fused.py: the fused op takes 4D input, unit-stride 1-D batch-norm "
+     "tensors and an affine pair or none, and raises ValueError otherwise; relu(batch_norm("
+     "conv2d(...))) in torch takes any"),
+    (("conv2d", "conv_bn_relu2d"), _empty_conv_dtypes,
+     "torch's convolution of an empty input skips its input/weight dtype check (its result "
+     "then takes odd dtypes); ours checks"),
+    (("adaptive_avg_pool2d",), _global_mean_any_rank,
+     "torch computes output_size (1, 1) as a mean over the last two dims without its checks "
+     "(any rank, empty dims give NaN); ours takes 3D/4D input with non-empty C, H, W"),
+]
+
+
+def _overlapping_stats(args, kwargs, message):
+    return "more than one element of the written-to tensor" in message and \
+        message.startswith("torch returns")
+
+
+KNOWN.append((
+    ("batch_norm", "conv_bn_relu2d"), _overlapping_stats,
+    "by design: training with a stride-0 (expanded) running stat; torch's CPU kernel writes "
+    "every channel's statistic into the one shared element, ours refuses before any launch"))
+
+
+
+
+def known_reason(op, args, kwargs, message):
+    built_args, built_kwargs, _ = instantiate(args, kwargs, double=False)
+    for ops, predicate, reason in KNOWN:
+        if op in ops and predicate(built_args, built_kwargs, message):
+            return reason
+    return None
+
+
+def torch_indices_escape(args, kwargs) -> bool:
+    """Whether torch's max_pool2d picks an index outside the input plane: a dilated window
+    that lies wholly in the padding gives -inf and the index of a padded position (ours
+    returns the same), and torch's backward then writes its gradient there, out of bounds,
+    corrupting the heap (the process aborts later). Such calls are compared without
+    gradients; test_all_padding_window_backward checks ours."""
+    built, built_kwargs, _ = instantiate(args, kwargs, double=False)
+    x = built[0]
+    try:
+        with torch.no_grad():
+            y, indices = F.max_pool2d(x, **{**built_kwargs, "return_indices": True})
+    except Exception:  # an error case: no backward runs
+        return False
+    if not indices.numel():
+        return False
+    escaped = (indices < 0) | (indices >= x.shape[-2] * x.shape[-1])
+    # A window wholly in the padding gives -inf; its index may still fall inside the plane
+    # (a padded column -1 of row h is element h*W - 1), where torch's gradient then lands.
+    padded = torch.isneginf(y) & ~torch.isneginf(x).any()
+    return bool((escaped | padded).any())
+
+
+def run_case(op, args, kwargs):
+    ours, theirs = OPS[op]
+    if op == "max_pool2d" and isinstance(args[0], T) and args[0].requires_grad and \
+            torch_indices_escape(args, kwargs):
+        args = (dataclasses.replace(args[0], requires_grad=False),)
+    if RECORD:  # the case under way, should the process die in it
+        with open(RECORD + ".last", "w") as f:
+            f.write(f"{op} {args!r} {kwargs!r}\n")
+    try:
+        outcome = check(ours, theirs, args, kwargs)
+    except Exception as mismatch:  # a Mismatch, or the harness itself failing on this case
+        if not isinstance(mismatch, Mismatch) and not RECORD:
+            raise
+        reason = known_reason(op, args, kwargs, str(mismatch))
+        if reason is None and not RECORD:
+            raise
+        if RECORD:
+            with open(RECORD, "a") as f:
+                f.write(json.dumps({"op": op, "args": repr(args), "kwargs": repr(kwargs),
+                                    "known": reason, "type": type(mismatch).__name__,
+                                    "mismatch": str(mismatch)}) + "\n")
+        outcome = "known" if reason else "mismatch"
+    if RECORD:
+        with open(RECORD + ".count", "a") as f:
+            f.write(f"{op} {outcome}\n")
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------
+# Generators: tiny shapes (the interpreter's cost is per program and per element).
+
+def tensor(draw, shape, dtype, grad=True, layouts=LAYOUTS, positive=False, device=None):
+    return T(tuple(shape), dtype, draw(st.sampled_from(layouts)),
+             grad and dtype.is_floating_point and draw(st.booleans()), device,
+             draw(st.integers(0, 2**16)), positive)
+
+
+def input_dtype(draw):
+    return draw(st.sampled_from((torch.float32,) * 4 + FLOATS + ODD_DTYPES[:1] +
+                                (ODD_DTYPES if draw(st.integers(0, 9)) == 0 else ())))
+
+
+def other_dtype(draw, dtype):
+    """Mostly the input's dtype; sometimes another (torch refuses or, for batch norm's
+    parameters under half input, accepts float32)."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.sampled_from(FLOATS + (torch.int64,)))
+    return dtype
+
+
+def device(draw):
+    """Now and then another device than the test's (meta where there is no second one)."""
+    return ("cpu" if GPU else "meta") if draw(st.integers(0, 29)) == 0 else None
+
+
+def maybe_pair(draw, values):
+    return draw(st.one_of(values, st.tuples(values, values), st.lists(values, min_size=1,
+                                                                      max_size=1)))
+
+
+def bad(draw, *mutations):
+    """One mutation out of the list a quarter of the time, else None."""
+    return draw(st.sampled_from((None,) * (3 * len(mutations)) + mutations))
+
+
+@st.composite
+def conv_args(draw, fused=False):
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    cin, cout = draw(st.integers(1, 2)) * groups, draw(st.integers(1, 2)) * groups
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = maybe_pair(draw, st.integers(1, 2))
+    dilation = maybe_pair(draw, st.integers(1, 2))
+    padding = draw(st.one_of(st.integers(0, 2), st.tuples(st.integers(0, 2), st.integers(0, 2)),
+                             st.sampled_from(["same", "valid"])))
+    h, w = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    n = draw(st.sampled_from([1, 2, 2, 0] + ([] if fused else [None])))
+    dtype = input_dtype(draw)
+    x_shape = (cin, h, w) if n is None else (n, cin, h, w)
+    w_shape = (cout, cin // groups, kh, kw)
+    has_bias = draw(st.booleans())
+    b_shape = (cout,)
+    mutation = bad(draw, "stride0", "stride_neg", "dilation0", "pad_neg", "pad_str", "groups0",
+                   "groups_bad", "weight3d", "input2d", "input5d", "bias_size", "bias2d",
+                   "stride_float", "stride3", "input_list", "groups_float")
+    options = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    if mutation == "stride0":
+        options["stride"] = 0
+    elif mutation == "stride_neg":
+        options["stride"] = (1, -1)
+    elif mutation == "dilation0":
+        options["dilation"] = 0
+    elif mutation == "pad_neg":
+        options["padding"] = -1
+    elif mutation == "pad_str":
+        options["padding"] = "full"
+    elif mutation == "groups0":
+        options["groups"] = 0
+    elif mutation == "groups_bad":
+        options["groups"] = groups + 1
+    elif mutation == "weight3d":
+        w_shape = w_shape[:3]
+    elif mutation == "input2d":
+        x_shape = (h, w)
+    elif mutation == "input5d":
+        x_shape = (1, *x_shape)
+    elif mutation == "bias_size":
+        has_bias, b_shape = True, (cout + 1,)
+    elif mutation == "bias2d":
+        has_bias, b_shape = True, (1, cout)
+    elif mutation == "stride_float":
+        options["stride"] = 1.5
+    elif mutation == "stride3":
+        options["stride"] = (1, 1, 1)
+    elif mutation == "groups_float":
+        options["groups"] = float(groups)
+    x = tensor(draw, x_shape, dtype)
+    if mutation == "input_list":
+        x = [[1.0, 2.0]]
+    weight = tensor(draw, w_shape, other_dtype(draw, dtype), device=device(draw))
+    bias = tensor(draw, b_shape, other_dtype(draw, dtype), device=device(draw)) \
+        if has_bias else None
+    return (x, weight, bias), options, cout
+
+
+@st.composite
+def conv2d_calls(draw):
+    args, options, _ = draw(conv_args())
+    if draw(st.booleans()):
+        return args, options
+    return args[:2], {"bias": args[2], **options}
+
+
+@st.composite
+def window_pool_calls(draw, op):
+    dtype = input_dtype(draw)
+    kernel = maybe_pair(draw, st.integers(1, 3))
+    k = kernel if isinstance(kernel, int) else min(kernel)
+    stride = draw(st.one_of(st.none(), st.just([]), st.integers(1, 3),
+                            st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    padding = draw(st.integers(0, k // 2))
+    n = draw(st.sampled_from([1, 2, 0, None]))
+    c, h, w = draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    options = {"kernel_size": kernel, "stride": stride, "padding": padding,
+               "ceil_mode": draw(st.booleans())}
+    if op == "max_pool2d":
+        options["dilation"] = maybe_pair(draw, st.integers(1, 2))
+        options["return_indices"] = draw(st.booleans())
+    else:
+        options["count_include_pad"] = draw(st.booleans())
+        options["divisor_override"] = draw(st.sampled_from([None, None, 1, 2, 3]))
+    shape = (c, h, w) if n is None else (n, c, h, w)
+    mutation = bad(draw, "kernel0", "stride0", "pad_neg", "pad_big", "input2d", "input5d",
+                   "channels0", "kernel3", "kernel_float", "input_list", "divisor0",
+                   "dilation0", "height0")
+    if mutation == "kernel0":
+        options["kernel_size"] = 0
+    elif mutation == "stride0":
+        options["stride"] = 0
+    elif mutation == "pad_neg":
+        options["padding"] = -1
+    elif mutation == "pad_big":
+        options["padding"] = k // 2 + 1
+    elif mutation == "input2d":
+        shape = (h, w)
+    elif mutation == "input5d":
+        shape = (1, *shape)
+    elif mutation == "channels0":
+        shape = (*shape[:-3], 0, h, w)
+    elif mutation == "height0":
+        shape = (*shape[:-2], 0, w)
+    elif mutation == "kernel3":
+        options["kernel_size"] = (1, 2, 3)
+    elif mutation == "kernel_float":
+        options["kernel_size"] = 2.0
+    elif mutation == "divisor0" and op == "avg_pool2d":
+        options["divisor_override"] = 0
+    elif mutation == "dilation0" and op == "max_pool2d":
+        options["dilation"] = 0
+    x = [[1.0]] if mutation == "input_list" else tensor(draw, shape, dtype)
+    return (x,), options
+
+
+@st.composite
+def adaptive_pool_calls(draw, op):
+    dtype = input_dtype(draw)
+    n = draw(st.sampled_from([1, 2, 0, None]))
+    c, h, w = draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    size = st.integers(1, 4)
+    output_size = draw(st.one_of(size, st.tuples(size, size), st.tuples(st.none(), size),
+                                 st.tuples(size, st.none()), st.lists(size, min_size=2,
+                                                                      max_size=2)))
+    shape = (c, h, w) if n is None else (n, c, h, w)
+    mutation = bad(draw, "size0", "size_neg", "size3", "size_float", "input2d", "input5d",
+                   "channels0", "width0", "input_list")
+    if mutation == "size0":
+        output_size = 0
+    elif mutation == "size_neg":
+        output_size = (-1, 2)
+    elif mutation == "size3":
+        output_size = (1, 2, 3)
+    elif mutation == "size_float":
+        output_size = 1.5
+    elif mutation == "input2d":
+        shape = (h, w)
+    elif mutation == "input5d":
+        shape = (1, *shape)
+    elif mutation == "channels0":
+        shape = (*shape[:-3], 0, h, w)
+    elif mutation == "width0":
+        shape = (*shape[:-1], 0)
+    x = [[1.0]] if mutation == "input_list" else tensor(draw, shape, dtype)
+    kwargs = {"output_size": output_size}
+    if op == "adaptive_max_pool2d":
+        kwargs["return_indices"] = draw(st.booleans())
+    return (x,), kwargs
+
+
+def bn_params(draw, c, dtype, training):
+    """running_mean, running_var, weight, bias and the options, some of them invalid."""
+    stats_layouts = ("contiguous", "strided", "offset")  # updated in place: no expanded ones
+    has_stats = draw(st.booleans()) or not training
+    mutation = bad(draw, "only_mean", "only_var", "mean_size", "weight_size", "bias_size",
+                   "eps0", "eps_neg", "stats_expanded")
+    p_dtype = other_dtype(draw, dtype)
+    if dtype in (torch.float16, torch.bfloat16) and draw(st.integers(0, 3)) == 0:
+        p_dtype = torch.float32  # torch's mixed precision: half input, float32 parameters
+    size = lambda name: c + 1 if mutation == name else c
+    rm = tensor(draw, (size("mean_size"),), p_dtype, grad=False, layouts=stats_layouts) \
+        if has_stats and mutation != "only_var" else None
+    rv = tensor(draw, (c,), p_dtype, grad=False, positive=True,
+                layouts=("expanded",) if mutation == "stats_expanded" else stats_layouts) \
+        if has_stats and mutation != "only_mean" else None
+    weight = tensor(draw, (size("weight_size"),), p_dtype, device=device(draw)) \
+        if draw(st.booleans()) else None
+    bias = tensor(draw, (size("bias_size"),), p_dtype) if draw(st.booleans()) else None
+    eps = {"eps0": 0.0, "eps_neg": -1.0}.get(mutation, draw(st.sampled_from([1e-5, 1e-3])))
+    momentum = draw(st.sampled_from([0.1, 0.0, 1.0, 0.5]))
+    return rm, rv, weight, bias, {"training": training, "momentum": momentum, "eps": eps}
+
+
+@st.composite
+def batch_norm_calls(draw):
+    dtype = input_dtype(draw)
+    rank = draw(st.sampled_from([2, 3, 4, 4, 4, 5]))
+    c = draw(st.integers(1, 3))
+    shape = (draw(st.sampled_from([1, 2, 3, 0])), c,
+             *(draw(st.integers(1, 3)) for _ in range(rank - 2)))
+    if draw(st.integers(0, 19)) == 0:
+        shape = shape[:1]  # a 1-D input
+    training = draw(st.booleans())
+    rm, rv, weight, bias, options = bn_params(draw, c, dtype, training)
+    x = tensor(draw, shape, dtype)
+    return (x, rm, rv, weight, bias), options
+
+
+@st.composite
+def relu_calls(draw):
+    dtype = draw(st.sampled_from((torch.float32, torch.float64, torch.float16, torch.bfloat16,
+                                  torch.int64, torch.int32, torch.uint8, torch.bool,
+                                  torch.complex64)))
+    shape = tuple(draw(st.lists(st.integers(0, 4), min_size=0, max_size=4)))
+    inplace = draw(st.booleans())
+    x = [1.0, -2.0] if draw(st.integers(0, 29)) == 0 else tensor(draw, shape, dtype)
+    return (x,), {"inplace": inplace}
+
+
+@st.composite
+def conv_bn_relu2d_calls(draw):
+    (x, weight, bias), options, cout = draw(conv_args(fused=True))
+    dtype = x.dtype if isinstance(x, T) else torch.float32
+    training = draw(st.booleans())
+    rm, rv, bn_weight, bn_bias, bn_options = bn_params(draw, cout, dtype, training)
+    return (x, weight, bias), {"running_mean": rm, "running_var": rv, "bn_weight": bn_weight,
+                               "bn_bias": bn_bias, **options, **bn_options}
+
+
+CALLS = {
+    "conv2d": conv2d_calls(),
+    "max_pool2d": window_pool_calls("max_pool2d"),
+    "avg_pool2d": window_pool_calls("avg_pool2d"),
+    "adaptive_avg_pool2d": adaptive_pool_calls("adaptive_avg_pool2d"),
+    "adaptive_max_pool2d": adaptive_pool_calls("adaptive_max_pool2d"),
+    "batch_norm": batch_norm_calls(),
+    "relu": relu_calls(),
+    "conv_bn_relu2d": conv_bn_relu2d_calls(),
+}
+
+
+@pytest.mark.parametrize("op", CALLS)
+def test_parity_sweep(op):
+    @SWEEP
+    @given(call=CALLS[op])
+    def sweep(call):
+        args, kwargs = call
+        run_case(op, args, kwargs)
+    sweep()
+
+
+def test_all_padding_window_backward():
+    """A dilated window wholly in the padding: output -inf and a padded position's index, as
+    torch's; ours drops its gradient (no input element is in the window), where torch's
+    backward writes out of bounds."""
+    x = torch.randn(1, 2, 1, 3, device=DEVICE, requires_grad=True)
+    y, indices = cnn.functional.max_pool2d(x, 2, padding=1, dilation=2, return_indices=True)
+    want_y, want_indices = F.max_pool2d(x.detach(), 2, padding=1, dilation=2,
+                                        return_indices=True)
+    assert torch.equal(y, want_y) and torch.equal(indices, want_indices)
+    assert torch.isinf(y).all()
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+F64 = torch.float64
+_X = T((2, 3, 5, 5), F64, requires_grad=True, seed=1)
+_W = T((4, 3, 3, 3), F64, requires_grad=True, seed=2)
+_BN = dict(running_mean=T((4,), F64, seed=3), running_var=T((4,), F64, positive=True, seed=4),
+           bn_weight=T((4,), F64, seed=5), bn_bias=T((4,), F64, seed=6), training=True)
+
+# Cases the sweep found wrong while the kernels were being fixed (a strided or expanded
+# bias read as contiguous, a channels_last weight with NCHW input giving NCHW output); now
+# torch's, kept as fixed cases.
+FIXED_CASES = {
+    "conv2d_strided_bias": ("conv2d", (_X, _W, T((4,), F64, "strided", True, seed=7)), {}),
+    "conv2d_expanded_bias": ("conv2d", (_X, _W, T((4,), F64, "expanded", True, seed=7)), {}),
+    "conv_bn_relu2d_strided_bias": ("conv_bn_relu2d",
+                                    (_X, _W, T((4,), F64, "strided", True, seed=7)), _BN),
+    "conv2d_channels_last_weight": ("conv2d", (_X, T((4, 3, 3, 3), F64, "channels_last",
+                                                     True, seed=2)), {}),
+    "conv2d_depthwise_strided_bias": (
+        "conv2d", (T((1, 2, 3, 3), F64, seed=1), T((2, 1, 2, 2), F64, seed=2),
+                   T((2,), F64, "strided", seed=7)), {"groups": 2}),
+}
+
+
+@pytest.mark.parametrize("case", FIXED_CASES.values(), ids=FIXED_CASES.keys())
+def test_fixed_case(case):
+    op, args, kwargs = case
+    assert check(*OPS[op], args, kwargs) == "value"
+
+
+# One fixed case per entry of KNOWN, as (op, args, kwargs, reason): strict xfails, so each
+# turns red (remove it then) once the behaviour matches torch's.
+KNOWN_CASES = {
+    "conv2d_meta_weight": ("conv2d", (_X, T((4, 3, 3, 3), F64, device="meta")), {},
+                           KNOWN[0][2]),
+    "max_pool2d_int64": ("max_pool2d", (T((1, 2, 4, 4), torch.int64),), {"kernel_size": 2},
+                         KNOWN[1][2]),
+    "conv_bn_relu2d_strided_running_var": (
+        "conv_bn_relu2d", (_X, _W), {**_BN, "running_var": T((4,), F64, "strided",
+                                                            positive=True, seed=4)},
+        KNOWN[2][2]),
+    "conv_bn_relu2d_weight_without_bias": ("conv_bn_relu2d", (_X, _W),
+                                           {**_BN, "bn_bias": None}, KNOWN[2][2]),
+    "conv2d_empty_input_other_dtype": ("conv2d", (T((0, 3, 5, 5), F64),
+                                                  T((4, 3, 3, 3), torch.float32)), {},
+                                       KNOWN[3][2]),
+    "adaptive_avg_pool2d_global_of_2d": ("adaptive_avg_pool2d", (T((5, 6), F64),),
+                                         {"output_size": 1}, KNOWN[4][2]),
+}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(v, id=k, marks=pytest.mark.xfail(strict=True, raises=Mismatch, reason=v[3]))
+    for k, v in KNOWN_CASES.items()])
+def test_known_mismatch(case):
+    op, args, kwargs, _ = case
+    check(*OPS[op], args, kwargs)
+
+
+def test_eval_backward_with_strided_running_var():
+    """torch 2.13's CPU batch-norm backward in evaluation gives 1/sqrt(eps) everywhere for a
+    non-contiguous input with a strided running_var (the reference above reads a contiguous
+    copy); ours gives weight / sqrt(running_var + eps)."""
+    base = torch.randn(1, 2, 1, device=DEVICE, dtype=F64, requires_grad=True)
+    x = base.permute(2, 1, 0)
+    running_var = (torch.rand(4, device=DEVICE, dtype=F64) + 1)[::2]
+    running_mean = torch.zeros(2, device=DEVICE, dtype=F64)
+    y = cnn.functional.batch_norm(x, running_mean, running_var)
+    y.backward(torch.ones_like(y))
+    expected = (running_var + 1e-5).rsqrt()
+    torch.testing.assert_close(base.grad.flatten(), expected, rtol=1e-12, atol=0)
