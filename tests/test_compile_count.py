@@ -62,6 +62,7 @@ def test_compiles_and_tuning_runs_follow_keys_and_specialisations(tmp_path):
     counts = [(s["compiles"], s["tuning_runs"]) for s in mnist["steps"]]
     assert counts == sorted(counts) and counts[0][0] >= 5  # 5 conv kernels in a training step
     assert set(mnist["per_kernel"]) == {"conv2d_forward_kernel", "conv2d_weight_grad_kernel",
+                                        "conv2d_weight_grad_reduce_kernel",
                                         "conv2d_input_grad_kernel"}
     # 48000 images (the seed's split) make no partial batch.
     assert [s["batches"] for s in out["full"]["steps"]] == ["train", "eval"]

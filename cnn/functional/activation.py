@@ -36,12 +36,14 @@ def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         raise RuntimeError("Boolean inputs not supported for relu")
     if input.is_complex():
         raise NotImplementedError("clamp is not supported for complex types")
-    if inplace:
+    traced = is_traced((input,))
+    if inplace and not traced:
+        # Eager only: a traced in-place relu is functionalized, and autograd's own checks apply.
         check_inplace(input)
     check_device(input)
     if not inplace:
         return ops.relu(input)
-    if is_traced((input,)):
+    if traced:
         # A custom op may not return its input: compute, then copy back (functionalized).
         return input.copy_(ops.relu(input))
     return InplaceReLUFunction.apply(input)
