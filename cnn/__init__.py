@@ -8,9 +8,13 @@
 import kernels  # noqa: F401  (decides compiled vs interpreted before anything else)
 
 from . import distributed, functional
-from .convert import convert  # noqa: F401  (cnn.convert(model): any torch model on our layers)
+from .convert import convert
 from .fuse import fuse
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers
 
-__all__ = ["distributed", "functional", "fuse", *_layers]
+# isort: off
+from . import models  # after the layers: the model zoo is built from them
+# isort: on
+
+__all__ = ["convert", "distributed", "functional", "fuse", "models", *_layers]

@@ -117,3 +117,13 @@ def test_checkpoint_moves_between_backends():
         out_torch = target.eval()(x)
     rtol, atol = tolerance(torch.float32)
     torch.testing.assert_close(out_triton, out_torch, rtol=rtol, atol=atol)
+
+
+def test_top_level_package_exposes_the_zoo_and_convert():
+    """README's usage: ``import cnn`` alone reaches ``cnn.models.resnet18`` and ``cnn.convert``."""
+    import cnn as package
+    from cnn.convert import convert
+    from cnn.resnet import resnet18
+
+    assert package.models.resnet18 is resnet18 and package.convert is convert
+    assert {"convert", "models"} <= set(package.__all__)
