@@ -16,6 +16,7 @@ import torch
 
 from kernels import Conv2dGeometry
 from kernels import conv2d as launchers
+from kernels.layout import to_channels_last
 from kernels.runtime import output_memory_format
 
 from .registry import LibraryOp, none_unless, placeholder
@@ -69,6 +70,9 @@ def _conv2d_backward(ctx, grad_output):
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     need_bias = need_bias and ctx.has_bias
     grad_input = grad_weight = grad_bias = None
+    if need_input and (need_weight or need_bias) and grad_output.dim() == 4:
+        # Both launchers read dy channels_last: convert an NCHW dy once, not once each.
+        grad_output = to_channels_last(grad_output)
     if need_input:
         grad_input = conv2d_input_grad(grad_output, weight, input, *ctx.args)
     if need_weight or need_bias:
