@@ -77,6 +77,37 @@ def _interpreter_k_tile(args):
     return args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"]
 
 
+@triton.jit
+def _bits_between(lo, hi):
+    """int64 with bits lo .. hi-1 set (none when hi <= lo); 0 <= lo, hi <= 32."""
+    one = tl.full((), 1, tl.int64)
+    return ((one << hi) - 1) & ~((one << lo) - 1)
+
+
+@triton.jit
+def _tap_range(start, size, taps, dil):
+    """(lo, hi): the taps k in [lo, hi) with 0 <= start + k*dil < size, k < taps."""
+    lo = tl.minimum((tl.maximum(-start, 0) + dil - 1) // dil, taps)
+    hi = tl.minimum((tl.maximum(size - start, 0) + dil - 1) // dil, taps)
+    return lo, hi
+
+
+@triton.jit
+def _tap_bits(ih0, iw0, H, W, KH, KW, dil_h, dil_w):
+    """Bit t = kh*KW + kw of the result (int32, one per row): tap (kh, kw) of the row whose
+    tap (0, 0) reads x at (ih0, iw0) lies inside x. KH*KW <= 32. The in-bounds taps of an axis
+    are one range, so the bits are closed-form: the rows' range spread over KW bits each, and
+    the columns' range repeated once per kernel row. No loop, so the compiler can build them
+    in whatever layout the loads want."""
+    lo_h, hi_h = _tap_range(ih0, H, KH, dil_h)
+    lo_w, hi_w = _tap_range(iw0, W, KW, dil_w)
+    repeat = tl.full((), 0, tl.int64)  # bit kh*KW for every kernel row kh
+    for kh in range(0, KH):
+        repeat = repeat | (tl.full((), 1, tl.int64) << (kh * KW))
+    bits = _bits_between(lo_h * KW, hi_h * KW) & (_bits_between(lo_w, hi_w) * repeat)
+    return bits.to(tl.int32)
+
+
 @triton.autotune(
     configs=implicit_gemm_configs(),
     # No batch or image size: M enters bucketed, so a new batch size reuses the tuned tile.
@@ -98,12 +129,14 @@ def conv2d_forward_kernel(
     INDEX_64: tl.constexpr, HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
     TAP_MAJOR: tl.constexpr, C_BLOCK: tl.constexpr, EVEN_C: tl.constexpr,
+    TAP_BITS: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """x: channels_last, w: (C_out, KH, KW, c_in_g) in memory: sxc == swi == 1 (the launcher
     guarantees it; the strides stay arguments so that 1 is a compile-time constant).
-    Tap-major: the channel block is min(BLOCK_K, C_BLOCK), which divides c_in_g when EVEN_C."""
+    Tap-major: the channel block is min(BLOCK_K, C_BLOCK), which divides c_in_g when EVEN_C;
+    TAP_BITS: KH*KW <= 32, so each row's in-bounds taps are bits of one int32."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     group = tl.program_id(2)
@@ -136,14 +169,22 @@ def conv2d_forward_kernel(
         offs_c = tl.arange(0, BK)
         a_ptrs = x_ptr + (x_rows[:, None] + offs_c[None, :] * sxc)
         b_ptrs = w_ptr + (w_cols[None, :] + offs_c[:, None] * swi)
+        if TAP_BITS:
+            # Built once, so the loop tests one bit per row (against the carried tap_bit)
+            # instead of two bounds.
+            tap_bits = _tap_bits(ih0, iw0, H, W, KH, KW, dil_h, dil_w)
+        tap_bit = tl.full((), 1, tl.int32)
         kh = tl.full((), 0, tl.int32)
         kw = tl.full((), 0, tl.int32)
         c0 = tl.full((), 0, tl.int32)
         for _ in range(0, KH * KW * tl.cdiv(c_in_g, BK)):
-            # One unsigned compare per axis checks both 0 <= ih and ih < H.
-            ih = (ih0 + kh * dil_h).to(tl.uint32, bitcast=True)
-            iw = (iw0 + kw * dil_w).to(tl.uint32, bitcast=True)
-            row_ok = ((ih < H) & (iw < W))[:, None]
+            if TAP_BITS:
+                row_ok = ((tap_bits & tap_bit) != 0)[:, None]
+            else:
+                # One unsigned compare per axis checks both 0 <= ih and ih < H.
+                ih = (ih0 + kh * dil_h).to(tl.uint32, bitcast=True)
+                iw = (iw0 + kw * dil_w).to(tl.uint32, bitcast=True)
+                row_ok = ((ih < H) & (iw < W))[:, None]
             tap_h = kh * dil_h
             tap_w = kw * dil_w
             if INDEX_64:
@@ -166,6 +207,7 @@ def conv2d_forward_kernel(
             c0 += BK
             next_tap = c0 >= c_in_g
             c0 = tl.where(next_tap, 0, c0)
+            tap_bit = tl.where(next_tap, tap_bit << 1, tap_bit)
             kw = tl.where(next_tap, kw + 1, kw)
             next_row = kw >= KW
             kw = tl.where(next_row, 0, kw)
@@ -302,6 +344,7 @@ def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, b
         BN_EVAL=bn_eval is not None, BN_AFFINE=gamma is not None, RELU=relu,
         CHANNELS_LAST=layout == torch.channels_last,  # only keys autotuning: the output store
         TAP_MAJOR=tap_major, C_BLOCK=c_block, EVEN_C=even_c,
+        TAP_BITS=g.kernel_h * g.kernel_w <= 32,  # every tap's bounds fit one int32 per row
         ACC_DTYPE=accumulator_dtype(x.dtype), INPUT_PRECISION=dot_precision(x.dtype),
         UPCAST=dot_upcast(x.dtype),
     )

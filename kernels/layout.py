@@ -17,9 +17,21 @@ def is_channels_last_dense(t: torch.Tensor) -> bool:
     return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
 
 
+def channels_last_strides(shape) -> tuple:
+    """The strides of a dense channels_last tensor of this (N, C, H, W) shape."""
+    _, c, _, w = shape
+    return (shape[2] * w * c, 1, w * c, c)
+
+
 def to_channels_last(t: torch.Tensor) -> torch.Tensor:
-    """t itself when it is dense channels_last, else a channels_last copy (same values)."""
-    return t if is_channels_last_dense(t) else t.contiguous(memory_format=torch.channels_last)
+    """t as a dense channels_last tensor (a copy only when it is not one) whose strides are the
+    canonical ones even on size-1 dims. torch ignores the stride of a size-1 dim, so a (C_out,
+    C_in, 1, 1) weight is already channels_last with strides (C_in, 1, 1, 1); a kernel given
+    those cannot prove its tap offsets 16-byte aligned and falls back to narrow loads."""
+    if not is_channels_last_dense(t):
+        return t.contiguous(memory_format=torch.channels_last)
+    canonical = channels_last_strides(t.shape)
+    return t if t.stride() == canonical else t.as_strided(t.shape, canonical)
 
 
 def conversion_bytes(*tensors) -> int:
@@ -28,4 +40,5 @@ def conversion_bytes(*tensors) -> int:
                if t is not None and not is_channels_last_dense(t))
 
 
-__all__ = ["is_channels_last_dense", "to_channels_last", "conversion_bytes"]
+__all__ = ["channels_last_strides", "is_channels_last_dense", "to_channels_last",
+           "conversion_bytes"]

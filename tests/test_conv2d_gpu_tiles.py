@@ -129,6 +129,11 @@ LOOP_PROBLEMS = {
     "tap_major_48ch": (2, 48, 5, 6, 16, 3, 1, 1, 1, 1),
     # 32 channels, stride (2, 3) and dilation (1, 2): dx phases of one or two taps per axis.
     "tap_major_32ch_phases": (2, 32, 7, 9, 32, 3, (2, 3), 1, (1, 2), 1),
+    # Padding 3 around a 3x3 kernel: the border rows of the output have no tap inside the
+    # input at all (an empty tap range), the next ones only some.
+    "tap_major_wide_padding": (1, 16, 4, 5, 16, 3, 1, 3, 1, 1),
+    # A 1x1 stride-2 downsample: one tap, every output pixel inside.
+    "pointwise_stride2": (2, 32, 6, 7, 16, 1, 2, 0, 1, 1),
     # 2 input and 4 output channels per group: both kernels' flattened-K tables, with groups,
     # dilation and stride phases.
     "flattened_groups3": (2, 6, 9, 8, 12, 3, 2, 1, 2, 3),
