@@ -7,9 +7,13 @@ Backward of y = conv2d(x, w) + b with respect to w and b:
 GEMM view, per group and tap (kh, kw): rows = C_out/groups, columns = C_in/groups, reduction
 R = N*OH*OW. Both operands are read channels_last (the launcher converts NCHW once): a dy row
 is a contiguous run of C_out values at r * C_out, an x row a contiguous run of channels, so
-every tile row is one 16-byte-vector load. Each program owns one tap, so the padding check is
-one compare per tile row, and the reduction index r is carried across steps by adds and
-compares (no division by a runtime size in the main loop). With fewer than 16 input channels
+every tile row is one 16-byte-vector load. Each program owns one tap. Which input pixel a
+reduction row r = (n, oh, ow) reads, and whether the tap lies inside x there, comes from a
+row table built once per geometry on the host (``row_table``: the tap-(0, 0) pixel and one
+in-bounds bit per tap), so the main loop does one table read and one bit test per tile row and
+no index arithmetic; full steps run unmasked and a partial last step once after them. (Over
+32 taps, or with 64-bit indices, r is instead carried across steps by adds and compares; no
+division by a runtime size in the main loop either way.) With fewer than 16 input channels
 per group a tap would fill under 16 columns, so the columns are then (kh, kw, ci) flattened,
 decomposed once per program, with a per-element padding mask.
 
@@ -21,6 +25,8 @@ The bias gradient has its own programs (one extra column tile) that sum dy with 
 compensation, so a long reduction (a bias followed by batch norm, whose gradient is zero in
 exact arithmetic) keeps fp32's precision instead of growing with R.
 """
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -56,6 +62,10 @@ WGRAD_TILES_GPU = [
 INTERPRET_BLOCK_K = 2048
 # Input channels per group from which a program takes one tap (tap-major columns).
 TAP_MAJOR_MIN_CHANNELS = 16
+# Spare zero entries at the end of each row of the row table (>= every BLOCK_K): the table
+# read one step ahead of the last full step stays inside it.
+TABLE_PAD = INTERPRET_BLOCK_K
+TABLE_PAD_ = tl.constexpr(TABLE_PAD)  # the same, readable inside a kernel
 # The reduction of the partial slots: slots per step, output elements per program.
 REDUCE_BLOCK_S, REDUCE_BLOCK_E = 8, 512
 
@@ -198,29 +208,80 @@ def _reduce_rows(acc, r_begin, r_end, dy_ptr, x_ptr, x_cols, co_load, sdyr, sxp,
     return acc
 
 
+@triton.jit
+def _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap_bit, live,
+                CHECK_R: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """acc += dy^T tile @ x tile for BLOCK_K rows with table entries (pix, bits); CHECK_R:
+    only the ``live`` rows are real."""
+    ok = (bits & tap_bit) != 0
+    if CHECK_R:
+        ok = ok & live
+        a = tl.load(dy_ptrs, mask=live[None, :], other=0.0)
+    else:
+        a = tl.load(dy_ptrs)
+    b = tl.load(x_ptr + ((pix * sxp)[:, None] + x_cols[None, :]), mask=ok[:, None], other=0.0)
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
+
+
+@triton.jit
+def _reduce_rows_table(acc, r_begin, r_end, dy_ptr, x_ptr, table_ptr, table_stride, x_cols,
+                       co_load, sdyr, sxp, tap_bit, UPCAST: tl.constexpr,
+                       INPUT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+    """acc += the GEMM over reduction rows [r_begin, r_end) of one tap, BLOCK_K per step, each
+    row's input pixel and in-bounds taps read from the row table (``row_table``): per step
+    and row one table read and one bit test, no index arithmetic. The full steps run
+    unmasked; a partial last step runs once after them. Each step's table entries are read
+    a step ahead into registers: read in the step that uses them, the compiler stages them
+    through the operands' async-copy pipeline, whose waits then drain it every step."""
+    offs_k = tl.arange(0, BLOCK_K)
+    dy_ptrs = dy_ptr + co_load[:, None] + (r_begin + offs_k)[None, :] * sdyr
+    pix_ptrs = table_ptr + r_begin + offs_k
+    r_full = r_begin + (r_end - r_begin) // BLOCK_K * BLOCK_K
+    # Read one step ahead; the TABLE_PAD spare entries keep the last read inside the table.
+    pix = tl.load(pix_ptrs)
+    bits = tl.load(pix_ptrs + table_stride)
+    for _ in range(r_begin, r_full, BLOCK_K):
+        acc = _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap_bit, offs_k, False,
+                          UPCAST, INPUT_PRECISION)
+        dy_ptrs += BLOCK_K * sdyr
+        pix_ptrs += BLOCK_K
+        pix = tl.load(pix_ptrs)
+        bits = tl.load(pix_ptrs + table_stride)
+    live = offs_k < r_end - r_full
+    if r_full < r_end:
+        acc = _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap_bit, live, True,
+                          UPCAST, INPUT_PRECISION)
+    return acc
+
+
 @triton.autotune(
     configs=_configs(),
     # No raw batch or image size: R is bucketed by powers of two, so a last partial batch or
     # another eval batch reuses the tuned tile.
     key=["R_BUCKET", "C_in_g", "C_out_g", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
-         "groups", "HAS_BIAS", "TAP_MAJOR", "INPUT_PRECISION"],
+         "groups", "HAS_BIAS", "TAP_MAJOR", "ROW_TABLE", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @_interpreter_tiles
 @triton.jit(do_not_specialize=["N", "SPLIT", "R_PER_SPLIT", "R_BUCKET"])
 def conv2d_weight_grad_kernel(
-    dy_ptr, x_ptr, dw_ptr, db_ptr,
+    dy_ptr, x_ptr, dw_ptr, db_ptr, table_ptr,
     sdyr, sxp,
     sws, swo, swi, swh, sww, sbs,
     N, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_in_g, C_out_g,
     SPLIT, R_PER_SPLIT, R_BUCKET,
-    TAP_MAJOR: tl.constexpr, HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    TAP_MAJOR: tl.constexpr, ROW_TABLE: tl.constexpr, HAS_BIAS: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dy: (R, C_out) rows of stride sdyr (channels_last); x channels_last (channel stride 1);
-    dw[split] at dw_ptr + split*sws with strides (swo, swi, swh, sww); db[split] at split*sbs."""
+    dw[split] at dw_ptr + split*sws with strides (swo, swi, swh, sww); db[split] at split*sbs.
+    ROW_TABLE (tap-major only): table_ptr holds ``row_table``'s (2, R + TABLE_PAD) int32."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     split = tl.program_id(2) % SPLIT
@@ -255,19 +316,27 @@ def conv2d_weight_grad_kernel(
         dwo = kw * dil_w - pad_w
         x_cols = group * C_in_g + ci % C_in_g
         co_load = group * C_out_g + offs_m % C_out_g
-        if not TAP_MAJOR:
-            x_cols += (dh * W + dwo) * sxp
-
-        if TAP_MAJOR:
-            dh_row = dh
-            dw_row = dwo
-        else:
-            dh_row = 0
-            dw_row = 0
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-        acc = _reduce_rows(acc, r_start, r_end, dy_ptr, x_ptr, x_cols, co_load, sdyr, sxp,
-                           H, W, OH, OW, stride_h, stride_w, dh, dwo, dh_row, dw_row,
-                           TAP_MAJOR, True, INDEX_64, UPCAST, INPUT_PRECISION, BLOCK_K)
+        if ROW_TABLE:
+            # The table gives each row its tap-(0, 0) pixel (padding included); the tap's
+            # shift from it joins the columns.
+            x_cols += (kh * dil_h * W + kw * dil_w) * sxp
+            acc = _reduce_rows_table(acc, r_start, r_end, dy_ptr, x_ptr, table_ptr,
+                                     N * OH * OW + TABLE_PAD_,
+                                     x_cols, co_load, sdyr, sxp, 1 << (kh * KW + kw), UPCAST,
+                                     INPUT_PRECISION, BLOCK_K)
+        else:
+            if not TAP_MAJOR:
+                x_cols += (dh * W + dwo) * sxp
+            if TAP_MAJOR:
+                dh_row = dh
+                dw_row = dwo
+            else:
+                dh_row = 0
+                dw_row = 0
+            acc = _reduce_rows(acc, r_start, r_end, dy_ptr, x_ptr, x_cols, co_load, sdyr, sxp,
+                               H, W, OH, OW, stride_h, stride_w, dh, dwo, dh_row, dw_row,
+                               TAP_MAJOR, True, INDEX_64, UPCAST, INPUT_PRECISION, BLOCK_K)
 
         dst = dw_ptr + split.to(tl.int64) * sws + co[:, None] * swo \
             + (ci * swi + kh * swh + kw * sww)[None, :]
@@ -336,6 +405,30 @@ def conv2d_weight_grad_reduce_kernel(
         # Through ACC_DTYPE: the interpreter has no float64 -> bfloat16 cast.
         tl.store(db_ptr + offs_c, bias_acc.to(ACC_DTYPE).to(db_ptr.dtype.element_ty),
                  mask=mask_c)
+
+
+@functools.lru_cache(maxsize=16)
+def row_table(batch, height, width, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dil_h,
+              dil_w, kernel_h, kernel_w, device) -> torch.Tensor:
+    """The reduction rows' table, int32 (2, R + TABLE_PAD) with R = batch*out_h*out_w, rows
+    r = (n, oh, ow) (then TABLE_PAD zeros):
+    [0, r] the input pixel n*H*W + ih0*W + iw0 that tap (0, 0) of output pixel r reads, with
+    ih0 = oh*sh - ph, iw0 = ow*sw - pw (outside x when padded); [1, r] bit kh*KW + kw set when
+    tap (kh, kw) of r lies inside x (KH*KW <= 32). Depends on the geometry only (cached)."""
+    r = torch.arange(batch * out_h * out_w, device=device, dtype=torch.int64)
+    ow, oh, n = r % out_w, (r // out_w) % out_h, r // (out_w * out_h)
+    ih0, iw0 = oh * stride_h - pad_h, ow * stride_w - pad_w
+    bits = torch.zeros_like(r)
+    for kh in range(kernel_h):
+        for kw in range(kernel_w):
+            ih, iw = ih0 + kh * dil_h, iw0 + kw * dil_w
+            inside = (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
+            bits |= inside.to(torch.int64) << (kh * kernel_w + kw)
+    bits = torch.where(bits >= 2**31, bits - 2**32, bits)  # bit 31 as int32's sign bit
+    table = torch.zeros((2, r.numel() + TABLE_PAD), device=device, dtype=torch.int32)
+    table[0, :r.numel()] = n * height * width + ih0 * width + iw0
+    table[1, :r.numel()] = bits
+    return table
 
 
 def _split_reduction(geometry: Conv2dGeometry, sm_count: int):
@@ -411,8 +504,13 @@ def launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry, need_
         w_strides = (so, si, sh, sw)
     r = g.batch * g.out_h * g.out_w
     tap_major = g.in_per_group >= TAP_MAJOR_MIN_CHANNELS
+    index_64 = needs_int64(dy, x)
+    use_table = tap_major and g.kernel_h * g.kernel_w <= 32 and not index_64 and r > 0
+    table = row_table(g.batch, g.height, g.width, g.out_h, g.out_w, *g.stride, g.padding[0],
+                      g.padding[2], *g.dilation, g.kernel_h, g.kernel_w, x.device) \
+        if use_table else out_w  # out_w stands in for the absent table; never read then
     args = dict(
-        dy_ptr=dy, x_ptr=x, dw_ptr=out_w, db_ptr=out_b,
+        dy_ptr=dy, x_ptr=x, dw_ptr=out_w, db_ptr=out_b, table_ptr=table,
         # Dense channels_last: a dy row (n, oh, ow) is C_out apart, an x pixel C_in.
         sdyr=g.out_channels, sxp=g.in_channels,
         sws=sws, **dict(zip(("swo", "swi", "swh", "sww"), w_strides, strict=True)), sbs=sbs,
@@ -420,8 +518,8 @@ def launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry, need_
         stride_h=g.stride[0], stride_w=g.stride[1], pad_h=g.padding[0], pad_w=g.padding[2],
         dil_h=g.dilation[0], dil_w=g.dilation[1], groups=g.groups, C_in_g=g.in_per_group,
         C_out_g=g.out_per_group, SPLIT=split, R_PER_SPLIT=per_split,
-        R_BUCKET=next_power_of_2(r), TAP_MAJOR=tap_major, HAS_BIAS=need_bias,
-        INDEX_64=needs_int64(dy, x), ACC_DTYPE=accumulator_dtype(input.dtype),
+        R_BUCKET=next_power_of_2(r), TAP_MAJOR=tap_major, ROW_TABLE=use_table,
+        HAS_BIAS=need_bias, INDEX_64=index_64, ACC_DTYPE=accumulator_dtype(input.dtype),
         INPUT_PRECISION=dot_precision(input.dtype), UPCAST=dot_upcast(input.dtype),
     )
 
