@@ -53,6 +53,8 @@ from .runtime import (
     needs_int64,
     output_memory_format,
 )
+from .tap_bits import ascending_range
+from .tap_bits import tap_bits as tap_bits_of
 
 # Statistics are written per row tile, so with STATS every config shares one BLOCK_M and the
 # caller knows how many partial rows there are.
@@ -75,37 +77,6 @@ def _prune(configs, named_args, **kwargs):
 
 def _interpreter_k_tile(args):
     return args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"]
-
-
-@triton.jit
-def _bits_between(lo, hi):
-    """int64 with bits lo .. hi-1 set (none when hi <= lo); 0 <= lo, hi <= 32."""
-    one = tl.full((), 1, tl.int64)
-    return ((one << hi) - 1) & ~((one << lo) - 1)
-
-
-@triton.jit
-def _tap_range(start, size, taps, dil):
-    """(lo, hi): the taps k in [lo, hi) with 0 <= start + k*dil < size, k < taps."""
-    lo = tl.minimum((tl.maximum(-start, 0) + dil - 1) // dil, taps)
-    hi = tl.minimum((tl.maximum(size - start, 0) + dil - 1) // dil, taps)
-    return lo, hi
-
-
-@triton.jit
-def _tap_bits(ih0, iw0, H, W, KH, KW, dil_h, dil_w):
-    """Bit t = kh*KW + kw of the result (int32, one per row): tap (kh, kw) of the row whose
-    tap (0, 0) reads x at (ih0, iw0) lies inside x. KH*KW <= 32. The in-bounds taps of an axis
-    are one range, so the bits are closed-form: the rows' range spread over KW bits each, and
-    the columns' range repeated once per kernel row. No loop, so the compiler can build them
-    in whatever layout the loads want."""
-    lo_h, hi_h = _tap_range(ih0, H, KH, dil_h)
-    lo_w, hi_w = _tap_range(iw0, W, KW, dil_w)
-    repeat = tl.full((), 0, tl.int64)  # bit kh*KW for every kernel row kh
-    for kh in range(0, KH):
-        repeat = repeat | (tl.full((), 1, tl.int64) << (kh * KW))
-    bits = _bits_between(lo_h * KW, hi_h * KW) & (_bits_between(lo_w, hi_w) * repeat)
-    return bits.to(tl.int32)
 
 
 @triton.autotune(
@@ -172,7 +143,9 @@ def conv2d_forward_kernel(
         if TAP_BITS:
             # Built once, so the loop tests one bit per row (against the carried tap_bit)
             # instead of two bounds.
-            tap_bits = _tap_bits(ih0, iw0, H, W, KH, KW, dil_h, dil_w)
+            lo_h, hi_h = ascending_range(ih0, H, KH, dil_h)
+            lo_w, hi_w = ascending_range(iw0, W, KW, dil_w)
+            tap_bits = tap_bits_of(lo_h, hi_h, lo_w, hi_w, KH, KW)
         tap_bit = tl.full((), 1, tl.int32)
         kh = tl.full((), 0, tl.int32)
         kw = tl.full((), 0, tl.int32)

@@ -44,6 +44,8 @@ from .runtime import (
     needs_int64,
     output_memory_format,
 )
+from .tap_bits import descending_range
+from .tap_bits import tap_bits as tap_bits_of
 
 # The output channels per group from which the reduction runs tap-major.
 TAP_MAJOR_MIN_CHANNELS = 16
@@ -149,20 +151,19 @@ def conv2d_input_grad_kernel(
         if TAP_BITS:
             # Bit t of tap_bits[m]: the phase's tap t = th*taps_w + tw of row m reads inside
             # dy. Built once, so the loop tests one bit per row instead of two bounds.
-            tap_bits = tl.zeros((BLOCK_M,), dtype=tl.int32)
-            for t in range(0, taps_h * taps_w):
-                oh = (j + shift_h0 - (t // taps_w) * shift_step_h).to(tl.uint32, bitcast=True)
-                ow = (i + shift_w0 - (t % taps_w) * shift_step_w).to(tl.uint32, bitcast=True)
-                tap_bits = tap_bits | (((oh < OH) & (ow < OW)).to(tl.int32) << t)
+            # Tap th reads dy row j + shift_h0 - th*shift_step_h (kernels.tap_bits).
+            lo_h, hi_h = descending_range(j + shift_h0, OH, taps_h, shift_step_h)
+            lo_w, hi_w = descending_range(i + shift_w0, OW, taps_w, shift_step_w)
+            tap_bits = tap_bits_of(lo_h, hi_h, lo_w, hi_w, taps_h, taps_w)
         th = tl.full((), 0, tl.int32)
         tw = tl.full((), 0, tl.int32)
-        tap = tl.full((), 0, tl.int32)
+        tap_bit = tl.full((), 1, tl.int32)  # bit of the current tap in tap_bits
         c0 = tl.full((), 0, tl.int32)
         for _ in range(0, taps_h * taps_w * tl.cdiv(C_out_g, BK)):
             shift_h = shift_h0 - th * shift_step_h
             shift_w = shift_w0 - tw * shift_step_w
             if TAP_BITS:
-                row_ok = ((tap_bits[:, None] >> tap) & 1) != 0
+                row_ok = ((tap_bits & tap_bit) != 0)[:, None]
             else:
                 # One unsigned compare per axis checks both 0 <= oh and oh < OH.
                 oh = (j + shift_h).to(tl.uint32, bitcast=True)
@@ -188,7 +189,7 @@ def conv2d_input_grad_kernel(
             c0 += BK
             next_tap = c0 >= C_out_g
             c0 = tl.where(next_tap, 0, c0)
-            tap = tl.where(next_tap, tap + 1, tap)
+            tap_bit = tl.where(next_tap, tap_bit << 1, tap_bit)
             tw = tl.where(next_tap, tw + 1, tw)
             next_row = tw >= taps_w
             tw = tl.where(next_row, 0, tw)
