@@ -23,8 +23,9 @@ _IMPLICIT_GEMM_GPU = [
     (128, 128, 32, 8, 3),
     (128, 64, 32, 4, 4),
     (64, 128, 32, 4, 4),
-    # The same tiles over 8 warps: NCHW gathers its input element by element, and with 4 warps
-    # these tiles run out of registers (spill) there; channels_last does not need them.
+    # The same tiles over 8 warps: half the registers per thread, for the NCHW output's
+    # epilogue, whose element-wise stores hold a pointer per element and spill with 4 warps
+    # (``python -m kernels.compile_check``); a channels_last output stores 16-byte vectors.
     (128, 64, 32, 8, 3),
     (64, 128, 32, 8, 3),
     (64, 64, 32, 4, 4),

@@ -15,7 +15,8 @@ no index arithmetic; full steps run unmasked and a partial last step once after 
 32 taps, or with 64-bit indices, r is instead carried across steps by adds and compares; no
 division by a runtime size in the main loop either way.) With fewer than 16 input channels
 per group a tap would fill under 16 columns, so the columns are then (kh, kw, ci) flattened,
-decomposed once per program, with a per-element padding mask.
+decomposed once per program, and the padding mask is per element: the row's table bit of the
+column's tap (the carried rows' bounds over 31 taps).
 
 R is long and the output small, so R is split across SPLIT programs per output tile. Launch 1
 writes each split's fp32 partial; launch 2 sums the partials in a fixed order (deterministic, no
@@ -209,17 +210,22 @@ def _reduce_rows(acc, r_begin, r_end, dy_ptr, x_ptr, x_cols, co_load, sdyr, sxp,
 
 
 @triton.jit
-def _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap_bit, live,
-                CHECK_R: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """acc += dy^T tile @ x tile for BLOCK_K rows with table entries (pix, bits); CHECK_R:
+def _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap, live,
+                TAP_MAJOR: tl.constexpr, CHECK_R: tl.constexpr, UPCAST: tl.constexpr,
+                INPUT_PRECISION: tl.constexpr):
+    """acc += dy^T tile @ x tile for BLOCK_K rows with table entries (pix, bits); tap: the
+    program's tap bit (TAP_MAJOR) or each column's tap index (flattened columns); CHECK_R:
     only the ``live`` rows are real."""
-    ok = (bits & tap_bit) != 0
+    if TAP_MAJOR:
+        ok = ((bits & tap) != 0)[:, None]
+    else:
+        ok = ((bits[:, None] >> tap[None, :]) & 1) != 0
     if CHECK_R:
-        ok = ok & live
+        ok = ok & live[:, None]
         a = tl.load(dy_ptrs, mask=live[None, :], other=0.0)
     else:
         a = tl.load(dy_ptrs)
-    b = tl.load(x_ptr + ((pix * sxp)[:, None] + x_cols[None, :]), mask=ok[:, None], other=0.0)
+    b = tl.load(x_ptr + ((pix * sxp)[:, None] + x_cols[None, :]), mask=ok, other=0.0)
     if UPCAST:
         a = a.to(tl.float32)
         b = b.to(tl.float32)
@@ -228,8 +234,9 @@ def _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap_bit, live,
 
 @triton.jit
 def _reduce_rows_table(acc, r_begin, r_end, dy_ptr, x_ptr, table_ptr, table_stride, x_cols,
-                       co_load, sdyr, sxp, tap_bit, UPCAST: tl.constexpr,
-                       INPUT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+                       co_load, sdyr, sxp, tap, TAP_MAJOR: tl.constexpr,
+                       UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       BLOCK_K: tl.constexpr):
     """acc += the GEMM over reduction rows [r_begin, r_end) of one tap, BLOCK_K per step, each
     row's input pixel and in-bounds taps read from the row table (``row_table``): per step
     and row one table read and one bit test, no index arithmetic. The full steps run
@@ -244,16 +251,16 @@ def _reduce_rows_table(acc, r_begin, r_end, dy_ptr, x_ptr, table_ptr, table_stri
     pix = tl.load(pix_ptrs)
     bits = tl.load(pix_ptrs + table_stride)
     for _ in range(r_begin, r_full, BLOCK_K):
-        acc = _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap_bit, offs_k, False,
-                          UPCAST, INPUT_PRECISION)
+        acc = _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap, offs_k,
+                          TAP_MAJOR, False, UPCAST, INPUT_PRECISION)
         dy_ptrs += BLOCK_K * sdyr
         pix_ptrs += BLOCK_K
         pix = tl.load(pix_ptrs)
         bits = tl.load(pix_ptrs + table_stride)
     live = offs_k < r_end - r_full
     if r_full < r_end:
-        acc = _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap_bit, live, True,
-                          UPCAST, INPUT_PRECISION)
+        acc = _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap, live,
+                          TAP_MAJOR, True, UPCAST, INPUT_PRECISION)
     return acc
 
 
@@ -281,7 +288,7 @@ def conv2d_weight_grad_kernel(
 ):
     """dy: (R, C_out) rows of stride sdyr (channels_last); x channels_last (channel stride 1);
     dw[split] at dw_ptr + split*sws with strides (swo, swi, swh, sww); db[split] at split*sbs.
-    ROW_TABLE (tap-major only): table_ptr holds ``row_table``'s (2, R + TABLE_PAD) int32."""
+    ROW_TABLE: table_ptr holds ``row_table``'s (2, R + TABLE_PAD) int32."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     split = tl.program_id(2) % SPLIT
@@ -321,10 +328,14 @@ def conv2d_weight_grad_kernel(
             # The table gives each row its tap-(0, 0) pixel (padding included); the tap's
             # shift from it joins the columns.
             x_cols += (kh * dil_h * W + kw * dil_w) * sxp
+            if TAP_MAJOR:
+                tap = 1 << (kh * KW + kw)  # the program's tap's bit
+            else:
+                # Each column's tap index; padding columns test bit 31, never set (KH*KW < 32).
+                tap = tl.where(mask_n, kh * KW + kw, 31)
             acc = _reduce_rows_table(acc, r_start, r_end, dy_ptr, x_ptr, table_ptr,
-                                     N * OH * OW + TABLE_PAD_,
-                                     x_cols, co_load, sdyr, sxp, 1 << (kh * KW + kw), UPCAST,
-                                     INPUT_PRECISION, BLOCK_K)
+                                     N * OH * OW + TABLE_PAD_, x_cols, co_load, sdyr, sxp, tap,
+                                     TAP_MAJOR, UPCAST, INPUT_PRECISION, BLOCK_K)
         else:
             if not TAP_MAJOR:
                 x_cols += (dh * W + dwo) * sxp
@@ -505,7 +516,8 @@ def launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry, need_
     r = g.batch * g.out_h * g.out_w
     tap_major = g.in_per_group >= TAP_MAJOR_MIN_CHANNELS
     index_64 = needs_int64(dy, x)
-    use_table = tap_major and g.kernel_h * g.kernel_w <= 32 and not index_64 and r > 0
+    # Flattened columns need one bit to spare (bit 31 marks the padding columns).
+    use_table = g.kernel_h * g.kernel_w <= (32 if tap_major else 31) and not index_64 and r > 0
     table = row_table(g.batch, g.height, g.width, g.out_h, g.out_w, *g.stride, g.padding[0],
                       g.padding[2], *g.dilation, g.kernel_h, g.kernel_w, x.device) \
         if use_table else out_w  # out_w stands in for the absent table; never read then

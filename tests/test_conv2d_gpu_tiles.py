@@ -93,12 +93,15 @@ def test_implicit_gemm_tiles(cfg, problem, layout):
 # Weight-gradient problems: the two above (tap-major: >= 16 input channels per group) and a
 # 3-channel stem (flattened (kh, kw, ci) columns); 2*5*5 = 50 or 2*4*7 = 56 reduction rows, so
 # every BLOCK_K and each of the 3 partial slots ends in a partial tile.
-# stem3: the flattened (kh, kw, ci) columns. long_rows: R = 2*12*12 = 288, so each of the 3
-# partial slots (96 rows) has full unmasked steps and then a partial one for BLOCK_K 64, only
-# full ones for 32 (the row-table loop's read ahead reaches past its last row); padding 2
-# with dilation 2 leaves border rows with no tap inside.
+# long_rows: R = 2*12*12 = 288, so each of the 3 partial slots (96 rows) has full unmasked
+# steps and then a partial one for BLOCK_K 64, only full ones for 32 (the row-table loop's
+# read ahead reaches past its last row); padding 2 with dilation 2 leaves border rows with no
+# tap inside. flat_long and flat_groups: the flattened columns' row-table loop (one input
+# channel and a 5x5 kernel; 2 channels per group with dilation), with full steps too.
 WGRAD_PROBLEMS = dict(PROBLEMS, stem3=(2, 3, 9, 9, 24, 3, 2, 1, 1, 1),
-                      long_rows=(2, 16, 12, 12, 16, 3, 1, 2, 2, 1))
+                      long_rows=(2, 16, 12, 12, 16, 3, 1, 2, 2, 1),
+                      flat_long=(2, 1, 12, 12, 8, 5, 1, 2, 1, 1),
+                      flat_groups=(2, 6, 11, 10, 12, 3, 1, 2, 2, 3))
 
 
 def wgrad_tiles_id(cfg):
