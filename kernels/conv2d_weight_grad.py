@@ -210,16 +210,19 @@ def _reduce_rows(acc, r_begin, r_end, dy_ptr, x_ptr, x_cols, co_load, sdyr, sxp,
 
 
 @triton.jit
-def _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap, live,
-                TAP_MAJOR: tl.constexpr, CHECK_R: tl.constexpr, UPCAST: tl.constexpr,
-                INPUT_PRECISION: tl.constexpr):
-    """acc += dy^T tile @ x tile for BLOCK_K rows with table entries (pix, bits); tap: the
-    program's tap bit (TAP_MAJOR) or each column's tap index (flattened columns); CHECK_R:
-    only the ``live`` rows are real."""
+def _table_step(acc, dy_ptrs, x_ptr, pix, bits, bits_hi, x_cols, sxp, tap, tap_hi, live,
+                TAP_MAJOR: tl.constexpr, WIDE: tl.constexpr, CHECK_R: tl.constexpr,
+                UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """acc += dy^T tile @ x tile for BLOCK_K rows with table entries (pix, tap bits); tap: the
+    program's tap bit in ``bits`` (TAP_MAJOR) or each column's tap index mod 32, in ``bits_hi``
+    where tap_hi (WIDE: over 32 taps); CHECK_R: only the ``live`` rows are real."""
     if TAP_MAJOR:
         ok = ((bits & tap) != 0)[:, None]
     else:
-        ok = ((bits[:, None] >> tap[None, :]) & 1) != 0
+        word = bits[:, None]
+        if WIDE:
+            word = tl.where(tap_hi[None, :], bits_hi[:, None], word)
+        ok = ((word >> tap[None, :]) & 1) != 0
     if CHECK_R:
         ok = ok & live[:, None]
         a = tl.load(dy_ptrs, mask=live[None, :], other=0.0)
@@ -233,34 +236,38 @@ def _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap, live,
 
 
 @triton.jit
-def _reduce_rows_table(acc, r_begin, r_end, dy_ptr, x_ptr, table_ptr, table_stride, x_cols,
-                       co_load, sdyr, sxp, tap, TAP_MAJOR: tl.constexpr,
-                       UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                       BLOCK_K: tl.constexpr):
+def _reduce_rows_table(acc, r_begin, r_end, dy_ptr, x_ptr, table_ptr, table_stride, bits_row,
+                       x_cols, co_load, sdyr, sxp, tap, tap_hi, TAP_MAJOR: tl.constexpr,
+                       WIDE: tl.constexpr, UPCAST: tl.constexpr,
+                       INPUT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
     """acc += the GEMM over reduction rows [r_begin, r_end) of one tap, BLOCK_K per step, each
-    row's input pixel and in-bounds taps read from the row table (``row_table``): per step
-    and row one table read and one bit test, no index arithmetic. The full steps run
-    unmasked; a partial last step runs once after them. Each step's table entries are read
-    a step ahead into registers: read in the step that uses them, the compiler stages them
-    through the operands' async-copy pipeline, whose waits then drain it every step."""
+    row's input pixel and in-bounds taps read from the row table (``row_table``; its tap-bit
+    row ``bits_row``, and the next one too when WIDE): per step and row one table read and one
+    bit test, no index arithmetic. The full steps run unmasked; a partial last step runs once
+    after them. Each step's table entries are read a step ahead into registers: read in the
+    step that uses them, the compiler stages them through the operands' async-copy pipeline,
+    whose waits then drain it every step."""
     offs_k = tl.arange(0, BLOCK_K)
     dy_ptrs = dy_ptr + co_load[:, None] + (r_begin + offs_k)[None, :] * sdyr
     pix_ptrs = table_ptr + r_begin + offs_k
+    bits_offset = bits_row * table_stride
     r_full = r_begin + (r_end - r_begin) // BLOCK_K * BLOCK_K
     # Read one step ahead; the TABLE_PAD spare entries keep the last read inside the table.
     pix = tl.load(pix_ptrs)
-    bits = tl.load(pix_ptrs + table_stride)
+    bits = tl.load(pix_ptrs + bits_offset)
+    bits_hi = tl.load(pix_ptrs + bits_offset + table_stride) if WIDE else bits
     for _ in range(r_begin, r_full, BLOCK_K):
-        acc = _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap, offs_k,
-                          TAP_MAJOR, False, UPCAST, INPUT_PRECISION)
+        acc = _table_step(acc, dy_ptrs, x_ptr, pix, bits, bits_hi, x_cols, sxp, tap, tap_hi,
+                          offs_k, TAP_MAJOR, WIDE, False, UPCAST, INPUT_PRECISION)
         dy_ptrs += BLOCK_K * sdyr
         pix_ptrs += BLOCK_K
         pix = tl.load(pix_ptrs)
-        bits = tl.load(pix_ptrs + table_stride)
+        bits = tl.load(pix_ptrs + bits_offset)
+        bits_hi = tl.load(pix_ptrs + bits_offset + table_stride) if WIDE else bits
     live = offs_k < r_end - r_full
     if r_full < r_end:
-        acc = _table_step(acc, dy_ptrs, x_ptr, pix, bits, x_cols, sxp, tap, live,
-                          TAP_MAJOR, True, UPCAST, INPUT_PRECISION)
+        acc = _table_step(acc, dy_ptrs, x_ptr, pix, bits, bits_hi, x_cols, sxp, tap, tap_hi,
+                          live, TAP_MAJOR, WIDE, True, UPCAST, INPUT_PRECISION)
     return acc
 
 
@@ -281,14 +288,16 @@ def conv2d_weight_grad_kernel(
     N, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_in_g, C_out_g,
     SPLIT, R_PER_SPLIT, R_BUCKET,
-    TAP_MAJOR: tl.constexpr, ROW_TABLE: tl.constexpr, HAS_BIAS: tl.constexpr,
+    TAP_MAJOR: tl.constexpr, ROW_TABLE: tl.constexpr, WIDE_TAPS: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dy: (R, C_out) rows of stride sdyr (channels_last); x channels_last (channel stride 1);
     dw[split] at dw_ptr + split*sws with strides (swo, swi, swh, sww); db[split] at split*sbs.
-    ROW_TABLE: table_ptr holds ``row_table``'s (2, R + TABLE_PAD) int32."""
+    ROW_TABLE: table_ptr holds ``row_table``'s (3, R + TABLE_PAD) int32; WIDE_TAPS: KH*KW > 32
+    (flattened columns then read both tap-bit rows)."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     split = tl.program_id(2) % SPLIT
@@ -329,13 +338,19 @@ def conv2d_weight_grad_kernel(
             # shift from it joins the columns.
             x_cols += (kh * dil_h * W + kw * dil_w) * sxp
             if TAP_MAJOR:
-                tap = 1 << (kh * KW + kw)  # the program's tap's bit
+                tap_index = kh * KW + kw
+                bits_row = 1 + tap_index // 32  # taps 0-31 in table row 1, 32-63 in row 2
+                tap = 1 << (tap_index % 32)  # the program's tap's bit
             else:
-                # Each column's tap index; padding columns test bit 31, never set (KH*KW < 32).
-                tap = tl.where(mask_n, kh * KW + kw, 31)
+                # Each column's tap index; padding columns test the last bit, never set (the
+                # launcher keeps KH*KW below 32, or 64 when WIDE).
+                tap_index = tl.where(mask_n, kh * KW + kw, 63 if WIDE_TAPS else 31)
+                bits_row = 1
+                tap = tap_index % 32
             acc = _reduce_rows_table(acc, r_start, r_end, dy_ptr, x_ptr, table_ptr,
-                                     N * OH * OW + TABLE_PAD_, x_cols, co_load, sdyr, sxp, tap,
-                                     TAP_MAJOR, UPCAST, INPUT_PRECISION, BLOCK_K)
+                                     N * OH * OW + TABLE_PAD_, bits_row, x_cols, co_load, sdyr,
+                                     sxp, tap, tap_index >= 32, TAP_MAJOR, WIDE_TAPS, UPCAST,
+                                     INPUT_PRECISION, BLOCK_K)
         else:
             if not TAP_MAJOR:
                 x_cols += (dh * W + dwo) * sxp
@@ -421,11 +436,12 @@ def conv2d_weight_grad_reduce_kernel(
 @functools.lru_cache(maxsize=16)
 def row_table(batch, height, width, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dil_h,
               dil_w, kernel_h, kernel_w, device) -> torch.Tensor:
-    """The reduction rows' table, int32 (2, R + TABLE_PAD) with R = batch*out_h*out_w, rows
+    """The reduction rows' table, int32 (3, R + TABLE_PAD) with R = batch*out_h*out_w, rows
     r = (n, oh, ow) (then TABLE_PAD zeros):
     [0, r] the input pixel n*H*W + ih0*W + iw0 that tap (0, 0) of output pixel r reads, with
-    ih0 = oh*sh - ph, iw0 = ow*sw - pw (outside x when padded); [1, r] bit kh*KW + kw set when
-    tap (kh, kw) of r lies inside x (KH*KW <= 32). Depends on the geometry only (cached)."""
+    ih0 = oh*sh - ph, iw0 = ow*sw - pw (outside x when padded); [1, r] bit t = kh*KW + kw set
+    when tap (kh, kw) of r lies inside x, for t < 32, and [2, r] bit t - 32 for 32 <= t < 64
+    (KH*KW <= 64). Depends on the geometry only (cached)."""
     r = torch.arange(batch * out_h * out_w, device=device, dtype=torch.int64)
     ow, oh, n = r % out_w, (r // out_w) % out_h, r // (out_w * out_h)
     ih0, iw0 = oh * stride_h - pad_h, ow * stride_w - pad_w
@@ -435,10 +451,10 @@ def row_table(batch, height, width, out_h, out_w, stride_h, stride_w, pad_h, pad
             ih, iw = ih0 + kh * dil_h, iw0 + kw * dil_w
             inside = (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
             bits |= inside.to(torch.int64) << (kh * kernel_w + kw)
-    bits = torch.where(bits >= 2**31, bits - 2**32, bits)  # bit 31 as int32's sign bit
-    table = torch.zeros((2, r.numel() + TABLE_PAD), device=device, dtype=torch.int32)
+    table = torch.zeros((3, r.numel() + TABLE_PAD), device=device, dtype=torch.int32)
     table[0, :r.numel()] = n * height * width + ih0 * width + iw0
-    table[1, :r.numel()] = bits
+    for row, word in ((1, bits & 0xFFFFFFFF), (2, bits >> 32)):  # bits of taps 0-31, 32-63
+        table[row, :r.numel()] = torch.where(word >= 2**31, word - 2**32, word)  # int32 view
     return table
 
 
@@ -516,8 +532,9 @@ def launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry, need_
     r = g.batch * g.out_h * g.out_w
     tap_major = g.in_per_group >= TAP_MAJOR_MIN_CHANNELS
     index_64 = needs_int64(dy, x)
-    # Flattened columns need one bit to spare (bit 31 marks the padding columns).
-    use_table = g.kernel_h * g.kernel_w <= (32 if tap_major else 31) and not index_64 and r > 0
+    # Flattened columns need one bit to spare (the last one marks the padding columns).
+    taps = g.kernel_h * g.kernel_w
+    use_table = taps <= (64 if tap_major else 63) and not index_64 and r > 0
     table = row_table(g.batch, g.height, g.width, g.out_h, g.out_w, *g.stride, g.padding[0],
                       g.padding[2], *g.dilation, g.kernel_h, g.kernel_w, x.device) \
         if use_table else out_w  # out_w stands in for the absent table; never read then
@@ -531,6 +548,7 @@ def launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry, need_
         dil_h=g.dilation[0], dil_w=g.dilation[1], groups=g.groups, C_in_g=g.in_per_group,
         C_out_g=g.out_per_group, SPLIT=split, R_PER_SPLIT=per_split,
         R_BUCKET=next_power_of_2(r), TAP_MAJOR=tap_major, ROW_TABLE=use_table,
+        WIDE_TAPS=taps > 32,
         HAS_BIAS=need_bias, INDEX_64=index_64, ACC_DTYPE=accumulator_dtype(input.dtype),
         INPUT_PRECISION=dot_precision(input.dtype), UPCAST=dot_upcast(input.dtype),
     )
