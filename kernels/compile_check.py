@@ -122,13 +122,18 @@ def all_cases() -> tuple:
     return tuple(cases)
 
 
+# config_index of a config the kernel's early pruning derived (a tile narrowed to the problem),
+# so not in its autotune list; its tiles are the job's.
+DERIVED_CONFIG = -2
+
+
 @dataclass
 class Job:
     """One compile: a case's config for a target, or the reference GEMM for a problem."""
 
     index: int
     case_index: int  # -1: the reference GEMM
-    config_index: int  # -1: the kernel has no autotune configs
+    config_index: int  # -1: the kernel has no autotune configs; DERIVED_CONFIG: see there
     kernel: str = ""
     module: str = ""
     label: str = ""
@@ -256,10 +261,14 @@ def collect_jobs(targets, name_filter=(), dtype_filter=(), quick=False):
                 continue
             seen_kernels.add(fn.__name__)
         kept = case.pruned_configs if case.pruned_configs is not None else configs
-        chosen = [(k, cfg) for k, cfg in enumerate(configs)
-                  if cfg is None or (cfg in kept and not any(
-                      key in case.constexprs and case.constexprs[key] != value
-                      for key, value in cfg.kwargs.items()))]  # pruned or pinned away
+        # What the autotuner would time: the kept configs (pruning may narrow a tile to the
+        # problem, giving a config that is not in the list: index DERIVED_CONFIG), minus those
+        # a constexpr of the case pins away.
+        chosen = [(configs.index(cfg) if cfg in configs else DERIVED_CONFIG, cfg)
+                  for cfg in kept
+                  if cfg is None or not any(key in case.constexprs
+                                            and case.constexprs[key] != value
+                                            for key, value in cfg.kwargs.items())]
         if quick or case.configs == "first":
             chosen = chosen[:1]
         for n, (k, cfg) in enumerate(chosen):
@@ -351,7 +360,9 @@ def compile_job(job: Job) -> Result:
             signature = case.signature
             fn, configs, heuristic_names = unwrap(case.kernel)
             cfg = configs[job.config_index] if job.config_index >= 0 else None
-            consts = dict(case.constexprs, **(cfg.kwargs if cfg is not None else {}))
+            # The tiles come from the job (a derived config is not in the kernel's list).
+            consts = dict(case.constexprs, **{k: v for k, v in job.tile.items()
+                                              if k not in ("num_warps", "num_stages")})
         missing = [n for n in heuristic_names if n not in consts]
         if missing:
             raise ValueError(f"heuristic values {missing} must be given in constexprs")

@@ -179,6 +179,31 @@ def test_conv_cases_are_specialised_as_a_launch_specialises_them():
         assert case["min_bytes"] > 0 and case["conversion_bytes"] >= 0
 
 
+_JOBS_PROBE = """
+import json
+from kernels.compile_check import all_cases, collect_jobs, DERIVED_CONFIG
+jobs = collect_jobs([90])
+covered = {j.case_index for j in jobs}
+missing = [" ".join((c.layer, c.layout, c.dtype, c.label)) for i, c in enumerate(all_cases())
+           if i not in covered]
+derived = sorted({(j.layer, j.config) for j in jobs if j.config_index == DERIVED_CONFIG})
+print(json.dumps(dict(missing=missing, derived=derived)))
+"""
+
+
+def test_every_case_gets_a_compile_even_when_pruning_narrows_its_tiles():
+    """A case whose launcher's pruning narrows every tile to the problem (MNIST's 1-channel
+    conv1: K = 9, so BLOCK_K 16) keeps configs that are not in the kernel's list; they are
+    compiled as narrowed, not dropped from the report."""
+    proc = subprocess.run([sys.executable, "-c", _JOBS_PROBE], cwd=REPO, env=_compiled_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    probe = json.loads(proc.stdout)
+    assert probe["missing"] == []
+    assert any(layer == "mnist.conv1.b64" and "K16" in config
+               for layer, config in probe["derived"])
+
+
 def test_saved_compiles_are_reused_by_key(monkeypatch):
     """A compile whose key is in the saved report is taken from it, not recompiled; the key
     follows the kernel module's source (and what it imports)."""
