@@ -330,6 +330,8 @@ def conv_cases() -> list:
         for kernel, args in kernel_launches:
             sig, consts = launch_signature(kernel, args, dict(
                 ACC_DTYPE=tl.float32, INPUT_PRECISION=precision, UPCAST=False))
+            if "INPUT_PRECISION" in args:  # prune as a launch with this precision would
+                args = dict(args, INPUT_PRECISION=precision)
             fn_name = unwrap(kernel)[0].__name__
             uses_dot = not layer.depthwise and "INPUT_PRECISION" in consts
             cases.append(Case(
