@@ -248,26 +248,26 @@ def _reduce_rows_table(acc, r_begin, r_end, dy_ptr, x_ptr, table_ptr, table_stri
     step that uses them, the compiler stages them through the operands' async-copy pipeline,
     whose waits then drain it every step."""
     offs_k = tl.arange(0, BLOCK_K)
-    dy_ptrs = dy_ptr + co_load[:, None] + (r_begin + offs_k)[None, :] * sdyr
-    pix_ptrs = table_ptr + r_begin + offs_k
+    # Fixed tile pointers plus a scalar offset per step: nothing per row is carried.
+    dy_tile = dy_ptr + co_load[:, None] + offs_k[None, :] * sdyr
+    row_tile = table_ptr + offs_k
     bits_offset = bits_row * table_stride
     r_full = r_begin + (r_end - r_begin) // BLOCK_K * BLOCK_K
     # Read one step ahead; the TABLE_PAD spare entries keep the last read inside the table.
-    pix = tl.load(pix_ptrs)
-    bits = tl.load(pix_ptrs + bits_offset)
-    bits_hi = tl.load(pix_ptrs + bits_offset + table_stride) if WIDE else bits
-    for _ in range(r_begin, r_full, BLOCK_K):
-        acc = _table_step(acc, dy_ptrs, x_ptr, pix, bits, bits_hi, x_cols, sxp, tap, tap_hi,
-                          offs_k, TAP_MAJOR, WIDE, False, UPCAST, INPUT_PRECISION)
-        dy_ptrs += BLOCK_K * sdyr
-        pix_ptrs += BLOCK_K
-        pix = tl.load(pix_ptrs)
-        bits = tl.load(pix_ptrs + bits_offset)
-        bits_hi = tl.load(pix_ptrs + bits_offset + table_stride) if WIDE else bits
+    pix = tl.load(row_tile + r_begin)
+    bits = tl.load(row_tile + r_begin + bits_offset)
+    bits_hi = tl.load(row_tile + r_begin + bits_offset + table_stride) if WIDE else bits
+    for r0 in range(r_begin, r_full, BLOCK_K):
+        acc = _table_step(acc, dy_tile + r0 * sdyr, x_ptr, pix, bits, bits_hi, x_cols, sxp,
+                          tap, tap_hi, offs_k, TAP_MAJOR, WIDE, False, UPCAST, INPUT_PRECISION)
+        pix = tl.load(row_tile + (r0 + BLOCK_K))
+        bits = tl.load(row_tile + (r0 + BLOCK_K + bits_offset))
+        if WIDE:
+            bits_hi = tl.load(row_tile + (r0 + BLOCK_K + bits_offset + table_stride))
     live = offs_k < r_end - r_full
     if r_full < r_end:
-        acc = _table_step(acc, dy_ptrs, x_ptr, pix, bits, bits_hi, x_cols, sxp, tap, tap_hi,
-                          live, TAP_MAJOR, WIDE, True, UPCAST, INPUT_PRECISION)
+        acc = _table_step(acc, dy_tile + r_full * sdyr, x_ptr, pix, bits, bits_hi, x_cols, sxp,
+                          tap, tap_hi, live, TAP_MAJOR, WIDE, True, UPCAST, INPUT_PRECISION)
     return acc
 
 
