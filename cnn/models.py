@@ -18,6 +18,7 @@ from . import BatchNorm2d, Conv2d, ConvBNReLU2d, MaxPool2d, ReLU
 from .resnet import ResNet, resnet18, resnet34, resnet50  # noqa: F401  (torchvision's keys)
 
 BACKENDS = ("triton", "torch")
+ARCHS = ("mycnn", "resnet18", "resnet34", "resnet50")
 
 
 def _layers(backend: str):
@@ -41,7 +42,8 @@ def _conv_block(layers, c_in: int, c_out: int, batchnorm: bool) -> nn.Sequential
 
 
 class MyCNN(nn.Module):
-    """The seed's MyCNN: input (N, 1, 28, 28) normalised images -> (N, 10) logits.
+    """The seed's MyCNN: input (N, 1, 28, 28) normalised images -> (N, num_classes) logits
+(10 in the seed).
 
     seed: initialise with a private generator seeded so (conv weights normal(0, 0.01), linear
     weights xavier_uniform, biases zero), so both backends start from identical parameters
@@ -49,7 +51,7 @@ class MyCNN(nn.Module):
     """
 
     def __init__(self, dropout: float = 0.0, batchnorm: bool = False, backend: str = "triton",
-                 seed: int = None):
+                 seed: int = None, num_classes: int = 10):
         super().__init__()
         layers = _layers(backend)
         self.backend, self.batchnorm = backend, batchnorm
@@ -60,7 +62,7 @@ class MyCNN(nn.Module):
         self.fc1 = nn.Linear(7 * 7 * 64, 128)
         self.relu = layers.ReLU()
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.fc2 = nn.Linear(128, 10)
+        self.fc2 = nn.Linear(128, num_classes)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         initialize_weights(self, generator)
 
@@ -89,3 +91,39 @@ def initialize_weights(model: nn.Module, generator: torch.Generator = None) -> N
             continue
         if m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+def to_torch_layers(model: nn.Module) -> nn.Module:
+    """The reverse of ``cnn.convert``, in place: every module whose type is exactly one of our
+    layers becomes the torch class it subclasses (ours override forward only, so parameters,
+    buffers, hooks and state_dict keys stay). Returns ``model``; used to build the ResNets on
+    the torch backend."""
+    from .convert import CONVERSIONS
+    ours_to_torch = {ours: theirs for theirs, ours in CONVERSIONS.items()}
+    for m in model.modules():
+        if type(m) in ours_to_torch:
+            m.__class__ = ours_to_torch[type(m)]
+    return model
+
+
+def build_model(arch: str = "mycnn", *, num_classes: int = 10, backend: str = "triton",
+                dropout: float = 0.0, batchnorm: bool = False, seed: int = None,
+                in_channels: int = 1, width: int = 64) -> nn.Module:
+    """The model ``python -m cnn.train --arch`` trains: the seed's MyCNN, or a ResNet (on our
+    layers, or torch's with backend 'torch') taking ``in_channels`` (1 for MNIST) images of
+    any size >= 1 pixel after its 32x downsampling's padding (28x28 MNIST ends at 1x1)."""
+    if arch == "mycnn":
+        return MyCNN(dropout=dropout, batchnorm=batchnorm, backend=backend, seed=seed,
+                     num_classes=num_classes)
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    from . import resnet
+    model = resnet.ARCHS[arch](num_classes=num_classes, in_channels=in_channels, width=width)
+    return to_torch_layers(model) if backend == "torch" else model
+
+
+def head_name(model: nn.Module) -> str:
+    """The name of the classifier layer transfer learning replaces: fc2 (MyCNN) or fc."""
+    return "fc2" if isinstance(model, MyCNN) else "fc"

@@ -2,8 +2,13 @@
 
 The recipe: CrossEntropyLoss; Adam(lr 1e-3, weight_decay 1e-5, amsgrad); ReduceLROnPlateau
 (factor 0.5, patience 3, min_lr 1e-6) on the validation loss; early stopping (patience 7) that
-restores the best weights. Options: channels_last model and input, mixed precision (autocast of
-forward and loss to bf16, or fp16 with a gradient scaler), progress bars for every phase.
+restores the best weights. Or ``schedule="onecycle"``: torch's OneCycleLR over ``epochs``
+epochs, stepped after every optimizer step, peaking at ``lr`` (see ``cnn.recipes`` for the fast
+MNIST recipe). ``label_smoothing`` goes to the training loss (validation and test report plain
+cross-entropy); ``param_groups`` (e.g. ``cnn.transfer.finetune_param_groups``) replace the
+model's trainable parameters as the optimizer's groups. Options: channels_last model and input,
+mixed precision (autocast of forward and loss to bf16, or fp16 with a gradient scaler),
+progress bars for every phase.
 
 The state (``state_dict``) can be taken between any two steps and restored to continue exactly
 where it stopped; after a ``KeyboardInterrupt`` inside a step, ``rollback_partial_step`` first
@@ -21,6 +26,7 @@ from . import checkpoint as ckpt
 from . import distributed
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+SCHEDULES = ("plateau", "onecycle")
 
 
 class EarlyStopping:
@@ -130,7 +136,8 @@ class Trainer:
     def __init__(self, model, train_data, val_data, *, lr=1e-3, weight_decay=1e-5,
                  batch_size=64, patience=7, augment=False, seed=0, eval_batch_size=1000,
                  channels_last=False, amp=None, progress=True, log=print, interrupts=None,
-                 parallel=None):
+                 parallel=None, schedule="plateau", epochs=None, label_smoothing=0.0,
+                 param_groups=None):
         self.model, self.train_data, self.val_data = model, train_data, val_data
         self.parallel, self.seed = parallel, seed
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
@@ -141,11 +148,24 @@ class Trainer:
         self.device_type = train_data.device.type
         self.scaler = torch.amp.GradScaler(self.device_type) if amp == "fp16" else None
         self.interrupts = interrupts
-        self.criterion = nn.CrossEntropyLoss()
-        self.optimizer = optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay,
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        if param_groups is None:  # a frozen parameter (requires_grad False) is not optimised
+            param_groups = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = optim.Adam(param_groups, lr=lr, weight_decay=weight_decay,
                                     amsgrad=True, eps=1e-8, betas=(0.9, 0.999))
-        self.scheduler = optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, "min", patience=3, factor=0.5, min_lr=1e-6)
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        self.schedule = schedule
+        if schedule == "onecycle":
+            if not epochs:
+                raise ValueError("schedule='onecycle' needs epochs (the cycle's length)")
+            # Each group peaks at its own lr (a fine-tuned backbone keeps its lower rate).
+            self.scheduler = optim.lr_scheduler.OneCycleLR(
+                self.optimizer, max_lr=[g["lr"] for g in self.optimizer.param_groups],
+                total_steps=epochs * self.steps_per_epoch)
+        else:
+            self.scheduler = optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, "min", patience=3, factor=0.5, min_lr=1e-6)
         self.early_stopping = EarlyStopping(patience)
         self.order_generator = torch.Generator().manual_seed(seed)
         # Each rank augments its own images: its own stream (rank 0's is the one-process one).
@@ -237,6 +257,8 @@ class Trainer:
                 self.scaler.update()
             else:
                 self.optimizer.step()
+            if self.schedule == "onecycle":
+                self.scheduler.step()
             self.history["train_loss"].append(loss_value)
             self.history["grad_norm"].append(norm)
             self.step += 1
@@ -351,8 +373,9 @@ class Trainer:
             self.restore_best()
 
     def _end_epoch(self, val_loss: float, val_acc: float) -> None:
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step(val_loss)
+        lr = self.optimizer.param_groups[-1]["lr"]  # the head's with fine-tuning groups
+        if self.schedule == "plateau":
+            self.scheduler.step(val_loss)
         improved = self.early_stopping(val_loss, self.model, self.epoch)
         h = self.history
         h["val_loss"].append(val_loss)
