@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 
 from .loader import VAL_FRACTION
-from .models import BACKENDS
-from .trainer import AMP_DTYPES
+from .models import ARCHS, BACKENDS
+from .recipes import RECIPES, describe
+from .trainer import AMP_DTYPES, SCHEDULES
 
 PROG = "python -m cnn.train"
 MNIST_TRAIN_IMAGES = 60000      # before the 80/20 train/validation split
@@ -131,6 +132,10 @@ def add(group, *flags, fixed_on_resume: bool = False, **kwargs):
 
 
 def training_options(p, g) -> None:
+    add(g, "--recipe", choices=tuple(RECIPES), default="seed", fixed_on_resume=True,
+        help="seed: the seed article's recipe (the defaults shown here); "
+             + describe("fast").replace("%", "%%") + ": >= 99%% MNIST test accuracy in 2 "
+             "epochs; options given explicitly override the recipe's")
     add(g, "--epochs", type=positive_int, default=10, help="epochs to train (at most)")
     add(g, "--batch-size", type=positive_int, default=64, fixed_on_resume=True,
         help="training batch size")
@@ -140,6 +145,12 @@ def training_options(p, g) -> None:
         help="Adam learning rate")
     add(g, "--weight-decay", type=non_negative_float, default=1e-5, fixed_on_resume=True,
         help="Adam weight decay")
+    add(g, "--schedule", choices=SCHEDULES, default="plateau", fixed_on_resume=True,
+        help="learning rate: plateau (halved after 3 epochs without a better validation "
+             "loss) or onecycle (up to --lr and down again over --epochs, every batch)")
+    add(g, "--label-smoothing", type=probability, default=0.0, fixed_on_resume=True,
+        help="label smoothing of the training loss (validation and test report plain "
+             "cross-entropy)")
     add(g, "--patience", type=positive_int, default=7,
         help="early stopping: epochs without a better validation loss")
     add(g, "--seed", type=non_negative_int, default=0, fixed_on_resume=True,
@@ -147,6 +158,15 @@ def training_options(p, g) -> None:
 
 
 def model_options(p, g) -> None:
+    add(g, "--arch", choices=ARCHS, default="mycnn", fixed_on_resume=True,
+        help="mycnn: the seed's MNIST CNN; resnet18/34/50: torchvision's ResNets on our "
+             "layers (taking MNIST's 1-channel 28x28 images: in_channels=1; a 3-channel "
+             "--weights file's first conv is summed over its channels)")
+    add(g, "--num-classes", type=positive_int, default=10, fixed_on_resume=True,
+        help="outputs of the model's head (at least MNIST's 10 classes)")
+    add(g, "--resnet-width", type=positive_int, default=64, fixed_on_resume=True,
+        help="channels of a ResNet's first stage (torchvision's and its weights': 64; "
+             "smaller for quick tests)")
     add(g, "--backend", choices=BACKENDS, default="triton",
         help="triton: our kernels; torch: the same model on torch's own layers")
     add(g, "--dropout", type=probability, nargs="?", const=0.5, default=0.0,
@@ -185,6 +205,20 @@ def data_options(p, g) -> None:
         help="random horizontal flips (--augment)")
 
 
+def transfer_options(p, g) -> None:
+    add(g, "--weights", default=None, metavar="FILE", fixed_on_resume=True,
+        help="start from this state_dict file (torchvision's ResNet file, or a best.pt or "
+             "last.pt of cnn.train); a head of another size starts fresh")
+    add(g, "--freeze-backbone", action="store_true", fixed_on_resume=True,
+        help="with --weights: train a new head only; the backbone gets no gradient and its "
+             "batch-norm statistics stay as loaded")
+    add(g, "--finetune", action="store_true", fixed_on_resume=True,
+        help="with --weights: a new head, and everything trains, the backbone at "
+             "--lr x --backbone-lr-scale")
+    add(g, "--backbone-lr-scale", type=positive_float, default=None, fixed_on_resume=True,
+        help="the backbone's learning rate relative to --lr (--finetune) (default: 0.1)")
+
+
 def run_options(p, g) -> None:
     add(g, "--out", default="runs/mnist", help="folder for metrics, checkpoints, plots")
     add(g, "--resume", action="store_true", help="continue the run saved in --out")
@@ -211,17 +245,29 @@ OPTION_GROUPS = [
     ("training", training_options),
     ("model and device", model_options),
     ("data", data_options),
+    ("transfer learning", transfer_options),
     ("run folder", run_options),
     ("under torchrun (data parallel; --batch-size is per process)", distributed_options),
 ]
 
 
-def build_parser() -> Parser:
+def build_parser(recipe: str = "seed") -> Parser:
+    """The parser, with ``recipe``'s defaults (see ``cnn.recipes``)."""
     p = Parser(prog=PROG, description="Train the seed's MNIST CNN on the Triton kernels.",
                formatter_class=_HelpFormatter)
     for title, options in OPTION_GROUPS:
         options(p, p.add_argument_group(title))
+    p.set_defaults(**RECIPES.get(recipe, {}))
     return p
+
+
+def recipe_in(argv) -> str:
+    """The --recipe value in argv (the last one given), or 'seed'; an unknown name is left
+    for the parser to refuse."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe", default="seed")
+    known, _ = pre.parse_known_args(argv)
+    return known.recipe
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,6 +340,46 @@ def limit_fits_the_data(args) -> None:
 
 
 @check
+def model_options_fit_the_arch(args) -> None:
+    if args.num_classes < 10:
+        raise UsageError(f"argument --num-classes: MNIST's labels are 0-9, so the head needs "
+                         f"at least 10 outputs, got {args.num_classes}")
+    if args.arch == "mycnn":
+        if args.resnet_width != 64:
+            raise UsageError("--resnet-width sizes a ResNet: pass --arch resnet18/34/50")
+        return
+    if args.recipe != "seed":
+        raise UsageError(f"--recipe {args.recipe} is tuned for --arch mycnn (MyCNN with batch "
+                         f"norm); for {args.arch} set --schedule, --lr, --batch-size yourself")
+    if args.batchnorm or args.dropout:
+        raise UsageError(f"--batchnorm and --dropout are MyCNN's options; {args.arch} has "
+                         "batch norm after every conv and no dropout")
+
+
+@check
+def transfer_options_agree(args) -> None:
+    """--freeze-backbone or --finetune need --weights; not both; --weights is a file."""
+    if args.freeze_backbone and args.finetune:
+        raise UsageError("--freeze-backbone trains the head only, --finetune trains "
+                         "everything: choose one")
+    for flag, on in (("--freeze-backbone", args.freeze_backbone),
+                     ("--finetune", args.finetune)):
+        if on and not args.weights:
+            raise UsageError(f"{flag} needs pretrained weights to start from: pass "
+                             "--weights FILE")
+    if args.backbone_lr_scale is not None and not args.finetune:
+        raise UsageError("--backbone-lr-scale sets the backbone's rate of --finetune: "
+                         "pass --finetune")
+    if args.backbone_lr_scale is None:
+        args.backbone_lr_scale = 0.1
+    if args.weights and not Path(args.weights).expanduser().is_file():
+        raise UsageError(f"argument --weights: {args.weights} is not a file")
+    if args.sync_bn and args.freeze_backbone:
+        raise UsageError("--sync-bn with --freeze-backbone: the frozen backbone's batch-norm "
+                         "statistics do not change, there is nothing to sync")
+
+
+@check
 def data_dir_is_a_folder(args) -> None:
     if args.data_dir and Path(args.data_dir).expanduser().exists() \
             and not Path(args.data_dir).expanduser().is_dir():
@@ -302,7 +388,7 @@ def data_dir_is_a_folder(args) -> None:
 
 @check
 def sync_bn_has_a_batch_norm(args) -> None:
-    if args.sync_bn and not args.batchnorm:
+    if args.sync_bn and not args.batchnorm and args.arch == "mycnn":
         raise UsageError("--sync-bn syncs the batch norm of --batchnorm: pass both")
     if args.sync_bn and args.backend == "torch" and torch.device(args.device).type != "cuda":
         raise UsageError("--sync-bn on the torch backend needs CUDA (torch's SyncBatchNorm); "
@@ -346,7 +432,7 @@ def run_folder_is_free(args) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     """Parse and check ``argv`` (default sys.argv[1:]); on any error print one line and raise
     SystemExit(2). Returns the arguments with resolved values (device, channels_last)."""
-    parser = build_parser()
+    parser = build_parser(recipe_in(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     try:
         for rule in CHECKS:

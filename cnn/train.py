@@ -36,8 +36,10 @@ from .fileio import atomic_write
 from .interrupt import Interrupts
 from .layers import SyncBatchNorm
 from .loader import make_splits
-from .models import MyCNN
+from .models import build_model, head_name
 from .plots import save_plots
+from .recipes import describe
+from .resnet import load_pretrained
 from .synthetic import synthetic_mnist
 from .trainer import (
     EarlyStopping,
@@ -48,6 +50,7 @@ from .trainer import (
     duration,
     grad_norm,
 )
+from .transfer import finetune_param_groups, freeze_backbone, replace_head
 
 __all__ = ["main", "build_parser", "Trainer", "EarlyStopping", "Progress", "confusion_matrix",
            "grad_norm"]
@@ -85,6 +88,56 @@ def interpreter_estimate(trainer: Trainer, test_size: int, say=_say):
             f"forward {1e3 * per_image:.0f} ms/image: validation on {len(t.val_data)} images "
             f"{duration(val_s)} per epoch, test on {test_size} images {duration(test_s)}")
     return on_step
+
+
+def describe_model(args) -> str:
+    if args.arch == "mycnn":
+        return f"MyCNN(dropout={args.dropout}, batchnorm={args.batchnorm}" + (
+            f", num_classes={args.num_classes})" if args.num_classes != 10 else ")")
+    return f"{args.arch}(num_classes={args.num_classes}, in_channels=1" + (
+        f", width={args.resnet_width})" if args.resnet_width != 64 else ")")
+
+
+def make_model(args):
+    """(model on the CPU, its config for best.pt, a line saying what --weights did or None).
+
+    --weights loads a state_dict (see ``cnn.resnet.load_pretrained``: a head of another size
+    stays fresh, a 3-channel first conv is summed for MNIST's 1 channel); --freeze-backbone
+    and --finetune put a new head on it, and --freeze-backbone freezes the rest (no gradient,
+    batch-norm statistics as loaded). Raises ValueError (the error line) for weights that do
+    not fit the model."""
+    model = build_model(args.arch, num_classes=args.num_classes, backend=args.backend,
+                        dropout=args.dropout, batchnorm=args.batchnorm, seed=args.seed,
+                        in_channels=1, width=args.resnet_width)
+    if args.arch == "mycnn":
+        config = {"dropout": args.dropout, "batchnorm": args.batchnorm}
+        if args.num_classes != 10:
+            config["num_classes"] = args.num_classes
+    else:
+        config = {"arch": args.arch, "num_classes": args.num_classes, "in_channels": 1,
+                  "width": args.resnet_width}
+    if not args.weights:
+        return model, config, None
+    head = head_name(model)
+    try:
+        kept_fresh = load_pretrained(model, args.weights, head=head)
+    except (OSError, EOFError, RuntimeError, ValueError, TypeError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first if len(first) <= 240 else first[:240] + "..."
+        raise ValueError(f"argument --weights: {args.weights} does not fit --arch {args.arch}"
+                         f" ({describe_model(args)}): {first}") from None
+    said = f"weights: {args.weights} loaded" + (
+        f" (its head has another size: {head} starts fresh)" if kept_fresh else "")
+    if args.freeze_backbone or args.finetune:
+        replace_head(model, args.num_classes, head=head)
+        if args.freeze_backbone:
+            freeze_backbone(model, head=head)
+            said += f"; new head {head}, the backbone frozen (no gradient, batch-norm " \
+                    "statistics as loaded)"
+        else:
+            said += f"; new head {head}, the backbone fine-tuned at lr {args.lr} x " \
+                    f"{args.backbone_lr_scale}"
+    return model, config, said
 
 
 class Run:
@@ -171,7 +224,10 @@ class Run:
         except ckpt.CheckpointError as e:
             raise ValueError(f"--resume: {e}") from None
         saved = state["args"]
-        changed = [k for k in resume_fixed_options() if saved.get(k) != getattr(self.args, k)]
+        fixed = resume_fixed_options()
+        if self.args.schedule == "onecycle":
+            fixed.append("epochs")  # the cycle's length
+        changed = [k for k in fixed if saved.get(k) != getattr(self.args, k)]
         if changed:
             raise ValueError("--resume needs the interrupted run's " + ", ".join(
                 f"--{k.replace('_', '-')} {saved.get(k)}" for k in changed))
@@ -239,19 +295,24 @@ class Run:
             data, device, limit_train=args.limit_train, rotation=args.rotation, hflip=args.hflip)
 
         memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-        model = MyCNN(dropout=args.dropout, batchnorm=args.batchnorm, backend=args.backend,
-                      seed=args.seed).to(device, memory_format=memory_format)
+        try:
+            model, config, transfer = make_model(args)
+        except ValueError as e:
+            return usage_error(str(e)) if ctx.main else 2
+        model = model.to(device, memory_format=memory_format)
         if args.compile:
             compile_model(model, args.compile)
-        config = {"dropout": args.dropout, "batchnorm": args.batchnorm}
         parallel = self.data_parallel(model) if ctx.distributed else None
+        param_groups = finetune_param_groups(model, args.lr, args.backbone_lr_scale,
+                                             head=head_name(model)) if args.finetune else None
         self.trainer = trainer = Trainer(
             model, train_data, val_data, lr=args.lr, weight_decay=args.weight_decay,
             batch_size=args.batch_size, patience=args.patience, augment=args.augment,
             seed=args.seed, eval_batch_size=args.eval_batch_size,
             channels_last=args.channels_last, amp=args.amp,
             progress=not args.no_progress and ctx.main, log=_say, interrupts=self.interrupts,
-            parallel=parallel)
+            parallel=parallel, schedule=args.schedule, epochs=args.epochs,
+            label_smoothing=args.label_smoothing, param_groups=param_groups)
         if resume_state is not None:
             trainer.load_state_dict(resume_state)
             _say(f"resuming {self.last}: {trainer.epoch} epochs done, step {trainer.step}")
@@ -259,10 +320,12 @@ class Run:
         interpret = bool(kernels.runtime.INTERPRET and args.backend == "triton")
         _say(f"data: {data.source}; train {len(train_data)}, validation {len(val_data)}, "
              f"test {len(test_data)}")
-        _say(f"model: MyCNN(dropout={args.dropout}, batchnorm={args.batchnorm}) on the "
+        _say(f"model: {describe_model(args)} on the "
              f"{args.backend} backend, device {device}, "
              f"{'channels_last' if args.channels_last else 'NCHW'}, "
-             f"{args.amp or 'fp32'}")
+             f"{args.amp or 'fp32'}; recipe {describe(args.recipe)}")
+        if transfer:
+            _say(transfer)
         if interpret:
             _say("no CUDA: the Triton kernels run through Triton's interpreter on the CPU "
                  "(exact results, far from GPU speed); an estimate follows the first steps")
@@ -309,7 +372,7 @@ class Run:
         test_loss, test_acc, predictions = trainer.evaluate(test_data, keep_predictions=True,
                                                             label="test")
         test_s = time.perf_counter() - test_start
-        confusion = confusion_matrix(test_data.labels, predictions)
+        confusion = confusion_matrix(test_data.labels, predictions, args.num_classes)
         metrics = {
             "test_accuracy": test_acc, "test_loss": test_loss,
             "epochs_run": trainer.epoch, "best_epoch": trainer.early_stopping.best_epoch + 1,

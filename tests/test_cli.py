@@ -5,6 +5,7 @@ import torch
 
 from cnn import checkpoint as ckpt
 from cnn import cli, train
+from cnn.recipes import RECIPES
 from cnn.train import main
 
 PROG_ERROR = "python -m cnn.train: error: "
@@ -65,6 +66,22 @@ BAD_VALUES = {
     "backend unknown": (["--backend", "cudnn"], "--backend"),
     "amp unknown": (["--amp", "fp8"], "--amp"),
     "resume and overwrite": (["--resume", "--overwrite"], "choose one"),
+    "recipe unknown": (["--recipe", "slow"], "--recipe"),
+    "schedule unknown": (["--schedule", "cosine"], "--schedule"),
+    "label-smoothing 1": (["--label-smoothing", "1"], "--label-smoothing"),
+    "arch unknown": (["--arch", "vgg16"], "--arch"),
+    "num-classes below MNIST's 10": (["--num-classes", "5"], "at least 10"),
+    "resnet-width with MyCNN": (["--resnet-width", "8"], "--arch resnet"),
+    "batchnorm is MyCNN's": (["--arch", "resnet18", "--batchnorm"], "MyCNN's options"),
+    "dropout is MyCNN's": (["--arch", "resnet34", "--dropout"], "MyCNN's options"),
+    "fast recipe is MyCNN's": (["--arch", "resnet50", "--recipe", "fast"], "--arch mycnn"),
+    "freeze-backbone without weights": (["--freeze-backbone"], "--weights FILE"),
+    "finetune without weights": (["--finetune"], "--weights FILE"),
+    "freeze-backbone and finetune": (["--freeze-backbone", "--finetune", "--weights", "w.pt"],
+                                     "choose one"),
+    "backbone-lr-scale without finetune": (["--backbone-lr-scale", "0.5"], "pass --finetune"),
+    "backbone-lr-scale 0": (["--finetune", "--backbone-lr-scale", "0"], "--backbone-lr-scale"),
+    "weights not a file": (["--weights", "/nonexistent/resnet18.pth"], "is not a file"),
 }
 
 
@@ -77,6 +94,43 @@ def test_bad_values_are_refused_before_any_work(argv, names, capsys, tmp_path, n
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
 def test_cuda_without_cuda_is_refused(device, capsys, tmp_path, no_work):
     assert "CUDA is not available" in refused(["--device", device], capsys, tmp_path)
+
+
+def test_weights_must_be_a_file_and_sync_bn_has_nothing_to_sync_when_frozen(
+        capsys, tmp_path, no_work):
+    weights = tmp_path / "weights.pt"
+    assert "is not a file" in refused(["--weights", str(tmp_path)], capsys, tmp_path)
+    weights.write_bytes(b"")
+    assert "nothing to sync" in refused(["--weights", str(weights), "--freeze-backbone",
+                                         "--arch", "resnet18", "--sync-bn"], capsys, tmp_path)
+
+
+def test_weights_that_do_not_fit_the_model_are_refused_in_one_line(capsys, tmp_path):
+    """Read after the data (the file's contents are needed): exit 2, one line, nothing run."""
+    weights = tmp_path / "mycnn.pt"
+    torch.save({"model": {"conv1.0.weight": torch.zeros(3)}}, weights)
+    out = tmp_path / "run"
+    assert main(["--synthetic", "20", "--weights", str(weights), "--freeze-backbone",
+                 "--backend", "torch", "--out", str(out), "--no-progress"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(lines) == 1 and lines[0].startswith(PROG_ERROR + "argument --weights"), lines
+    assert "does not fit --arch mycnn" in lines[0]
+    assert not (out / "metrics.json").exists()
+
+
+def test_recipes_set_defaults_that_explicit_options_override(tmp_path):
+    out = ["--out", str(tmp_path / "r")]
+    seed = cli.parse_args(out)
+    assert (seed.recipe, seed.batch_size, seed.lr, seed.schedule, seed.label_smoothing,
+            seed.epochs, seed.batchnorm) == ("seed", 64, 1e-3, "plateau", 0.0, 10, False)
+    assert vars(cli.parse_args([*out, "--recipe", "seed"])) == vars(seed)
+    fast = cli.parse_args([*out, "--recipe", "fast"])
+    for key, value in RECIPES["fast"].items():
+        assert getattr(fast, key) == value, key
+    assert fast.schedule == "onecycle" and fast.batchnorm and fast.epochs == 2
+    mine = cli.parse_args([*out, "--recipe", "fast", "--batch-size", "32", "--epochs", "3"])
+    assert (mine.batch_size, mine.epochs, mine.lr) == (32, 3, RECIPES["fast"]["lr"])
+    assert "recipe" in cli.resume_fixed_options() and "schedule" in cli.resume_fixed_options()
 
 
 def test_files_where_folders_belong(capsys, tmp_path, no_work):
