@@ -95,3 +95,32 @@ def save_plots(out_dir, history: dict, confusion, images, labels, predictions) -
     fig.colorbar(im, ax=ax)
     save(fig, "confusion.png")
     return paths
+
+
+def save_learning_curves(path, runs: dict, title: str = "Learning curves") -> list:
+    """One PNG comparing training runs: per-step training loss (left) and the accuracy of each
+    epoch (right). runs: {label: {"train_loss": [per step], "epoch_end_step": [per epoch],
+    "accuracy": [per epoch, in [0, 1]]}}. Returns [path] ([] without matplotlib)."""
+    plt = _pyplot()
+    if plt is None:
+        return []
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for label, run in runs.items():
+        steps = range(1, len(run["train_loss"]) + 1)
+        line, = loss_ax.plot(steps, run["train_loss"], lw=0.8, alpha=0.8, label=label)
+        epochs = range(1, len(run["accuracy"]) + 1)
+        acc_ax.plot(epochs, [100 * a for a in run["accuracy"]], "o-", ms=3,
+                    color=line.get_color(), label=label)
+    loss_ax.set(xlabel="step", ylabel="training cross-entropy", yscale="log",
+                title="Training loss")
+    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+    return [path]
