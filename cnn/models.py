@@ -127,3 +127,22 @@ def build_model(arch: str = "mycnn", *, num_classes: int = 10, backend: str = "t
 def head_name(model: nn.Module) -> str:
     """The name of the classifier layer transfer learning replaces: fc2 (MyCNN) or fc."""
     return "fc2" if isinstance(model, MyCNN) else "fc"
+
+
+def freeze_biases_before_batch_norm(model: nn.Module) -> list:
+    """Stop training every conv bias that a batch norm right after it cancels (the first two
+    layers of a Sequential, e.g. MyCNN's conv+BN+ReLU blocks): ``requires_grad_(False)``, so
+    they keep their value. In exact arithmetic their gradient is 0 (batch norm subtracts the
+    batch mean); in floating point it is rounding noise, which Adam's normalised step turns
+    into lr-sized random moves that differ between any two implementations, and which the
+    running mean then follows, so evaluation would differ too. Returns their names."""
+    frozen = []
+    for name, m in model.named_modules():
+        if not isinstance(m, nn.Sequential) or len(m) < 2:
+            continue
+        conv, norm = m[0], m[1]
+        if isinstance(conv, nn.Conv2d) and conv.bias is not None and conv.bias.requires_grad \
+                and isinstance(norm, nn.modules.batchnorm._BatchNorm):
+            conv.bias.requires_grad_(False)
+            frozen.append(f"{name}.0.bias" if name else "0.bias")
+    return frozen

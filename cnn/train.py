@@ -36,7 +36,7 @@ from .fileio import atomic_write
 from .interrupt import Interrupts
 from .layers import SyncBatchNorm
 from .loader import make_splits
-from .models import build_model, head_name
+from .models import build_model, freeze_biases_before_batch_norm, head_name
 from .plots import save_plots
 from .recipes import describe
 from .resnet import load_pretrained
@@ -116,8 +116,11 @@ def make_model(args):
     else:
         config = {"arch": args.arch, "num_classes": args.num_classes, "in_channels": 1,
                   "width": args.resnet_width}
+    cancelled = freeze_biases_before_batch_norm(model)
+    said = f"not trained (batch norm cancels them): {', '.join(cancelled)}" if cancelled \
+        else None
     if not args.weights:
-        return model, config, None
+        return model, config, said
     head = head_name(model)
     try:
         kept_fresh = load_pretrained(model, args.weights, head=head)
@@ -126,7 +129,7 @@ def make_model(args):
         first = first if len(first) <= 240 else first[:240] + "..."
         raise ValueError(f"argument --weights: {args.weights} does not fit --arch {args.arch}"
                          f" ({describe_model(args)}): {first}") from None
-    said = f"weights: {args.weights} loaded" + (
+    said = (said + "\n" if said else "") + f"weights: {args.weights} loaded" + (
         f" (its head has another size: {head} starts fresh)" if kept_fresh else "")
     if args.freeze_backbone or args.finetune:
         replace_head(model, args.num_classes, head=head)
