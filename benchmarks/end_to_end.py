@@ -16,6 +16,12 @@ full run has) compiles and autotunes every kernel shape the timed run meets. Com
 (Triton's cache) and autotuning results (``TRITON_CACHE_AUTOTUNING=1``) stay on disk, so the
 timed run's images/s leave out compilation; the warm-up's wall time is reported as its cost.
 
+Recipes (``--recipes``, default seed): ``seed`` times the seed's recipe (runs triton, torch,
+torch_compile, for ``--epochs``); ``fast`` adds ``python -m cnn.train --recipe fast`` for ours
+and torch eager (runs triton_fast, torch_fast, for the recipe's 2 epochs), the recipe that
+reaches 99%: the report's ``fast_recipe`` entry gives each one's training seconds to 99%
+validation accuracy. Runs go in the order of the recipes listed.
+
 Layout: on CUDA the runs put model and input in channels_last (the kernels' fast layout) when
 ``python -m cnn.train`` has a ``--channels-last`` option; otherwise they run NCHW and the
 summary says so.
@@ -34,6 +40,9 @@ from .env import REPO, environment
 # lcm(64, 4 x 1000): full batches of 64 and a validation split (a quarter) of full batches of
 # 1000, like the full run's 48000/12000 split; the 10000 test images are scored as in the full run.
 WARMUP_TRAIN = 8000
+# The same for the fast recipe's batches of 128: lcm(128, 4 x 1000).
+WARMUP_TRAIN_FAST = 16000
+RECIPES = ("seed", "fast")
 
 
 def _pythonpath() -> dict:
@@ -99,11 +108,44 @@ def run_training(name: str, extra_args, mnist_dir, epochs: int, out: Path, timeo
     return summary
 
 
+def fast_recipe_summary(results) -> dict:
+    """The fast recipe's row: ours against torch eager, training seconds to 99% validation
+    accuracy and the test accuracy, from the runs triton_fast and torch_fast."""
+    runs = {r["run"]: r for r in results}
+    row = {}
+    for key, name in (("ours", "triton_fast"), ("torch_eager", "torch_fast")):
+        r = runs.get(name, {})
+        row[key] = {"status": r.get("status", "not run"),
+                    "seconds_to_99_val": r.get("seconds_to_99_val"),
+                    "test_accuracy": r.get("test_accuracy"), "train_s": r.get("train_s")}
+    ours, theirs = row["ours"]["seconds_to_99_val"], row["torch_eager"]["seconds_to_99_val"]
+    row["ours_over_torch_time"] = round(ours / theirs, 3) if ours and theirs else None
+    return row
+
+
+def recipe_runs(recipe: str, epochs: int, common: list, compile_ok: bool) -> list:
+    """[(name, cnn.train arguments, epochs, warm-up --limit-train)] of one recipe."""
+    if recipe == "fast":
+        from cnn.recipes import RECIPES as TRAIN_RECIPES
+        fast = ["--recipe", "fast", *common]
+        n = TRAIN_RECIPES["fast"]["epochs"]
+        return [("triton_fast", ["--backend", "triton", *fast], n, WARMUP_TRAIN_FAST),
+                ("torch_fast", ["--backend", "torch", *fast], n, WARMUP_TRAIN_FAST)]
+    runs = [("triton", ["--backend", "triton", *common], epochs, WARMUP_TRAIN),
+            ("torch", ["--backend", "torch", *common], epochs, WARMUP_TRAIN)]
+    if compile_ok:
+        runs.append(("torch_compile", ["--backend", "torch", "--compile", *common], epochs,
+                     WARMUP_TRAIN))
+    return runs
+
+
 def run(mnist_dir, epochs: int, out, timeout_s: float = 300.0, backends=None,
-        train_args=(), warmup: bool = True, layout: str = "channels_last") -> dict:
+        train_args=(), warmup: bool = True, layout: str = "channels_last",
+        recipes=("seed",)) -> dict:
     """Train each backend in turn within ``timeout_s`` in all, each after its warm-up run;
     write out/mnist_end_to_end.json. ``train_args`` go to every cnn.train run unchanged (e.g.
-    ['--limit-train', '6000']); layout 'channels_last' asks cnn.train for it where offered."""
+    ['--limit-train', '6000']); layout 'channels_last' asks cnn.train for it where offered;
+    recipes: which of RECIPES, in order (see the module docstring)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     notes = []
@@ -113,34 +155,38 @@ def run(mnist_dir, epochs: int, out, timeout_s: float = 300.0, backends=None,
             common.append("--channels-last")
         else:
             notes.append("NCHW: python -m cnn.train has no --channels-last option")
-    runs = [("triton", ["--backend", "triton", *common]),
-            ("torch", ["--backend", "torch", *common])]
-    if train_supports("--compile"):
-        runs.append(("torch_compile", ["--backend", "torch", "--compile", *common]))
-    else:
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise ValueError(f"recipes: unknown {unknown}, choose from {RECIPES}")
+    compile_ok = "seed" in recipes and train_supports("--compile")
+    if "seed" in recipes and not compile_ok:
         notes.append("torch.compile not measured: python -m cnn.train has no --compile option")
+    runs = [r for recipe in recipes for r in recipe_runs(recipe, epochs, common, compile_ok)]
     if backends:
         runs = [r for r in runs if r[0] in backends]
     deadline = time.perf_counter() + timeout_s
     results = []
-    for i, (name, args) in enumerate(runs):
+    for i, (name, args, run_epochs, warm_limit) in enumerate(runs):
         left = deadline - time.perf_counter()
         if left < 20:
             results.append({"run": name, "status": "not run: time budget spent"})
             continue
-        # This run's share of what is left: the first (ours) pays Triton's compilation.
-        share = left if i == len(runs) - 1 else left * (0.6 if name == "triton" else 0.5)
+        # This run's share of what is left: ours (the triton runs) pay Triton's compilation.
+        weights = [1.5 if r[0].startswith("triton") else 1.0 for r in runs[i:]]
+        share = left * weights[0] / sum(weights)
         warm = None
         if warmup:
-            warm_args = [*args, "--limit-train", str(WARMUP_TRAIN)]
+            warm_args = [*args, "--limit-train", str(warm_limit)]
             warm = run_training(f"{name}_warmup", warm_args, mnist_dir, 1, out, share * 0.45)
             share -= warm["wall_s"]
-        summary = run_training(name, args, mnist_dir, epochs, out, max(10.0, share))
+        summary = run_training(name, args, mnist_dir, run_epochs, out, max(10.0, share))
         if warm is not None:
             summary["warmup"] = {k: warm.get(k) for k in ("status", "wall_s", "command")}
         results.append(summary)
     report = {"meta": environment(), "epochs": epochs, "layout": layout, "warmup": warmup,
-              "runs": results}
+              "recipes": list(recipes), "runs": results}
+    if "fast" in recipes:
+        report["fast_recipe"] = fast_recipe_summary(results)
     if report["meta"]["gpu"].startswith("none"):
         report["warning"] = "no CUDA device: CPU timings, not performance figures"
     if notes:
@@ -163,12 +209,17 @@ def main(argv=None) -> int:
     p.add_argument("--no-warmup", action="store_true", help="time the first run, compilation "
                    "included")
     p.add_argument("--layout", choices=("channels_last", "nchw"), default="channels_last")
+    p.add_argument("--recipes", default="seed", help="comma-separated, in order: seed (the "
+                   "seed's recipe, --epochs), fast (--recipe fast: 2 epochs to 99%%)")
     a = p.parse_args(argv)
     backends = [b for b in a.backends.split(",") if b] or None
     report = run(a.mnist_dir, a.epochs, a.out, a.timeout_s, backends, shlex.split(a.train_args),
-                 warmup=not a.no_warmup, layout=a.layout)
+                 warmup=not a.no_warmup, layout=a.layout,
+                 recipes=[r for r in a.recipes.split(",") if r])
     for r in report["runs"]:
         print(json.dumps(r))
+    if report.get("fast_recipe"):
+        print(json.dumps({"fast_recipe": report["fast_recipe"]}))
     if report.get("note"):
         print(report["note"])
     return 0 if all(r["status"] == "ok" for r in report["runs"]) else 1
