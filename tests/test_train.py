@@ -327,3 +327,41 @@ def test_fast_recipe_on_our_kernels_matches_torch_step_for_step(tmp_path, capsys
         torch.testing.assert_close(ours_last["model"][key], value, rtol=STEP_RTOL,
                                    atol=1e-3 * lr * steps, msg=key)
     assert not ours_last["model"]["conv1.0.bias"].any()
+
+
+def test_cli_fast_recipe_stops_and_resumes_exactly(tmp_path, monkeypatch, capsys):
+    """The one-cycle schedule's position is in last.pt (read with weights_only): a run
+    interrupted mid-epoch continues to the same losses and learning rates; --resume refuses
+    another --epochs (the cycle's length) and another recipe."""
+    def fast(out, *extra):
+        return main(["--recipe", "fast", "--synthetic", "60", "--limit-train", "16",
+                     "--batch-size", "4", "--backend", "torch", "--device", "cpu",
+                     "--out", str(out), "--no-progress", "--no-plots", *extra])
+
+    assert fast(tmp_path / "straight") == 0
+    straight = read_metrics(tmp_path / "straight")
+    assert len(set(straight["history"]["lr"])) == 2  # the rate moves every step
+    real_step, calls = Trainer.train_step, []
+
+    def step_then_interrupt(self, x, y):
+        result = real_step(self, x, y)
+        calls.append(1)
+        if len(calls) == 6:
+            signal.raise_signal(signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_interrupt)
+    out = tmp_path / "interrupted"
+    assert fast(out) == 130
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    capsys.readouterr()
+    assert fast(out, "--resume", "--epochs", "3") == 2
+    assert "--epochs 2" in capsys.readouterr().err
+    assert main(["--synthetic", "60", "--limit-train", "16", "--batch-size", "4", "--backend",
+                 "torch", "--out", str(out), "--resume", "--batchnorm", "--epochs", "2"]) == 2
+    assert "--recipe fast" in capsys.readouterr().err
+    assert fast(out, "--resume") == 0
+    resumed = read_metrics(out)
+    assert resumed["history"]["train_loss"] == straight["history"]["train_loss"]
+    assert resumed["history"]["lr"] == straight["history"]["lr"]
+    assert resumed["test_loss"] == straight["test_loss"]
