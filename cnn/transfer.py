@@ -27,14 +27,21 @@ from torch import nn
 HEAD = "fc"  # torchvision's ResNet head; MyCNN's last layer is "fc2"
 
 
-def _split(model: nn.Module, head: str):
-    """(head parameters, backbone parameters): those under ``model.<head>`` and the rest."""
-    if not hasattr(model, head):
-        raise AttributeError(f"the model has no head module {head!r}")
-    prefix = head + "."
+def _heads(head) -> tuple:
+    return (head,) if isinstance(head, str) else tuple(head)
+
+
+def _split(model: nn.Module, head):
+    """(head parameters, backbone parameters): those under ``model.<head>`` (or any of the
+    names when ``head`` is a tuple) and the rest."""
+    heads = _heads(head)
+    for name in heads:
+        if not hasattr(model, name):
+            raise AttributeError(f"the model has no head module {name!r}")
+    prefixes = tuple(name + "." for name in heads)
     head_params, backbone = [], []
     for name, p in model.named_parameters():
-        (head_params if name.startswith(prefix) else backbone).append(p)
+        (head_params if name.startswith(prefixes) else backbone).append(p)
     return head_params, backbone
 
 
@@ -58,16 +65,16 @@ def _keep_frozen_batch_norms_in_eval(model: nn.Module, args) -> None:
 
 
 def freeze_backbone(model: nn.Module, head: str = HEAD) -> nn.Module:
-    """Train ``model.<head>`` only: every other parameter gets ``requires_grad=False`` (so no
-    gradient), and every batch norm outside the head keeps using and keeping its running
-    statistics even while ``model.training`` is True. Returns ``model``."""
+    """Train ``model.<head>`` only (``head`` may be a tuple of names: e.g. MyCNN's classifier
+    ("fc1", "fc2")): every other parameter gets ``requires_grad=False`` (so no gradient), and
+    every batch norm outside the head keeps using and keeping its running statistics even while
+    ``model.training`` is True. Returns ``model``."""
     head_params, backbone = _split(model, head)
     for p in backbone:
         p.requires_grad_(False)
     for p in head_params:
         p.requires_grad_(True)
-    head_module = getattr(model, head)
-    head_bns = set(head_module.modules())
+    head_bns = {m for name in _heads(head) for m in getattr(model, name).modules()}
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m not in head_bns:
             m._cnn_frozen = True
@@ -98,6 +105,7 @@ PRETRAINED = "pretrained_0-4.pt"
 METRICS = "metrics.json"
 CURVES = "learning_curves.png"
 SPLIT_DIGIT = 5  # pretrain on 0..4, transfer to 5..9
+HEADS = {"fc1,fc2": ("fc1", "fc2"), "fc2": ("fc2",)}
 
 
 def build_parser():
@@ -124,6 +132,9 @@ def build_parser():
     add(p, "--batch-size", type=cli.positive_int, default=50, help="batch size on the subset")
     add(p, "--lr", type=cli.positive_float, default=3e-3,
         help="peak learning rate of the one-cycle schedule on the subset (Adam)")
+    add(p, "--head", choices=tuple(HEADS), default="fc1,fc2",
+        help="what the frozen run trains anew: fc1,fc2 (MyCNN's classifier, on the frozen "
+             "conv features) or fc2 (its last layer, on the frozen 128 fc1 features)")
     add(p, "--pretrain-epochs", type=cli.positive_int, default=2,
         help="epochs of the seed's recipe on digits 0-4")
     add(p, "--data-dir", default=None,
@@ -211,18 +222,22 @@ def duration(seconds):
 
 
 def learn_5_to_9(args, pretrained, train, test, frozen: bool) -> dict:
-    """One run on the subset: MyCNN with the pretrained weights, a new 5-way head and the
-    backbone frozen (frozen=True), or the same network from its seed's initialisation. The
+    """One run on the subset: MyCNN with the pretrained weights, a new head (--head: fresh
+    layers, the seed's initialisation) and the rest frozen (frozen=True), or the same network
+    from its seed's initialisation. The
     same batches, optimiser, schedule and number of steps either way; the test split of 5-9
     is scored after each epoch for the curve (no decision is taken from it: the last epoch's
     model is the result)."""
-    from .models import MyCNN
+    from .models import MyCNN, initialize_weights
     torch.manual_seed(args.seed)
     model = MyCNN(backend=args.backend, seed=args.seed, num_classes=SPLIT_DIGIT)
     if frozen:
         model.load_state_dict(pretrained)
-        replace_head(model, SPLIT_DIGIT, head="fc2")
-        freeze_backbone(model, head="fc2")
+        head = HEADS[args.head]
+        generator = torch.Generator().manual_seed(args.seed + 1)
+        for name in head:
+            initialize_weights(getattr(model, name), generator)  # a fresh layer
+        freeze_backbone(model, head=head)
     model = model.to(args.device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     t = _trainer(model, train, test, args=args, epochs=args.epochs, batch_size=args.batch_size,
@@ -286,6 +301,7 @@ def main(argv=None) -> int:
         "scratch_test_accuracy": runs["scratch"]["test_accuracy"],
         "test_images_5_9": len(high_test), "subset": len(subset), "epochs": args.epochs,
         "batch_size": args.batch_size, "lr": args.lr, "schedule": "onecycle",
+        "frozen_run_trains": args.head,
         "seed": args.seed, "backend": args.backend, "device": str(device),
         "data": data.source, "pretrain": pre_info, "runs": runs,
         "wall_s": round(time.perf_counter() - start, 1),
@@ -294,7 +310,7 @@ def main(argv=None) -> int:
     atomic_write(out / METRICS, json.dumps(metrics, indent=1).encode())
     if not args.no_plots:
         save_learning_curves(out / CURVES, {
-            f"frozen pretrained features + new head ({runs['frozen']['trainable_parameters']:,}"
+            f"pretrained, frozen + new {args.head} ({runs['frozen']['trainable_parameters']:,}"
             " trainable)": runs["frozen"],
             f"from scratch ({runs['scratch']['trainable_parameters']:,} trainable)":
                 runs["scratch"]},

@@ -193,8 +193,10 @@ def test_transfer_demo_writes_metrics_and_reuses_its_checkpoint(tmp_path, capsys
     frozen, scratch = metrics["runs"]["frozen"], metrics["runs"]["scratch"]
     assert frozen["steps"] == scratch["steps"] == 4          # the same budget
     assert len(frozen["accuracy"]) == len(scratch["accuracy"]) == 2
-    assert frozen["trainable_parameters"] == 128 * 5 + 5     # the new head only
-    assert scratch["trainable_parameters"] > 100 * frozen["trainable_parameters"]
+    classifier = 3136 * 128 + 128 + 128 * 5 + 5              # the new fc1, fc2 only
+    assert frozen["trainable_parameters"] == classifier
+    assert scratch["trainable_parameters"] == classifier + 32 * 9 + 32 + 64 * 32 * 9 + 64
+    assert metrics["frozen_run_trains"] == "fc1,fc2"
     assert metrics["pretrain"]["reused"] is False
     try:
         import matplotlib  # noqa: F401
@@ -212,8 +214,10 @@ def test_transfer_demo_writes_metrics_and_reuses_its_checkpoint(tmp_path, capsys
     again = json.loads((out / "metrics.json").read_text())
     assert again["pretrain"]["reused"] is True
     assert again["runs"]["frozen"]["train_loss"] == frozen["train_loss"]  # reproducible
-    assert transfer_main([*argv, "--seed", "1", "--no-plots"]) == 0        # other settings
-    assert "made with other settings" in capsys.readouterr().err
+    assert transfer_main([*argv, "--seed", "1", "--no-plots", "--head", "fc2"]) == 0
+    assert "made with other settings" in capsys.readouterr().err             # another seed
+    assert json.loads((out / "metrics.json").read_text())["runs"]["frozen"][
+        "trainable_parameters"] == 128 * 5 + 5                                # a linear probe
 
 
 def test_transfer_demo_refuses_bad_options(tmp_path, capsys):
