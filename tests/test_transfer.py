@@ -227,3 +227,14 @@ def test_transfer_demo_refuses_bad_options(tmp_path, capsys):
                           "--out", str(tmp_path / "x")]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("python -m cnn.transfer: error: argument --subset")
+
+
+def test_transfer_demo_on_our_kernels(tmp_path):
+    """The same demonstration on the triton backend (the interpreter here), a few images."""
+    out = tmp_path / "ours"
+    assert transfer_main(["--synthetic", "60", "--subset", "8", "--epochs", "1",
+                          "--pretrain-epochs", "1", "--batch-size", "4", "--backend", "triton",
+                          "--no-plots", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == "triton" and metrics["runs"]["frozen"]["steps"] == 2
+    assert 0 <= metrics["frozen_test_accuracy"] <= 1
