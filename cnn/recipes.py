@@ -16,9 +16,14 @@ RECIPES = {
              "label_smoothing": 0.1, "epochs": 2},
 }
 
-# (command, seed, validation accuracy per epoch, test accuracy), measured on this project's
-# 2-core CPU machine; filled in from the runs that verified the recipe.
-FAST_VERIFIED = ()
+# The runs that verified it (2-core CPU machine, torch 2.13 CPU, OMP_NUM_THREADS=1):
+# python -m cnn.train --recipe fast --backend torch --seed S --out DIR --no-progress --no-plots
+# (seed, validation accuracy after epochs 1 and 2, test accuracy of the epoch-2 model).
+FAST_VERIFIED = (
+    (0, (0.98575, 0.99117), 0.9918),
+    (1, (0.98733, 0.99125), 0.9905),
+    (2, (0.98542, 0.99067), 0.9918),
+)
 
 
 def describe(name: str) -> str:
