@@ -116,6 +116,8 @@ def save_learning_curves(path, runs: dict, title: str = "Learning curves") -> li
     loss_ax.set(xlabel="step", ylabel="training cross-entropy", yscale="log",
                 title="Training loss")
     acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
+    from matplotlib.ticker import MaxNLocator
+    acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend()
