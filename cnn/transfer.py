@@ -15,6 +15,10 @@ back), so their running statistics are not moved by the new data either.
 ``python -m cnn.transfer`` demonstrates it on real MNIST (see ``main``): the seed's MyCNN
 pretrained on digits 0-4, then digits 5-9 learnt from a small labelled subset twice with the
 same budget, frozen pretrained features + a new head against the same network from scratch.
+Measured on a 2-core CPU (torch backend, seed 0, 500 images, 20 epochs of batches of 50):
+pretrained on 0-4 99.75% test accuracy; on the 4,861 test images of 5-9, frozen conv features
++ new fc1, fc2 96.89% against 95.52% from scratch (a linear probe on the frozen fc1 features,
+``--head fc2``: 87.1%: the last hidden layer of a 0-4 classifier has specialised).
 """
 import json
 import sys
@@ -118,9 +122,10 @@ def build_parser():
     add = cli.add
     add(p, "--out", default="runs/transfer", help="folder for the checkpoint, metrics, plot")
     add(p, "--backend", choices=("triton", "torch"), default="torch",
-        help="torch: torch's CPU/cuDNN layers; triton: our kernels (on a CPU through Triton's "
-             "interpreter: measured here at hours for the default sizes, against about 2 "
-             "minutes for torch, so torch is the default)")
+        help="torch: torch's own layers; triton: our kernels (without CUDA through Triton's "
+             "interpreter: 12.5 s per training step of 64 images and 70 ms per evaluated "
+             "image measured on a 2-core CPU, about 8 hours for the default sizes, against "
+             "7 minutes on the torch backend, hence the default)")
     add(p, "--device", default=None,
         help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     add(p, "--seed", type=cli.non_negative_int, default=0,
