@@ -238,3 +238,19 @@ def test_transfer_demo_on_our_kernels(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["backend"] == "triton" and metrics["runs"]["frozen"]["steps"] == 2
     assert 0 <= metrics["frozen_test_accuracy"] <= 1
+
+
+def test_resnet_on_the_torch_backend_is_torchs_layers_with_the_same_keys():
+    """--arch resnet18 --backend torch: the same ResNet with torch's own layer classes (the
+    reference the triton backend is compared with), same keys, same outputs."""
+    from cnn.models import build_model
+    torch.manual_seed(0)
+    ours = build_model("resnet18", backend="triton", width=2)
+    torch.manual_seed(0)
+    theirs = build_model("resnet18", backend="torch", width=2)
+    assert type(theirs.conv1) is nn.Conv2d and type(theirs.layer1[0].bn1) is nn.BatchNorm2d
+    assert type(ours.conv1) is cnn.Conv2d
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(ours.eval()(x), theirs.eval()(x), rtol=1e-4, atol=1e-5)
