@@ -137,7 +137,7 @@ def build_parser():
     add(p, "--batch-size", type=cli.positive_int, default=50, help="batch size on the subset")
     add(p, "--lr", type=cli.positive_float, default=3e-3,
         help="peak learning rate of the one-cycle schedule on the subset (Adam)")
-    add(p, "--head", choices=tuple(HEADS), default="fc1,fc2",
+    add(p, "--head", choices=tuple(HEADS), default="fc1,fc2", metavar="{fc1,fc2 | fc2}",
         help="what the frozen run trains anew: fc1,fc2 (MyCNN's classifier, on the frozen "
              "conv features) or fc2 (its last layer, on the frozen 128 fc1 features)")
     add(p, "--pretrain-epochs", type=cli.positive_int, default=2,
