@@ -311,3 +311,40 @@ def test_eps_checked_as_torch_does(eps, training, form):
         assert_matches(run_ours(), expected, what="eps=0 in evaluation")
     if form == "module":
         assert ours.num_batches_tracked.item() == ref.num_batches_tracked.item()
+
+
+# Inputs whose layout torch resolves its own way: size-1 dims where channels_last and NCHW
+# strides can both hold (permuted (1, 3, 1, 3) is channels_last-contiguous although
+# suggest_memory_format says contiguous), a channels_last_3d 5D input, and plain ones.
+_LAYOUT_CASES = {
+    "permuted_1c1w": ((3, 1, 3, 1), (3, 2, 1, 0)),
+    "permuted_1ch1": ((1, 2, 3, 1), (3, 2, 1, 0)),
+    "permuted_n111": ((1, 1, 3, 2), (3, 2, 1, 0)),
+    "permuted_5d": ((3, 1, 1, 2, 1), (4, 3, 2, 1, 0)),
+    "permuted_5d_dhw": ((1, 1, 3, 2, 1), (4, 3, 2, 1, 0)),
+    "channels_last_like": ((2, 3, 3, 2), (0, 3, 1, 2)),
+    "transposed_hw": ((2, 3, 2, 3), (0, 1, 3, 2)),
+    "nchw": ((2, 3, 2, 3), (0, 1, 2, 3)),
+}
+
+
+@pytest.mark.parametrize("case", _LAYOUT_CASES.values(), ids=_LAYOUT_CASES.keys())
+def test_output_strides_are_torchs(case):
+    """Output and grad_input strides exactly torch's (Normalization.cpp's rules: the input's
+    own format where input and every parameter are dense, else its suggested format), with
+    contiguous or strided weights, training and evaluation."""
+    base_shape, order = case
+    for training, weight_stride in ((False, 1), (True, 1), (False, 2), (True, 2)):
+        base = torch.randn(base_shape, device=DEVICE, dtype=torch.float64)
+        x = base.permute(*order).requires_grad_()
+        c = x.shape[1]
+        weight = torch.rand(c * weight_stride, device=DEVICE, dtype=torch.float64)
+        weight = weight[::weight_stride].requires_grad_()
+        results = []
+        for fn in (cnn.functional.batch_norm, F.batch_norm):
+            rm = torch.zeros(c, device=DEVICE, dtype=torch.float64)
+            rv = torch.ones(c, device=DEVICE, dtype=torch.float64)
+            y = fn(x, rm, rv, weight, None, training)
+            (dx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+            results.append((y.stride(), dx.stride()))
+        assert results[0] == results[1], (training, weight_stride, x.stride())

@@ -34,15 +34,49 @@ SWEEP = settings(max_examples=EXAMPLES, deadline=None,
 ODD_DTYPES = (torch.int64, torch.int32, torch.bool, torch.complex64)
 
 
+class _GradientFrom(torch.autograd.Function):
+    """value (torch's forward result: its layout and values) with the gradient of graph
+    (the same function computed another way)."""
+
+    @staticmethod
+    def forward(ctx, value, graph):
+        return torch.empty_like(value).copy_(value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, grad
+
+
+def _dense_not_nchw(t):
+    return isinstance(t, torch.Tensor) and not t.is_contiguous() and (
+        t.is_contiguous(memory_format=torch.channels_last) or
+        t.is_contiguous(memory_format=torch.channels_last_3d))
+
+
 def torch_batch_norm(input, running_mean, running_var, weight=None, bias=None,
                      training=False, momentum=0.1, eps=1e-5):
-    """F.batch_norm, except that evaluation reads a contiguous copy of running_var: torch
-    2.13's CPU backward in evaluation returns 1/sqrt(eps) for every element when the input
-    is non-contiguous and running_var is strided (test_torch_eval_backward_bug)."""
-    if not training and isinstance(running_var, torch.Tensor):
-        running_var = running_var.contiguous()
-    return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum,
-                        eps)
+    """F.batch_norm: its forward as it is (output, layout, running stats, errors), with the
+    gradient of a copy that avoids two bugs of torch 2.13's CPU backward:
+    - evaluation gives 1/sqrt(eps) for every element when the input is non-contiguous and
+      running_var strided (test_eval_backward_with_strided_running_var): the copy reads a
+      contiguous running_var;
+    - an input dense in another layout than NCHW (channels_last, or permuted with size-1
+      dims) under a grad_output whose suggested memory format is the same as the input's
+      although its strides differ (a contiguous grad_output for a channels_last-contiguous
+      input that suggests NCHW, e.g. permuted (1, 3, 1, 3)) takes the kernel's dense path,
+      which reads both as laid out alike: wrong values. The copy reads a contiguous input.
+    """
+    out = F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum,
+                       eps)
+    strided_var = not training and isinstance(running_var, torch.Tensor) and \
+        not running_var.is_contiguous()
+    if not (out.requires_grad and (strided_var or _dense_not_nchw(input))):
+        return out
+    copy = lambda t: t.detach().clone() if isinstance(t, torch.Tensor) else t
+    stats = (copy(running_mean), copy(running_var)) if training else \
+        (running_mean, running_var.contiguous())
+    graph = F.batch_norm(input.contiguous(), *stats, weight, bias, training, momentum, eps)
+    return _GradientFrom.apply(out.detach(), graph)
 
 
 def torch_conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None,
@@ -480,6 +514,7 @@ def test_all_padding_window_backward():
 F64 = torch.float64
 _X = T((2, 3, 5, 5), F64, requires_grad=True, seed=1)
 _W = T((4, 3, 3, 3), F64, requires_grad=True, seed=2)
+_RM3, _RV3 = T((3,), F64, seed=3), T((3,), F64, positive=True, seed=4)
 _BN = dict(running_mean=T((4,), F64, seed=3), running_var=T((4,), F64, positive=True, seed=4),
            bn_weight=T((4,), F64, seed=5), bn_bias=T((4,), F64, seed=6), training=True)
 
@@ -496,6 +531,20 @@ FIXED_CASES = {
     "conv2d_depthwise_strided_bias": (
         "conv2d", (T((1, 2, 3, 3), F64, seed=1), T((2, 1, 2, 2), F64, seed=2),
                    T((2,), F64, "strided", seed=7)), {"groups": 2}),
+    # batch_norm lays its output out as torch's CPU kernel: (1, 3, 1, 3) permuted has strides
+    # (1, 1, 3, 3), channels_last-contiguous though suggest_memory_format says contiguous;
+    # torch gives channels_last (contiguous where a parameter is strided), ours gave NCHW.
+    "batch_norm_ambiguous_channels_last": (
+        "batch_norm", (T((1, 3, 1, 3), F64, "permuted", True, seed=1), _RM3, _RV3), {}),
+    "batch_norm_ambiguous_channels_last_training": (
+        "batch_norm", (T((1, 3, 2, 1), F64, "permuted", True, seed=1), _RM3, _RV3,
+                       T((3,), F64, requires_grad=True, seed=5)), {"training": True}),
+    "batch_norm_ambiguous_strided_weight": (
+        "batch_norm", (T((1, 3, 1, 3), F64, "permuted", True, seed=1), _RM3, _RV3,
+                       T((3,), F64, "strided", True, seed=5)), {}),
+    "batch_norm_channels_last_3d": (
+        "batch_norm", (T((1, 2, 1, 1, 3), F64, "permuted", True, seed=1), T((2,), F64, seed=3),
+                       T((2,), F64, positive=True, seed=4)), {"training": True}),
 }
 
 
@@ -546,3 +595,22 @@ def test_eval_backward_with_strided_running_var():
     y.backward(torch.ones_like(y))
     expected = (running_var + 1e-5).rsqrt()
     torch.testing.assert_close(base.grad.flatten(), expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_backward_of_channels_last_contiguous_input_under_nchw_grad(training):
+    """torch 2.13's CPU batch-norm backward reads a channels_last-contiguous input that
+    suggests NCHW (permuted (1, 3, 1, 3): strides (1, 1, 3, 3)) and a contiguous grad_output
+    as laid out alike, giving wrong values (the reference above takes the gradient of a
+    contiguous copy); ours gives the gradient of the contiguous input."""
+    base = torch.randn(3, 1, 3, 1, device=DEVICE, dtype=F64)
+    x = base.permute(3, 2, 1, 0).requires_grad_()
+    contiguous = x.detach().contiguous().requires_grad_()
+    stats = lambda: (torch.zeros(3, device=DEVICE, dtype=F64),
+                     torch.ones(3, device=DEVICE, dtype=F64))
+    grad = torch.randn(1, 3, 1, 3, device=DEVICE, dtype=F64)
+    (got,) = torch.autograd.grad(cnn.functional.batch_norm(x, *stats(), training=training),
+                                 x, grad)
+    (want,) = torch.autograd.grad(F.batch_norm(contiguous, *stats(), training=training),
+                                  contiguous, grad)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

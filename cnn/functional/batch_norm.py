@@ -10,7 +10,6 @@ from kernels.runtime import FLOAT_DTYPES, check_device
 
 from ..ops import batch_norm as ops
 from ..ops.batch_norm import as_4d
-from ..ops.batch_norm import empty_like_input as _empty_like_input  # noqa: F401  (sync BN)
 
 _TYPE_NAMES = {
     torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float32: "Float",
@@ -141,11 +140,15 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
         return _empty_batch_norm(input, weight, bias, num_batches_tracked)
     update = training and running_mean is not None
     check_device(input, running_mean, running_var, weight, bias)
+    # torch lays the output out by the arguments as given (a strided parameter can change
+    # it); the ops see unit-stride copies of strided parameters.
+    fmt = ops.output_format(input, weight, bias, running_mean, running_var)
     weight, bias = _flat_param(weight), _flat_param(bias)
     if not update and not training:
         # Evaluation only reads the running stats: any layout will do once flattened.
         running_mean, running_var = _flat_param(running_mean), _flat_param(running_var)
-        return ops.batch_norm_eval(input, weight, bias, running_mean, running_var, float(eps))
+        out = ops.batch_norm_eval(input, weight, bias, running_mean, running_var, float(eps))
+        return _in_format(out, fmt, input, weight, bias, running_mean, running_var)
     # Training updates the running stats in place; strided ones go through a copy.
     stats = [running_mean, running_var] if update else [None, None]
     flat = [_flat_param(t) for t in stats]
@@ -154,7 +157,15 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
     for original, used in zip(stats, flat, strict=True):
         if used is not original:
             original.copy_(used.view_as(original))
-    return out
+    return _in_format(out, fmt, input, weight, bias, *flat)
+
+
+def _in_format(out, fmt, input, *flat_params):
+    """out in torch's layout ``fmt``: a copy only where flattening a strided parameter made
+    the op pick another (an ambiguous input, dense in two formats)."""
+    if ops.output_format(input, *flat_params) == fmt:
+        return out
+    return out.clone(memory_format=fmt)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,

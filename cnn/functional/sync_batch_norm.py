@@ -35,7 +35,8 @@ from kernels.conv2d import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
 from kernels.conv2d_geometry import Conv2dGeometry
 from kernels.runtime import check_device
 
-from .batch_norm import _empty_like_input, _flat_param, as_4d, check_batch_norm_args
+from ..ops.batch_norm import empty_grad_input, empty_output
+from .batch_norm import _flat_param, as_4d, check_batch_norm_args
 from .conv import autocast_to_lower_precision
 from .conv_args import check_conv2d_args
 
@@ -92,7 +93,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
         mean, invstd, local_share = global_statistics(
             stats, x4.shape, input, running_mean, running_var, num_batches_tracked, momentum,
             eps, process_group, world_size)
-        out = _empty_like_input(input)
+        out = empty_output(input, weight, bias, running_mean, running_var)
         if input.numel() > 0:
             batch_norm_normalize(x4, as_4d(out), mean, invstd, weight, bias,
                                  num_batches_tracked=num_batches_tracked)
@@ -124,7 +125,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
             grad_bias = torch.zeros_like(bias) if need_b else None
         if need_x:
             all_reduce_sums(sums, ctx.process_group)
-            grad_input = _empty_like_input(input, grad_output)
+            grad_input = empty_grad_input(input, grad_output)
             batch_norm_backward_input(dy4, x4, as_4d(grad_input), mean, invstd, weight, bias,
                                       sums * local_share, training=True)
         return (grad_input, grad_weight, grad_bias) + (None,) * 7

@@ -17,7 +17,6 @@ import torch
 from kernels import batch_norm_backward as backward_launchers
 from kernels import batch_norm_forward as forward_launchers
 from kernels.batch_norm_forward import stats_dtype
-from kernels.runtime import output_memory_format
 
 from .registry import LibraryOp, none_unless, placeholder
 
@@ -32,10 +31,71 @@ def as_4d(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).unsqueeze(-1)
 
 
-def empty_like_input(t: torch.Tensor, *others) -> torch.Tensor:
-    """A new tensor shaped like t: in t's layout for 4D (torch's rule), contiguous otherwise."""
-    fmt = output_memory_format(t, *others) if t.dim() == 4 else torch.contiguous_format
-    return t.new_empty(t.shape).contiguous(memory_format=fmt)
+# ------------------------------------------------------------------------ output layouts
+# torch's CPU batch norm (aten/src/ATen/native/Normalization.cpp) picks its outputs' memory
+# format from the strides, and resolves the ambiguous cases (size-1 dims, where contiguous and
+# channels_last strides can both hold) its own way; these mirror it.
+
+def _channels_last_like(t: torch.Tensor, order) -> bool:
+    """c10's is_channels_last_strides_2d/3d (what suggest_memory_format reads): channels
+    innermost in stride order; ``order`` is C, then the dims from the last to N."""
+    sizes, strides = t.shape, t.stride()
+    if strides[1] == 0:
+        return False
+    smallest = 0
+    for d in order:
+        if sizes[d] == 0 or strides[d] < smallest:
+            return False
+        if d == 0 and smallest == strides[1]:  # N111-like: torch falls back to NCHW
+            return False
+        smallest = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
+    return True
+
+
+def suggest_memory_format(t: torch.Tensor) -> torch.memory_format:
+    """torch's ``Tensor.suggest_memory_format()``."""
+    if t.dim() == 4 and _channels_last_like(t, (1, 3, 2, 0)):
+        return torch.channels_last
+    if t.dim() == 5 and _channels_last_like(t, (1, 4, 3, 2, 0)):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Normalization.cpp's is_contiguous: contiguous in one of the three formats."""
+    return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last) or \
+        t.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def _dense_format(t: torch.Tensor) -> torch.memory_format:
+    """Normalization.cpp's suggest_memory_format_contig, for a _dense t: its own format, where
+    suggest_memory_format may say contiguous for a channels_last tensor (pytorch#63224)."""
+    if t.is_contiguous():
+        return torch.contiguous_format
+    if t.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.channels_last
+
+
+def output_format(input: torch.Tensor, *params) -> torch.memory_format:
+    """The forward's layout, as batch_norm_cpu picks it: input's own format when input and
+    every parameter and running stat given (``params``, None for absent ones) are dense,
+    else input's suggested format."""
+    dense = _dense(input) and all(p is None or p.is_contiguous() for p in params)
+    return _dense_format(input) if dense else suggest_memory_format(input)
+
+
+def empty_output(input: torch.Tensor, *params) -> torch.Tensor:
+    """The forward's y (canonical strides of ``output_format``)."""
+    return torch.empty_like(input, memory_format=output_format(input, *params))
+
+
+def empty_grad_input(input: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+    """The backward's dx, as batch_norm_backward_cpu_template allocates it."""
+    fmt = suggest_memory_format(input)
+    if _dense(input) and _dense(grad_output) and fmt == suggest_memory_format(grad_output):
+        fmt = _dense_format(input)
+    return torch.empty_like(input, memory_format=fmt)
 
 
 def _stats(input: torch.Tensor) -> torch.Tensor:
@@ -53,7 +113,7 @@ def _train(input: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
            running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
            num_batches_tracked: torch.Tensor | None, momentum: float | None,
            eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    out = empty_like_input(input)
+    out = empty_output(input, weight, bias, running_mean, running_var)
     if input.numel() == 0:
         # Nothing to normalise and no statistics: torch leaves the running stats.
         if num_batches_tracked is not None:
@@ -70,7 +130,8 @@ def _train(input: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
 
 def _train_fake(input, weight, bias, running_mean, running_var, num_batches_tracked, momentum,
                 eps):
-    return empty_like_input(input), _stats(input), _stats(input)
+    return (empty_output(input, weight, bias, running_mean, running_var), _stats(input),
+            _stats(input))
 
 
 def _train_setup(ctx, inputs, output):
@@ -85,14 +146,14 @@ def _train_setup(ctx, inputs, output):
 
 def _eval(input: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
           running_mean: torch.Tensor, running_var: torch.Tensor, eps: float) -> torch.Tensor:
-    out = empty_like_input(input)
+    out = empty_output(input, weight, bias, running_mean, running_var)
     forward_launchers.batch_norm_normalize(as_4d(input), as_4d(out), running_mean, running_var,
                                            weight, bias, eps=eps, from_var=True)
     return out
 
 
 def _eval_fake(input, weight, bias, running_mean, running_var, eps):
-    return empty_like_input(input)
+    return empty_output(input, weight, bias, running_mean, running_var)
 
 
 def _eval_setup(ctx, inputs, output):
@@ -128,7 +189,7 @@ def _backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tens
             partial, weight, bias, need_weight=need_weight, need_bias=need_bias)
     dx = None
     if need_input:
-        dx = empty_like_input(input, grad_output)
+        dx = empty_grad_input(input, grad_output)
         backward_launchers.batch_norm_backward_input(
             dy4, x4, as_4d(dx), mean, scale, weight, bias, sums, eps=eps,
             from_var=not training, training=training)
@@ -138,7 +199,7 @@ def _backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tens
 
 def _backward_fake(grad_output, input, weight, bias, mean, scale, training, eps, need_input,
                    need_weight, need_bias):
-    dx = empty_like_input(input, grad_output) if need_input else placeholder(input)
+    dx = empty_grad_input(input, grad_output) if need_input else placeholder(input)
     dw = weight.new_empty(weight.shape) if need_weight else placeholder(input)
     db = bias.new_empty(bias.shape) if need_bias else placeholder(input)
     return dx, dw, db
@@ -152,4 +213,5 @@ batch_norm_eval = LibraryOp("batch_norm_eval", _eval, _eval_fake, setup_context=
                             backward=_forward_backward)
 batch_norm_backward = LibraryOp("batch_norm_backward", _backward, _backward_fake)
 
-__all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_backward", "as_4d"]
+__all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_backward", "as_4d", "empty_output",
+           "output_format",           "empty_grad_input", "suggest_memory_format"]
