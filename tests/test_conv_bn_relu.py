@@ -279,3 +279,21 @@ def test_batch_norm_module_launches(launch_log):
         bn(x)
     assert launched == ["batch_norm_normalize_kernel"]
     assert set(recorder.ops) <= ALLOWED_OPS, recorder.ops
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("layouts", [("nchw", "channels_last"), ("channels_last", "nchw"),
+                                     ("nchw", "nchw")], ids=["cl_weight", "cl_input", "nchw"])
+def test_output_layout_is_unfused_torchs(layouts, training):
+    """The fused output is laid out as torch's relu(batch_norm(conv2d(x, w))), that is as its
+    conv2d output: channels_last when the input or the weight is (a channels_last weight under
+    an NCHW input too)."""
+    x = make_input((2, 3, 5, 5), layouts[0], torch.float64)
+    weight = make_input((4, 3, 3, 3), layouts[1], torch.float64)
+    stats = lambda: (torch.zeros(4, device=DEVICE, dtype=torch.float64),
+                     torch.ones(4, device=DEVICE, dtype=torch.float64))
+    y = cnn.functional.conv_bn_relu2d(x, weight, None, *stats(), training=training)
+    want = torch.relu(torch.nn.functional.batch_norm(
+        torch.nn.functional.conv2d(x, weight), *stats(), training=training))
+    assert y.stride() == want.stride()
+    torch.testing.assert_close(y, want)

@@ -545,6 +545,13 @@ FIXED_CASES = {
     "batch_norm_channels_last_3d": (
         "batch_norm", (T((1, 2, 1, 1, 3), F64, "permuted", True, seed=1), T((2,), F64, seed=3),
                        T((2,), F64, positive=True, seed=4)), {"training": True}),
+    # conv_bn_relu2d is laid out as its conv2d: channels_last for a channels_last weight under
+    # an NCHW input (ours followed the input alone).
+    "conv_bn_relu2d_channels_last_weight": (
+        "conv_bn_relu2d", (_X, T((4, 3, 3, 3), F64, "channels_last", True, seed=2)), _BN),
+    "conv_bn_relu2d_channels_last_weight_eval": (
+        "conv_bn_relu2d", (_X, T((4, 3, 3, 3), F64, "channels_last", True, seed=2)),
+        {**_BN, "training": False}),
 }
 
 

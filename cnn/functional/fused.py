@@ -20,7 +20,7 @@ def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None
     training: batch statistics (running stats, when given, updated in place); otherwise the
     running statistics, folded into the convolution. num_batches_tracked: a 0-dim int64
     counter advanced by one in training (momentum None: cumulative average over it).
-    Returns (N, C_out, OH, OW) in the input's layout.
+    Returns (N, C_out, OH, OW) in conv2d's layout (channels_last when input or weight is).
     """
     check_conv2d_types(input, weight, bias, stride, padding, dilation, groups)
     if input.dim() != 4:

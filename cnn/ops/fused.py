@@ -9,10 +9,10 @@
                                  padding4, dilation, groups, eps, training, needs[5])
         -> (dx, dw, db, dgamma, dbeta), each (0,) unless asked for
 
-z and the conv output y (kept for the backward) are (N, C_out, OH, OW) in x's layout;
-mean/invstd (C_out,) fp32 (fp64 for fp64). The backward has no derivative registered:
-double backward through the fused layer raises torch's "no autograd formula" error (the
-unfused layers support it).
+z and the conv output y (kept for the backward) are (N, C_out, OH, OW) in conv2d's layout
+(channels_last when x or w suggests it); mean/invstd (C_out,) fp32 (fp64 for fp64). The
+backward has no derivative registered: double backward through the fused layer raises
+torch's "no autograd formula" error (the unfused layers support it).
 """
 import torch
 
@@ -24,8 +24,14 @@ from .conv import declared, geometry, weight_grad_format
 from .registry import LibraryOp, none_unless, placeholder
 
 
-def _output(input, g):
-    return input.new_empty(g.output_shape).contiguous(memory_format=output_memory_format(input))
+def _output_format(input, weight):
+    """torch's relu(batch_norm(conv2d(x, w))) is laid out as its conv2d output: channels_last
+    when x or w suggests it (a channels_last weight with NCHW input too)."""
+    return output_memory_format(input, weight)
+
+
+def _output(input, weight, g):
+    return input.new_empty(g.output_shape).contiguous(memory_format=_output_format(input, weight))
 
 
 def _stats(input, g):
@@ -45,18 +51,19 @@ def _train(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
         zeros = input.new_zeros((g.out_channels,), dtype=stats_dtype(input.dtype))
-        return _output(input, g), _output(input, g), zeros, zeros.clone()
+        return _output(input, weight, g), _output(input, weight, g), zeros, zeros.clone()
     z, y, mean, invstd = launchers.conv_bn_relu_train_forward(
         input, weight, bias, g, bn_weight, bn_bias, running_mean, running_var,
         num_batches_tracked, momentum, eps)
-    fmt = output_memory_format(input)
+    fmt = _output_format(input, weight)
     return declared(z, fmt), declared(y, fmt), mean, invstd
 
 
 def _train_fake(input, weight, bias, bn_weight, bn_bias, running_mean, running_var,
                 num_batches_tracked, stride, padding, dilation, groups, momentum, eps):
     g = geometry(input.shape, weight.shape, stride, padding, dilation, groups)
-    return _output(input, g), _output(input, g), _stats(input, g), _stats(input, g)
+    return _output(input, weight, g), _output(input, weight, g), _stats(input, g), \
+        _stats(input, g)
 
 
 def _train_setup(ctx, inputs, output):
@@ -74,12 +81,13 @@ def _eval(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     g = geometry(input.shape, weight.shape, stride, padding, dilation, groups)
     z = launchers.conv_bn_relu_eval_forward(input, weight, bias, g, bn_weight, bn_bias,
                                             running_mean, running_var, eps)
-    return declared(z, output_memory_format(input))
+    return declared(z, _output_format(input, weight))
 
 
 def _eval_fake(input, weight, bias, bn_weight, bn_bias, running_mean, running_var, stride,
                padding, dilation, groups, eps):
-    return _output(input, geometry(input.shape, weight.shape, stride, padding, dilation, groups))
+    return _output(input, weight,
+                   geometry(input.shape, weight.shape, stride, padding, dilation, groups))
 
 
 def _eval_setup(ctx, inputs, output):
