@@ -264,6 +264,15 @@ def bad(draw, *mutations):
     return draw(st.sampled_from((None,) * (3 * len(mutations)) + mutations))
 
 
+def bad_ones(draw, *mutations):
+    """A set of mutations: as bad()'s one, and now and then two at once (torch checks its
+    arguments in an order: which error comes first)."""
+    picked = {bad(draw, *mutations)}
+    if draw(st.integers(0, 5)) == 0:
+        picked.add(draw(st.sampled_from(mutations)))
+    return picked
+
+
 @st.composite
 def conv_args(draw, fused=False):
     groups = draw(st.sampled_from([1, 1, 2, 3]))
@@ -350,34 +359,45 @@ def window_pool_calls(draw, op):
         options["count_include_pad"] = draw(st.booleans())
         options["divisor_override"] = draw(st.sampled_from([None, None, 1, 2, 3]))
     shape = (c, h, w) if n is None else (n, c, h, w)
-    mutation = bad(draw, "kernel0", "stride0", "pad_neg", "pad_big", "input2d", "input5d",
-                   "channels0", "kernel3", "kernel_float", "input_list", "divisor0",
-                   "dilation0", "height0")
-    if mutation == "kernel0":
+    mutations = bad_ones(draw, "kernel0", "stride0", "pad_neg", "pad_big", "input2d", "input5d",
+                         "channels0", "kernel3", "kernel_float", "input_list", "divisor0",
+                         "dilation0", "height0", "stride_float", "pad3", "ceil_int",
+                         "divisor_float", "count_pad_none")
+    if "kernel0" in mutations:
         options["kernel_size"] = 0
-    elif mutation == "stride0":
+    if "stride0" in mutations:
         options["stride"] = 0
-    elif mutation == "pad_neg":
+    if "pad_neg" in mutations:
         options["padding"] = -1
-    elif mutation == "pad_big":
+    if "pad_big" in mutations:
         options["padding"] = k // 2 + 1
-    elif mutation == "input2d":
+    if "input2d" in mutations:
         shape = (h, w)
-    elif mutation == "input5d":
+    if "input5d" in mutations:
         shape = (1, *shape)
-    elif mutation == "channels0":
+    if "channels0" in mutations:
         shape = (*shape[:-3], 0, h, w)
-    elif mutation == "height0":
+    if "height0" in mutations:
         shape = (*shape[:-2], 0, w)
-    elif mutation == "kernel3":
+    if "kernel3" in mutations:
         options["kernel_size"] = (1, 2, 3)
-    elif mutation == "kernel_float":
+    if "kernel_float" in mutations:
         options["kernel_size"] = 2.0
-    elif mutation == "divisor0" and op == "avg_pool2d":
+    if "divisor0" in mutations and op == "avg_pool2d":
         options["divisor_override"] = 0
-    elif mutation == "dilation0" and op == "max_pool2d":
+    if "dilation0" in mutations and op == "max_pool2d":
         options["dilation"] = 0
-    x = [[1.0]] if mutation == "input_list" else tensor(draw, shape, dtype)
+    if "stride_float" in mutations:
+        options["stride"] = 1.5
+    if "pad3" in mutations:
+        options["padding"] = (0, 0, 0)
+    if "ceil_int" in mutations:
+        options["ceil_mode"] = int(options["ceil_mode"])
+    if "divisor_float" in mutations and op == "avg_pool2d":
+        options["divisor_override"] = 2.0
+    if "count_pad_none" in mutations and op == "avg_pool2d":
+        options["count_include_pad"] = None
+    x = [[1.0]] if "input_list" in mutations else tensor(draw, shape, dtype)
     return (x,), options
 
 
@@ -391,25 +411,27 @@ def adaptive_pool_calls(draw, op):
                                  st.tuples(size, st.none()), st.lists(size, min_size=2,
                                                                       max_size=2)))
     shape = (c, h, w) if n is None else (n, c, h, w)
-    mutation = bad(draw, "size0", "size_neg", "size3", "size_float", "input2d", "input5d",
-                   "channels0", "width0", "input_list")
-    if mutation == "size0":
+    mutations = bad_ones(draw, "size0", "size_neg", "size3", "size_float", "input2d",
+                         "input5d", "channels0", "width0", "input_list", "size_float_pair")
+    if "size0" in mutations:
         output_size = 0
-    elif mutation == "size_neg":
+    if "size_neg" in mutations:
         output_size = (-1, 2)
-    elif mutation == "size3":
+    if "size3" in mutations:
         output_size = (1, 2, 3)
-    elif mutation == "size_float":
+    if "size_float" in mutations:
         output_size = 1.5
-    elif mutation == "input2d":
+    if "input2d" in mutations:
         shape = (h, w)
-    elif mutation == "input5d":
+    if "input5d" in mutations:
         shape = (1, *shape)
-    elif mutation == "channels0":
+    if "channels0" in mutations:
         shape = (*shape[:-3], 0, h, w)
-    elif mutation == "width0":
+    if "width0" in mutations:
         shape = (*shape[:-1], 0)
-    x = [[1.0]] if mutation == "input_list" else tensor(draw, shape, dtype)
+    if "size_float_pair" in mutations:
+        output_size = (2, 1.0)
+    x = [[1.0]] if "input_list" in mutations else tensor(draw, shape, dtype)
     kwargs = {"output_size": output_size}
     if op == "adaptive_max_pool2d":
         kwargs["return_indices"] = draw(st.booleans())
@@ -559,6 +581,46 @@ FIXED_CASES = {
 def test_fixed_case(case):
     op, args, kwargs = case
     assert check(*OPS[op], args, kwargs) == "value"
+
+
+# Error paths the sweep found raising another exception type than torch's (or none), now
+# torch's, before any launch. torch parses every argument's type first (TypeError), then its
+# lengths, then avg_pool2d indexes size(-3) (IndexError); adaptive pooling runs
+# torch.nn.functional's _list_with_default(output_size, input.size()) before anything else.
+FIXED_ERROR_CASES = {
+    "adaptive_avg_pool2d_list_input": ("adaptive_avg_pool2d", ([[1.0]],), {"output_size": 2}),
+    "adaptive_max_pool2d_list_input": ("adaptive_max_pool2d", ([[1.0]],),
+                                       {"output_size": (2, 2)}),
+    "adaptive_max_pool2d_float_size_int_input": (
+        "adaptive_max_pool2d", (T((1, 2, 4, 4), torch.int64),), {"output_size": 1.5}),
+    "adaptive_avg_pool2d_float_in_size_int_input": (
+        "adaptive_avg_pool2d", (T((1, 2, 4, 4), torch.int64),), {"output_size": (1.5, 2)}),
+    "avg_pool2d_2d_input_divisor0": ("avg_pool2d", (T((4, 4)),),
+                                     {"kernel_size": 2, "divisor_override": 0}),
+    "avg_pool2d_2d_input_int64": ("avg_pool2d", (T((4, 4), torch.int64),), {"kernel_size": 2}),
+    "avg_pool2d_2d_input_kernel3": ("avg_pool2d", (T((4, 4)),), {"kernel_size": (1, 2, 3)}),
+    "avg_pool2d_kernel3_float_stride": ("avg_pool2d", (T((1, 2, 4, 4)),),
+                                        {"kernel_size": (1, 2, 3), "stride": 2.5}),
+    "avg_pool2d_pad_neg_float_divisor": ("avg_pool2d", (T((1, 2, 4, 4)),),
+                                         {"kernel_size": 2, "padding": -1,
+                                          "divisor_override": 1.5}),
+    "avg_pool2d_ceil_mode_float": ("avg_pool2d", (T((1, 2, 4, 4)),),
+                                   {"kernel_size": 2, "ceil_mode": 1.5}),
+    "avg_pool2d_count_include_pad_none": ("avg_pool2d", (T((1, 2, 4, 4)),),
+                                          {"kernel_size": 2, "count_include_pad": None}),
+    "max_pool2d_2d_input_float_kernel": ("max_pool2d", (T((4, 4)),), {"kernel_size": 2.0}),
+    "max_pool2d_pad3_float_dilation": ("max_pool2d", (T((1, 2, 4, 4)),),
+                                       {"kernel_size": 2, "padding": (0, 1, 0),
+                                        "dilation": 1.5}),
+    "max_pool2d_ceil_mode_int": ("max_pool2d", (T((1, 2, 4, 4)),),
+                                 {"kernel_size": 2, "ceil_mode": 1}),
+}
+
+
+@pytest.mark.parametrize("case", FIXED_ERROR_CASES.values(), ids=FIXED_ERROR_CASES.keys())
+def test_fixed_error_case(case):
+    op, args, kwargs = case
+    assert check(*OPS[op], args, kwargs) == "error"
 
 
 # One fixed case per entry of KNOWN, as (op, args, kwargs, reason): strict xfails, so each

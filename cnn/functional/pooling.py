@@ -24,23 +24,40 @@ def _int(value, op: str, name: str) -> int:
                         f"{type(value).__name__}") from None
 
 
-def _pair(value, op: str, name: str, what: str, default=None) -> tuple:
-    """An int or a 1- or 2-sequence of ints -> (a, b); None or () -> default (stride)."""
-    if default is not None and (value is None or (isinstance(value, (list, tuple))
-                                                  and len(value) == 0)):
+def _ints(value, op: str, name: str) -> tuple:
+    """The argument parser's reading of an ``int[2]``: an int, or a sequence of ints of any
+    length (the length is the op's own check, after every argument parsed); TypeError
+    otherwise."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_int(v, op, name) for v in value)
+    return (_int(value, op, name),)
+
+
+def _bool(value, op: str, name: str) -> bool:
+    """The argument parser's bool: a Python (or numpy) bool, nothing else (not 0 or 1)."""
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+    if not (isinstance(value, bool) or numpy_bool):
+        raise TypeError(f"{op}(): argument '{name}' must be bool, not {type(value).__name__}")
+    return bool(value)
+
+
+def _pair(values: tuple, op: str, name: str, what: str, default=None) -> tuple:
+    """A parsed int[2] of length 1 or 2 -> (a, b); () -> default (stride); else torch's
+    RuntimeError."""
+    if default is not None and len(values) == 0:
         return default
-    if not isinstance(value, (list, tuple)):
-        v = _int(value, op, name)
-        return (v, v)
-    if len(value) not in (1, 2):
-        raise RuntimeError(f"{op}: {name} must {what}, but got {name}={list(value)}")
-    a, b = (value[0], value[0]) if len(value) == 1 else value
-    return (_int(a, op, name), _int(b, op, name))
+    if len(values) not in (1, 2):
+        raise RuntimeError(f"{op}: {name} must {what}, but got {name}={list(values)}")
+    return (values[0], values[0]) if len(values) == 1 else values
+
+
+def _check_tensor(input, op: str) -> None:
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}(): argument 'input' must be Tensor, not {type(input).__name__}")
 
 
 def _check_dtype(input: torch.Tensor, op: str) -> None:
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{op}(): argument 'input' must be Tensor, not {type(input).__name__}")
+    """Last of the checks: torch raises its argument errors for any dtype."""
     if input.dtype not in FLOAT_DTYPES:
         raise NotImplementedError(
             f"cnn {op} supports float16, bfloat16, float32 and float64 input, got {input.dtype}")
@@ -61,15 +78,24 @@ def _check_window_input(input: torch.Tensor, op: str) -> None:
             f"input, but got input of size {list(input.shape)}")
 
 
-def _window_geometry(input: torch.Tensor, op: str, kernel_size, stride, padding, dilation,
-                     ceil_mode: bool) -> Pool2dGeometry:
-    """Validate window pooling's arguments as torch does; input is (N, C, H, W) already."""
-    kernel = _pair(kernel_size, op, "kernel_size", "either be a single int, or a tuple of two "
-                   "ints")
+def _window_options(op: str, kernel_size, stride, padding, dilation=1) -> tuple:
+    """(kernel, stride, padding, dilation) as pairs, in torch's order: every argument's type
+    first (the argument parser: TypeError), then each one's length (RuntimeError)."""
+    kernel = _ints(kernel_size, op, "kernel_size")
+    stride = () if stride is None else _ints(stride, op, "stride")
+    padding = _ints(padding, op, "padding")
+    dilation = _ints(dilation, op, "dilation")
+    kernel = _pair(kernel, op, "kernel_size", "either be a single int, or a tuple of two ints")
     stride = _pair(stride, op, "stride", "either be omitted, a single int, or a tuple of two "
                    "ints", default=kernel)
     padding = _pair(padding, op, "padding", "either be a single int, or a tuple of two ints")
     dilation = _pair(dilation, op, "dilation", "be either a single int, or a tuple of two ints")
+    return kernel, stride, padding, dilation
+
+
+def _window_geometry(input: torch.Tensor, op: str, kernel, stride, padding, dilation,
+                     ceil_mode: bool) -> Pool2dGeometry:
+    """Validate window pooling's sizes as torch does; input is (N, C, H, W) already."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     if kh <= 0 or kw <= 0:
         raise RuntimeError(f"{op}: kernel size should be greater than zero, but got kH: {kh} "
@@ -95,18 +121,35 @@ def _window_geometry(input: torch.Tensor, op: str, kernel_size, stride, padding,
     return g
 
 
-def _check_adaptive_output_size(input, output_size) -> None:
-    """torch.nn.functional's ``_list_with_default``, which runs first: a sequence output_size
-    needs an input of more dims than its length, and reads input.size() for None entries."""
-    if not isinstance(output_size, (list, tuple)):
-        return
-    if None in output_size and not isinstance(input, torch.Tensor):
-        raise AttributeError(f"'{type(input).__name__}' object has no attribute 'size'")
-    if isinstance(input, torch.Tensor) and input.dim() <= len(output_size):
-        raise ValueError(f"Input dimension should be at least {len(output_size) + 1}")
+def _list_with_default(output_size, input):
+    """torch.nn.functional's ``_list_with_default(output_size, input.size())``, which runs
+    before anything else: input.size() first (AttributeError for a list), an int as it is,
+    else a sequence whose None entries take input's trailing sizes, and which needs an input
+    of more dims than its length (len() of anything else: TypeError)."""
+    defaults = input.size()
+    if isinstance(output_size, int):
+        return output_size
+    try:
+        length = len(output_size)
+    except TypeError as error:
+        raise TypeError(f"argument 'output_size' must be an int or a tuple of ints, not "
+                        f"{type(output_size).__name__} ({error})") from None
+    if len(defaults) <= length:
+        raise ValueError(f"Input dimension should be at least {length + 1}")
+    return [v if v is not None else d
+            for v, d in zip(output_size, defaults[-length:], strict=False)]
 
 
-def _adaptive_geometry(input: torch.Tensor, op: str, output_size) -> Pool2dGeometry:
+def _adaptive_output_size(output_size, op: str) -> tuple:
+    """The argument parser's reading of output_size (an int or a sequence of ints; TypeError
+    otherwise): a tuple, of any length (the length is checked later, with the input)."""
+    if not isinstance(output_size, (list, tuple)) and not (
+            isinstance(output_size, torch.Tensor) and output_size.dim() == 1):
+        return (_int(output_size, op, "output_size"),) * 2
+    return tuple(_int(s, op, "output_size") for s in output_size)
+
+
+def _adaptive_geometry(input: torch.Tensor, op: str, size: tuple) -> Pool2dGeometry:
     """Validate adaptive pooling's arguments as torch does; input is 3D or 4D."""
     if input.dim() not in (3, 4):
         raise RuntimeError(f"{op}(): Expected 3D or 4D tensor, but got {list(input.shape)}")
@@ -117,14 +160,8 @@ def _adaptive_geometry(input: torch.Tensor, op: str, output_size) -> Pool2dGeome
             raise RuntimeError(
                 f"{op}(): Expected input to have non-zero size for non-batch dimensions, but "
                 f"input has sizes {list(input.shape)} with dimension {d} being empty")
-    if isinstance(output_size, (list, tuple)):
-        if len(output_size) != 2:
-            raise RuntimeError(f"{op}: output_size must be 2, but got output_size="
-                               f"{list(output_size)}")
-        size = tuple(input.shape[-2 + i] if s is None else _int(s, op, "output_size")
-                     for i, s in enumerate(output_size))
-    else:
-        size = (_int(output_size, op, "output_size"),) * 2
+    if len(size) != 2:
+        raise RuntimeError(f"{op}: output_size must be 2, but got output_size={list(size)}")
     if size[0] < 0 or size[1] < 0:
         raise RuntimeError(f"{op}: elements of output_size must be greater than or equal to 0 "
                            f"but received {{{size[0]}, {size[1]}}}")
@@ -164,15 +201,17 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     a flat index h*W + w into its input plane.
     """
     op = "max_pool2d"
-    _check_dtype(input, op)
+    _check_tensor(input, op)
+    ceil_mode = _bool(ceil_mode, op, "ceil_mode")
+    options = _window_options(op, kernel_size, stride, padding, dilation)
     _check_window_input(input, op)
     batched, unbatched = _batched(input)
-    geometry = _window_geometry(batched, op, kernel_size, stride, padding, dilation,
-                                bool(ceil_mode))
+    geometry = _window_geometry(batched, op, *options, ceil_mode)
+    _check_dtype(input, op)
     check_device(batched)
     y, indices = ops.max_pool2d(batched, list(geometry.kernel), list(geometry.stride),
                                 list(geometry.padding), list(geometry.dilation),
-                                bool(ceil_mode), _store_indices(batched, return_indices))
+                                ceil_mode, _store_indices(batched, return_indices))
     return _unbatch((y, indices) if return_indices else y, unbatched)
 
 
@@ -184,17 +223,21 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     input's memory format; sums accumulate in fp32 (fp64 for fp64 input).
     """
     op = "avg_pool2d"
-    _check_dtype(input, op)
-    _check_window_input(input, op)
-    batched, unbatched = _batched(input)
-    geometry = _window_geometry(batched, op, kernel_size, stride, padding, 1, bool(ceil_mode))
+    _check_tensor(input, op)
+    ceil_mode = _bool(ceil_mode, op, "ceil_mode")
+    count_include_pad = _bool(count_include_pad, op, "count_include_pad")
     if divisor_override is not None:
         divisor_override = _int(divisor_override, op, "divisor_override")
-        if divisor_override == 0:
-            raise RuntimeError(f"{op}: divisor must be not zero")
+    kernel, stride, padding, _ = _window_options(op, kernel_size, stride, padding)
+    if divisor_override == 0:
+        raise RuntimeError(f"{op}: divisor must be not zero")
+    _check_window_input(input, op)
+    batched, unbatched = _batched(input)
+    geometry = _window_geometry(batched, op, kernel, stride, padding, (1, 1), ceil_mode)
+    _check_dtype(input, op)
     check_device(batched)
     out = ops.avg_pool2d(batched, list(geometry.kernel), list(geometry.stride),
-                         list(geometry.padding), bool(ceil_mode), bool(count_include_pad),
+                         list(geometry.padding), ceil_mode, count_include_pad,
                          divisor_override)
     return _unbatch(out, unbatched)
 
@@ -206,9 +249,9 @@ def adaptive_avg_pool2d(input, output_size):
     input's size. Output o along an axis of size I averages [floor(o*I/O), ceil((o+1)*I/O)).
     """
     op = "adaptive_avg_pool2d"
-    _check_adaptive_output_size(input, output_size)
+    size = _adaptive_output_size(_list_with_default(output_size, input), op)
+    geometry = _adaptive_geometry(input, op, size)
     _check_dtype(input, op)
-    geometry = _adaptive_geometry(input, op, output_size)
     batched, unbatched = _batched(input)
     check_device(batched)
     out = ops.adaptive_avg_pool2d(batched, [geometry.out_h, geometry.out_w])
@@ -222,9 +265,9 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     input's size. With return_indices also returns int64 flat indices into each H*W plane.
     """
     op = "adaptive_max_pool2d"
-    _check_adaptive_output_size(input, output_size)
+    size = _adaptive_output_size(_list_with_default(output_size, input), op)
+    geometry = _adaptive_geometry(input, op, size)
     _check_dtype(input, op)
-    geometry = _adaptive_geometry(input, op, output_size)
     batched, unbatched = _batched(input)
     check_device(batched)
     y, indices = ops.adaptive_max_pool2d(batched, [geometry.out_h, geometry.out_w],
