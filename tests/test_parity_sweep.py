@@ -574,6 +574,16 @@ FIXED_CASES = {
     "conv_bn_relu2d_channels_last_weight_eval": (
         "conv_bn_relu2d", (_X, T((4, 3, 3, 3), F64, "channels_last", True, seed=2)),
         {**_BN, "training": False}),
+    # Adaptive pooling's forward returns an empty output (output_size 0, or avg pooling's
+    # empty channels when batched) whose backward torch refuses (RuntimeError); ours gave
+    # zeros.
+    "adaptive_avg_pool2d_size0_backward": (
+        "adaptive_avg_pool2d", (T((1, 1, 1, 1), F64, requires_grad=True),), {"output_size": 0}),
+    "adaptive_avg_pool2d_empty_channels_backward": (
+        "adaptive_avg_pool2d", (T((2, 0, 3, 3), F64, requires_grad=True),), {"output_size": 2}),
+    "adaptive_max_pool2d_size0_backward": (
+        "adaptive_max_pool2d", (T((1, 2, 3, 3), F64, requires_grad=True),),
+        {"output_size": (0, 2), "return_indices": True}),
 }
 
 

@@ -188,6 +188,22 @@ def _unbatch(out, unbatched: bool):
     return out.squeeze(0).contiguous()
 
 
+def _refuse_empty_backward(out, op: str):
+    """torch's adaptive pooling backward refuses a grad_output with an empty non-batch dim,
+    which its forward returns (output_size 0; avg pooling's empty channels when batched):
+    the same RuntimeError from a gradient hook, before our backward runs."""
+    y = out[0] if isinstance(out, tuple) else out
+    empty = [d for d in range(1, y.dim()) if y.shape[d] == 0]
+    if y.requires_grad and empty:
+        def refuse(grad):
+            raise RuntimeError(
+                f"{op}_backward(): Expected grad_output to have non-zero size for non-batch "
+                f"dimensions, but grad_output has sizes {list(grad.shape)} with dimension "
+                f"{empty[0]} being empty")
+        y.register_hook(refuse)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # torch.nn.functional-shaped API
 
@@ -255,7 +271,7 @@ def adaptive_avg_pool2d(input, output_size):
     batched, unbatched = _batched(input)
     check_device(batched)
     out = ops.adaptive_avg_pool2d(batched, [geometry.out_h, geometry.out_w])
-    return _unbatch(out, unbatched)
+    return _refuse_empty_backward(_unbatch(out, unbatched), op)
 
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
@@ -272,7 +288,8 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     check_device(batched)
     y, indices = ops.adaptive_max_pool2d(batched, [geometry.out_h, geometry.out_w],
                                          _store_indices(batched, return_indices))
-    return _unbatch((y, indices) if return_indices else y, unbatched)
+    return _refuse_empty_backward(_unbatch((y, indices) if return_indices else y, unbatched),
+                                  op)
 
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"]
