@@ -47,35 +47,30 @@ class _GradientFrom(torch.autograd.Function):
         return None, grad
 
 
-def _dense_not_nchw(t):
-    return isinstance(t, torch.Tensor) and not t.is_contiguous() and (
-        t.is_contiguous(memory_format=torch.channels_last) or
-        t.is_contiguous(memory_format=torch.channels_last_3d))
-
-
 def torch_batch_norm(input, running_mean, running_var, weight=None, bias=None,
                      training=False, momentum=0.1, eps=1e-5):
     """F.batch_norm: its forward as it is (output, layout, running stats, errors), with the
-    gradient of a copy that avoids two bugs of torch 2.13's CPU backward:
-    - evaluation gives 1/sqrt(eps) for every element when the input is non-contiguous and
-      running_var strided (test_eval_backward_with_strided_running_var): the copy reads a
-      contiguous running_var;
-    - an input dense in another layout than NCHW (channels_last, or permuted with size-1
-      dims) under a grad_output whose suggested memory format is the same as the input's
-      although its strides differ (a contiguous grad_output for a channels_last-contiguous
-      input that suggests NCHW, e.g. permuted (1, 3, 1, 3)) takes the kernel's dense path,
-      which reads both as laid out alike: wrong values. The copy reads a contiguous input.
+    gradient of a copy on contiguous tensors where any is not: torch 2.13's CPU backward
+    gives wrong values there.
+    - Its dense path (input and grad_output dense with the same suggested memory format)
+      reads weight, running_mean and running_var as contiguous (a strided weight in
+      evaluation: wrong gradients), and reads an input dense in another layout than NCHW
+      (channels_last-contiguous although it suggests NCHW, e.g. permuted (1, 3, 1, 3)) as
+      laid out like a contiguous grad_output.
+    - Evaluation gives 1/sqrt(eps) for every element when the input is non-contiguous and
+      running_var strided (test_eval_backward_with_strided_running_var).
     """
     out = F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum,
                        eps)
-    strided_var = not training and isinstance(running_var, torch.Tensor) and \
-        not running_var.is_contiguous()
-    if not (out.requires_grad and (strided_var or _dense_not_nchw(input))):
+    tensors = (input, running_mean, running_var, weight, bias)
+    if not out.requires_grad or all(t is None or t.is_contiguous() for t in tensors):
         return out
-    copy = lambda t: t.detach().clone() if isinstance(t, torch.Tensor) else t
-    stats = (copy(running_mean), copy(running_var)) if training else \
-        (running_mean, running_var.contiguous())
-    graph = F.batch_norm(input.contiguous(), *stats, weight, bias, training, momentum, eps)
+    contiguous = lambda t: t if t is None else t.contiguous()
+    stats = (running_mean, running_var)
+    if training:  # updated in place: the copy must not update them twice
+        stats = tuple(t if t is None else t.detach().clone() for t in stats)
+    graph = F.batch_norm(input.contiguous(), *map(contiguous, stats), contiguous(weight),
+                         contiguous(bias), training, momentum, eps)
     return _GradientFrom.apply(out.detach(), graph)
 
 

@@ -127,7 +127,7 @@ def _list_with_default(output_size, input):
     else a sequence whose None entries take input's trailing sizes, and which needs an input
     of more dims than its length (len() of anything else: TypeError)."""
     defaults = input.size()
-    if isinstance(output_size, int):
+    if isinstance(output_size, (int, torch.SymInt)):
         return output_size
     try:
         length = len(output_size)
