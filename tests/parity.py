@@ -33,9 +33,10 @@ class T:
         extras = [f"{k}={v!r}" for k, v in (("layout", self.layout),
                                              ("requires_grad", self.requires_grad),
                                              ("device", self.device),
+                                             ("seed", self.seed),
                                              ("positive", self.positive))
                   if v != {"layout": "contiguous", "requires_grad": False, "device": None,
-                           "positive": False}[k]]
+                           "seed": 0, "positive": False}[k]]
         return f"T({self.shape}, {str(self.dtype).replace('torch.', '')}" + \
             "".join(", " + e for e in extras) + ")"
 
@@ -201,14 +202,17 @@ def check(ours, theirs, args, kwargs) -> str:
 
 
 def _close(actual, expected, what, torch_same=None):
-    """actual against the float64 reference at its dtype's tolerance. float16/bfloat16 only:
-    where torch's own result in that dtype (torch_same) misses the reference too (an
-    ill-conditioned case, e.g. batch-norm gradients of 3 values per channel), being no
-    farther from it than torch's result is also accepted."""
+    """actual against the float64 reference at its dtype's tolerance. float16, bfloat16 and
+    float32: where torch's own result in that dtype (torch_same) misses the reference too (an
+    ill-conditioned case, e.g. batch-norm gradients of 3 values per channel, or of a batch
+    with zero variance, an expanded input, where 1/sqrt(eps) amplifies float32's rounding of
+    the mean gradient 300 times), being no farther from it than torch's result is also
+    accepted."""
     try:
         assert_matches(actual, expected, actual.dtype, what)
     except AssertionError as error:
-        if torch_same is not None and actual.dtype in (torch.float16, torch.bfloat16):
+        if torch_same is not None and actual.dtype in (torch.float16, torch.bfloat16,
+                                                       torch.float32):
             ours_err = (actual.double() - expected.double()).abs().max().item()
             torch_err = (torch_same.double() - expected.double()).abs().max().item()
             if ours_err <= torch_err:

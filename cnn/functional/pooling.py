@@ -270,8 +270,10 @@ def adaptive_avg_pool2d(input, output_size):
     _check_dtype(input, op)
     batched, unbatched = _batched(input)
     check_device(batched)
-    out = ops.adaptive_avg_pool2d(batched, [geometry.out_h, geometry.out_w])
-    return _refuse_empty_backward(_unbatch(out, unbatched), op)
+    out = _unbatch(ops.adaptive_avg_pool2d(batched, [geometry.out_h, geometry.out_w]),
+                   unbatched)
+    # torch computes output_size (1, 1) as a mean, whose backward takes empty channels.
+    return out if size == (1, 1) else _refuse_empty_backward(out, op)
 
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
