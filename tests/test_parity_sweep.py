@@ -596,6 +596,20 @@ FIXED_CASES = {
                        T((2,), torch.float32, positive=True), None,
                        T((2,), torch.float32, "expanded", True)),
         {"training": True, "momentum": 0.5}),
+    # torch's string padding ('valid', 'same') casts a bias of any dtype to the input's; ours
+    # refused it as other paddings do.
+    "conv2d_valid_padding_half_bias": (
+        "conv2d", (T((1, 2, 6, 5), F64, "channels_last", True, seed=1),
+                   T((2, 2, 2, 2), F64, "permuted", True, seed=2),
+                   T((2,), torch.float16, "expanded", True, seed=3)),
+        {"stride": 2, "padding": "valid"}),
+    "conv2d_same_padding_int_bias": (
+        "conv2d", (T((2, 6, 5), F64, requires_grad=True, seed=1),
+                   T((2, 2, 3, 2), F64, requires_grad=True, seed=2), T((2,), torch.int64)),
+        {"padding": "same"}),
+    "conv_bn_relu2d_valid_padding_float_bias": (
+        "conv_bn_relu2d", (_X, _W, T((4,), torch.float32, requires_grad=True, seed=7)),
+        {**_BN, "padding": "valid"}),
     "adaptive_max_pool2d_size0_backward": (
         "adaptive_max_pool2d", (T((1, 2, 3, 3), F64, requires_grad=True),),
         {"output_size": (0, 2), "return_indices": True}),
