@@ -610,6 +610,12 @@ FIXED_CASES = {
     "conv_bn_relu2d_valid_padding_float_bias": (
         "conv_bn_relu2d", (_X, _W, T((4,), torch.float32, requires_grad=True, seed=7)),
         {**_BN, "padding": "valid"}),
+    # Only the bias requires a gradient: the backward had not kept the input its weight-grad
+    # launch (which yields the bias gradient) reads, and failed (AttributeError).
+    "conv2d_bias_only_gradient": (
+        "conv2d", (T((2, 2, 3), F64, "offset", seed=1), T((1, 2, 2, 1), F64, "expanded", seed=2)),
+        {"bias": T((1,), F64, requires_grad=True, seed=3), "stride": [2], "padding": 1,
+         "dilation": (2, 2)}),
     "adaptive_max_pool2d_size0_backward": (
         "adaptive_max_pool2d", (T((1, 2, 3, 3), F64, requires_grad=True),),
         {"output_size": (0, 2), "return_indices": True}),

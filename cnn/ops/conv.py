@@ -60,9 +60,11 @@ def _conv2d_setup(ctx, inputs, output):
     input, weight, bias, *ctx.args = inputs
     need_input, need_weight = ctx.needs_input_grad[:2]
     ctx.has_bias = bias is not None
-    # dgrad reads x's sizes and layout, wgrad its values; w (a parameter, no extra memory)
-    # is dgrad's operand and wgrad's template.
-    ctx.save_for_backward(input if need_input or need_weight else None, weight)
+    need_bias = ctx.needs_input_grad[2] and ctx.has_bias
+    # dgrad reads x's sizes and layout, wgrad its values (db comes out of the wgrad launch,
+    # so a bias-only gradient needs x too); w (a parameter, no extra memory) is dgrad's
+    # operand and wgrad's template.
+    ctx.save_for_backward(input if need_input or need_weight or need_bias else None, weight)
 
 
 def _conv2d_backward(ctx, grad_output):
