@@ -15,6 +15,7 @@ case per entry below is a strict xfail, so it turns red once the behaviour match
 import dataclasses
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -167,6 +168,25 @@ KNOWN.append((
     "every channel's statistic into the one shared element, ours refuses before any launch"))
 
 
+
+
+def _cancellation_noise(args, kwargs, message):
+    """A training gradient that torch's own result in that dtype misses the float64
+    reference by too, ours by no more than twice as far."""
+    ours = re.search(r"Greatest absolute difference: (\S+) at", message)
+    theirs = re.search(r"torch's own \S+ misses by (\S+)\)", message)
+    return kwargs.get("training") is True and message.startswith("gradient of leaf") and \
+        ours is not None and theirs is not None and \
+        float(ours[1]) <= 2 * float(theirs[1])
+
+
+KNOWN.append((
+    ("conv_bn_relu2d",), _cancellation_noise,
+    "ill-conditioned training gradients of the fused op (the conv bias gradient, exactly 0 "
+    "through training batch norm, so both results are the rounding noise of a cancelling "
+    "sum; float16 input gradients of a few values per channel): ours reduces in another "
+    "order (per-tile partials) and misses the float64 reference by up to twice as far as "
+    "torch's own result in that dtype, which misses it too"))
 
 
 def known_reason(op, args, kwargs, message):
@@ -686,6 +706,15 @@ KNOWN_CASES = {
                                        KNOWN[3][2]),
     "adaptive_avg_pool2d_global_of_2d": ("adaptive_avg_pool2d", (T((5, 6), F64),),
                                          {"output_size": 1}, KNOWN[4][2]),
+    "conv_bn_relu2d_conv_bias_gradient_noise": (
+        "conv_bn_relu2d", (T((2, 4, 1, 2), torch.float32, "offset", True, seed=399),
+                           T((4, 2, 1, 1), torch.float32, "permuted", True, seed=463),
+                           T((4,), torch.float32, "expanded", True, seed=894)),
+        {"running_mean": None, "running_var": None,
+         "bn_weight": T((4,), torch.float32, seed=128),
+         "bn_bias": T((4,), torch.float32, "permuted", seed=1082), "stride": (1, 2),
+         "padding": (1, 2), "dilation": (1, 2), "groups": 2, "training": True,
+         "momentum": 1.0, "eps": 0.001}, KNOWN[-1][2]),
 }
 
 
