@@ -5,7 +5,7 @@ import torch
 from kernels.runtime import check_device
 
 from ..ops import conv as ops
-from .conv_args import cast_bias, check_conv2d_args, check_conv2d_types
+from .conv_args import check_conv2d_args, check_conv2d_types
 
 
 def autocast_to_lower_precision(*tensors):
@@ -30,7 +30,6 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     batched = input.unsqueeze(0) if unbatched else input
     stride, padding4, dilation = check_conv2d_args(batched, weight, bias, stride, padding,
                                                    dilation, groups)
-    bias = cast_bias(bias, input, padding)
     check_device(batched, weight, bias)
     out = ops.conv2d(batched, weight, bias, list(stride), list(padding4), list(dilation),
                      groups)

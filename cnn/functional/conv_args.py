@@ -120,10 +120,7 @@ def check_conv2d_args(input: torch.Tensor, weight: torch.Tensor, bias, stride, p
             f"input{list(input.shape)} to have {c_in_g * groups} channels, but got "
             f"{input.shape[1]} channels instead")
     if bias is not None:
-        # torch's string-padding path (_convolution_mode) takes a bias of any dtype and casts
-        # it to the input's (cast_bias).
-        other_dtype = bias.dtype != input.dtype and not isinstance(padding, str)
-        if other_dtype or bias.device != input.device:
+        if bias.dtype != input.dtype or bias.device != input.device:
             raise RuntimeError(
                 f"Input type ({input.dtype}, {input.device}) and bias type ({bias.dtype}, "
                 f"{bias.device}) should be the same")
@@ -140,11 +137,3 @@ def check_conv2d_args(input: torch.Tensor, weight: torch.Tensor, bias, stride, p
             f"Calculated padded input size per channel: ({padded_h} x {padded_w}). Kernel size: "
             f"({eff_h} x {eff_w}). Kernel size can't be greater than actual input size")
     return stride, padding4, dilation
-
-
-def cast_bias(bias, input, padding):
-    """The bias in the input's dtype where torch's string-padding path casts it (checked by
-    check_conv2d_args: any other padding needs the input's dtype already)."""
-    if bias is not None and isinstance(padding, str) and bias.dtype != input.dtype:
-        return bias.to(input.dtype)
-    return bias

@@ -6,7 +6,7 @@ from kernels.runtime import check_device
 from ..ops import fused as ops
 from .batch_norm import check_batch_norm_args
 from .conv import autocast_to_lower_precision
-from .conv_args import cast_bias, check_conv2d_args, check_conv2d_types
+from .conv_args import check_conv2d_args, check_conv2d_types
 
 
 def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None,
@@ -30,7 +30,6 @@ def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None
     input, weight, bias = autocast_to_lower_precision(input, weight, bias)
     stride, padding4, dilation = check_conv2d_args(input, weight, bias, stride, padding,
                                                    dilation, groups)
-    bias = cast_bias(bias, input, padding)
     geometry = Conv2dGeometry.from_shapes(input.shape, weight.shape, stride, padding4,
                                           dilation, groups)
     check_batch_norm_args(geometry.output_shape, input.dtype, input.device, running_mean,

@@ -38,7 +38,7 @@ from kernels.runtime import check_device
 from ..ops.batch_norm import empty_grad_input, empty_output
 from .batch_norm import _flat_param, as_4d, check_batch_norm_args
 from .conv import autocast_to_lower_precision
-from .conv_args import cast_bias, check_conv2d_args
+from .conv_args import check_conv2d_args
 
 # torch 2.13 renames all_gather_into_tensor (which older versions have only).
 all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
@@ -250,7 +250,6 @@ def sync_conv_bn_relu2d(input, weight, bias, running_mean, running_var, bn_weigh
     input, weight, bias = autocast_to_lower_precision(input, weight, bias)
     stride, padding4, dilation = check_conv2d_args(input, weight, bias, stride, padding,
                                                    dilation, groups)
-    bias = cast_bias(bias, input, padding)
     geometry = Conv2dGeometry.from_shapes(input.shape, weight.shape, stride, padding4,
                                           dilation, groups)
     n, *rest = geometry.output_shape
