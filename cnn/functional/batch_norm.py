@@ -44,11 +44,13 @@ def verify_eps(eps, training: bool) -> None:
 
 def check_batch_norm_args(shape, dtype, device, running_mean, running_var, weight, bias,
                           training: bool, *, eps, momentum=0.1,
-                          num_batches_tracked=None) -> bool:
+                          num_batches_tracked=None, dense=True) -> bool:
     """torch.nn.functional.batch_norm's checks, with its exception types and messages and in
     its order, for an input of the given shape, dtype and device; before any launch.
     momentum may be None only with a num_batches_tracked counter (the module's cumulative
-    average); torch's functional refuses it.
+    average); torch's functional refuses it. dense: whether the input is contiguous in some
+    memory format (training, torch first takes the mean of any other input, which refuses
+    non-float dtypes).
 
     Returns False for an empty input, which torch returns as it is (a clone) without its
     remaining checks; True otherwise.
@@ -85,6 +87,9 @@ def check_batch_norm_args(shape, dtype, device, running_mean, running_var, weigh
                 "unsupported operation: more than one element of the written-to tensor "
                 "refers to a single memory location. Please clone() the tensor before "
                 "performing the operation.")
+    if training and not dense and not (dtype.is_floating_point or dtype.is_complex):
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either "
+                           f"a floating point or complex dtype. Got: {type_name(dtype)}")
     if (running_mean is None) != (running_var is None):
         raise ValueError(
             "running_mean and running_var must either both be None or neither be None")
@@ -136,7 +141,8 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
     one inside the last launch, and momentum=None means the cumulative average over it."""
     if not check_batch_norm_args(input.shape, input.dtype, input.device, running_mean,
                                  running_var, weight, bias, training, eps=eps,
-                                 momentum=momentum, num_batches_tracked=num_batches_tracked):
+                                 momentum=momentum, num_batches_tracked=num_batches_tracked,
+                                 dense=ops.is_dense(input)):
         return _empty_batch_norm(input, weight, bias, num_batches_tracked)
     update = training and running_mean is not None
     check_device(input, running_mean, running_var, weight, bias)

@@ -61,7 +61,7 @@ def suggest_memory_format(t: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _dense(t: torch.Tensor) -> bool:
+def is_dense(t: torch.Tensor) -> bool:
     """Normalization.cpp's is_contiguous: contiguous in one of the three formats."""
     return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last) or \
         t.is_contiguous(memory_format=torch.channels_last_3d)
@@ -81,7 +81,7 @@ def output_format(input: torch.Tensor, *params) -> torch.memory_format:
     """The forward's layout, as batch_norm_cpu picks it: input's own format when input and
     every parameter and running stat given (``params``, None for absent ones) are dense,
     else input's suggested format."""
-    dense = _dense(input) and all(p is None or p.is_contiguous() for p in params)
+    dense = is_dense(input) and all(p is None or p.is_contiguous() for p in params)
     return _dense_format(input) if dense else suggest_memory_format(input)
 
 
@@ -93,7 +93,7 @@ def empty_output(input: torch.Tensor, *params) -> torch.Tensor:
 def empty_grad_input(input: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
     """The backward's dx, as batch_norm_backward_cpu_template allocates it."""
     fmt = suggest_memory_format(input)
-    if _dense(input) and _dense(grad_output) and fmt == suggest_memory_format(grad_output):
+    if is_dense(input) and is_dense(grad_output) and fmt == suggest_memory_format(grad_output):
         fmt = _dense_format(input)
     return torch.empty_like(input, memory_format=fmt)
 
@@ -214,4 +214,4 @@ batch_norm_eval = LibraryOp("batch_norm_eval", _eval, _eval_fake, setup_context=
 batch_norm_backward = LibraryOp("batch_norm_backward", _backward, _backward_fake)
 
 __all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_backward", "as_4d", "empty_output",
-           "output_format",           "empty_grad_input", "suggest_memory_format"]
+           "output_format", "is_dense",           "empty_grad_input", "suggest_memory_format"]
