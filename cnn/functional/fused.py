@@ -1,11 +1,13 @@
 """Fused conv2d + batch norm + ReLU: arguments checked here, then
 ``torch.ops.cnn.conv_bn_relu2d_train`` / ``conv_bn_relu2d_eval`` (cnn/ops/fused.py)."""
+import torch
+
 from kernels.conv2d_geometry import Conv2dGeometry
 from kernels.runtime import check_device
 
 from ..ops import fused as ops
-from .batch_norm import check_batch_norm_args
-from .conv import autocast_to_lower_precision
+from .batch_norm import _empty_batch_norm, check_batch_norm_args
+from .conv import autocast_to_lower_precision, conv2d
 from .conv_args import check_conv2d_args, check_conv2d_types
 
 
@@ -32,8 +34,14 @@ def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None
                                                    dilation, groups)
     geometry = Conv2dGeometry.from_shapes(input.shape, weight.shape, stride, padding4,
                                           dilation, groups)
-    check_batch_norm_args(geometry.output_shape, input.dtype, input.device, running_mean,
-                          running_var, bn_weight, bn_bias, training, eps=eps)
+    if not check_batch_norm_args(geometry.output_shape, input.dtype, input.device,
+                                 running_mean, running_var, bn_weight, bn_bias, training,
+                                 eps=eps):
+        # An empty output: torch's batch norm returns it scaled and shifted by the first
+        # weight and bias, whatever their sizes, with no statistics (no launch needed).
+        y = conv2d(input, weight, bias, stride, padding, dilation, groups)
+        counter = num_batches_tracked if training else None
+        return torch.relu(_empty_batch_norm(y, bn_weight, bn_bias, counter))
     if (bn_weight is None) != (bn_bias is None):
         raise ValueError("conv_bn_relu2d: bn_weight and bn_bias must both be given or both be "
                          "None (an affine batch norm or not)")
