@@ -637,6 +637,16 @@ FIXED_CASES = {
         "conv2d", (T((2, 2, 3), F64, "offset", seed=1), T((1, 2, 2, 1), F64, "expanded", seed=2)),
         {"bias": T((1,), F64, requires_grad=True, seed=3), "stride": [2], "padding": 1,
          "dilation": (2, 2)}),
+    # An empty batch: torch's batch norm uses only the first bn_weight and bn_bias element,
+    # whatever their sizes; ours left the other elements' gradients uninitialised.
+    "conv_bn_relu2d_empty_batch_long_bn_bias": (
+        "conv_bn_relu2d", (T((0, 4, 6, 2), torch.float32, "offset", seed=1),
+                           T((2, 2, 2, 1), torch.float32, "offset", True, seed=2)),
+        {"running_mean": T((2,), torch.float32, seed=3),
+         "running_var": T((2,), torch.float32, "offset", seed=4, positive=True),
+         "bn_weight": T((2,), torch.float32, "offset", True, seed=5),
+         "bn_bias": T((3,), torch.float32, "offset", True, seed=6), "stride": [2],
+         "padding": 1, "groups": 2, "training": False}),
     "adaptive_max_pool2d_size0_backward": (
         "adaptive_max_pool2d", (T((1, 2, 3, 3), F64, requires_grad=True),),
         {"output_size": (0, 2), "return_indices": True}),
@@ -661,6 +671,10 @@ FIXED_ERROR_CASES = {
         "adaptive_max_pool2d", (T((1, 2, 4, 4), torch.int64),), {"output_size": 1.5}),
     "adaptive_avg_pool2d_float_in_size_int_input": (
         "adaptive_avg_pool2d", (T((1, 2, 4, 4), torch.int64),), {"output_size": (1.5, 2)}),
+    "batch_norm_training_strided_int64_only_running_var": (
+        "batch_norm", (T((1, 3, 2, 3), torch.int64, "strided", seed=1), None,
+                       T((3,), torch.int64, "offset", positive=True, seed=2)),
+        {"training": True}),
     "avg_pool2d_2d_input_divisor0": ("avg_pool2d", (T((4, 4)),),
                                      {"kernel_size": 2, "divisor_override": 0}),
     "avg_pool2d_2d_input_int64": ("avg_pool2d", (T((4, 4), torch.int64),), {"kernel_size": 2}),
