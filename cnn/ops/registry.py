@@ -6,7 +6,10 @@ They are registered with ``torch.library.custom_op`` (what torch.compile, torch.
 opcheck see) and also assembled into a plain ``torch.autograd.Function`` over the very same
 functions. A call goes to the library op whenever anything traces it (Dynamo, export, make_fx,
 FakeTensor, functorch) and to the Function in plain eager mode, where it costs ~5 us of host
-time instead of the custom op's ~18 us. Same code either way; only the dispatch differs.
+time instead of the custom op's ~18 us. Under torch.func's grad/vjp/jvp a third twin takes the
+call: the same Function with a separate setup_context, which those transforms require (neither
+the ctx-style Function nor torch.library's autograd runs under them); vmap stays on the library
+op. Same code every way; only the dispatch differs.
 """
 import torch
 
@@ -23,6 +26,17 @@ def is_traced(args) -> bool:
             or torch._C._are_functorch_transforms_active()):
         return True
     return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN for a in args)
+
+
+def _under_func_grad() -> bool:
+    """Whether the innermost active torch.func transform differentiates (grad, vjp, jvp):
+    vmap and plain eager calls take the other paths."""
+    if not torch._C._are_functorch_transforms_active():
+        return False
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_current_functorch_interpreter
+    interpreter = retrieve_current_functorch_interpreter()
+    return interpreter is not None and interpreter.key() != TransformType.Vmap
 
 
 class LibraryOp:
@@ -58,12 +72,20 @@ class LibraryOp:
         self.function = type(f"{_camel(name)}Function", (torch.autograd.Function,), {
             "forward": staticmethod(forward_and_setup), "backward": staticmethod(backward),
             "__doc__": f"Autograd of torch.ops.{NAMESPACE}.{name}."})
+        # The same Function with a separate setup_context, as torch.func's grad/vjp/jacrev
+        # need (neither the ctx-style Function nor torch.library's autograd runs under them).
+        self.func_function = type(f"{_camel(name)}FuncFunction", (torch.autograd.Function,), {
+            "forward": staticmethod(lambda *args: forward(*args)),
+            "setup_context": staticmethod(setup_context), "backward": staticmethod(backward),
+            "__doc__": f"Autograd of torch.ops.{NAMESPACE}.{name} under torch.func."})
 
     def call_op(self, *args):
         """The op itself, without autograd: the library op when traced, else the impl."""
         return self.overload(*args) if is_traced(args) else self.impl(*args)
 
     def __call__(self, *args):
+        if self.function is not None and _under_func_grad():
+            return self.func_function.apply(*args)
         if self.function is not None and self.mutates:
             return self.function.apply(*args)
         if is_traced(args):
