@@ -12,11 +12,11 @@ reduction row r = (n, oh, ow) reads, and whether the tap lies inside x there, co
 row table built once per geometry on the host (``row_table``: the tap-(0, 0) pixel and one
 in-bounds bit per tap), so the main loop does one table read and one bit test per tile row and
 no index arithmetic; full steps run unmasked and a partial last step once after them. (Over
-32 taps, or with 64-bit indices, r is instead carried across steps by adds and compares; no
+64 taps, or with 64-bit indices, r is instead carried across steps by adds and compares; no
 division by a runtime size in the main loop either way.) With fewer than 16 input channels
 per group a tap would fill under 16 columns, so the columns are then (kh, kw, ci) flattened,
 decomposed once per program, and the padding mask is per element: the row's table bit of the
-column's tap (the carried rows' bounds over 31 taps).
+column's tap (the carried rows' bounds over 63 taps).
 
 R is long and the output small, so R is split across SPLIT programs per output tile. Launch 1
 writes each split's fp32 partial; launch 2 sums the partials in a fixed order (deterministic, no

@@ -30,13 +30,15 @@ def is_traced(args) -> bool:
 
 def _under_func_grad() -> bool:
     """Whether the innermost active torch.func transform differentiates (grad, vjp, jvp):
-    vmap and plain eager calls take the other paths."""
+    vmap, functionalization (AOTAutograd's tracing) and plain eager calls take the other
+    paths."""
     if not torch._C._are_functorch_transforms_active():
         return False
     from torch._C._functorch import TransformType
     from torch._functorch.pyfunctorch import retrieve_current_functorch_interpreter
     interpreter = retrieve_current_functorch_interpreter()
-    return interpreter is not None and interpreter.key() != TransformType.Vmap
+    return interpreter is not None and interpreter.key() in (TransformType.Grad,
+                                                             TransformType.Jvp)
 
 
 class LibraryOp:
