@@ -99,13 +99,16 @@ def test_implicit_gemm_tiles(cfg, problem, layout):
 # tap inside. flat_long and flat_groups: the flattened columns' row-table loop (one input
 # channel and a 5x5 kernel; 2 channels per group with dilation), with full steps too.
 # stem7x7: 49 taps, so the flattened columns read both tap-bit words of the row table;
-# tap_major_7x7 the same for one tap per program.
+# tap_major_7x7 the same for one tap per program. carried_9x9 and carried_flat_9x9: 81 taps,
+# more than the table's bits, so the reduction rows are carried by adds and compares instead.
 WGRAD_PROBLEMS = dict(PROBLEMS, stem3=(2, 3, 9, 9, 24, 3, 2, 1, 1, 1),
                       long_rows=(2, 16, 12, 12, 16, 3, 1, 2, 2, 1),
                       flat_long=(2, 1, 12, 12, 8, 5, 1, 2, 1, 1),
                       flat_groups=(2, 6, 11, 10, 12, 3, 1, 2, 2, 3),
                       stem7x7=(2, 3, 13, 12, 8, 7, 2, 3, 1, 1),
-                      tap_major_7x7=(1, 16, 9, 9, 16, 7, 1, 3, 1, 1))
+                      tap_major_7x7=(1, 16, 9, 9, 16, 7, 1, 3, 1, 1),
+                      carried_9x9=(1, 16, 10, 9, 8, 9, 1, 4, 1, 1),
+                      carried_flat_9x9=(2, 2, 10, 9, 8, 9, 2, 4, 1, 1))
 
 
 def wgrad_tiles_id(cfg):
