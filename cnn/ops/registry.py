@@ -77,7 +77,7 @@ class LibraryOp:
         # The same Function with a separate setup_context, as torch.func's grad/vjp/jacrev
         # need (neither the ctx-style Function nor torch.library's autograd runs under them).
         self.func_function = type(f"{_camel(name)}FuncFunction", (torch.autograd.Function,), {
-            "forward": staticmethod(lambda *args: forward(*args)),
+            "forward": staticmethod(forward),
             "setup_context": staticmethod(setup_context), "backward": staticmethod(backward),
             "__doc__": f"Autograd of torch.ops.{NAMESPACE}.{name} under torch.func."})
 
