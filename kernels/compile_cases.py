@@ -228,7 +228,7 @@ def _same_memory(a, b) -> bool:
 def converted_bytes(user_tensors, args: dict) -> int:
     """Bytes ``kernels.layout.conversion_bytes`` counts for the caller's tensors that the kernels
     do not read or write in place (no pointer argument is that tensor or a view of it): the
-    launcher converts those to channels_last (or its result back to the caller's layout)."""
+    launcher copies those into the kernel's layout (or its result back to the caller's)."""
     kernel_tensors = [v for v in args.values() if isinstance(v, torch.Tensor)]
     moved = [t for t in user_tensors if t is not None
              and not any(_same_memory(t, k) for k in kernel_tensors)]

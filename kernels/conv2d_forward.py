@@ -27,7 +27,8 @@ Epilogue, applied to the fp32 accumulator before the single store:
     * scale + shift            (BN_EVAL: batch norm in evaluation mode folded in, with
                                 scale = gamma / sqrt(running_var + eps), shift = beta - mean*scale)
     max(., 0)                  (RELU)
-The output is stored in torch's layout for the call (channels_last if x or the weight is).
+The output is stored in torch's layout for the call (channels_last if x or the weight is), an
+NCHW one by vectors along the pixels where the plane allows (``kernels.tile_store``).
 The backward of this kernel lives in conv2d_input_grad.py and conv2d_weight_grad.py.
 """
 import functools
@@ -55,6 +56,7 @@ from .runtime import (
 )
 from .tap_bits import ascending_range
 from .tap_bits import tap_bits as tap_bits_of
+from .tile_store import nchw_row_vector, store_tile
 
 # Statistics are written per row tile, so with STATS every config shares one BLOCK_M and the
 # caller knows how many partial rows there are.
@@ -72,7 +74,8 @@ def _prune(configs, named_args, **kwargs):
     if args.get("STATS", False):
         configs = [c for c in configs if c.kwargs["BLOCK_M"] == STATS_BLOCK_M] or configs
     return prune_gemm_tiles(configs, args["C_out_g"],
-                            args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"])
+                            args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"],
+                            args["x_ptr"].element_size())
 
 
 def _interpreter_k_tile(args):
@@ -100,7 +103,7 @@ def conv2d_forward_kernel(
     INDEX_64: tl.constexpr, HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
     TAP_MAJOR: tl.constexpr, C_BLOCK: tl.constexpr, EVEN_C: tl.constexpr,
-    TAP_BITS: tl.constexpr,
+    TAP_BITS: tl.constexpr, ROW_VEC: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -146,6 +149,19 @@ def conv2d_forward_kernel(
             lo_h, hi_h = ascending_range(ih0, H, KH, dil_h)
             lo_w, hi_w = ascending_range(iw0, W, KW, dil_w)
             tap_bits = tap_bits_of(lo_h, hi_h, lo_w, hi_w, KH, KW)
+        # The step from one K step's offsets into x and w to the next: the next channel block,
+        # the first block of the next tap, or of the next tap row (scalars, no multiply in the
+        # loop).
+        back = (tl.cdiv(c_in_g, BK) - 1) * BK  # from the last channel block to the first
+        x_step = tl.full((), 0, tl.int64 if INDEX_64 else tl.int32)
+        s_h, s_w, s_c = x_step + sxh, x_step + sxw, x_step + sxc  # x_step's width
+        x_next_c = BK * s_c
+        x_next_tap = dil_w * s_w - back * s_c
+        x_next_row = dil_h * s_h - (KW - 1) * dil_w * s_w - back * s_c
+        w_next_c = BK * swi
+        w_next_tap = sww - back * swi
+        w_next_row = swh - (KW - 1) * sww - back * swi
+        w_step = tl.full((), 0, tl.int32)
         tap_bit = tl.full((), 1, tl.int32)
         kh = tl.full((), 0, tl.int32)
         kw = tl.full((), 0, tl.int32)
@@ -158,13 +174,6 @@ def conv2d_forward_kernel(
                 ih = (ih0 + kh * dil_h).to(tl.uint32, bitcast=True)
                 iw = (iw0 + kw * dil_w).to(tl.uint32, bitcast=True)
                 row_ok = ((ih < H) & (iw < W))[:, None]
-            tap_h = kh * dil_h
-            tap_w = kw * dil_w
-            if INDEX_64:
-                tap_h = tap_h.to(tl.int64)
-                tap_w = tap_w.to(tl.int64)
-            x_step = tap_h * sxh + tap_w * sxw + c0 * sxc
-            w_step = kh * swh + kw * sww + c0 * swi
             if EVEN_C:
                 a = tl.load(a_ptrs + x_step, mask=row_ok, other=0.0)
                 b = tl.load(b_ptrs + w_step, mask=mask_n[None, :], other=0.0)
@@ -184,7 +193,10 @@ def conv2d_forward_kernel(
             kw = tl.where(next_tap, kw + 1, kw)
             next_row = kw >= KW
             kw = tl.where(next_row, 0, kw)
-            kh = tl.where(next_row, kh + 1, kh)
+            if not TAP_BITS:
+                kh = tl.where(next_row, kh + 1, kh)
+            x_step += tl.where(next_row, x_next_row, tl.where(next_tap, x_next_tap, x_next_c))
+            w_step += tl.where(next_row, w_next_row, tl.where(next_tap, w_next_tap, w_next_c))
     else:
         offs_k = tl.arange(0, BLOCK_K)
         k_pad = tl.cdiv(K, K_TABLE_PAD_) * K_TABLE_PAD_
@@ -235,8 +247,8 @@ def conv2d_forward_kernel(
     if RELU:
         acc = tl.maximum(acc, 0.0)
 
-    y_ptrs = y_ptr + ((n * syn + oh * syh + ow * syw)[:, None] + co[None, :] * syc)
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    store_tile(y_ptr, acc.to(y_ptr.dtype.element_ty), n * syn + oh * syh + ow * syw, co * syc,
+               offs_m, M, mask_m, mask_n, ROW_VEC, CHANNELS_LAST)
 
 
 def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2dGeometry, *,
@@ -318,6 +330,7 @@ def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, b
         CHANNELS_LAST=layout == torch.channels_last,  # only keys autotuning: the output store
         TAP_MAJOR=tap_major, C_BLOCK=c_block, EVEN_C=even_c,
         TAP_BITS=g.kernel_h * g.kernel_w <= 32,  # every tap's bounds fit one int32 per row
+        ROW_VEC=nchw_row_vector(y),  # the NCHW output's store vectors (kernels.tile_store)
         ACC_DTYPE=accumulator_dtype(x.dtype), INPUT_PRECISION=dot_precision(x.dtype),
         UPCAST=dot_upcast(x.dtype),
     )

@@ -15,10 +15,13 @@ gets zeros.
 
 Layout, as in the forward: dy is read channels_last and the weight as (C_out, KH, KW, C_in/g)
 (the launcher converts once per call), so the reduction axis (co) of dy and the column axis (ci)
-of the weight are contiguous and both tiles load as 16-byte async copies. The reduction runs
+of the weight are contiguous and both tiles load as 16-byte async copies (under TF32 the weight
+is read as (C_in, KH, KW, C_out), see kernels.layout). The reduction runs
 tap-major when C_out/groups >= 16 (taps outside, blocks of output channels inside, per-tap
 (BLOCK_M,) bounds masks, no per-element index math); with fewer output channels it runs over
 (tap, co) flattened through a small per-phase table built on the host.
+dx is stored in the input's layout; an NCHW one by vectors along the pixels when the phase is the
+whole plane (stride 1; ``kernels.tile_store``).
 """
 import functools
 import math
@@ -35,7 +38,7 @@ from .configs import (
     prune_gemm_tiles,
 )
 from .conv2d_geometry import Conv2dGeometry
-from .layout import to_channels_last
+from .layout import output_channels_last, to_channels_last
 from .runtime import (
     accumulator_dtype,
     cdiv,
@@ -46,6 +49,7 @@ from .runtime import (
 )
 from .tap_bits import descending_range
 from .tap_bits import tap_bits as tap_bits_of
+from .tile_store import nchw_row_vector, store_tile
 
 # The output channels per group from which the reduction runs tap-major.
 TAP_MAJOR_MIN_CHANNELS = 16
@@ -68,7 +72,8 @@ def _prune(configs, named_args, **kwargs):
     """Before tuning: tiles no wider than the problem."""
     args = dict(named_args, **kwargs)
     return prune_gemm_tiles(configs, args["C_in_g"],
-                            args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"])
+                            args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"],
+                            args["dy_ptr"].element_size())
 
 
 def _interpreter_k_tile(args):
@@ -79,7 +84,7 @@ def _interpreter_k_tile(args):
     configs=implicit_gemm_configs(),
     # No batch or image size: M enters bucketed, so a new batch size reuses the tuned tile.
     key=["M_BUCKET", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w", "C_in_g", "C_out_g",
-         "groups", "INPUT_PRECISION"],
+         "groups", "CHANNELS_LAST", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @interpreter_tiles(BLOCK_N="C_in_g", BLOCK_K=_interpreter_k_tile)
@@ -93,12 +98,14 @@ def conv2d_input_grad_kernel(
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, step_h, step_w, shift_step_h, shift_step_w,
     groups, C_in_g, C_out_g, K, M_BUCKET,
     INDEX_64: tl.constexpr, TAP_MAJOR: tl.constexpr, C_BLOCK: tl.constexpr,
-    EVEN_C: tl.constexpr, TAP_BITS: tl.constexpr,
+    EVEN_C: tl.constexpr, TAP_BITS: tl.constexpr, ROW_VEC: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """dy: channels_last, w: (C_out, KH, KW, C_in_g) in memory: sdyc == swi == 1 (the launcher
-    guarantees it; the strides stay arguments so that 1 is a compile-time constant).
+    """dy: channels_last, w: (C_out, KH, KW, C_in_g) in memory, or (C_in, KH, KW, C_out) under
+    TF32: sdyc == 1 and swi or swo == 1 (the launcher guarantees it; the strides stay arguments
+    so that 1 is a compile-time constant).
     Tap-major: the channel block is min(BLOCK_K, C_BLOCK), which divides C_out_g when EVEN_C;
     TAP_BITS: KH*KW <= 32, so each row's in-bounds taps are bits of one int32."""
     pid_m = tl.program_id(0)
@@ -155,25 +162,32 @@ def conv2d_input_grad_kernel(
             lo_h, hi_h = descending_range(j + shift_h0, OH, taps_h, shift_step_h)
             lo_w, hi_w = descending_range(i + shift_w0, OW, taps_w, shift_step_w)
             tap_bits = tap_bits_of(lo_h, hi_h, lo_w, hi_w, taps_h, taps_w)
+        # The step from one K step's offsets into dy and w to the next: the next channel block,
+        # the first block of the phase's next tap, or of its next tap row (scalars, no multiply
+        # in the loop). One tap further along an axis reads dy shift_step rows back.
+        back = (tl.cdiv(C_out_g, BK) - 1) * BK  # from the last channel block to the first
+        dy_step = tl.full((), 0, tl.int64 if INDEX_64 else tl.int32)
+        s_h, s_w, s_c = dy_step + sdyh, dy_step + sdyw, dy_step + sdyc  # dy_step's width
+        dy_next_c = BK * s_c
+        dy_next_tap = -shift_step_w * s_w - back * s_c
+        dy_next_row = -shift_step_h * s_h + (taps_w - 1) * shift_step_w * s_w - back * s_c
+        w_next_c = BK * swo
+        w_next_tap = w_tap_step_w - back * swo
+        w_next_row = w_tap_step_h - (taps_w - 1) * w_tap_step_w - back * swo
+        dy_step += shift_h0 * s_h + shift_w0 * s_w
+        w_step = tl.full((), 0, tl.int32)
         th = tl.full((), 0, tl.int32)
         tw = tl.full((), 0, tl.int32)
         tap_bit = tl.full((), 1, tl.int32)  # bit of the current tap in tap_bits
         c0 = tl.full((), 0, tl.int32)
         for _ in range(0, taps_h * taps_w * tl.cdiv(C_out_g, BK)):
-            shift_h = shift_h0 - th * shift_step_h
-            shift_w = shift_w0 - tw * shift_step_w
             if TAP_BITS:
                 row_ok = ((tap_bits & tap_bit) != 0)[:, None]
             else:
                 # One unsigned compare per axis checks both 0 <= oh and oh < OH.
-                oh = (j + shift_h).to(tl.uint32, bitcast=True)
-                ow = (i + shift_w).to(tl.uint32, bitcast=True)
+                oh = (j + shift_h0 - th * shift_step_h).to(tl.uint32, bitcast=True)
+                ow = (i + shift_w0 - tw * shift_step_w).to(tl.uint32, bitcast=True)
                 row_ok = ((oh < OH) & (ow < OW))[:, None]
-            if INDEX_64:
-                shift_h = shift_h.to(tl.int64)
-                shift_w = shift_w.to(tl.int64)
-            dy_step = shift_h * sdyh + shift_w * sdyw + c0 * sdyc
-            w_step = c0 * swo + th * w_tap_step_h + tw * w_tap_step_w
             if EVEN_C:
                 a = tl.load(a_ptrs + dy_step, mask=row_ok, other=0.0)
                 b = tl.load(b_ptrs + w_step, mask=mask_n[None, :], other=0.0)
@@ -193,7 +207,11 @@ def conv2d_input_grad_kernel(
             tw = tl.where(next_tap, tw + 1, tw)
             next_row = tw >= taps_w
             tw = tl.where(next_row, 0, tw)
-            th = tl.where(next_row, th + 1, th)
+            if not TAP_BITS:
+                th = tl.where(next_row, th + 1, th)
+            dy_step += tl.where(next_row, dy_next_row,
+                                tl.where(next_tap, dy_next_tap, dy_next_c))
+            w_step += tl.where(next_row, w_next_row, tl.where(next_tap, w_next_tap, w_next_c))
     else:
         offs_k = tl.arange(0, BLOCK_K)
         k_pad = tl.cdiv(K, K_TABLE_PAD_) * K_TABLE_PAD_
@@ -218,8 +236,8 @@ def conv2d_input_grad_kernel(
             acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
 
     ci = group * C_in_g + offs_n
-    dx_ptrs = dx_ptr + ((n * sdxn + ih * sdxh + iw * sdxw)[:, None] + ci[None, :] * sdxc)
-    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    store_tile(dx_ptr, acc.to(dx_ptr.dtype.element_ty), n * sdxn + ih * sdxh + iw * sdxw,
+               ci * sdxc, offs_m, N * HP * WP, mask_m, mask_n, ROW_VEC, CHANNELS_LAST)
 
 
 def conv2d_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input: torch.Tensor,
@@ -274,7 +292,13 @@ def launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
     layout = output_memory_format(input)
     grad_input = torch.empty(input.shape, device=input.device, dtype=input.dtype,
                              memory_format=layout)
-    grad_output, weight = to_channels_last(grad_output), to_channels_last(weight)
+    grad_output = to_channels_last(grad_output)
+    if dot_precision(input.dtype) == "tf32" and g.groups == 1:
+        # TF32 wgmma reads only K-major operands from shared memory, and the reduction here
+        # runs over the output channels: the weight as (C_in, KH, KW, C_out) in memory.
+        weight = output_channels_last(weight)
+    else:
+        weight = to_channels_last(weight)
     (sh, sw), (dh, dw) = g.stride, g.dilation
     step_h, step_w = sh // math.gcd(sh, dh), sw // math.gcd(sw, dw)
     m = g.batch * cdiv(g.height, sh) * cdiv(g.width, sw)
@@ -298,6 +322,9 @@ def launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
         INDEX_64=needs_int64(grad_output, weight, grad_input),
         TAP_MAJOR=tap_major, C_BLOCK=c_block, EVEN_C=even_c,
         TAP_BITS=g.kernel_h * g.kernel_w <= 32,  # a phase's taps' bounds fit one int32 per row
+        # The NCHW dx's store vectors (kernels.tile_store): a stride-1 phase is the whole plane.
+        ROW_VEC=nchw_row_vector(grad_input, contiguous_rows=(sh, sw) == (1, 1)),
+        CHANNELS_LAST=layout == torch.channels_last,
         ACC_DTYPE=accumulator_dtype(input.dtype), INPUT_PRECISION=dot_precision(input.dtype),
         UPCAST=dot_upcast(input.dtype),
     )

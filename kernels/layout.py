@@ -5,6 +5,9 @@ shared memory. For a convolution that axis is the channel axis: activations (N, 
 read as channels_last (NHWC in memory) and weights (C_out, C_in/g, KH, KW) as channels_last too,
 which is (C_out, KH, KW, C_in/g) in memory. The launchers bring their operands into that layout
 once (``to_channels_last``) and write results in the layout torch's rules give the caller.
+One exception: the input gradient reduces over the output channels, and a TF32 tile (unlike a
+16-bit one, which the MMA reads transposed for free) needs that axis contiguous, so under TF32
+it reads the weight as (C_in, KH, KW, C_out) in memory (``output_channels_last``).
 
 A conversion is not free: it reads and writes the whole tensor. ``conversion_bytes`` counts
 that traffic, so a report can set it beside the convolution's own.
@@ -34,11 +37,20 @@ def to_channels_last(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride() == canonical else t.as_strided(t.shape, canonical)
 
 
+def output_channels_last(weight: torch.Tensor) -> torch.Tensor:
+    """A (C_out, C_in, KH, KW) weight with C_out on the contiguous axis, (C_in, KH, KW, C_out)
+    in memory (a copy unless it already is): the input gradient's reduction axis, which a TF32
+    tile needs contiguous."""
+    if weight.stride(0) == 1 and weight.permute(1, 2, 3, 0).is_contiguous():
+        return weight
+    return weight.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2)
+
+
 def conversion_bytes(*tensors) -> int:
-    """Bytes that ``to_channels_last`` moves for these tensors (read + write of each copy)."""
-    return sum(2 * t.numel() * t.element_size() for t in tensors
-               if t is not None and not is_channels_last_dense(t))
+    """Bytes a layout conversion of these tensors moves: each is read and written once."""
+    return sum(2 * t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-__all__ = ["channels_last_strides", "is_channels_last_dense", "to_channels_last",
+__all__ = ["channels_last_strides", "is_channels_last_dense", "output_channels_last",
+           "to_channels_last",
            "conversion_bytes"]

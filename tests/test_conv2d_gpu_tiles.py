@@ -136,7 +136,8 @@ def test_weight_grad_tiles(cfg, problem):
 
 
 # The K-loop structures of the forward and input gradient, each under a tile whose BLOCK_K is
-# wider than the channel block (64, clamped) and one that is not (32):
+# wider than the channel block (64, clamped) and one that is not (32); in NCHW the second also
+# stores its 64 columns half by half where the plane gives no row vectors:
 # (N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups).
 LOOP_PROBLEMS = {
     # 48 channels: three 16-channel blocks per tap and no channel mask (EVEN_C), in both
@@ -149,6 +150,9 @@ LOOP_PROBLEMS = {
     "tap_major_wide_padding": (1, 16, 4, 5, 16, 3, 1, 3, 1, 1),
     # A 1x1 stride-2 downsample: one tap, every output pixel inside.
     "pointwise_stride2": (2, 32, 6, 7, 16, 1, 2, 0, 1, 1),
+    # 4x8 planes and 3 images: an NCHW y and dx are stored by 4-pixel vectors (fp32), and the
+    # last row tile ends inside a plane (kernels.tile_store); 24 channels, a partial BLOCK_N.
+    "nchw_row_vectors": (3, 16, 4, 8, 24, 3, 1, 1, 1, 1),
     # 2 input and 4 output channels per group: both kernels' flattened-K tables, with groups,
     # dilation and stride phases.
     "flattened_groups3": (2, 6, 9, 8, 12, 3, 2, 1, 2, 3),
@@ -239,3 +243,21 @@ def test_depthwise_tiles(tiles, layout):
                                                              BLOCK_C=block_c, num_warps=warps)
     assert_matches(partial_w.sum(0).view(weight.shape), dw_ref, what="depthwise weight gradient")
     assert_matches(partial_b.sum(0), dy.double().sum((0, 2, 3)), what="depthwise bias gradient")
+
+
+@pytest.mark.parametrize("problem", ["3x3s2", "tap_major_48ch", "flat_long", "flattened_groups3"])
+def test_input_grad_tf32_weight_layout(problem, monkeypatch):
+    """Under TF32 the input gradient reads the weight with C_out innermost (groups of 1; a
+    grouped weight keeps channels_last): the same result from either layout. The interpreter
+    computes the dot in fp32 whatever the precision, so only the layout changes here."""
+    monkeypatch.setattr(input_grad, "dot_precision", lambda dtype: "tf32")
+    problems = dict(WGRAD_PROBLEMS, **LOOP_PROBLEMS)
+    x, weight, g, options = make(problems[problem], "nchw")
+    x64, w64 = x.double().requires_grad_(), weight.double()
+    y_ref = F.conv2d(x64, w64, **options)
+    dy = torch.randn_like(y_ref).float()
+    (dx_ref,) = torch.autograd.grad(y_ref, (x64,), dy.double())
+    dx, grid, args = input_grad.launch_arguments(dy, weight, x, g)
+    assert (args["swo"] == 1) == (g.groups == 1)
+    launch(input_grad.conv2d_input_grad_kernel, grid, args, (64, 32, 32, 4, 3))
+    assert_matches(dx, dx_ref, what="input gradient, TF32 weight layout")
