@@ -11,12 +11,18 @@ would miss writes through ``.data``, as gradcheck and old-style optimizers make)
 contiguous along the channel axis, so their tiles load as 16-byte async copies. The input tile
 is gathered straight from x (no im2col buffer); padding is a load mask.
 
-Two reductions, chosen by the launcher:
+Three reductions, chosen by the launcher:
     tap-major (C_in/groups >= 16)  the K loop walks the taps (kh, kw) and, inside each tap,
         blocks of channels, as a plain GEMM walks K: per step one scalar offset into x and w,
         one (BLOCK_M,) bounds mask for the tap's input row and column (and a channel mask only
         when the channel block does not divide C_in/groups). No per-element index math.
-    flattened (fewer channels)     K runs over (kh, kw, ci) flattened, so a 1- or 3-channel
+    packed (3 or 4 channels, no groups: RGB first layers)   K runs over (kh, kw, c) with
+        whole 4-channel pixels: the launcher pads x to 4 channels (in the copy that makes it
+        channels_last anyway when it comes NCHW) and the weight to (C_out, K rounded up to 64)
+        with zeros, so each tap of a row is one 8- or 16-byte vector with one bounds check,
+        the weight tile a plain GEMM tile, and a small table gives each tap its x offset and
+        shifts. K grows by a third for 3 channels; the gathers shrink by three.
+    flattened (other counts under 16)   K runs over (kh, kw, ci) flattened, so a 1-channel
         input still fills tl.dot's K tile; a small table built on the host gives each K index
         its x offset, tap shifts and w offset (no division in the loop).
 
@@ -34,6 +40,7 @@ The backward of this kernel lives in conv2d_input_grad.py and conv2d_weight_grad
 import functools
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -66,6 +73,8 @@ TAP_MAJOR_MIN_CHANNELS = 16
 # Columns of the flattened-K table are padded to this (the largest BLOCK_K).
 K_TABLE_PAD = 64
 K_TABLE_PAD_ = tl.constexpr(K_TABLE_PAD)  # the same, readable inside a kernel
+# The packed path's tap table is padded to this many taps (K_TABLE_PAD K indices).
+TAP_TABLE_PAD_ = tl.constexpr(K_TABLE_PAD // 4)
 
 
 def _prune(configs, named_args, **kwargs):
@@ -102,13 +111,15 @@ def conv2d_forward_kernel(
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, c_in_g, C_out_g, K, M_BUCKET, eps,
     INDEX_64: tl.constexpr, HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-    TAP_MAJOR: tl.constexpr, C_BLOCK: tl.constexpr, EVEN_C: tl.constexpr,
+    TAP_MAJOR: tl.constexpr, PACKED: tl.constexpr, C_BLOCK: tl.constexpr,
+    EVEN_C: tl.constexpr,
     TAP_BITS: tl.constexpr, ROW_VEC: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """x: channels_last, w: (C_out, KH, KW, c_in_g) in memory: sxc == swi == 1 (the launcher
     guarantees it; the strides stay arguments so that 1 is a compile-time constant).
+    PACKED: x has 4 channels, w is (C_out, K rounded up to 64) with row stride swo.
     Tap-major: the channel block is min(BLOCK_K, C_BLOCK), which divides c_in_g when EVEN_C;
     TAP_BITS: KH*KW <= 32, so each row's in-bounds taps are bits of one int32."""
     pid_m = tl.program_id(0)
@@ -197,6 +208,34 @@ def conv2d_forward_kernel(
                 kh = tl.where(next_row, kh + 1, kh)
             x_step += tl.where(next_row, x_next_row, tl.where(next_tap, x_next_tap, x_next_c))
             w_step += tl.where(next_row, w_next_row, tl.where(next_tap, w_next_tap, w_next_c))
+    elif PACKED:
+        # Whole 4-channel pixels (see pack_pixels): K index k = tap * 4 + c, and a tap's 4
+        # channels are 8 or 16 contiguous, aligned bytes of x, loaded as one vector with one
+        # bounds check. The weight is (C_out, K rounded up to 64) with zeros past K, so its
+        # tile is a plain GEMM tile.
+        offs_t = tl.arange(0, BLOCK_K // 4)
+        offs_c4 = tl.arange(0, 4)
+        offs_k = tl.arange(0, BLOCK_K)
+        t_pad = tl.cdiv(K // 4, TAP_TABLE_PAD_) * TAP_TABLE_PAD_
+        # Pixels of 4 channels: every pixel offset is a multiple of 4.
+        a_rows = tl.multiple_of(x_rows, 4)
+        b_ptrs = w_ptr + (w_cols[None, :] + offs_k[:, None])
+        for k0 in range(0, K, BLOCK_K):
+            # Table rows: each tap's x offset, row shift and column shift; padded taps carry a
+            # row shift that fails the bounds check.
+            taps = k_table_ptr + k0 // 4 + offs_t
+            x_taps = tl.multiple_of(tl.load(taps), 4)
+            ih = (ih0[:, None] + tl.load(taps + t_pad)[None, :]).to(tl.uint32, bitcast=True)
+            iw = (iw0[:, None] + tl.load(taps + 2 * t_pad)[None, :]).to(tl.uint32, bitcast=True)
+            ok = (ih < H) & (iw < W)
+            a = tl.load(x_ptr + (a_rows[:, None, None] + x_taps[None, :, None]
+                                 + offs_c4[None, None, :]), mask=ok[:, :, None], other=0.0)
+            a = tl.reshape(a, (BLOCK_M, BLOCK_K))
+            b = tl.load(b_ptrs + k0, mask=mask_n[None, :], other=0.0)
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
     else:
         offs_k = tl.arange(0, BLOCK_K)
         k_pad = tl.cdiv(K, K_TABLE_PAD_) * K_TABLE_PAD_
@@ -288,6 +327,42 @@ def k_table(kernel_h, kernel_w, channels, dil_h, dil_w, sxc, sxh, sxw, swi, swh,
     return table.to(device)
 
 
+@functools.lru_cache(maxsize=64)
+def tap_table(kernel_h, kernel_w, dil_h, dil_w, sxh, sxw, device):
+    """The packed path's table, int32 (3, taps padded to K_TABLE_PAD / 4): each tap's x offset,
+    row shift kh*dh and column shift kw*dw. Padded taps get a row shift that no row passes."""
+    kh, kw = torch.meshgrid(torch.arange(kernel_h), torch.arange(kernel_w), indexing="ij")
+    kh, kw = kh.flatten(), kw.flatten()
+    table = torch.zeros((3, cdiv(kh.numel() * 4, K_TABLE_PAD) * K_TABLE_PAD // 4),
+                        dtype=torch.int64)
+    table[1] = -2**30
+    table[:, :kh.numel()] = torch.stack([kh * dil_h * sxh + kw * dil_w * sxw, kh * dil_h,
+                                         kw * dil_w])
+    if table.abs().max() < 2**31:
+        table = table.to(torch.int32)
+    return table.to(device)
+
+
+def packs_pixels(geometry: Conv2dGeometry) -> bool:
+    """Whether the forward reads whole 4-channel pixels: an RGB (or 4-channel) first layer.
+    Three channels are padded to four, so K grows by a third, but each tap's pixel becomes one
+    aligned vector load and one bounds check instead of three of each."""
+    return geometry.groups == 1 and geometry.in_channels in (3, 4)
+
+
+def pack_pixels(x: torch.Tensor, weight: torch.Tensor):
+    """x (N, 3 or 4, H, W) -> (N, 4, H, W) channels_last, a zero fourth channel (a copy unless
+    x already is one); weight (C_out, 3 or 4, KH, KW) -> (C_out, K) with K = KH*KW*4 rounded
+    up to K_TABLE_PAD, in (kh, kw, c) order and zero past the real taps and channels."""
+    if x.shape[1] == 3:
+        x = F.pad(x.permute(0, 2, 3, 1), (0, 1)).permute(0, 3, 1, 2)
+    x = to_channels_last(x)
+    c_out, c_in, kh, kw = weight.shape
+    k = kh * kw * 4
+    flat = F.pad(weight.permute(0, 2, 3, 1), (0, 4 - c_in)).reshape(c_out, k)
+    return x, F.pad(flat, (0, cdiv(k, K_TABLE_PAD) * K_TABLE_PAD - k))
+
+
 def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, bn_eval=None,
                      stats=False):
     """Allocate the outputs and name every kernel argument: (y, stats or None, grid, args),
@@ -297,7 +372,9 @@ def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, b
     oh, ow = g.out_h, g.out_w
     layout = output_memory_format(x, weight)
     y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype, memory_format=layout)
-    x, weight = to_channels_last(x), to_channels_last(weight)
+    packed = packs_pixels(g)
+    x, weight = pack_pixels(x, weight) if packed else (to_channels_last(x),
+                                                       to_channels_last(weight))
     m = g.batch * oh * ow
     stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     stats_buf = torch.empty((cdiv(m, STATS_BLOCK_M), 3, g.out_channels), device=x.device,
@@ -306,9 +383,14 @@ def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, b
     tap_major = g.in_per_group >= TAP_MAJOR_MIN_CHANNELS
     c_block, even_c = channel_block(g.in_per_group)
     sxn, sxc, sxh, sxw = x.stride()
-    swo, swi, swh, sww = weight.stride()
-    table = None if tap_major else k_table(g.kernel_h, g.kernel_w, g.in_per_group, *g.dilation,
-                                           sxc, sxh, sxw, swi, swh, sww, x.device)
+    if packed:  # a (C_out, K) weight
+        swo, swi, swh, sww = weight.stride(0), 1, 0, 0
+        table = tap_table(g.kernel_h, g.kernel_w, *g.dilation, sxh, sxw, x.device)
+    else:
+        swo, swi, swh, sww = weight.stride()
+        table = None if tap_major else k_table(g.kernel_h, g.kernel_w, g.in_per_group,
+                                               *g.dilation, sxc, sxh, sxw, swi, swh, sww,
+                                               x.device)
 
     def pointer(t):
         return y if t is None else t  # stands in for an absent tensor; never read then
@@ -324,11 +406,12 @@ def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, b
         KH=g.kernel_h, KW=g.kernel_w, stride_h=g.stride[0], stride_w=g.stride[1],
         pad_h=g.padding[0], pad_w=g.padding[2], dil_h=g.dilation[0], dil_w=g.dilation[1],
         groups=g.groups, c_in_g=g.in_per_group, C_out_g=g.out_per_group,
-        K=g.kernel_h * g.kernel_w * g.in_per_group, M_BUCKET=m_bucket(m), eps=float(eps),
+        K=g.kernel_h * g.kernel_w * (4 if packed else g.in_per_group), M_BUCKET=m_bucket(m),
+        eps=float(eps),
         INDEX_64=needs_int64(x, weight, y), HAS_BIAS=bias is not None, STATS=stats,
         BN_EVAL=bn_eval is not None, BN_AFFINE=gamma is not None, RELU=relu,
         CHANNELS_LAST=layout == torch.channels_last,  # only keys autotuning: the output store
-        TAP_MAJOR=tap_major, C_BLOCK=c_block, EVEN_C=even_c,
+        TAP_MAJOR=tap_major, PACKED=packed, C_BLOCK=c_block, EVEN_C=even_c,
         TAP_BITS=g.kernel_h * g.kernel_w <= 32,  # every tap's bounds fit one int32 per row
         ROW_VEC=nchw_row_vector(y),  # the NCHW output's store vectors (kernels.tile_store)
         ACC_DTYPE=accumulator_dtype(x.dtype), INPUT_PRECISION=dot_precision(x.dtype),

@@ -153,11 +153,17 @@ LOOP_PROBLEMS = {
     # 4x8 planes and 3 images: an NCHW y and dx are stored by 4-pixel vectors (fp32), and the
     # last row tile ends inside a plane (kernels.tile_store); 24 channels, a partial BLOCK_N.
     "nchw_row_vectors": (3, 16, 4, 8, 24, 3, 1, 1, 1, 1),
+    # RGB and 4-channel first layers: the forward reads whole 4-channel pixels (3 channels
+    # padded), with a 7x7/2 stem, a dilated 3x3 and a 1x1 (K = 4, so BLOCK_K narrows to 16
+    # below).
+    "packed_rgb_7x7s2": (2, 3, 9, 8, 24, 7, 2, 3, 1, 1),
+    "packed_4ch_dilated": (2, 4, 7, 9, 12, 3, 1, 2, 2, 1),
+    "packed_rgb_1x1": (2, 3, 5, 5, 8, 1, 1, 0, 1, 1),
     # 2 input and 4 output channels per group: both kernels' flattened-K tables, with groups,
     # dilation and stride phases.
     "flattened_groups3": (2, 6, 9, 8, 12, 3, 2, 1, 2, 3),
 }
-LOOP_TILES = [(64, 32, 64, 4, 3), (128, 64, 32, 4, 4)]
+LOOP_TILES = [(64, 32, 64, 4, 3), (128, 64, 32, 4, 4), (64, 32, 16, 4, 3)]
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
