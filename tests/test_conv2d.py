@@ -270,5 +270,13 @@ def test_configs_pruned_to_the_problem():
     assert all(c.kwargs["BLOCK_N"] <= 64 and c.kwargs["BLOCK_K"] <= 32 for c in kept)
     assert len({(tuple(c.kwargs.items()), c.num_warps, c.num_stages) for c in kept}) == len(kept)
     assert prune_gemm_tiles(configs, n_cols=1, k_span=1)[0].kwargs["BLOCK_K"] == 16
+    # Each narrowed tile keeps one 16-byte copy per thread for both operands: 128x32x32 fp16
+    # from 128x64x32 over 8 warps (a 2 KB B tile) drops to 4 warps; fp32 keeps 8.
+    for element_size, warps in ((2, 4), (4, 8)):
+        kept = prune_gemm_tiles(configs, n_cols=32, k_span=32, element_size=element_size)
+        narrowed = [c for c in kept if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) == (128, 32)]
+        assert {c.num_warps for c in narrowed} == {4, warps}
+        assert all(min(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) * c.kwargs["BLOCK_K"]
+                   * element_size // 16 >= 32 * c.num_warps for c in kept)
     assert [channel_block(c) for c in (16, 32, 48, 64, 128, 20, 100)] == \
         [(16, True), (32, True), (16, True), (64, True), (64, True), (32, False), (64, False)]
