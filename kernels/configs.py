@@ -79,16 +79,19 @@ def m_bucket(m: int) -> int:
     return triton.next_power_of_2(max(1, int(m)))
 
 
-def prune_gemm_tiles(configs, n_cols: int, k_span: int, element_size: int = 2):
+def prune_gemm_tiles(configs, n_cols: int, k_span: int, element_size: int = 2,
+                     async_copies: bool = True):
     """The configs with tiles no wider than the problem: BLOCK_N clamped to the output columns
     and BLOCK_K to the reduction span one tile walks (channels per tap, or the whole K), each
     rounded up to a power of two of at least 16; duplicates dropped, order kept. Runs before
     autotuning, so a 64-channel layer does not time 128-wide tiles that compute zeros.
 
-    A narrowed tile keeps at least one 16-byte copy per thread for each operand: its warps are
+    With ``async_copies`` (both operand tiles are 16-byte async copies: the tap-major loops), a
+    narrowed tile keeps at least one 16-byte copy per thread for each operand: its warps are
     halved (down to 4) while the smaller operand tile, BLOCK_K x min(BLOCK_M, BLOCK_N)
     elements of ``element_size`` bytes, has fewer 16-byte chunks than the threads (a 32x32
-    fp16 tile over 8 warps would load by 8-byte copies)."""
+    fp16 tile over 8 warps would load by 8-byte copies). Gathered tiles keep their warps,
+    which share the per-element gathers."""
     kept, seen = [], set()
     for cfg in configs:
         kw = dict(cfg.kwargs)
@@ -96,7 +99,7 @@ def prune_gemm_tiles(configs, n_cols: int, k_span: int, element_size: int = 2):
             if tile in kw:
                 kw[tile] = min(kw[tile], max(16, triton.next_power_of_2(int(size))))
         warps = cfg.num_warps
-        if {"BLOCK_M", "BLOCK_N", "BLOCK_K"} <= set(kw):
+        if async_copies and {"BLOCK_M", "BLOCK_N", "BLOCK_K"} <= set(kw):
             chunks = min(kw["BLOCK_M"], kw["BLOCK_N"]) * kw["BLOCK_K"] * element_size // 16
             while warps > 4 and chunks < 32 * warps:
                 warps //= 2

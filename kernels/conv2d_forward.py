@@ -84,7 +84,7 @@ def _prune(configs, named_args, **kwargs):
         configs = [c for c in configs if c.kwargs["BLOCK_M"] == STATS_BLOCK_M] or configs
     return prune_gemm_tiles(configs, args["C_out_g"],
                             args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"],
-                            args["x_ptr"].element_size())
+                            args["x_ptr"].element_size(), async_copies=args["TAP_MAJOR"])
 
 
 def _interpreter_k_tile(args):

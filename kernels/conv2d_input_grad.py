@@ -73,7 +73,7 @@ def _prune(configs, named_args, **kwargs):
     args = dict(named_args, **kwargs)
     return prune_gemm_tiles(configs, args["C_in_g"],
                             args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"],
-                            args["dy_ptr"].element_size())
+                            args["dy_ptr"].element_size(), async_copies=args["TAP_MAJOR"])
 
 
 def _interpreter_k_tile(args):

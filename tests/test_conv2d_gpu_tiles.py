@@ -19,7 +19,7 @@ from kernels.batch_norm_forward import batch_norm_finalize
 from kernels.configs import _IMPLICIT_GEMM_GPU
 from kernels.conv2d_depthwise import _TILES_GPU
 from kernels.conv2d_geometry import Conv2dGeometry
-from kernels.conv2d_weight_grad import WGRAD_TILES_GPU
+from kernels.conv2d_weight_grad import FP32_IEEE_TILES, WGRAD_TILES_GPU
 from kernels.runtime import cdiv
 
 forward = importlib.import_module("kernels.conv2d_forward")
@@ -116,7 +116,9 @@ def wgrad_tiles_id(cfg):
 
 
 @pytest.mark.parametrize("problem", list(WGRAD_PROBLEMS))
-@pytest.mark.parametrize("cfg", WGRAD_TILES_GPU, ids=wgrad_tiles_id)
+@pytest.mark.parametrize("cfg", WGRAD_TILES_GPU + [t for t in FP32_IEEE_TILES
+                                                  if t not in WGRAD_TILES_GPU],
+                         ids=wgrad_tiles_id)
 def test_weight_grad_tiles(cfg, problem):
     """The weight gradient as on a GPU: the reduction over N*OH*OW split into 3 partial slots,
     then the second launch sums them into dw and db in the weight's layout and dtype. One
