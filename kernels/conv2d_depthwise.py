@@ -14,14 +14,25 @@ KH*KW taps with elementwise multiply-adds.
     weight grad:  dw[co, 0, kh, kw] = sum_{n,oh,ow} dy[n, co, oh, ow] * x[n, ci, ih, iw]
     bias grad:    db[co]            = sum_{n,oh,ow} dy[n, co, oh, ow]
 The weight gradient's long reduction over N*OH*OW is split across programs into partial slots
-summed in a fixed order (deterministic).
+that the implicit GEMM's second launch sums in a fixed order into dw and db in the weight's own
+layout and dtype (deterministic, at most 2 launches; one, writing them directly, when a single
+slot fills the GPU).
+
+Autotune keys hold no raw batch or image size, as the implicit GEMM's: the pixel count enters
+bucketed by powers of two, and the batch size is not integer-specialised.
 """
 import torch
 import triton
 import triton.language as tl
 
-from .configs import AUTOTUNE
+from .configs import AUTOTUNE, m_bucket
 from .conv2d_geometry import Conv2dGeometry
+from .conv2d_weight_grad import (
+    REDUCE_BLOCK_E,
+    REDUCE_BLOCK_S,
+    conv2d_weight_grad_reduce_kernel,
+    weight_grad_layout,
+)
 from .runtime import INTERPRET, cdiv, multiprocessor_count, output_memory_format
 
 # Pixels x channels per program. The interpreter pays per program, so it gets one tall tile.
@@ -52,10 +63,10 @@ def _prune_for_stats(configs, named_args, **kwargs):
 
 
 @triton.autotune(configs=_tile_configs("BLOCK_P"),
-                 key=["N", "H", "W", "C_out", "OH", "OW", "KH", "KW", "stride_h", "stride_w",
-                      "HAS_BIAS", "STATS", "BN_EVAL", "RELU"],
+                 key=["P_BUCKET", "C_out", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
+                      "dil_w", "HAS_BIAS", "STATS", "BN_EVAL", "RELU"],
                  prune_configs_by={"early_config_prune": _prune_for_stats})
-@triton.jit
+@triton.jit(do_not_specialize=["N", "P_BUCKET"])
 def depthwise_forward_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
     bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, stats_ptr,
@@ -63,7 +74,7 @@ def depthwise_forward_kernel(
     swo, swh, sww, sb,
     syn, syc, syh, syw,
     N, H, W, C_out, OH, OW, KH, KW, MULT,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, eps,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, eps, P_BUCKET,
     HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -121,15 +132,16 @@ def depthwise_forward_kernel(
 
 
 @triton.autotune(configs=_tile_configs("BLOCK_P"),
-                 key=["N", "C_in", "H", "W", "OH", "OW", "KH", "KW", "stride_h", "stride_w"])
-@triton.jit
+                 key=["P_BUCKET", "C_in", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
+                      "dil_w"])
+@triton.jit(do_not_specialize=["N", "P_BUCKET"])
 def depthwise_input_grad_kernel(
     dy_ptr, w_ptr, dx_ptr,
     sdyn, sdyc, sdyh, sdyw,
     swo, swh, sww,
     sdxn, sdxc, sdxh, sdxw,
     N, C_in, H, W, OH, OW, KH, KW, MULT,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, P_BUCKET,
     ACC_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -160,19 +172,22 @@ def depthwise_input_grad_kernel(
 
 
 @triton.autotune(configs=_tile_configs("BLOCK_R"),
-                 key=["N", "H", "W", "C_out", "OH", "OW", "KH", "KW", "stride_h", "stride_w",
-                      "R_PER_SPLIT", "HAS_BIAS"])
-@triton.jit
+                 key=["R_BUCKET", "C_out", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
+                      "dil_w", "HAS_BIAS"])
+@triton.jit(do_not_specialize=["N", "R_PER_SPLIT", "R_BUCKET"])
 def depthwise_weight_grad_kernel(
     dy_ptr, x_ptr, dw_ptr, db_ptr,
     sdyn, sdyc, sdyh, sdyw,
     sxn, sxc, sxh, sxw,
+    sws, swo, swh, sww, sbs,
     N, H, W, C_out, OH, OW, KH, KW, MULT,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, R_PER_SPLIT,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, R_PER_SPLIT, R_BUCKET,
     HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    # Program (channel block, tap kh*KW+kw, split): one partial dw[split, co, tap].
+    """Program (channel block, tap kh*KW+kw, split): dw[split, co, 0, kh, kw] at
+    dw_ptr + split*sws + co*swo + kh*swh + kw*sww, db[split, co] at db_ptr + split*sbs + co, in
+    their pointers' dtypes: the final tensors when there is one split (sws = sbs = 0)."""
     co = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     tap = tl.program_id(1)
     split = tl.program_id(2)
@@ -201,12 +216,12 @@ def depthwise_weight_grad_kernel(
         acc += dyv * xv
         if HAS_BIAS:
             bias_acc += tl.sum(dyv, axis=0)
-    taps = KH * KW
-    tl.store(dw_ptr + (split.to(tl.int64) * C_out + co) * taps + tap, tl.sum(acc, axis=0),
-             mask=mask_c)
+    tl.store(dw_ptr + split.to(tl.int64) * sws + co * swo + kh * swh + kw * sww,
+             tl.sum(acc, axis=0).to(dw_ptr.dtype.element_ty), mask=mask_c)
     if HAS_BIAS:
         if tap == 0:
-            tl.store(db_ptr + split * C_out + co, bias_acc, mask=mask_c)
+            tl.store(db_ptr + split * sbs + co, bias_acc.to(db_ptr.dtype.element_ty),
+                     mask=mask_c)
 
 
 def _acc_dtype(dtype):
@@ -236,19 +251,17 @@ def depthwise_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input:
 
 def depthwise_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
                           geometry: Conv2dGeometry, need_bias: bool = False):
-    """(dw like weight (C*mult, 1, KH, KW), db (C*mult,) or None)."""
-    partial_w, partial_b, grid, args = weight_grad_launch_arguments(grad_output, input, weight,
+    """(dw like weight (C*mult, 1, KH, KW) in its layout and dtype, db (C*mult,) or None):
+    the partial slots' launch, then (with more than one slot) their sum."""
+    grad_weight, grad_bias, launches = weight_grad_launch_arguments(grad_output, input, weight,
                                                                     geometry, need_bias)
     if grad_output.numel() == 0 or input.numel() == 0:
-        partial_w.zero_()
-        partial_b.zero_()
-    else:
-        depthwise_weight_grad_kernel[grid](**args)
-    split = partial_w.shape[0]
-    grad_weight = (partial_w[0] if split == 1 else partial_w.sum(0)).view(weight.shape)
-    grad_weight = grad_weight.to(weight.dtype)
-    grad_bias = (partial_b[0] if split == 1 else partial_b.sum(0)).to(weight.dtype) \
-        if need_bias else None
+        grad_weight.zero_()
+        if grad_bias is not None:
+            grad_bias.zero_()
+        return grad_weight, grad_bias
+    for kernel, grid, args in launches:
+        kernel[grid](**args)
     return grad_weight, grad_bias
 
 
@@ -282,7 +295,7 @@ def forward_launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=
     def pointer(t):
         return y if t is None else t  # stands in for an absent tensor; never read then
 
-    args = dict(x_ptr=x, w_ptr=weight, b_ptr=pointer(bias), y_ptr=y,
+    args = dict(x_ptr=x, w_ptr=weight, b_ptr=pointer(bias), y_ptr=y, P_BUCKET=m_bucket(pixels),
                 bn_mean_ptr=pointer(mean), bn_var_ptr=pointer(var),
                 bn_weight_ptr=pointer(gamma), bn_bias_ptr=pointer(beta),
                 stats_ptr=pointer(stats_buf),
@@ -304,31 +317,62 @@ def input_grad_launch_arguments(grad_output, weight, input, geometry: Conv2dGeom
     args = dict(dy_ptr=grad_output, w_ptr=weight, dx_ptr=grad_input,
                 **_strides("dy", grad_output), swo=weight.stride(0), swh=weight.stride(2),
                 sww=weight.stride(3), **_strides("dx", grad_input), C_in=g.in_channels,
-                **_geometry_args(g), ACC_DTYPE=_acc_dtype(input.dtype))
+                **_geometry_args(g), P_BUCKET=m_bucket(pixels), ACC_DTYPE=_acc_dtype(input.dtype))
     grid = lambda meta: (cdiv(pixels, meta["BLOCK_P"]), cdiv(g.in_channels, meta["BLOCK_C"]))
     return grad_input, grid, args
 
 
 def weight_grad_launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry,
-                                 need_bias=False, sm_count=None):
-    """(partial_w (SPLIT, C_out, KH*KW), partial_b (SPLIT, C_out) or partial_w, grid, args) of
-    the weight-gradient launch. sm_count: the GPU's multiprocessors (default: input's device's)."""
+                                 need_bias=False, sm_count=None, split=None):
+    """(grad_weight, grad_bias or None, [(kernel, grid, args), ...]): the partial slots' launch
+    and, with more than one slot, the implicit GEMM's sum of them (kernels.conv2d_weight_grad).
+    sm_count: the GPU's multiprocessors (default: input's device's); split: force that many
+    slots (tests), default sized to fill the GPU."""
     g = geometry
     r = g.batch * g.out_h * g.out_w
     taps = g.kernel_h * g.kernel_w
     programs = cdiv(g.out_channels, 32) * taps  # nominal: the tiles are autotuned
     sm_count = sm_count or multiprocessor_count(input.device)
-    split = 1 if INTERPRET else max(1, min(2 * sm_count // programs,
-                                           cdiv(r, 4 * WGRAD_R_MULTIPLE)))
-    per_split = cdiv(cdiv(max(r, 1), split), WGRAD_R_MULTIPLE) * WGRAD_R_MULTIPLE
-    split = cdiv(max(r, 1), per_split)
-    acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
-    partial_w = torch.empty((split, g.out_channels, taps), device=input.device, dtype=acc_dtype)
-    partial_b = torch.empty((split, g.out_channels), device=input.device, dtype=acc_dtype) \
-        if need_bias else partial_w
-    args = dict(dy_ptr=grad_output, x_ptr=input, dw_ptr=partial_w, db_ptr=partial_b,
-                **_strides("dy", grad_output), **_strides("x", input), C_out=g.out_channels,
-                **_geometry_args(g), R_PER_SPLIT=per_split, HAS_BIAS=need_bias,
-                ACC_DTYPE=_acc_dtype(input.dtype))
+    if split is None:
+        split = 1 if INTERPRET else max(1, min(2 * sm_count // programs,
+                                               cdiv(r, 4 * WGRAD_R_MULTIPLE)))
+        per_split = cdiv(cdiv(max(r, 1), split), WGRAD_R_MULTIPLE) * WGRAD_R_MULTIPLE
+        split = cdiv(max(r, 1), per_split)
+    else:
+        per_split = cdiv(max(r, 1), split)
+    grad_weight = torch.empty(weight.shape, device=weight.device, dtype=weight.dtype,
+                              memory_format=weight_grad_layout(weight))
+    grad_bias = torch.empty((g.out_channels,), device=weight.device, dtype=weight.dtype) \
+        if need_bias else None
+    if split == 1:  # the one slot is the result
+        out_w, out_b, sws, sbs = grad_weight, grad_bias, 0, 0
+        swo, _, swh, sww = grad_weight.stride()
+    else:  # fp32 (fp64 for fp64) weight partials and fp64 bias partials, as the sum expects
+        acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+        out_w = torch.empty((split, g.out_channels, g.kernel_h, g.kernel_w, 1),
+                            device=input.device, dtype=acc_dtype)
+        out_b = torch.empty((split, g.out_channels), device=input.device,
+                            dtype=torch.float64) if need_bias else None
+        sws, swo, swh, sww, _ = out_w.stride()
+        sbs = g.out_channels
+    args = dict(dy_ptr=grad_output, x_ptr=input, dw_ptr=out_w,
+                db_ptr=out_w if out_b is None else out_b,  # never written without a bias
+                **_strides("dy", grad_output), **_strides("x", input),
+                sws=sws, swo=swo, swh=swh, sww=sww, sbs=sbs, C_out=g.out_channels,
+                **_geometry_args(g), R_PER_SPLIT=per_split, R_BUCKET=m_bucket(r),
+                HAS_BIAS=need_bias, ACC_DTYPE=_acc_dtype(input.dtype))
     grid = lambda meta: (cdiv(g.out_channels, meta["BLOCK_C"]), taps, split)
-    return partial_w, partial_b, grid, args
+    launches = [(depthwise_weight_grad_kernel, grid, args)]
+    if split > 1:
+        elements = g.out_channels * taps
+        programs = cdiv(elements, REDUCE_BLOCK_E) \
+            + (cdiv(g.out_channels, REDUCE_BLOCK_E) if need_bias else 0)
+        reduce_args = dict(
+            pw_ptr=out_w, pb_ptr=out_w if out_b is None else out_b, dw_ptr=grad_weight,
+            db_ptr=grad_weight if grad_bias is None else grad_bias,
+            **dict(zip(("swo", "swi", "swh", "sww"), grad_weight.stride(), strict=True)),
+            SPLIT=split, C_out=g.out_channels, C_in_g=1, KH=g.kernel_h, KW=g.kernel_w,
+            HAS_BIAS=need_bias, ACC_DTYPE=_acc_dtype(input.dtype),
+            BLOCK_S=REDUCE_BLOCK_S, BLOCK_E=REDUCE_BLOCK_E)
+        launches.append((conv2d_weight_grad_reduce_kernel, (programs,), reduce_args))
+    return grad_weight, grad_bias, launches

@@ -240,17 +240,16 @@ def test_depthwise_tiles(tiles, layout):
                                                             BLOCK_C=block_c, num_warps=warps)
     assert_matches(dx, dx_ref, what="depthwise input gradient")
 
-    partial_w, partial_b, _, args = depthwise.weight_grad_launch_arguments(dy, x, weight, g,
-                                                                           need_bias=True)
-    rows, split = g.batch * g.out_h * g.out_w, 3
-    partial_w = torch.empty((split, g.out_channels, 9), device=DEVICE)
-    partial_b = torch.empty((split, g.out_channels), device=DEVICE)
-    args.update(dw_ptr=partial_w, db_ptr=partial_b, R_PER_SPLIT=cdiv(rows, split))
-    grid = (cdiv(g.out_channels, block_c), 9, split)
+    # As on a GPU: 3 partial slots, then the implicit GEMM's sum of them into dw and db.
+    grad_weight, grad_bias, launches = depthwise.weight_grad_launch_arguments(
+        dy, x, weight, g, need_bias=True, split=3)
+    (_, _, args), (reduce, reduce_grid, reduce_args) = launches
+    grid = (cdiv(g.out_channels, block_c), 9, 3)
     innermost(depthwise.depthwise_weight_grad_kernel)[grid](**args, BLOCK_R=pixels,
                                                              BLOCK_C=block_c, num_warps=warps)
-    assert_matches(partial_w.sum(0).view(weight.shape), dw_ref, what="depthwise weight gradient")
-    assert_matches(partial_b.sum(0), dy.double().sum((0, 2, 3)), what="depthwise bias gradient")
+    reduce[reduce_grid](**reduce_args)
+    assert_matches(grad_weight, dw_ref, what="depthwise weight gradient")
+    assert_matches(grad_bias, dy.double().sum((0, 2, 3)), what="depthwise bias gradient")
 
 
 @pytest.mark.parametrize("problem", ["3x3s2", "tap_major_48ch", "flat_long", "flattened_groups3"])

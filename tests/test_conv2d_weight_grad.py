@@ -2,6 +2,7 @@
 reduction against float64, tap-major tiles (>= 16 input channels per group) over strides,
 dilations, groups and padding in float64, the launches it takes and the layout and dtype it
 writes, and autotune keys that do not change with the batch."""
+import functools
 import importlib
 
 import pytest
@@ -117,3 +118,39 @@ def test_autotune_key_has_no_batch_or_image_size():
         *_, launches = weight_grad.launch_arguments(dy, xb, weight, g, sm_count=132)
         buckets.add(launches[0][2]["R_BUCKET"])
     assert len(buckets) == 1
+
+
+@pytest.mark.parametrize("split", [1, 3])
+def test_depthwise_two_launches_at_most_written_in_the_weights_layout(split, launched,
+                                                                      monkeypatch):
+    """The depthwise weight gradient as the implicit GEMM's: its partial slots' launch, then
+    (split) the same sum of the slots into dw and db in the weight's format and dtype."""
+    depthwise = importlib.import_module("kernels.conv2d_depthwise")
+    monkeypatch.setattr(depthwise, "weight_grad_launch_arguments",
+                        functools.partial(depthwise.weight_grad_launch_arguments, split=split))
+    x = torch.randn(2, 8, 5, 6, device=DEVICE, dtype=torch.bfloat16)
+    weight = torch.randn(16, 1, 3, 3, device=DEVICE, dtype=torch.bfloat16)
+    w64 = weight.double().requires_grad_()
+    y = F.conv2d(x.double(), w64, padding=1, groups=8)
+    dy = torch.randn_like(y).bfloat16()
+    dw_ref, = torch.autograd.grad(y, w64, dy.double())
+    launched.clear()
+    dw, db = depthwise.depthwise_weight_grad(dy, x, weight, geometry_for(x, weight, 1, 1, 1, 8),
+                                             need_bias=True)
+    expected = ["depthwise_weight_grad_kernel"] \
+        + ["conv2d_weight_grad_reduce_kernel"] * (split > 1)
+    assert launched == expected
+    assert dw.dtype == db.dtype == torch.bfloat16 and dw.shape == weight.shape
+    assert_matches(dw.double(), dw_ref.detach(), what="depthwise weight gradient",
+                   dtype=torch.bfloat16)
+    assert_matches(db.double(), dy.double().sum((0, 2, 3)), what="depthwise bias gradient",
+                   dtype=torch.bfloat16)
+
+
+def test_depthwise_autotune_keys_have_no_batch_or_image_size():
+    depthwise = importlib.import_module("kernels.conv2d_depthwise")
+    for kernel in (depthwise.depthwise_forward_kernel, depthwise.depthwise_input_grad_kernel,
+                   depthwise.depthwise_weight_grad_kernel):
+        keys = set(kernel.keys)
+        assert not keys & {"N", "H", "W", "OH", "OW", "R_PER_SPLIT"}, keys
+        assert keys & {"P_BUCKET", "R_BUCKET"}
