@@ -33,6 +33,7 @@ from .conv2d_weight_grad import (
     conv2d_weight_grad_reduce_kernel,
     weight_grad_layout,
 )
+from .conv_epilogue import conv_epilogue
 from .runtime import INTERPRET, cdiv, multiprocessor_count, output_memory_format
 
 # Pixels x channels per program. The interpreter pays per program, so it gets one tall tile.
@@ -79,8 +80,9 @@ def depthwise_forward_kernel(
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """Epilogue as conv2d_forward_kernel's: + bias, per-tile batch-norm statistics (STATS:
-    stats[pixel tile, {count, mean, m2}, channel]), folded eval batch norm (BN_EVAL), ReLU."""
+    """The implicit GEMM's epilogue (kernels.conv_epilogue): + bias, per-tile batch-norm
+    statistics (STATS: stats[pixel tile, {count, mean, m2}, channel]), folded eval batch norm
+    (BN_EVAL), ReLU."""
     pid_p = tl.program_id(0)
     offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     co = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -101,34 +103,11 @@ def depthwise_forward_kernel(
                          mask=inside[:, None] & mask_c[None, :], other=0.0)
             wv = tl.load(w_ptr + co * swo + kh * swh + kw * sww, mask=mask_c, other=0.0)
             acc += xv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)[None, :]
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + co * sb, mask=mask_c, other=0.0).to(ACC_DTYPE)[None, :]
-    valid = mask_p[:, None] & mask_c[None, :]
-    if STATS:
-        # Per-tile count, mean and sum of squared deviations (merged by Chan's formula later).
-        count = tl.sum(mask_p.to(ACC_DTYPE), axis=0)
-        vals = tl.where(valid, acc, 0.0)
-        mean = tl.sum(vals, axis=0) / count
-        dev = tl.where(valid, vals - mean[None, :], 0.0)
-        m2 = tl.sum(dev * dev, axis=0)
-        row = stats_ptr + pid_p.to(tl.int64) * 3 * C_out + co
-        tl.store(row, tl.zeros_like(mean) + count, mask=mask_c)
-        tl.store(row + C_out, mean, mask=mask_c)
-        tl.store(row + 2 * C_out, m2, mask=mask_c)
-    if BN_EVAL:
-        mean = tl.load(bn_mean_ptr + co, mask=mask_c, other=0.0).to(ACC_DTYPE)
-        var = tl.load(bn_var_ptr + co, mask=mask_c, other=1.0).to(ACC_DTYPE)
-        scale = 1.0 / tl.sqrt(var + eps)
-        if BN_AFFINE:
-            scale *= tl.load(bn_weight_ptr + co, mask=mask_c, other=1.0).to(ACC_DTYPE)
-        shift = -mean * scale
-        if BN_AFFINE:
-            shift += tl.load(bn_bias_ptr + co, mask=mask_c, other=0.0).to(ACC_DTYPE)
-        acc = acc * scale[None, :].to(ACC_DTYPE) + shift[None, :].to(ACC_DTYPE)
-    if RELU:
-        acc = tl.maximum(acc, 0.0)
+    acc = conv_epilogue(acc, co, mask_p, mask_c, pid_p, C_out, b_ptr, sb, stats_ptr,
+                        bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, eps,
+                        HAS_BIAS, STATS, BN_EVAL, BN_AFFINE, RELU)
     y_ptrs = y_ptr + (n * syn + oh * syh + ow * syw)[:, None] + (co * syc)[None, :]
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=valid)
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
 
 
 @triton.autotune(configs=_tile_configs("BLOCK_P"),

@@ -26,13 +26,9 @@ Three reductions, chosen by the launcher:
         input still fills tl.dot's K tile; a small table built on the host gives each K index
         its x offset, tap shifts and w offset (no division in the loop).
 
-Epilogue, applied to the fp32 accumulator before the single store:
-    + bias                     (HAS_BIAS)
-    batch-norm statistics      (STATS: per-tile count/mean/M2 of each channel, merged later by
-                                Chan's parallel formula, so no E[x^2] - E[x]^2 cancellation)
-    * scale + shift            (BN_EVAL: batch norm in evaluation mode folded in, with
-                                scale = gamma / sqrt(running_var + eps), shift = beta - mean*scale)
-    max(., 0)                  (RELU)
+Epilogue, applied to the fp32 accumulator before the single store (``kernels.conv_epilogue``,
+shared with the depthwise kernel): + bias, per-tile batch-norm statistics (STATS), folded
+evaluation batch norm (BN_EVAL), ReLU.
 The output is stored in torch's layout for the call (channels_last if x or the weight is), an
 NCHW one by vectors along the pixels where the plane allows (``kernels.tile_store``).
 The backward of this kernel lives in conv2d_input_grad.py and conv2d_weight_grad.py.
@@ -52,6 +48,7 @@ from .configs import (
     prune_gemm_tiles,
 )
 from .conv2d_geometry import Conv2dGeometry
+from .conv_epilogue import conv_epilogue
 from .layout import to_channels_last
 from .runtime import (
     accumulator_dtype,
@@ -258,34 +255,9 @@ def conv2d_forward_kernel(
                 b = b.to(tl.float32)
             acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
 
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + co * sb, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
-    if STATS:
-        # Per-tile count, mean and sum of squared deviations of each channel: layout
-        # stats[tile, {count, mean, m2}, channel], fp32 (fp64 for fp64 input).
-        valid = mask_m[:, None] & mask_n[None, :]
-        count = tl.sum(mask_m.to(ACC_DTYPE), axis=0)
-        vals = tl.where(valid, acc, 0.0)
-        mean = tl.sum(vals, axis=0) / count
-        dev = tl.where(valid, vals - mean[None, :], 0.0)
-        m2 = tl.sum(dev * dev, axis=0)
-        row = stats_ptr + pid_m.to(tl.int64) * 3 * C_out + co
-        tl.store(row, tl.zeros_like(mean) + count, mask=mask_n)
-        tl.store(row + C_out, mean, mask=mask_n)
-        tl.store(row + 2 * C_out, m2, mask=mask_n)
-    if BN_EVAL:
-        mean = tl.load(bn_mean_ptr + co, mask=mask_n, other=0.0).to(ACC_DTYPE)
-        var = tl.load(bn_var_ptr + co, mask=mask_n, other=1.0).to(ACC_DTYPE)
-        scale = 1.0 / tl.sqrt(var + eps)
-        if BN_AFFINE:
-            scale *= tl.load(bn_weight_ptr + co, mask=mask_n, other=1.0).to(ACC_DTYPE)
-        shift = -mean * scale
-        if BN_AFFINE:
-            shift += tl.load(bn_bias_ptr + co, mask=mask_n, other=0.0).to(ACC_DTYPE)
-        acc = acc * scale[None, :].to(ACC_DTYPE) + shift[None, :].to(ACC_DTYPE)
-    if RELU:
-        acc = tl.maximum(acc, 0.0)
-
+    acc = conv_epilogue(acc, co, mask_m, mask_n, pid_m, C_out, bias_ptr, sb, stats_ptr,
+                        bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, eps,
+                        HAS_BIAS, STATS, BN_EVAL, BN_AFFINE, RELU)
     store_tile(y_ptr, acc.to(y_ptr.dtype.element_ty), n * syn + oh * syh + ow * syw, co * syc,
                offs_m, M, mask_m, mask_n, ROW_VEC, CHANNELS_LAST)
 

@@ -5,9 +5,11 @@ shared memory. For a convolution that axis is the channel axis: activations (N, 
 read as channels_last (NHWC in memory) and weights (C_out, C_in/g, KH, KW) as channels_last too,
 which is (C_out, KH, KW, C_in/g) in memory. The launchers bring their operands into that layout
 once (``to_channels_last``) and write results in the layout torch's rules give the caller.
-One exception: the input gradient reduces over the output channels, and a TF32 tile (unlike a
+Two exceptions. The input gradient reduces over the output channels, and a TF32 tile (unlike a
 16-bit one, which the MMA reads transposed for free) needs that axis contiguous, so under TF32
-it reads the weight as (C_in, KH, KW, C_out) in memory (``output_channels_last``).
+it reads the weight as (C_in, KH, KW, C_out) in memory (``output_channels_last``). An RGB first
+layer's forward reads x padded to 4 channels, whole pixels as one vector each
+(``conv2d_forward.pack_pixels``).
 
 A conversion is not free: it reads and writes the whole tensor. ``conversion_bytes`` counts
 that traffic, so a report can set it beside the convolution's own.

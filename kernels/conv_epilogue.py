@@ -1,0 +1,54 @@
+"""The forward convolutions' shared epilogue, applied to a tile's accumulator before its store.
+
+    + bias                     (HAS_BIAS)
+    batch-norm statistics      (STATS: per-tile count/mean/M2 of each channel, merged later by
+                                Chan's parallel formula, so no E[x^2] - E[x]^2 cancellation)
+    * scale + shift            (BN_EVAL: batch norm in evaluation mode folded in, with
+                                scale = gamma / sqrt(running_var + eps), shift = beta - mean*scale)
+    max(., 0)                  (RELU)
+
+Used by the implicit GEMM (``conv2d_forward``) and the depthwise kernel (``conv2d_depthwise``),
+so a fused conv+BN+ReLU computes the same thing on either.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def conv_epilogue(acc, co, mask_m, mask_n, tile, C_out, bias_ptr, sb, stats_ptr,
+                  bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, eps,
+                  HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
+                  BN_AFFINE: tl.constexpr, RELU: tl.constexpr):
+    """acc: (rows, channels) in the accumulator dtype; co: the channels' indices, mask_m and
+    mask_n the live rows and channels. STATS writes stats[tile, {count, mean, m2}, co] (layout
+    (tiles, 3, C_out), fp32 or fp64). Returns the new accumulator."""
+    ACC_DTYPE: tl.constexpr = acc.dtype
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + co * sb, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
+    if STATS:
+        valid = mask_m[:, None] & mask_n[None, :]
+        count = tl.sum(mask_m.to(ACC_DTYPE), axis=0)
+        vals = tl.where(valid, acc, 0.0)
+        mean = tl.sum(vals, axis=0) / count
+        dev = tl.where(valid, vals - mean[None, :], 0.0)
+        m2 = tl.sum(dev * dev, axis=0)
+        row = stats_ptr + tile.to(tl.int64) * 3 * C_out + co
+        tl.store(row, tl.zeros_like(mean) + count, mask=mask_n)
+        tl.store(row + C_out, mean, mask=mask_n)
+        tl.store(row + 2 * C_out, m2, mask=mask_n)
+    if BN_EVAL:
+        mean = tl.load(bn_mean_ptr + co, mask=mask_n, other=0.0).to(ACC_DTYPE)
+        var = tl.load(bn_var_ptr + co, mask=mask_n, other=1.0).to(ACC_DTYPE)
+        scale = 1.0 / tl.sqrt(var + eps)
+        if BN_AFFINE:
+            scale *= tl.load(bn_weight_ptr + co, mask=mask_n, other=1.0).to(ACC_DTYPE)
+        shift = -mean * scale
+        if BN_AFFINE:
+            shift += tl.load(bn_bias_ptr + co, mask=mask_n, other=0.0).to(ACC_DTYPE)
+        acc = acc * scale[None, :].to(ACC_DTYPE) + shift[None, :].to(ACC_DTYPE)
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    return acc
+
+
+__all__ = ["conv_epilogue"]
