@@ -60,6 +60,7 @@ from .runtime import (
 )
 from .tap_bits import ascending_range
 from .tap_bits import tap_bits as tap_bits_of
+from .tap_walk import load_step_tiles, next_step, walk_steps
 from .tile_store import nchw_row_vector, store_tile
 
 # Statistics are written per row tile, so with STATS every config shares one BLOCK_M and the
@@ -157,18 +158,14 @@ def conv2d_forward_kernel(
             lo_h, hi_h = ascending_range(ih0, H, KH, dil_h)
             lo_w, hi_w = ascending_range(iw0, W, KW, dil_w)
             tap_bits = tap_bits_of(lo_h, hi_h, lo_w, hi_w, KH, KW)
-        # The step from one K step's offsets into x and w to the next: the next channel block,
-        # the first block of the next tap, or of the next tap row (scalars, no multiply in the
-        # loop).
+        # The walk (kernels.tap_walk): x moves dil_h rows per tap row and dil_w columns per
+        # tap, w one tap; both by one channel per channel.
         back = (tl.cdiv(c_in_g, BK) - 1) * BK  # from the last channel block to the first
         x_step = tl.full((), 0, tl.int64 if INDEX_64 else tl.int32)
         s_h, s_w, s_c = x_step + sxh, x_step + sxw, x_step + sxc  # x_step's width
-        x_next_c = BK * s_c
-        x_next_tap = dil_w * s_w - back * s_c
-        x_next_row = dil_h * s_h - (KW - 1) * dil_w * s_w - back * s_c
-        w_next_c = BK * swi
-        w_next_tap = sww - back * swi
-        w_next_row = swh - (KW - 1) * sww - back * swi
+        x_next_c, x_next_tap, x_next_row = walk_steps(dil_h * s_h, dil_w * s_w, s_c, back, KW,
+                                                      BK)
+        w_next_c, w_next_tap, w_next_row = walk_steps(swh, sww, swi, back, KW, BK)
         w_step = tl.full((), 0, tl.int32)
         tap_bit = tl.full((), 1, tl.int32)
         kh = tl.full((), 0, tl.int32)
@@ -182,29 +179,12 @@ def conv2d_forward_kernel(
                 ih = (ih0 + kh * dil_h).to(tl.uint32, bitcast=True)
                 iw = (iw0 + kw * dil_w).to(tl.uint32, bitcast=True)
                 row_ok = ((ih < H) & (iw < W))[:, None]
-            if EVEN_C:
-                a = tl.load(a_ptrs + x_step, mask=row_ok, other=0.0)
-                b = tl.load(b_ptrs + w_step, mask=mask_n[None, :], other=0.0)
-            else:
-                c_ok = offs_c < c_in_g - c0
-                a = tl.load(a_ptrs + x_step, mask=row_ok & c_ok[None, :], other=0.0)
-                b = tl.load(b_ptrs + w_step, mask=c_ok[:, None] & mask_n[None, :], other=0.0)
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
+            a, b = load_step_tiles(a_ptrs, b_ptrs, x_step, w_step, row_ok, mask_n, offs_c,
+                                   c_in_g - c0, EVEN_C, UPCAST)
             acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            # Next channel block; past the last one, the next tap of the row, then the next row.
-            c0 += BK
-            next_tap = c0 >= c_in_g
-            c0 = tl.where(next_tap, 0, c0)
-            tap_bit = tl.where(next_tap, tap_bit << 1, tap_bit)
-            kw = tl.where(next_tap, kw + 1, kw)
-            next_row = kw >= KW
-            kw = tl.where(next_row, 0, kw)
-            if not TAP_BITS:
-                kh = tl.where(next_row, kh + 1, kh)
-            x_step += tl.where(next_row, x_next_row, tl.where(next_tap, x_next_tap, x_next_c))
-            w_step += tl.where(next_row, w_next_row, tl.where(next_tap, w_next_tap, w_next_c))
+            c0, tap_bit, kw, kh, x_step, w_step = next_step(
+                c0, tap_bit, kw, kh, x_step, w_step, c_in_g, KW, x_next_c, x_next_tap,
+                x_next_row, w_next_c, w_next_tap, w_next_row, BK, not TAP_BITS)
     elif PACKED:
         # Whole 4-channel pixels (see pack_pixels): K index k = tap * 4 + c, and a tap's 4
         # channels are 8 or 16 contiguous, aligned bytes of x, loaded as one vector with one

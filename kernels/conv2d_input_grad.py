@@ -49,6 +49,7 @@ from .runtime import (
 )
 from .tap_bits import descending_range
 from .tap_bits import tap_bits as tap_bits_of
+from .tap_walk import load_step_tiles, next_step, walk_steps
 from .tile_store import nchw_row_vector, store_tile
 
 # The output channels per group from which the reduction runs tap-major.
@@ -162,18 +163,15 @@ def conv2d_input_grad_kernel(
             lo_h, hi_h = descending_range(j + shift_h0, OH, taps_h, shift_step_h)
             lo_w, hi_w = descending_range(i + shift_w0, OW, taps_w, shift_step_w)
             tap_bits = tap_bits_of(lo_h, hi_h, lo_w, hi_w, taps_h, taps_w)
-        # The step from one K step's offsets into dy and w to the next: the next channel block,
-        # the first block of the phase's next tap, or of its next tap row (scalars, no multiply
-        # in the loop). One tap further along an axis reads dy shift_step rows back.
+        # The walk (kernels.tap_walk) over the phase's taps: one tap further along an axis
+        # reads dy shift_step rows (columns) back and w step taps on.
         back = (tl.cdiv(C_out_g, BK) - 1) * BK  # from the last channel block to the first
         dy_step = tl.full((), 0, tl.int64 if INDEX_64 else tl.int32)
         s_h, s_w, s_c = dy_step + sdyh, dy_step + sdyw, dy_step + sdyc  # dy_step's width
-        dy_next_c = BK * s_c
-        dy_next_tap = -shift_step_w * s_w - back * s_c
-        dy_next_row = -shift_step_h * s_h + (taps_w - 1) * shift_step_w * s_w - back * s_c
-        w_next_c = BK * swo
-        w_next_tap = w_tap_step_w - back * swo
-        w_next_row = w_tap_step_h - (taps_w - 1) * w_tap_step_w - back * swo
+        dy_next_c, dy_next_tap, dy_next_row = walk_steps(-shift_step_h * s_h, -shift_step_w * s_w,
+                                                         s_c, back, taps_w, BK)
+        w_next_c, w_next_tap, w_next_row = walk_steps(w_tap_step_h, w_tap_step_w, swo, back,
+                                                      taps_w, BK)
         dy_step += shift_h0 * s_h + shift_w0 * s_w
         w_step = tl.full((), 0, tl.int32)
         th = tl.full((), 0, tl.int32)
@@ -188,30 +186,12 @@ def conv2d_input_grad_kernel(
                 oh = (j + shift_h0 - th * shift_step_h).to(tl.uint32, bitcast=True)
                 ow = (i + shift_w0 - tw * shift_step_w).to(tl.uint32, bitcast=True)
                 row_ok = ((oh < OH) & (ow < OW))[:, None]
-            if EVEN_C:
-                a = tl.load(a_ptrs + dy_step, mask=row_ok, other=0.0)
-                b = tl.load(b_ptrs + w_step, mask=mask_n[None, :], other=0.0)
-            else:
-                c_ok = offs_c < C_out_g - c0
-                a = tl.load(a_ptrs + dy_step, mask=row_ok & c_ok[None, :], other=0.0)
-                b = tl.load(b_ptrs + w_step, mask=c_ok[:, None] & mask_n[None, :], other=0.0)
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
+            a, b = load_step_tiles(a_ptrs, b_ptrs, dy_step, w_step, row_ok, mask_n, offs_c,
+                                   C_out_g - c0, EVEN_C, UPCAST)
             acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            # Next channel block; past the last one, the next tap of the row, then the next row.
-            c0 += BK
-            next_tap = c0 >= C_out_g
-            c0 = tl.where(next_tap, 0, c0)
-            tap_bit = tl.where(next_tap, tap_bit << 1, tap_bit)
-            tw = tl.where(next_tap, tw + 1, tw)
-            next_row = tw >= taps_w
-            tw = tl.where(next_row, 0, tw)
-            if not TAP_BITS:
-                th = tl.where(next_row, th + 1, th)
-            dy_step += tl.where(next_row, dy_next_row,
-                                tl.where(next_tap, dy_next_tap, dy_next_c))
-            w_step += tl.where(next_row, w_next_row, tl.where(next_tap, w_next_tap, w_next_c))
+            c0, tap_bit, tw, th, dy_step, w_step = next_step(
+                c0, tap_bit, tw, th, dy_step, w_step, C_out_g, taps_w, dy_next_c, dy_next_tap,
+                dy_next_row, w_next_c, w_next_tap, w_next_row, BK, not TAP_BITS)
     else:
         offs_k = tl.arange(0, BLOCK_K)
         k_pad = tl.cdiv(K, K_TABLE_PAD_) * K_TABLE_PAD_
