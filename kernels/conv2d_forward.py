@@ -24,7 +24,8 @@ Three reductions, chosen by the launcher:
         shifts. K grows by a third for 3 channels; the gathers shrink by three.
     flattened (other counts under 16)   K runs over (kh, kw, ci) flattened, so a 1-channel
         input still fills tl.dot's K tile; a small table built on the host gives each K index
-        its x offset, tap shifts and w offset (no division in the loop).
+        its x offset and tap shifts (no division in the loop), and the weight is the packed
+        path's (C_out, K rounded up to 64) matrix.
 
 Epilogue, applied to the fp32 accumulator before the single store (``kernels.conv_epilogue``,
 shared with the depthwise kernel): + bias, per-tile batch-norm statistics (STATS), folded
@@ -117,7 +118,7 @@ def conv2d_forward_kernel(
 ):
     """x: channels_last, w: (C_out, KH, KW, c_in_g) in memory: sxc == swi == 1 (the launcher
     guarantees it; the strides stay arguments so that 1 is a compile-time constant).
-    PACKED: x has 4 channels, w is (C_out, K rounded up to 64) with row stride swo.
+    Flattened and PACKED (x has 4 channels): w is (C_out, K rounded up to 64), row stride swo.
     Tap-major: the channel block is min(BLOCK_K, C_BLOCK), which divides c_in_g when EVEN_C;
     TAP_BITS: KH*KW <= 32, so each row's in-bounds taps are bits of one int32."""
     pid_m = tl.program_id(0)
@@ -216,20 +217,19 @@ def conv2d_forward_kernel(
     else:
         offs_k = tl.arange(0, BLOCK_K)
         k_pad = tl.cdiv(K, K_TABLE_PAD_) * K_TABLE_PAD_
+        b_ptrs = w_ptr + (w_cols[None, :] + offs_k[:, None])  # (C_out, K padded) with zeros
         for k0 in range(0, K, BLOCK_K):
-            # Table rows: x offset, tap row shift, tap column shift, w offset of each K index;
+            # Table rows: x offset, tap row shift and tap column shift of each K index;
             # padded columns carry a row shift that fails the bounds check.
             cols = k_table_ptr + k0 + offs_k
             x_cols = tl.load(cols)
             dh = tl.load(cols + k_pad)
             dw = tl.load(cols + 2 * k_pad)
-            w_rows = tl.load(cols + 3 * k_pad)
             ih = (ih0[:, None] + dh[None, :]).to(tl.uint32, bitcast=True)
             iw = (iw0[:, None] + dw[None, :]).to(tl.uint32, bitcast=True)
             a = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=(ih < H) & (iw < W),
                         other=0.0)
-            b = tl.load(w_ptr + (w_cols[None, :] + w_rows[:, None]),
-                        mask=((k0 + offs_k) < K)[:, None] & mask_n[None, :], other=0.0)
+            b = tl.load(b_ptrs + k0, mask=mask_n[None, :], other=0.0)
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
@@ -262,17 +262,17 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2d
 
 
 @functools.lru_cache(maxsize=64)
-def k_table(kernel_h, kernel_w, channels, dil_h, dil_w, sxc, sxh, sxw, swi, swh, sww, device):
-    """The flattened-K loop's table, int32 (4, K padded to K_TABLE_PAD): for each K index
-    k = (kh*KW + kw)*channels + ci its x offset, tap row shift kh*dh, tap column shift kw*dw
-    and w offset. Padded columns get a row shift that no row passes."""
+def k_table(kernel_h, kernel_w, channels, dil_h, dil_w, sxc, sxh, sxw, device):
+    """The flattened-K loop's table, int32 (3, K padded to K_TABLE_PAD): for each K index
+    k = (kh*KW + kw)*channels + ci its x offset, tap row shift kh*dh and tap column shift kw*dw.
+    Padded columns get a row shift that no row passes."""
     kh, kw, ci = torch.meshgrid(torch.arange(kernel_h), torch.arange(kernel_w),
                                 torch.arange(channels), indexing="ij")
     kh, kw, ci = kh.flatten(), kw.flatten(), ci.flatten()
-    table = torch.zeros((4, cdiv(kh.numel(), K_TABLE_PAD) * K_TABLE_PAD), dtype=torch.int64)
+    table = torch.zeros((3, cdiv(kh.numel(), K_TABLE_PAD) * K_TABLE_PAD), dtype=torch.int64)
     table[1] = -2**30
     columns = torch.stack([kh * dil_h * sxh + kw * dil_w * sxw + ci * sxc, kh * dil_h,
-                           kw * dil_w, kh * swh + kw * sww + ci * swi])
+                           kw * dil_w])
     table[:, :kh.numel()] = columns
     if table.abs().max() < 2**31:
         table = table.to(torch.int32)
@@ -302,17 +302,23 @@ def packs_pixels(geometry: Conv2dGeometry) -> bool:
     return geometry.groups == 1 and geometry.in_channels in (3, 4)
 
 
-def pack_pixels(x: torch.Tensor, weight: torch.Tensor):
+def flat_weight(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """weight (C_out, C_in/g, KH, KW) -> (C_out, K) with K = KH*KW*channels rounded up to
+    K_TABLE_PAD, in (kh, kw, c) order and zero past the real taps and channels (``channels``
+    >= C_in/g): the flattened and packed loops' weight, whose tile is then a plain GEMM tile
+    with aligned rows and no mask along K."""
+    c_out, c_in, kh, kw = weight.shape
+    k = kh * kw * channels
+    flat = F.pad(weight.permute(0, 2, 3, 1), (0, channels - c_in)).reshape(c_out, k)
+    return F.pad(flat, (0, cdiv(k, K_TABLE_PAD) * K_TABLE_PAD - k))
+
+
+def pack_pixels(x: torch.Tensor) -> torch.Tensor:
     """x (N, 3 or 4, H, W) -> (N, 4, H, W) channels_last, a zero fourth channel (a copy unless
-    x already is one); weight (C_out, 3 or 4, KH, KW) -> (C_out, K) with K = KH*KW*4 rounded
-    up to K_TABLE_PAD, in (kh, kw, c) order and zero past the real taps and channels."""
+    x already is one)."""
     if x.shape[1] == 3:
         x = F.pad(x.permute(0, 2, 3, 1), (0, 1)).permute(0, 3, 1, 2)
-    x = to_channels_last(x)
-    c_out, c_in, kh, kw = weight.shape
-    k = kh * kw * 4
-    flat = F.pad(weight.permute(0, 2, 3, 1), (0, 4 - c_in)).reshape(c_out, k)
-    return x, F.pad(flat, (0, cdiv(k, K_TABLE_PAD) * K_TABLE_PAD - k))
+    return to_channels_last(x)
 
 
 def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, bn_eval=None,
@@ -325,24 +331,27 @@ def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, b
     layout = output_memory_format(x, weight)
     y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype, memory_format=layout)
     packed = packs_pixels(g)
-    x, weight = pack_pixels(x, weight) if packed else (to_channels_last(x),
-                                                       to_channels_last(weight))
+    tap_major = g.in_per_group >= TAP_MAJOR_MIN_CHANNELS
+    if tap_major:
+        x, weight = to_channels_last(x), to_channels_last(weight)
+    else:
+        x = pack_pixels(x) if packed else to_channels_last(x)
+        weight = flat_weight(weight, 4 if packed else g.in_per_group)
     m = g.batch * oh * ow
     stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     stats_buf = torch.empty((cdiv(m, STATS_BLOCK_M), 3, g.out_channels), device=x.device,
                             dtype=stats_dtype) if stats else None
     mean, var, gamma, beta, eps = bn_eval if bn_eval is not None else (None,) * 4 + (0.0,)
-    tap_major = g.in_per_group >= TAP_MAJOR_MIN_CHANNELS
     c_block, even_c = channel_block(g.in_per_group)
     sxn, sxc, sxh, sxw = x.stride()
-    if packed:  # a (C_out, K) weight
-        swo, swi, swh, sww = weight.stride(0), 1, 0, 0
-        table = tap_table(g.kernel_h, g.kernel_w, *g.dilation, sxh, sxw, x.device)
-    else:
+    if tap_major:
         swo, swi, swh, sww = weight.stride()
-        table = None if tap_major else k_table(g.kernel_h, g.kernel_w, g.in_per_group,
-                                               *g.dilation, sxc, sxh, sxw, swi, swh, sww,
-                                               x.device)
+        table = None
+    else:  # a (C_out, K padded) weight
+        swo, swi, swh, sww = weight.stride(0), 1, 0, 0
+        table = tap_table(g.kernel_h, g.kernel_w, *g.dilation, sxh, sxw, x.device) if packed \
+            else k_table(g.kernel_h, g.kernel_w, g.in_per_group, *g.dilation, sxc, sxh, sxw,
+                         x.device)
 
     def pointer(t):
         return y if t is None else t  # stands in for an absent tensor; never read then
