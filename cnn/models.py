@@ -42,8 +42,8 @@ def _conv_block(layers, c_in: int, c_out: int, batchnorm: bool) -> nn.Sequential
 
 
 class MyCNN(nn.Module):
-    """The seed's MyCNN: input (N, 1, 28, 28) normalised images -> (N, num_classes) logits
-(10 in the seed).
+    """The seed's MyCNN: input (N, 1, 28, 28) normalised images -> (N, num_classes) logits (10
+    in the seed).
 
     seed: initialise with a private generator seeded so (conv weights normal(0, 0.01), linear
     weights xavier_uniform, biases zero), so both backends start from identical parameters

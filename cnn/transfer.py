@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .trainer import Trainer, duration
+
 HEAD = "fc"  # torchvision's ResNet head; MyCNN's last layer is "fc2"
 
 
@@ -179,7 +181,6 @@ def digit_split(data, lo: int, hi: int, device, relabel: int = 0):
 
 
 def _trainer(model, train, val, *, args, epochs, **kw):
-    from .trainer import Trainer
     return Trainer(model, train, val, seed=args.seed, progress=False, log=_say,
                    epochs=epochs, **kw)
 
@@ -213,24 +214,18 @@ def pretrain(args, train, val, test, out: Path, source: str):
     test_loss, test_acc = t.evaluate(test)
     info = {"train_images": len(train), "epochs": t.epoch, "test_accuracy_0_4": test_acc,
             "val_accuracy": t.history["val_accuracy"], "wall_s": round(wall, 1)}
-    from .checkpoint import state_dict_to_cpu
-    state = state_dict_to_cpu(model.state_dict())
+    state = ckpt.state_dict_to_cpu(model.state_dict())
     ckpt.save_checkpoint(path, {"model": state, "settings": settings, "info": info})
     _say(f"pretrained on digits 0-4: test accuracy {100 * test_acc:.2f}% on {len(test)} "
          f"images, {duration(wall)}; saved {path}")
     return state, dict(info, reused=False)
 
 
-def duration(seconds):
-    from .trainer import duration as d
-    return d(seconds)
-
-
 def learn_5_to_9(args, pretrained, train, test, frozen: bool) -> dict:
     """One run on the subset: MyCNN with the pretrained weights, a new head (--head: fresh
     layers, the seed's initialisation) and the rest frozen (frozen=True), or the same network
-    from its seed's initialisation. The
-    same batches, optimiser, schedule and number of steps either way; the test split of 5-9
+    from its seed's initialisation. The same batches, optimiser, schedule and number of steps
+    either way; the test split of 5-9
     is scored after each epoch for the curve (no decision is taken from it: the last epoch's
     model is the result)."""
     from .models import MyCNN, initialize_weights

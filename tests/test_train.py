@@ -182,21 +182,28 @@ def small_run(out, *extra):
                  "--out", str(out), "--no-progress", "--no-plots", *extra])
 
 
-def test_cli_stop_and_resume(tmp_path, monkeypatch, capsys):
-    assert small_run(tmp_path / "straight", "--epochs", "2") == 0
-    straight = read_metrics(tmp_path / "straight")
-
-    # A Ctrl-C during epoch 2, step 3: training stops after that step with last.pt saved.
+def interrupt_after_step(monkeypatch, n: int):
+    """Make Trainer.train_step raise SIGINT (a Ctrl-C) right after its n-th call; returns the
+    real train_step, to put back."""
     real_step, calls = Trainer.train_step, []
 
     def step_then_interrupt(self, x, y):
         result = real_step(self, x, y)
         calls.append(1)
-        if len(calls) == 7:
+        if len(calls) == n:
             signal.raise_signal(signal.SIGINT)
         return result
 
     monkeypatch.setattr(Trainer, "train_step", step_then_interrupt)
+    return real_step
+
+
+def test_cli_stop_and_resume(tmp_path, monkeypatch, capsys):
+    assert small_run(tmp_path / "straight", "--epochs", "2") == 0
+    straight = read_metrics(tmp_path / "straight")
+
+    # A Ctrl-C during epoch 2, step 3: training stops after that step with last.pt saved.
+    real_step = interrupt_after_step(monkeypatch, 7)
     out = tmp_path / "interrupted"
     handler = signal.getsignal(signal.SIGINT)
     assert small_run(out, "--epochs", "2") == 130
@@ -341,16 +348,7 @@ def test_cli_fast_recipe_stops_and_resumes_exactly(tmp_path, monkeypatch, capsys
     assert fast(tmp_path / "straight") == 0
     straight = read_metrics(tmp_path / "straight")
     assert len(set(straight["history"]["lr"])) == 2  # the rate moves every step
-    real_step, calls = Trainer.train_step, []
-
-    def step_then_interrupt(self, x, y):
-        result = real_step(self, x, y)
-        calls.append(1)
-        if len(calls) == 6:
-            signal.raise_signal(signal.SIGINT)
-        return result
-
-    monkeypatch.setattr(Trainer, "train_step", step_then_interrupt)
+    real_step = interrupt_after_step(monkeypatch, 6)
     out = tmp_path / "interrupted"
     assert fast(out) == 130
     monkeypatch.setattr(Trainer, "train_step", real_step)
