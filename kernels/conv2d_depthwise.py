@@ -31,6 +31,7 @@ from .conv2d_weight_grad import (
     REDUCE_BLOCK_E,
     REDUCE_BLOCK_S,
     conv2d_weight_grad_reduce_kernel,
+    run_weight_grad,
     weight_grad_layout,
 )
 from .conv_epilogue import conv_epilogue
@@ -232,16 +233,9 @@ def depthwise_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight
                           geometry: Conv2dGeometry, need_bias: bool = False):
     """(dw like weight (C*mult, 1, KH, KW) in its layout and dtype, db (C*mult,) or None):
     the partial slots' launch, then (with more than one slot) their sum."""
-    grad_weight, grad_bias, launches = weight_grad_launch_arguments(grad_output, input, weight,
-                                                                    geometry, need_bias)
-    if grad_output.numel() == 0 or input.numel() == 0:
-        grad_weight.zero_()
-        if grad_bias is not None:
-            grad_bias.zero_()
-        return grad_weight, grad_bias
-    for kernel, grid, args in launches:
-        kernel[grid](**args)
-    return grad_weight, grad_bias
+    return run_weight_grad(*weight_grad_launch_arguments(grad_output, input, weight, geometry,
+                                                         need_bias),
+                           empty=grad_output.numel() == 0 or input.numel() == 0)
 
 
 # The launchers' arguments, by name, apart from the launches: the compile check builds its

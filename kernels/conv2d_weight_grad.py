@@ -482,9 +482,14 @@ def conv2d_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight: t
     """(dw, db): dw shaped and laid out like ``weight`` (C_out, C_in/groups, KH, KW) in its
     dtype, db (C_out,) or None; from grad_output (N, C_out, OH, OW) and input (N, C_in, H, W).
     At most two launches: the split GEMM, then the fixed-order sum of its partial slots."""
-    grad_weight, grad_bias, launches = launch_arguments(grad_output, input, weight, geometry,
-                                                        need_bias)
-    if grad_output.numel() == 0 or input.numel() == 0:
+    return run_weight_grad(*launch_arguments(grad_output, input, weight, geometry, need_bias),
+                           empty=grad_output.numel() == 0 or input.numel() == 0)
+
+
+def run_weight_grad(grad_weight, grad_bias, launches, *, empty: bool):
+    """Run a weight gradient's launches (``launch_arguments``' or the depthwise one's) and
+    return (grad_weight, grad_bias); an empty reduction is zeros, with no launch."""
+    if empty:
         grad_weight.zero_()
         if grad_bias is not None:
             grad_bias.zero_()
