@@ -4,6 +4,7 @@ TRITON_INTERPRET must be set before triton is imported; the same tests run compi
 CUDA machine, where ``GPU`` is true and they add bigger shapes and fp16/bf16 cases.
 """
 import os
+import sys
 
 import torch
 
@@ -13,6 +14,10 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 import kernels  # noqa: E402, F401
+
+# Tests live in folders that mirror the tree; what they share is the package tests/support.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from support import DEVICE  # noqa: E402
 
 try:
     from hypothesis import settings
@@ -24,9 +29,6 @@ else:
     settings.register_profile("ci", derandomize=True)
     settings.register_profile("explore", derandomize=False)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-GPU = torch.cuda.is_available() and not kernels.runtime.INTERPRET
-DEVICE = torch.device("cuda" if GPU else "cpu")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,298 @@
+"""cnn.ConvBNReLU2d against torch's unfused nn.Sequential(Conv2d, BatchNorm2d, ReLU), evaluated
+in float64 on the same values: training steps (output, every gradient, running stats,
+num_batches_tracked), then evaluation; conv bias or none, groups, stride, momentum None,
+channels_last; launches per forward and no torch compute ops; state_dict both ways;
+needs_input_grad; gradcheck; torch's errors."""
+import copy
+
+import pytest
+import torch
+from support import DEVICE, assert_matches
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import cnn
+import kernels
+
+# id: (N, C_in, H, W, C_out, kernel, stride, padding, groups, conv bias, momentum)
+CASES = {
+    "basic": (2, 3, 7, 7, 6, 3, 1, 1, 1, True, 0.1),
+    "no_conv_bias": (2, 3, 7, 7, 6, 3, 1, 1, 1, False, 0.1),
+    "groups2": (2, 4, 6, 6, 6, 3, 1, 1, 2, True, 0.1),
+    "depthwise": (2, 4, 6, 6, 4, 3, 1, 1, 4, False, 0.1),
+    "stride2": (2, 3, 9, 9, 5, 3, 2, 1, 1, True, 0.1),
+    "momentum_none": (2, 3, 6, 6, 4, 3, 1, 1, 1, True, None),
+    "pointwise_odd_channels": (3, 5, 4, 5, 7, 1, 1, 0, 1, False, 0.3),
+}
+
+
+def make_pair(case, dtype=torch.float32, bn_options=None, relu=True, padding_mode="zeros"):
+    """(fused ConvBNReLU2d in dtype, torch's unfused Sequential in float64), same state."""
+    n, c_in, h, w, c_out, k, stride, padding, groups, bias, momentum = case
+    conv = nn.Conv2d(c_in, c_out, k, stride, padding, groups=groups, bias=bias,
+                     padding_mode=padding_mode)
+    bn = nn.BatchNorm2d(c_out, momentum=momentum, **(bn_options or {}))
+    if bn.affine:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    ref = nn.Sequential(conv, bn, nn.ReLU()).to(DEVICE, torch.float64)
+    fused_conv, fused_bn = copy.deepcopy(conv).to(DEVICE, dtype), copy.deepcopy(bn).to(DEVICE)
+    fused_bn.to(dtype)
+    fused = cnn.ConvBNReLU2d(fused_conv, fused_bn, nn.ReLU() if relu else None)
+    return fused, ref, (n, c_in, h, w)
+
+
+def make_input(shape, layout="nchw", dtype=torch.float32):
+    x = torch.randn(shape, device=DEVICE, dtype=dtype)
+    return x.to(memory_format=torch.channels_last) if layout == "channels_last" else x
+
+
+def compare_step(fused, ref, x, what, dtype=torch.float32, lr=0.1):
+    """Forward + backward of both on x, every result compared, then an SGD step on both so
+    the next step starts from updated (still equal) parameters."""
+    xa = x.detach().clone().requires_grad_()
+    xr = x.detach().double().requires_grad_()
+    y, y_ref = fused(xa), ref(xr)
+    assert y.shape == y_ref.shape and y.dtype == x.dtype
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        assert y.is_contiguous(memory_format=torch.channels_last), what
+    grad = torch.randn(y_ref.shape, device=DEVICE, dtype=torch.float64)
+    y.backward(grad.to(dtype))
+    y_ref.backward(grad)
+    assert_matches(y, y_ref, dtype, f"{what}: output")
+    assert_matches(xa.grad, xr.grad, dtype, f"{what}: grad_input")
+    for (name, p), (_, p_ref) in zip(fused.named_parameters(), ref.named_parameters(),
+                                     strict=True):
+        assert (p.grad is None) == (p_ref.grad is None), f"{what}: {name}"
+        if p.grad is not None:
+            assert_matches(p.grad, p_ref.grad, dtype, f"{what}: grad of {name}")
+    for (name, b), (_, b_ref) in zip(fused.named_buffers(), ref.named_buffers(), strict=True):
+        if name.endswith("num_batches_tracked"):
+            assert b.item() == b_ref.item(), f"{what}: {name}"
+        else:
+            assert_matches(b, b_ref, dtype, f"{what}: {name}")
+    with torch.no_grad():
+        for p, p_ref in zip(fused.parameters(), ref.parameters(), strict=True):
+            if p.grad is not None:
+                p -= lr * p.grad
+                p_ref -= lr * p_ref.grad
+                p.grad = p_ref.grad = None
+
+
+def train_then_eval(fused, ref, shape, layout="nchw", steps=2, dtype=torch.float32):
+    for i in range(steps):
+        compare_step(fused, ref, make_input(shape, layout, dtype), f"train step {i}", dtype)
+    fused.eval()
+    ref.eval()
+    compare_step(fused, ref, make_input(shape, layout, dtype), "eval", dtype)
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_matches_unfused_torch(case):
+    fused, ref, shape = make_pair(case)
+    train_then_eval(fused, ref, shape, steps=3 if case[-1] is None else 2)
+
+
+@pytest.mark.parametrize("case_id", ["basic", "stride2"])
+def test_channels_last(case_id):
+    fused, ref, shape = make_pair(CASES[case_id])
+    train_then_eval(fused, ref, shape, layout="channels_last")
+
+
+@pytest.mark.parametrize("bn_options", [{"affine": False}, {"track_running_stats": False},
+                                        {"eps": 1e-2}], ids=["no_affine", "untracked", "eps"])
+def test_batch_norm_options(bn_options):
+    fused, ref, shape = make_pair(CASES["basic"], bn_options=bn_options)
+    train_then_eval(fused, ref, shape, steps=1)
+
+
+def test_padding_mode_reflect():
+    fused, ref, shape = make_pair(CASES["basic"], padding_mode="reflect")
+    train_then_eval(fused, ref, shape, steps=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision(dtype):
+    fused, ref, shape = make_pair(CASES["basic"], dtype=dtype)
+    x = make_input(shape, dtype=dtype)
+    y, y_ref = fused(x), ref(x.double())
+    # the conv output is rounded to dtype before torch's batch norm but not before ours
+    assert_matches(y, y_ref, dtype, "output")
+    assert_matches(fused[1].running_mean, ref[1].running_mean, dtype, "running_mean")
+    fused.eval()
+    ref.eval()
+    assert_matches(fused(x), ref(x.double()), dtype, "eval output")
+
+
+@pytest.mark.parametrize("frozen", ["input", "conv", "bn_affine", "conv_bias_only"])
+def test_needs_input_grad(frozen):
+    """Only the gradients asked for are computed, and those match torch's."""
+    fused, ref, shape = make_pair(CASES["basic"])
+    for model in (fused, ref):
+        if frozen == "conv":
+            model[0].requires_grad_(False)
+        elif frozen == "bn_affine":
+            model[1].requires_grad_(False)
+        elif frozen == "conv_bias_only":
+            model.requires_grad_(False)
+            model[0].bias.requires_grad_(True)
+    x = make_input(shape)
+    xa = x.clone().requires_grad_(frozen != "input")
+    xr = x.double().requires_grad_(frozen != "input")
+    fused(xa).sum().backward()
+    ref(xr).sum().backward()
+    assert (xa.grad is None) == (xr.grad is None)
+    for (name, p), p_ref in zip(fused.named_parameters(), ref.parameters(), strict=True):
+        assert (p.grad is None) == (p_ref.grad is None), name
+        if p.grad is not None:
+            assert_matches(p.grad, p_ref.grad, what=name)
+
+
+def test_state_dict_keys_and_loading_both_ways():
+    fused, ref, _ = make_pair(CASES["basic"])
+    seq = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU())
+    assert list(fused.state_dict()) == list(seq.state_dict())
+    assert list(fused.state_dict())[:2] == ["0.weight", "0.bias"]
+    assert "1.running_mean" in fused.state_dict()
+    fused.load_state_dict(seq.state_dict())
+    seq.load_state_dict(fused.state_dict())
+    assert isinstance(fused, nn.Sequential)
+
+
+def test_constructor_checks():
+    conv, bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+    assert isinstance(cnn.ConvBNReLU2d(conv, bn)[2], nn.ReLU)
+    assert isinstance(cnn.ConvBNReLU2d(cnn.Conv2d(3, 4, 3), cnn.BatchNorm2d(4), cnn.ReLU()),
+                      cnn.ConvBNReLU2d)
+    with pytest.raises(TypeError):
+        cnn.ConvBNReLU2d(bn, conv)
+    with pytest.raises(TypeError):
+        cnn.ConvBNReLU2d(conv, bn, nn.Sigmoid())
+    with pytest.raises(ValueError, match="features"):
+        cnn.ConvBNReLU2d(conv, nn.BatchNorm2d(5))
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (1, 3, 3, 3)], ids=["unbatched", "one_value"])
+def test_errors_match_unfused_torch(shape):
+    fused, ref, _ = make_pair((1, 3, 3, 3, 6, 3, 1, 0, 1, True, 0.1))
+    x = torch.randn(shape, device=DEVICE)
+    with pytest.raises(ValueError) as theirs:
+        ref(x.double())
+    before = fused[1].running_mean.clone()
+    with pytest.raises(ValueError) as ours:
+        fused(x)
+    assert str(ours.value) == str(theirs.value)
+    assert torch.equal(fused[1].running_mean, before)
+
+
+def test_gradcheck_training_and_eval():
+    # fast mode: one random projection of the Jacobian, since each forward costs 3 launches
+    x = torch.randn(2, 2, 3, 3, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    params = [torch.randn(s, dtype=torch.float64, device=DEVICE, requires_grad=True)
+              for s in ((4, 1, 2, 2), (4,), (4,), (4,))]
+    rm = torch.zeros(4, dtype=torch.float64, device=DEVICE)
+    rv = torch.ones(4, dtype=torch.float64, device=DEVICE) * 2
+    for training in (True, False):
+        fn = lambda x, w, b, g, beta: cnn.functional.conv_bn_relu2d(
+            x, w, b, None if training else rm, None if training else rv, g, beta, padding=1,
+            groups=2, training=training)
+        assert torch.autograd.gradcheck(fn, (x, *params), fast_mode=True)
+
+
+# ------------------------------------------------------------ launches and torch compute ops
+
+# allocations and views only: on a GPU every other aten op is a kernel launch of its own
+ALLOWED_OPS = {"empty", "empty_strided", "empty_like", "view", "as_strided", "t", "unsqueeze",
+               "alias", "_unsafe_view"}
+
+
+class _OpRecorder(TorchDispatchMode):
+    """Lists the aten ops run outside kernel launches (the interpreter's own are skipped)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.in_kernel = [], 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.in_kernel and func.namespace != "cnn":  # torch.ops.cnn: ours, launches
+            self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def launch_log(monkeypatch):
+    """(launched kernel names, op recorder) for code run under the returned recorder."""
+    launched, recorder = [], _OpRecorder()
+    for kernel in kernels.runtime.launchable_kernels():
+        def run(*args, _orig=kernel.run, _name=kernel.fn.__name__, **kwargs):
+            launched.append(_name)
+            recorder.in_kernel += 1
+            try:
+                return _orig(*args, **kwargs)
+            finally:
+                recorder.in_kernel -= 1
+        monkeypatch.setattr(kernel, "run", run)
+    return launched, recorder
+
+
+@pytest.mark.parametrize("case_id", ["basic", "momentum_none"])
+def test_launches_per_forward(case_id, launch_log):
+    launched, recorder = launch_log
+    fused, _, shape = make_pair(CASES[case_id])
+    # A channels_last model: the kernels' own layout, so no conversion (an NCHW weight is
+    # copied to it once per call).
+    fused = fused.to(memory_format=torch.channels_last)
+    x = make_input(shape, "channels_last")
+    fused(x)  # warm-up: autotuning (GPU) may launch more than once per call
+    launched.clear()
+    with recorder:
+        fused(x)
+    assert launched == ["conv2d_forward_kernel", "batch_norm_finalize_kernel",
+                        "batch_norm_normalize_kernel"], launched
+    assert set(recorder.ops) <= ALLOWED_OPS, recorder.ops
+    fused.eval()
+    fused(x)
+    launched.clear()
+    recorder.ops.clear()
+    with recorder:
+        fused(x)
+    assert launched == ["conv2d_forward_kernel"], launched
+    assert set(recorder.ops) <= ALLOWED_OPS, recorder.ops
+
+
+def test_batch_norm_module_launches(launch_log):
+    """cnn.BatchNorm2d: training is three launches (num_batches_tracked included), evaluation
+    one, and no torch compute op in either."""
+    launched, recorder = launch_log
+    bn = cnn.BatchNorm2d(3, momentum=None).to(DEVICE)
+    x = torch.randn(2, 3, 4, 4, device=DEVICE)
+    with recorder:
+        bn(x)
+    assert launched == ["batch_norm_stats_kernel", "batch_norm_finalize_kernel",
+                        "batch_norm_normalize_kernel"]
+    assert bn.num_batches_tracked.item() == 1
+    bn.eval()
+    launched.clear()
+    with recorder:
+        bn(x)
+    assert launched == ["batch_norm_normalize_kernel"]
+    assert set(recorder.ops) <= ALLOWED_OPS, recorder.ops
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("layouts", [("nchw", "channels_last"), ("channels_last", "nchw"),
+                                     ("nchw", "nchw")], ids=["cl_weight", "cl_input", "nchw"])
+def test_output_layout_is_unfused_torchs(layouts, training):
+    """The fused output is laid out as torch's relu(batch_norm(conv2d(x, w))), that is as its
+    conv2d output: channels_last when the input or the weight is (a channels_last weight under
+    an NCHW input too)."""
+    x = make_input((2, 3, 5, 5), layouts[0], torch.float64)
+    weight = make_input((4, 3, 3, 3), layouts[1], torch.float64)
+    stats = lambda: (torch.zeros(4, device=DEVICE, dtype=torch.float64),
+                     torch.ones(4, device=DEVICE, dtype=torch.float64))
+    y = cnn.functional.conv_bn_relu2d(x, weight, None, *stats(), training=training)
+    want = torch.relu(torch.nn.functional.batch_norm(
+        torch.nn.functional.conv2d(x, weight), *stats(), training=training))
+    assert y.stride() == want.stride()
+    torch.testing.assert_close(y, want)
