@@ -17,7 +17,6 @@ import cnn
 from cnn.convert import CONVERSIONS
 
 
-@torch.no_grad()
 def compare_with_torch(model: nn.Module, x: torch.Tensor, train: bool, fuse: bool = False):
     """Converted model (float32) against the unconverted one in float64: output, input and
     parameter gradients, and buffers after one forward/backward."""
