@@ -16,7 +16,7 @@ network is used. Stages, each in its own process group, killed when its time is 
                and autotunes every shape, kept on disk), then timed
                -> DIR/mnist/mnist_end_to_end.json; and the compiles
                and tuning runs that run triggers, counted from the launchers' keys
-               (python -m kernels.compile_count) -> DIR/mnist/compile_count_<layout>.json
+               (python -m benchmarks.static.compile_count) -> DIR/mnist/compile_count_<layout>.json
 and DIR/gpu_check.json (GPU name, torch and Triton versions, date, commit, every stage's status,
 time and summary), DIR/nvidia-smi.txt. A stage's unused time passes to the stages after it.
 Degrading: without pytest the tests stage is recorded as skipped (the bench stage still checks
@@ -147,14 +147,14 @@ COUNT_S = 20
 
 
 def compile_counts(out: Path) -> dict:
-    """Compiles and tuning runs of the MNIST run per layout (kernels.compile_count), or why
-    there are none."""
+    """Compiles and tuning runs of the MNIST run per layout
+    (benchmarks.static.compile_count), or why there are none."""
     (out / "mnist").mkdir(parents=True, exist_ok=True)
     counts = {}
     for layout in ("channels_last", "nchw"):
         path = out / "mnist" / f"compile_count_{layout}.json"
-        cmd = [sys.executable, "-m", "kernels.compile_count", "--layout", layout, "--json",
-               str(path)]
+        cmd = [sys.executable, "-m", "benchmarks.static.compile_count", "--layout", layout,
+               "--json", str(path)]
         # TRITON_INTERPRET=0: the GPU configs, also where no GPU is (the count compiles nothing).
         result = run_stage(f"count {layout}", cmd, out / f"compile_count_{layout}.log", COUNT_S,
                            env={"TRITON_INTERPRET": "0"})

@@ -1,4 +1,5 @@
-"""The static report of every kernel config for one target, from ``kernels.compile_check``.
+"""The static report of every kernel config for one target, from
+``benchmarks.static.compile_check``.
 
 A saved report (``benchmarks/results/compile_check.json``) is shown; the kernel modules whose
 sources changed since it was made (their source hash, with the kernels modules they import,
@@ -30,8 +31,8 @@ def stale_modules(report: dict) -> list:
     """The kernel modules whose current source hash differs from the report's (all of them
     for a report that saved no per-module hashes)."""
     # Imported here: compile_cases imports the kernels package, which picks interpret mode.
-    from kernels.compile_cases import module_hash
-    from kernels.compile_check import KERNEL_MODULES, REFERENCE_MODULE
+    from benchmarks.static.compile_cases import module_hash
+    from benchmarks.static.compile_check import KERNEL_MODULES, REFERENCE_MODULE
 
     saved = report.get("meta", {}).get("module_hashes")
     modules = KERNEL_MODULES + [REFERENCE_MODULE]
@@ -55,11 +56,11 @@ def load(target: int = 90, path=None, timeout_s: int = 3600):
             note = (f" -- STALE for {', '.join(m.removeprefix('kernels.') for m in stale)}: made "
                     f"{meta.get('date', '?')} at commit {meta.get('git_commit', '?')} from other "
                     f"sources; refresh (recompiles only those) with "
-                    f"`python -m kernels.compile_check --json {SAVED.relative_to(REPO)}`")
+                    f"`python -m benchmarks.static.compile_check --json {SAVED.relative_to(REPO)}`")
         if meta.get("partial"):
             note += (" -- PARTIAL: an interrupted regeneration; the same command completes it "
                      "(what is done is reused)")
-        from kernels.compile_check import KERNEL_MODULES
+        from benchmarks.static.compile_check import KERNEL_MODULES
         missing = [m for m in KERNEL_MODULES if m not in report.get("registered", {})]
         if missing:
             note += f" -- NOT IN IT: {', '.join(missing)}"
@@ -74,7 +75,7 @@ def load(target: int = 90, path=None, timeout_s: int = 3600):
         env = dict(os.environ, TRITON_INTERPRET="0",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
                                                             os.environ.get("PYTHONPATH")])))
-        cmd = [sys.executable, "-m", "kernels.compile_check", "--targets", str(target),
+        cmd = [sys.executable, "-m", "benchmarks.static.compile_check", "--targets", str(target),
                "--json", str(out)]
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -84,7 +85,8 @@ def load(target: int = 90, path=None, timeout_s: int = 3600):
             proc.terminate()  # compile_check then kills its workers and their ptxas runs
             proc.communicate()
             raise RuntimeError(f"compile_check did not finish in {timeout_s} s; run "
-                               f"`python -m kernels.compile_check --json {SAVED}` once") from exc
+                               "`python -m benchmarks.static.compile_check --json "
+                               f"{SAVED}` once") from exc
         if not out.exists():
             raise RuntimeError(f"compile_check failed (exit {proc.returncode}):\n"
                                f"{stderr[-2000:]}")

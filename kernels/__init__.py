@@ -1,13 +1,14 @@
 """Triton kernels and their launchers: tensors in, tensors out; no autograd here.
 
-Importing this package first decides where kernels run (see ``kernels.runtime``).
-``kernels.conv2d_forward`` and its two siblings are the dispatching launchers of
-``kernels/conv2d.py`` (depthwise or implicit GEMM); the implicit-GEMM modules of the same names
-are ``kernels.conv2d.implicit_gemm_forward`` etc.
+Importing this package first decides where kernels run (see ``kernels.runtime``). One subpackage
+or module per op family, the same basename as in ``cnn.ops``, ``cnn.functional`` and
+``cnn.layers``: ``conv2d`` (its ``dispatch`` picks the depthwise or the implicit-GEMM kernels),
+``pool2d``, ``batch_norm``, ``relu``, ``conv_bn_relu``.
 """
 from . import runtime  # noqa: F401  (must run before any kernel is decorated)
-from .conv2d import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
-from .conv2d_geometry import Conv2dGeometry
 
-__all__ = ["Conv2dGeometry", "conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad",
-           "runtime"]
+# isort: off
+from . import batch_norm, conv2d, conv_bn_relu, pool2d, relu  # noqa: E402
+# isort: on
+
+__all__ = ["batch_norm", "conv2d", "conv_bn_relu", "pool2d", "relu", "runtime"]

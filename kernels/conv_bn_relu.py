@@ -17,15 +17,15 @@ following nn.ReLU(inplace=True)), so its backward recomputes y with one more con
 """
 import torch
 
-from .batch_norm_backward import (
+from .batch_norm.backward import (
     MASK_RECOMPUTE,
     batch_norm_backward_input,
     batch_norm_backward_reduce,
     batch_norm_backward_sums,
 )
-from .batch_norm_forward import batch_norm_finalize, batch_norm_normalize
-from .conv2d import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
-from .conv2d_geometry import Conv2dGeometry
+from .batch_norm.forward import batch_norm_finalize, batch_norm_normalize
+from .conv2d.dispatch import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
+from .conv2d.geometry import Conv2dGeometry
 
 
 def conv_bn_relu_train_forward(x: torch.Tensor, weight: torch.Tensor, bias,

@@ -123,7 +123,7 @@ def relu_backward(grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tens
 
 
 def compile_cases():
-    """(label, kernel, signature, constexprs) for kernels/compile_check.py."""
+    """(label, kernel, signature, constexprs) for benchmarks/static/compile_check.py."""
     strides = {f"s{p}{d}": "i32" for p in "xgo" for d in range(4)}
     cases = []
     for ty in ("fp32", "fp16", "bf16", "fp64"):

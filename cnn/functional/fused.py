@@ -2,7 +2,7 @@
 ``torch.ops.cnn.conv_bn_relu2d_train`` / ``conv_bn_relu2d_eval`` (cnn/ops/fused.py)."""
 import torch
 
-from kernels.conv2d_geometry import Conv2dGeometry
+from kernels.conv2d.geometry import Conv2dGeometry
 from kernels.runtime import check_device
 
 from ..ops import fused as ops

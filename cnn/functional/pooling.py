@@ -5,7 +5,7 @@ import operator
 
 import torch
 
-from kernels.pool_geometry import Pool2dGeometry
+from kernels.pool2d.geometry import Pool2dGeometry
 from kernels.runtime import FLOAT_DTYPES, check_device
 
 from ..ops import pooling as ops

@@ -18,21 +18,21 @@ import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
-from kernels.batch_norm_backward import (
+from kernels.batch_norm.backward import (
     MASK_RECOMPUTE,
     batch_norm_backward_input,
     batch_norm_backward_reduce,
     batch_norm_backward_sums,
 )
-from kernels.batch_norm_forward import (
+from kernels.batch_norm.forward import (
     batch_norm_finalize,
     batch_norm_normalize,
     batch_norm_stats,
     stats_dtype,
 )
-from kernels.batch_norm_merge import batch_norm_merge_stats
+from kernels.batch_norm.merge import batch_norm_merge_stats
 from kernels.conv2d import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
-from kernels.conv2d_geometry import Conv2dGeometry
+from kernels.conv2d.geometry import Conv2dGeometry
 from kernels.runtime import check_device
 
 from ..ops.batch_norm import empty_grad_input, empty_output

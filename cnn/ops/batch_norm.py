@@ -14,9 +14,9 @@ raises torch's "no autograd formula was registered" error.
 """
 import torch
 
-from kernels import batch_norm_backward as backward_launchers
-from kernels import batch_norm_forward as forward_launchers
-from kernels.batch_norm_forward import stats_dtype
+from kernels.batch_norm import backward as backward_launchers
+from kernels.batch_norm import forward as forward_launchers
+from kernels.batch_norm.forward import stats_dtype
 
 from .registry import LibraryOp, none_unless, placeholder
 

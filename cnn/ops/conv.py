@@ -14,9 +14,9 @@ Arguments are validated by cnn.functional before they get here; padding is
 """
 import torch
 
-from kernels import Conv2dGeometry
 from kernels import conv2d as launchers
-from kernels.layout import to_channels_last
+from kernels.conv2d import Conv2dGeometry
+from kernels.conv2d.layout import to_channels_last
 from kernels.runtime import output_memory_format
 
 from .registry import LibraryOp, none_unless, placeholder

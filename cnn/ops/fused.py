@@ -17,7 +17,7 @@ torch's "no autograd formula" error (the unfused layers support it).
 import torch
 
 from kernels import conv_bn_relu as launchers
-from kernels.batch_norm_forward import stats_dtype
+from kernels.batch_norm.forward import stats_dtype
 from kernels.runtime import output_memory_format
 
 from .conv import declared, geometry, weight_grad_format

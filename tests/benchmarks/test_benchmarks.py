@@ -39,7 +39,7 @@ def test_cpu_run_is_a_labelled_smoke_check(tmp_path):
     for cell in ("example.resnet.3x3.b32", "HGMMA", "cp.async16", "90.5", "38.5", "2.35",
                  "51.0/25.8", "misses: ratio 2.35 > 1.3"):
         assert cell in row, (cell, row)
-    assert "STALE for conv2d_forward" in proc.stdout  # a report without per-module hashes
+    assert "STALE for conv2d.forward" in proc.stdout  # a report without per-module hashes
     smoke = list(csv.DictReader((out / "cpu_smoke.csv").open()))
     assert [(r["op"], r["check"]) for r in smoke] == [("relu.fwd", "ok")]
     assert not any(k.endswith("_ms") for k in smoke[0])  # nothing timed on a CPU
@@ -122,8 +122,8 @@ def test_gpu_check_tests_stage_runs_one_config_per_kernel(tmp_path, monkeypatch)
     assert run_stage("env", cmd, tmp_path / "env.log", 60,
                      env={"CNN_AUTOTUNE": "0"})["status"] == "ok"
     assert "tune 0" in (tmp_path / "env.log").read_text()
-    probe = ("from kernels.configs import implicit_gemm_configs, _IMPLICIT_GEMM_GPU\n"
-             "import kernels.conv2d_depthwise as d\n"
+    probe = ("from kernels.conv2d.configs import implicit_gemm_configs, _IMPLICIT_GEMM_GPU\n"
+             "import kernels.conv2d.depthwise as d\n"
              "print(len(implicit_gemm_configs()), len(_IMPLICIT_GEMM_GPU),"
              " len(d.depthwise_forward_kernel.configs), len(d._TILES_GPU))")
     for tune, expected in (("0", "1 10 1 4"), ("1", "10 10 4 4")):
@@ -181,8 +181,8 @@ def test_fused_traffic_report_counts_launches_and_bytes():
 
 def test_static_report_names_only_the_modules_that_changed():
     from benchmarks import static_report
-    from kernels.compile_cases import module_hash
-    from kernels.compile_check import KERNEL_MODULES, REFERENCE_MODULE
+    from benchmarks.static.compile_cases import module_hash
+    from benchmarks.static.compile_check import KERNEL_MODULES, REFERENCE_MODULE
 
     hashes = {m: module_hash(m) for m in KERNEL_MODULES + [REFERENCE_MODULE]}
     assert static_report.stale_modules({"meta": {"module_hashes": hashes}}) == []

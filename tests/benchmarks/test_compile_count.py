@@ -1,4 +1,4 @@
-"""kernels.compile_count: compiles and tuning runs counted from autotune keys and argument
+"""benchmarks.static.compile_count: compiles and tuning runs counted from autotune keys and argument
 specialisations, as Triton's autotuner and launcher make them (no GPU: the counts come from the
 launch arguments). Runs in a subprocess with TRITON_INTERPRET=0, where the GPU configs exist."""
 import json
@@ -13,7 +13,7 @@ import json
 import torch
 import triton
 import triton.language as tl
-from kernels import compile_count
+from benchmarks.static import compile_count
 
 @triton.autotune(configs=[triton.Config({"BLOCK": b}) for b in (16, 32, 64)], key=["n"])
 @triton.jit

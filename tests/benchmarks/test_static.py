@@ -1,5 +1,5 @@
-"""python -m kernels.compile_check: every registered kernel compiles for sm_80 and sm_90, and the
-report reads each convolution's main loop against the reference GEMM's.
+"""python -m benchmarks.static.compile_check: every registered kernel compiles for sm_80 and
+sm_90, and the report reads each convolution's main loop against the reference GEMM's.
 
 The full check (every layer x layout x dtype x pass, ~1400 compiles) takes about 15 minutes on
 two cores, so the compiling test runs ``--quick``: each kernel's first case and autotune config
@@ -15,10 +15,10 @@ import sys
 import pytest
 from support import REPO  # noqa: E402
 
-from kernels import sass
+from benchmarks.static import sass
 
-CONV_MODULES = ("kernels.conv2d_forward", "kernels.conv2d_input_grad",
-                "kernels.conv2d_weight_grad", "kernels.conv2d_depthwise")
+CONV_MODULES = ("kernels.conv2d.forward", "kernels.conv2d.input_grad",
+                "kernels.conv2d.weight_grad", "kernels.conv2d.depthwise")
 RECORD_FIELDS = {"kernel", "layer", "layout", "dtype", "target", "config", "registers",
                  "spill_bytes", "mma", "operand_loads", "loop_instructions_per_mma",
                  "reference_instructions_per_mma", "ratio_to_reference", "mma_in_flight",
@@ -34,9 +34,9 @@ def _compiled_env():
 def test_every_registered_kernel_compiles_for_sm80_and_sm90(tmp_path):
     out = tmp_path / "compile_check.json"
     # SIGTERM on timeout: compile_check then kills its whole process group (workers, ptxas).
-    proc = subprocess.Popen([sys.executable, "-m", "kernels.compile_check", "--quick", "--json",
-                             str(out)], cwd=REPO, env=_compiled_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.static.compile_check", "--quick",
+                             "--json", str(out)], cwd=REPO, env=_compiled_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = proc.communicate(timeout=1200)
     except subprocess.TimeoutExpired:
@@ -77,7 +77,7 @@ def test_every_registered_kernel_compiles_for_sm80_and_sm90(tmp_path):
 
 
 def test_limits_are_the_opt_in_shared_memory_per_block():
-    from kernels import compile_check
+    from benchmarks.static import compile_check
     assert compile_check.SHARED_LIMIT == {80: 166912, 90: 232448}
     assert set(CONV_MODULES) <= set(compile_check.KERNEL_MODULES)
 
@@ -125,7 +125,7 @@ def test_sass_reader_finds_the_main_loop_and_counts_it():
 
 _CASES_PROBE = """
 import json
-from kernels.compile_cases import conv_cases, unwrap, LAYERS, LAYOUTS, PASSES
+from benchmarks.static.compile_cases import conv_cases, unwrap, LAYERS, LAYOUTS, PASSES
 out = {}
 for c in conv_cases():
     key = " ".join((unwrap(c.kernel)[0].__name__, c.layer, c.layout, c.dtype, c.label))
@@ -180,7 +180,7 @@ def test_conv_cases_are_specialised_as_a_launch_specialises_them():
 
 _JOBS_PROBE = """
 import json
-from kernels.compile_check import all_cases, collect_jobs, DERIVED_CONFIG
+from benchmarks.static.compile_check import all_cases, collect_jobs, DERIVED_CONFIG
 jobs = collect_jobs([90])
 covered = {j.case_index for j in jobs}
 missing = [" ".join((c.layer, c.layout, c.dtype, c.label)) for i, c in enumerate(all_cases())
@@ -206,12 +206,12 @@ def test_every_case_gets_a_compile_even_when_pruning_narrows_its_tiles():
 def test_saved_compiles_are_reused_by_key(monkeypatch):
     """A compile whose key is in the saved report is taken from it, not recompiled; the key
     follows the kernel module's source (and what it imports)."""
-    from kernels import compile_cases, compile_check
-    from kernels.compile_check import Job
+    from benchmarks.static import compile_cases, compile_check
+    from benchmarks.static.compile_check import Job
 
-    assert {"runtime", "configs", "conv2d_geometry"} <= compile_cases._local_imports(
-        REPO / "kernels" / "conv2d_forward.py")
-    assert compile_cases.module_hash("kernels.conv2d_forward") != \
+    assert {"kernels.runtime", "kernels.conv2d.configs", "kernels.conv2d.geometry"} <= \
+        compile_cases.local_imports("kernels.conv2d.forward")
+    assert compile_cases.module_hash("kernels.conv2d.forward") != \
         compile_cases.module_hash("kernels.relu")
     jobs = [Job(0, 0, 0, "k", "kernels.relu", "a", key="x1"),
             Job(1, 0, 0, "k", "kernels.relu", "b", key="x2")]

@@ -78,14 +78,15 @@ def test_fused_depthwise_matches_torch_and_runs_the_depthwise_kernel(case, launc
 
 
 def test_depthwise_epilogues_through_the_dispatch():
-    # kernels.conv2d_forward with statistics and with folded batch norm + ReLU on a depthwise
+    # kernels.conv2d.forward with statistics and with folded batch norm + ReLU on a depthwise
     # conv with channel multiplier 3, channels_last input.
     x = torch.randn(2, 5, 6, 7, device=DEVICE).contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(15, 1, 3, 3, device=DEVICE), torch.randn(15, device=DEVICE)
-    g = kernels.Conv2dGeometry.from_shapes(x.shape, weight.shape, (1, 2), (1, 1, 0, 0), (1, 1), 5)
+    g = kernels.conv2d.Conv2dGeometry.from_shapes(x.shape, weight.shape, (1, 2), (1, 1, 0, 0),
+                                                  (1, 1), 5)
     y_ref = F.conv2d(x.double(), weight.double(), bias.double(), stride=(1, 2), padding=(1, 0),
                      groups=5)
-    y, stats = kernels.conv2d_forward(x, weight, bias, g, stats=True)
+    y, stats = kernels.conv2d.conv2d_forward(x, weight, bias, g, stats=True)
     assert y.is_contiguous(memory_format=torch.channels_last)
     assert_matches(y, y_ref, what="output with statistics")
     count, mean, m2 = stats[:, 0], stats[:, 1], stats[:, 2]
@@ -96,7 +97,7 @@ def test_depthwise_epilogues_through_the_dispatch():
     assert_matches(var, y_ref.var((0, 2, 3), unbiased=False), what="statistics: variance")
     running_mean, running_var = torch.randn(15, device=DEVICE), torch.rand(15, device=DEVICE) + .5
     gamma, beta = torch.randn(15, device=DEVICE), torch.randn(15, device=DEVICE)
-    z = kernels.conv2d_forward(x, weight, bias, g, relu=True,
+    z = kernels.conv2d.conv2d_forward(x, weight, bias, g, relu=True,
                                bn_eval=(running_mean, running_var, gamma, beta, 1e-3))
     z_ref = F.relu(F.batch_norm(y_ref, running_mean.double(), running_var.double(),
                                 gamma.double(), beta.double(), eps=1e-3))

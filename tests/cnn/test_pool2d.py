@@ -258,9 +258,9 @@ def test_expanded_gradient_and_empty_batch(op):
 
 def test_int64_index_variant(monkeypatch):
     """The kernels' int64 flat-index variant (tensors past 2**31 elements), on small tensors."""
-    import kernels.avg_pool2d
-    import kernels.max_pool2d
-    for module in (kernels.max_pool2d, kernels.avg_pool2d):
+    import kernels.pool2d.avg_pool2d
+    import kernels.pool2d.max_pool2d
+    for module in (kernels.pool2d.max_pool2d, kernels.pool2d.avg_pool2d):
         monkeypatch.setattr(module, "needs_int64", lambda *args: True)
     for op in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"):
         fns, shape, check = OPS[op]()
@@ -529,10 +529,10 @@ BAD_INPUTS = {
 def no_launch(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a kernel was launched for bad input")
-    import kernels.avg_pool2d
-    import kernels.max_pool2d
-    for module, name in ((kernels.max_pool2d, "max_pool2d_forward"),
-                         (kernels.avg_pool2d, "avg_pool2d_forward")):
+    import kernels.pool2d.avg_pool2d
+    import kernels.pool2d.max_pool2d
+    for module, name in ((kernels.pool2d.max_pool2d, "max_pool2d_forward"),
+                         (kernels.pool2d.avg_pool2d, "avg_pool2d_forward")):
         monkeypatch.setattr(module, name, refuse)
 
 

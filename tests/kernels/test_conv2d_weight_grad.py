@@ -1,4 +1,4 @@
-"""The implicit-GEMM weight gradient (kernels/conv2d_weight_grad.py): the bias gradient's long
+"""The implicit-GEMM weight gradient (kernels/conv2d/weight_grad.py): the bias gradient's long
 reduction against float64, tap-major tiles (>= 16 input channels per group) over strides,
 dilations, groups and padding in float64, the launches it takes and the layout and dtype it
 writes, and autotune keys that do not change with the batch."""
@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from support import DEVICE, assert_matches
 
 import kernels
-from kernels.conv2d_geometry import Conv2dGeometry
+from kernels.conv2d.geometry import Conv2dGeometry
 
-weight_grad = importlib.import_module("kernels.conv2d_weight_grad")
+weight_grad = importlib.import_module("kernels.conv2d.weight_grad")
 
 
 def geometry_for(x, weight, stride=1, padding=0, dilation=1, groups=1):
@@ -32,7 +32,7 @@ def test_bias_gradient_is_as_accurate_as_torch_on_a_long_reduction():
     dy = (g - g.mean((0, 2, 3), keepdim=True)).float()
     weight = torch.randn(16, 1, 1, 1)
     exact = dy.double().sum((0, 2, 3))
-    _, db = kernels.conv2d_weight_grad(dy.to(DEVICE), x.to(DEVICE), weight.to(DEVICE),
+    _, db = kernels.conv2d.conv2d_weight_grad(dy.to(DEVICE), x.to(DEVICE), weight.to(DEVICE),
                                        geometry_for(x, weight), need_bias=True)
     ours = (db.cpu().double() - exact).abs().max().item()
     torch_fp32 = (dy.sum((0, 2, 3)).double() - exact).abs().max().item()
@@ -63,7 +63,7 @@ def test_tap_major_matches_torch_in_float64(case):
     dw_ref, = torch.autograd.grad(y, weight, dy)
     g = geometry_for(x, weight, stride, padding, dilation, groups)
     assert g.in_per_group >= weight_grad.TAP_MAJOR_MIN_CHANNELS
-    dw, db = kernels.conv2d_weight_grad(dy, x, weight.detach(), g, need_bias=True)
+    dw, db = kernels.conv2d.conv2d_weight_grad(dy, x, weight.detach(), g, need_bias=True)
     assert_matches(dw, dw_ref, what="weight gradient")
     assert_matches(db, dy.sum((0, 2, 3)), what="bias gradient")
 
@@ -93,8 +93,8 @@ def test_two_launches_at_most_written_in_the_weights_layout(split, launched, mon
     dy = torch.randn_like(y)
     dw_ref, = torch.autograd.grad(y, weight, dy)
     launched.clear()
-    dw, db = kernels.conv2d_weight_grad(dy, x, weight.detach(), geometry_for(x, weight, 1, 1),
-                                        need_bias=True)
+    dw, db = kernels.conv2d.conv2d_weight_grad(dy, x, weight.detach(),
+                                               geometry_for(x, weight, 1, 1), need_bias=True)
     expected = ["conv2d_weight_grad_kernel"] + ["conv2d_weight_grad_reduce_kernel"] * (split > 1)
     assert launched == expected
     assert dw.dtype == weight.dtype and dw.is_contiguous(memory_format=torch.channels_last)
@@ -124,7 +124,7 @@ def test_depthwise_two_launches_at_most_written_in_the_weights_layout(split, lau
                                                                       monkeypatch):
     """The depthwise weight gradient as the implicit GEMM's: its partial slots' launch, then
     (split) the same sum of the slots into dw and db in the weight's format and dtype."""
-    depthwise = importlib.import_module("kernels.conv2d_depthwise")
+    depthwise = importlib.import_module("kernels.conv2d.depthwise")
     monkeypatch.setattr(depthwise, "weight_grad_launch_arguments",
                         functools.partial(depthwise.weight_grad_launch_arguments, split=split))
     x = torch.randn(2, 8, 5, 6, device=DEVICE, dtype=torch.bfloat16)
@@ -147,7 +147,7 @@ def test_depthwise_two_launches_at_most_written_in_the_weights_layout(split, lau
 
 
 def test_depthwise_autotune_keys_have_no_batch_or_image_size():
-    depthwise = importlib.import_module("kernels.conv2d_depthwise")
+    depthwise = importlib.import_module("kernels.conv2d.depthwise")
     for kernel in (depthwise.depthwise_forward_kernel, depthwise.depthwise_input_grad_kernel,
                    depthwise.depthwise_weight_grad_kernel):
         keys = set(kernel.keys)

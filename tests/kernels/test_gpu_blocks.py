@@ -12,9 +12,9 @@ from support import DEVICE, assert_matches
 from torch import nn
 
 import cnn
-import kernels.batch_norm_backward as bn_backward
-import kernels.batch_norm_forward as bn_forward
-import kernels.pool_geometry as pool_geometry
+import kernels.batch_norm.backward as bn_backward
+import kernels.batch_norm.forward as bn_forward
+import kernels.pool2d.geometry as pool_geometry
 import kernels.relu as relu_kernels
 
 # 40 samples x 2 pixel tiles of 256 = 80 statistics partials: two steps of 64 in finalize.

@@ -32,10 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .configs import AUTOTUNE
-from .conv2d_geometry import Conv2dGeometry
-from .layout import to_channels_last
-from .runtime import (
+from ..runtime import (
     INTERPRET,
     accumulator_dtype,
     cdiv,
@@ -45,6 +42,9 @@ from .runtime import (
     needs_int64,
     next_power_of_2,
 )
+from .configs import AUTOTUNE
+from .geometry import Conv2dGeometry
+from .layout import to_channels_last
 
 # (BLOCK_M output channels, BLOCK_N input channels or flattened taps, BLOCK_K reduction rows,
 #  num_warps, num_stages). Every config fits sm_80's shared memory with fp32 operands.
@@ -85,8 +85,8 @@ def _columns(args) -> int:
 
 
 # fp32 without TF32 multiplies on the FMA units, with tiles of their own that do not spill
-# there (sm_80 and sm_90, ``python -m kernels.compile_check``; 64x64 over 4 warps spills 808 B
-# on sm_80).
+# there (sm_80 and sm_90, ``python -m benchmarks.static.compile_check``; 64x64 over 4 warps
+# spills 808 B on sm_80).
 FP32_IEEE_TILES = [(64, 64, 32, 8, 3), (64, 128, 32, 4, 4), (128, 128, 32, 8, 3)]
 
 

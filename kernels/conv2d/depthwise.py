@@ -25,17 +25,17 @@ import torch
 import triton
 import triton.language as tl
 
+from ..runtime import INTERPRET, cdiv, multiprocessor_count, output_memory_format
 from .configs import AUTOTUNE, m_bucket
-from .conv2d_geometry import Conv2dGeometry
-from .conv2d_weight_grad import (
+from .epilogue import conv_epilogue
+from .geometry import Conv2dGeometry
+from .weight_grad import (
     REDUCE_BLOCK_E,
     REDUCE_BLOCK_S,
     conv2d_weight_grad_reduce_kernel,
     run_weight_grad,
     weight_grad_layout,
 )
-from .conv_epilogue import conv_epilogue
-from .runtime import INTERPRET, cdiv, multiprocessor_count, output_memory_format
 
 # Pixels x channels per program. The interpreter pays per program, so it gets one tall tile.
 _TILES_GPU = [(64, 32, 4), (128, 16, 4), (32, 64, 4), (128, 32, 8)]
@@ -81,7 +81,7 @@ def depthwise_forward_kernel(
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """The implicit GEMM's epilogue (kernels.conv_epilogue): + bias, per-tile batch-norm
+    """The implicit GEMM's epilogue (kernels.conv2d.epilogue): + bias, per-tile batch-norm
     statistics (STATS: stats[pixel tile, {count, mean, m2}, channel]), folded eval batch norm
     (BN_EVAL), ReLU."""
     pid_p = tl.program_id(0)
@@ -298,7 +298,7 @@ def input_grad_launch_arguments(grad_output, weight, input, geometry: Conv2dGeom
 def weight_grad_launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry,
                                  need_bias=False, sm_count=None, split=None):
     """(grad_weight, grad_bias or None, [(kernel, grid, args), ...]): the partial slots' launch
-    and, with more than one slot, the implicit GEMM's sum of them (kernels.conv2d_weight_grad).
+    and, with more than one slot, the implicit GEMM's sum of them (kernels.conv2d.weight_grad).
     sm_count: the GPU's multiprocessors (default: input's device's); split: force that many
     slots (tests), default sized to fill the GPU."""
     g = geometry

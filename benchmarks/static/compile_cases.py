@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from .conv2d_geometry import Conv2dGeometry
-from .layout import conversion_bytes, is_channels_last_dense
+from kernels.conv2d.geometry import Conv2dGeometry
+from kernels.conv2d.layout import conversion_bytes, is_channels_last_dense
 
 # Multiprocessors of an H100/H200: the weight gradients split their reduction as they do there.
 EXAMPLE_MULTIPROCESSORS = 132
@@ -112,7 +112,7 @@ class Case:
     configs: str = "all"  # "all" autotune configs kept, or "first"
     gemm: tuple = None    # (M, N, K) of the GEMM view, for the reference; None: no tl.dot
     min_bytes: int = 0    # the pass's own minimum traffic: each operand read once, result once
-    conversion_bytes: int = 0  # bytes its layout conversions move (see kernels.layout)
+    conversion_bytes: int = 0  # bytes its layout conversions move (see kernels.conv2d.layout)
     pruned_configs: list = field(default=None, repr=False)  # configs the autotuner keeps
 
 
@@ -226,8 +226,8 @@ def _same_memory(a, b) -> bool:
 
 
 def converted_bytes(user_tensors, args: dict) -> int:
-    """Bytes ``kernels.layout.conversion_bytes`` counts for the caller's tensors that the kernels
-    do not read or write in place (no pointer argument is that tensor or a view of it): the
+    """Bytes ``kernels.conv2d.layout.conversion_bytes`` counts for the caller's tensors that the
+    kernels do not read or write in place (no pointer argument is that tensor or a view of it): the
     launcher copies those into the kernel's layout (or its result back to the caller's)."""
     kernel_tensors = [v for v in args.values() if isinstance(v, torch.Tensor)]
     moved = [t for t in user_tensors if t is not None
@@ -261,7 +261,7 @@ def _implicit_gemm_launch(layer, conv_pass, x, weight, bias, epilogue):
                                           for t in (x, weight)) else torch.contiguous_format
     dy = torch.empty(g.output_shape, device="meta", dtype=x.dtype, memory_format=y_layout)
     if layer.depthwise:
-        module = importlib.import_module("kernels.conv2d_depthwise")
+        module = importlib.import_module("kernels.conv2d.depthwise")
         if conv_pass == "forward":
             result = module.forward_launch_arguments(x, weight, bias, g)
         elif conv_pass == "dgrad":
@@ -271,7 +271,7 @@ def _implicit_gemm_launch(layer, conv_pass, x, weight, bias, epilogue):
                                                          is not None,
                                                          sm_count=EXAMPLE_MULTIPROCESSORS)
     elif conv_pass == "forward":
-        module = importlib.import_module("kernels.conv2d_forward")
+        module = importlib.import_module("kernels.conv2d.forward")
         options = {}
         if epilogue == "stats":
             options = dict(stats=True)
@@ -280,10 +280,10 @@ def _implicit_gemm_launch(layer, conv_pass, x, weight, bias, epilogue):
             options = dict(relu=True, bn_eval=(running, running, running, running, 1e-5))
         result = module.launch_arguments(x, weight, bias, g, **options)
     elif conv_pass == "dgrad":
-        module = importlib.import_module("kernels.conv2d_input_grad")
+        module = importlib.import_module("kernels.conv2d.input_grad")
         result = module.launch_arguments(dy, weight, x, g)
     else:
-        module = importlib.import_module("kernels.conv2d_weight_grad")
+        module = importlib.import_module("kernels.conv2d.weight_grad")
         result = module.launch_arguments(dy, x, weight, g, need_bias=bias is not None,
                                          sm_count=EXAMPLE_MULTIPROCESSORS)
     if conv_pass == "forward":
@@ -348,41 +348,52 @@ def conv_cases() -> list:
 
 # ---- source hashes: a saved report is stale per kernel module, not as a whole --------------
 
-_KERNELS_DIR = Path(__file__).parent
+_REPO = Path(__file__).resolve().parent.parent.parent
 
 
-def _local_imports(path: Path) -> set:
-    """The kernels/ modules a source file imports (relative or as kernels.x)."""
+def _source(module: str) -> Path:
+    """The file of a dotted module name of this repository (a package is its __init__.py)."""
+    base = _REPO.joinpath(*module.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def local_imports(module: str) -> set:
+    """The modules of this repository's kernels/ that a module imports (relative, or as
+    ``kernels.x``), as dotted names."""
+    path = _source(module)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                names.add(node.module.split(".")[0])
-            elif node.level == 1:
-                names.update(a.name for a in node.names)
-            elif node.module and node.module.startswith("kernels."):
-                names.add(node.module.split(".")[1])
+            if node.level:
+                base = package.split(".")
+                base = ".".join(base[:len(base) - node.level + 1])
+                parent = f"{base}.{node.module}" if node.module else base
+                names.add(parent)
+                names.update(f"{parent}.{a.name}" for a in node.names)
+            elif node.module and node.module.startswith("kernels"):
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
-            names.update(a.name.split(".")[1] for a in node.names
-                         if a.name.startswith("kernels."))
-    return {n for n in names if (_KERNELS_DIR / f"{n}.py").exists()}
+            names.update(a.name for a in node.names if a.name.startswith("kernels"))
+    return {n for n in names if n.startswith("kernels") and _source(n).exists()}
 
 
 @functools.lru_cache(maxsize=None)
 def module_hash(module: str) -> str:
-    """sha256 of a kernels module's source and of every kernels module it imports, transitively
+    """sha256 of a kernel module's source and of every kernels module it imports, transitively
     (a helper such as runtime.py or configs.py changes what its users compile)."""
-    todo, seen = [module.removeprefix("kernels.")], set()
+    todo, seen = [module], set()
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
-        todo.extend(_local_imports(_KERNELS_DIR / f"{name}.py"))
+        todo.extend(local_imports(name))
     h = hashlib.sha256()
     for name in sorted(seen):
         h.update(name.encode())
-        h.update((_KERNELS_DIR / f"{name}.py").read_bytes())
+        h.update(_source(name).read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -18,7 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .pool_geometry import (
+from ..runtime import accumulator_dtype, cdiv, output_memory_format
+from .geometry import (
     GPU_WARPS,
     Pool2dGeometry,
     covering_windows,
@@ -27,7 +28,6 @@ from .pool_geometry import (
     needs_int64,
     pool_window,
 )
-from .runtime import accumulator_dtype, cdiv, output_memory_format
 
 
 @triton.jit
@@ -160,10 +160,11 @@ def max_pool2d_backward(grad_output: torch.Tensor, indices: torch.Tensor,
 
 
 def compile_cases():
-    """(label, kernel, signature, constexprs) for kernels/compile_check.py: every dtype for
-    window pooling on NCHW and adaptive pooling on channels_last, so each constexpr branch is
-    compiled, and the int64-index variant (fp16 first: --quick compiles the first case)."""
-    from .pool_geometry import GPU_BLOCK
+    """(label, kernel, signature, constexprs) for benchmarks/static/compile_check.py:
+    every dtype for window pooling on NCHW and adaptive pooling on channels_last, so each
+    constexpr branch is compiled, and the int64-index variant (fp16 first: --quick compiles the
+    first case)."""
+    from .geometry import GPU_BLOCK
 
     strides = lambda *prefixes: {f"{p}{d}": "i32" for p in prefixes for d in "nchw"}
     sizes = {a: "i32" for a in ("total", "C", "H", "W", "OH", "OW", "KH", "KW", "stride_h",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import triton
 import triton.language as tl
 
-from .runtime import INTERPRET, cdiv, next_power_of_2
+from ..runtime import INTERPRET, cdiv, next_power_of_2
 
 
 def window_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,

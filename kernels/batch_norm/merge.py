@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .batch_norm_forward import GPU_WARPS, REDUCE_BLOCK_C, REDUCE_BLOCK_T, _tl_acc
-from .runtime import cdiv, next_power_of_2
+from ..runtime import cdiv, next_power_of_2
+from .forward import GPU_WARPS, REDUCE_BLOCK_C, REDUCE_BLOCK_T, _tl_acc
 
 
 @triton.jit
@@ -72,7 +72,7 @@ def batch_norm_merge_stats(stats: torch.Tensor, out: torch.Tensor = None) -> tor
 
 
 def compile_cases():
-    """(label, kernel, signature, constexprs) for kernels/compile_check.py."""
+    """(label, kernel, signature, constexprs) for benchmarks/static/compile_check.py."""
     return [(f"batch_norm_merge[{sty}]", batch_norm_merge_kernel,
              {"stats_ptr": f"*{sty}", "out_ptr": f"*{sty}", "T": "i32", "C": "i32"},
              {"ACC_DTYPE": acc, "BLOCK_T": 64, "BLOCK_C": 32})

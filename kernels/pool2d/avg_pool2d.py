@@ -22,7 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .pool_geometry import (
+from ..runtime import accumulator_dtype, cdiv, output_memory_format
+from .geometry import (
     GPU_WARPS,
     Pool2dGeometry,
     covering_windows,
@@ -31,7 +32,6 @@ from .pool_geometry import (
     needs_int64,
     pool_window,
 )
-from .runtime import accumulator_dtype, cdiv, output_memory_format
 
 
 @triton.jit
@@ -193,10 +193,11 @@ def avg_pool2d_backward(grad_output: torch.Tensor, geometry: Pool2dGeometry, lik
 
 
 def compile_cases():
-    """(label, kernel, signature, constexprs) for kernels/compile_check.py: every dtype for
-    window pooling (count_include_pad, NCHW) and adaptive pooling (channels_last); fp32 also for
-    the other divisors and the int64-index variant (fp16 first: --quick compiles the first)."""
-    from .pool_geometry import GPU_BLOCK
+    """(label, kernel, signature, constexprs) for benchmarks/static/compile_check.py:
+    every dtype for window pooling (count_include_pad, NCHW) and adaptive pooling
+    (channels_last); fp32 also for the other divisors and the int64-index variant (fp16 first:
+    --quick compiles the first)."""
+    from .geometry import GPU_BLOCK
 
     strides = lambda *prefixes: {f"{p}{d}": "i32" for p in prefixes for d in "nchw"}
     sizes = {a: "i32" for a in ("total", "C", "H", "W", "OH", "OW", "KH", "KW", "stride_h",

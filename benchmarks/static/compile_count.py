@@ -1,7 +1,8 @@
 """How many compiles and autotuning runs a sequence of convolution calls triggers on a GPU,
 counted from the launchers' own autotune keys and argument specialisations (no GPU needed).
 
-    python -m kernels.compile_count [--layout nchw|channels_last] [--train N] [--batch-size B]
+    python -m benchmarks.static.compile_count [--layout nchw|channels_last] [--train N]
+                                              [--batch-size B]
 
 Triton compiles a kernel once per (config, specialisation) and tunes once per autotune key:
     autotune key      the values of the autotuner's ``key`` arguments and the dtype of every
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import runtime
+from kernels import runtime
+
 from .compile_cases import EXAMPLE_MULTIPROCESSORS, kept_configs, launch_signature, unwrap
 
 
@@ -116,8 +118,9 @@ def _conv_calls(batch: int, layout, dtype, backward: bool):
     both weight gradients and conv2's input gradient (the images need none)."""
     import importlib
 
+    from kernels.conv2d.geometry import Conv2dGeometry
+
     from .compile_cases import launches
-    from .conv2d_geometry import Conv2dGeometry
 
     calls = []
     for index, (c_in, c_out, size) in enumerate(MNIST_CONVS):
@@ -126,15 +129,15 @@ def _conv_calls(batch: int, layout, dtype, backward: bool):
         w = torch.empty((c_out, c_in, 3, 3), device="meta", dtype=dtype, memory_format=layout)
         b = torch.empty((c_out,), device="meta", dtype=dtype)
         g = Conv2dGeometry.from_shapes(x.shape, w.shape, (1, 1), (1, 1, 1, 1), (1, 1), 1)
-        module = importlib.import_module("kernels.conv2d_forward")
+        module = importlib.import_module("kernels.conv2d.forward")
         calls += launches(module, module.launch_arguments(x, w, b, g))
         if backward:
             dy = torch.empty(g.output_shape, device="meta", dtype=dtype, memory_format=layout)
-            module = importlib.import_module("kernels.conv2d_weight_grad")
+            module = importlib.import_module("kernels.conv2d.weight_grad")
             calls += launches(module, module.launch_arguments(
                 dy, x, w, g, need_bias=True, sm_count=EXAMPLE_MULTIPROCESSORS))
             if index > 0:
-                module = importlib.import_module("kernels.conv2d_input_grad")
+                module = importlib.import_module("kernels.conv2d.input_grad")
                 calls += launches(module, module.launch_arguments(dy, w, x, g))
     return calls
 
@@ -176,7 +179,7 @@ def mnist_report(layout=torch.contiguous_format, dtype=torch.float32, **batches)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kernels.compile_count",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.static.compile_count",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--layout", choices=("nchw", "channels_last"), default="nchw")
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
@@ -190,7 +193,7 @@ def main(argv=None) -> int:
         import subprocess
         env = dict(os.environ, TRITON_INTERPRET="0")
         argv = sys.argv[1:] if argv is None else list(argv)
-        return subprocess.run([sys.executable, "-m", "kernels.compile_count", *argv],
+        return subprocess.run([sys.executable, "-m", "benchmarks.static.compile_count", *argv],
                               env=env).returncode
     layout = torch.channels_last if a.layout == "channels_last" else torch.contiguous_format
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[a.dtype]

@@ -18,7 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .batch_norm_forward import (
+from ..runtime import cdiv, next_power_of_2
+from .forward import (
     GPU_WARPS,
     REDUCE_BLOCK_C,
     REDUCE_BLOCK_T,
@@ -29,7 +30,6 @@ from .batch_norm_forward import (
     tile_config,
     tile_offsets,
 )
-from .runtime import cdiv, next_power_of_2
 
 MASK_NONE, MASK_RECOMPUTE = 0, 1  # RELU_MASK: no ReLU, or ReLU mask recomputed from x
 
@@ -218,7 +218,7 @@ def batch_norm_backward_input(dy: torch.Tensor, x: torch.Tensor, out: torch.Tens
 
 
 def compile_cases():
-    """(label, kernel, signature, constexprs) for kernels/compile_check.py."""
+    """(label, kernel, signature, constexprs) for benchmarks/static/compile_check.py."""
     strides = lambda *prefixes: {f"{p}{d}": "i32" for p in prefixes for d in "nchw"}
     sizes = {"N": "i32", "C": "i32", "H": "i32", "W": "i32", "eps": "fp32"}
     cases = []

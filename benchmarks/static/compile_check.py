@@ -1,13 +1,13 @@
 """GPU readiness without a GPU: compile every kernel for sm_80 and sm_90, read its SASS, and set
 each convolution's main loop beside a plain GEMM's compiled in the same run.
 
-    python -m kernels.compile_check [--targets 80,90] [--kernels forward,nchw] [--dtypes fp16]
-                                    [--quick] [--json PATH] [--fresh]
+    python -m benchmarks.static.compile_check [--targets 80,90] [--kernels forward,nchw]
+                                              [--dtypes fp16] [--quick] [--json PATH] [--fresh]
 
 What is compiled:
-    convolutions  ``kernels.compile_cases.conv_cases()``: every layer x layout x dtype x pass,
+    convolutions  ``compile_cases.conv_cases()``: every layer x layout x dtype x pass,
                   built by the launchers' own ``launch_arguments`` (the kernel that runs)
-    reference     ``kernels.reference_gemm``: the tutorial's tiled GEMM for the same M, N, K,
+    reference     ``reference_gemm``: the tutorial's tiled GEMM for the same M, N, K,
                   tile, warps, stages, dtype and target as each convolution config (once per
                   distinct problem)
     other ops     each module in ``OTHER_MODULES`` defines ``compile_cases()`` returning
@@ -18,7 +18,7 @@ num_stages go to the compile options.
 
 Each compile is ``triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32))``, which needs
 no GPU; the ``cuobjdump`` in Triton's wheel gives registers and static shared memory, and the SASS
-and PTX are read by ``kernels.sass``: spills (STL/LDL bytes), MMA kind, the main loop's
+and PTX are read by ``benchmarks.static.sass``: spills (STL/LDL bytes), MMA kind, the main loop's
 instructions per MMA, its operand loads (16-byte cp.async, TMA, plain; "cp.async16+index" when
 both operand tiles arrive whole by 16-byte copies and plain loads beside them read an index
 table), MMA groups in flight.
@@ -57,20 +57,21 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import runtime
+from kernels import runtime
+
 from .compile_cases import launch_signature, module_hash, unwrap  # noqa: F401  (re-exported)
 
 # The op families besides the convolutions, each with a compile_cases() function.
 OTHER_MODULES = [
-    "kernels.max_pool2d",
-    "kernels.avg_pool2d",
-    "kernels.batch_norm_forward", "kernels.batch_norm_backward", "kernels.relu",
-    "kernels.batch_norm_merge",
+    "kernels.pool2d.max_pool2d",
+    "kernels.pool2d.avg_pool2d",
+    "kernels.batch_norm.forward", "kernels.batch_norm.backward", "kernels.relu",
+    "kernels.batch_norm.merge",
 ]
-CONV_MODULES = ["kernels.conv2d_forward", "kernels.conv2d_input_grad",
-                "kernels.conv2d_weight_grad", "kernels.conv2d_depthwise"]
+CONV_MODULES = ["kernels.conv2d.forward", "kernels.conv2d.input_grad",
+                "kernels.conv2d.weight_grad", "kernels.conv2d.depthwise"]
 KERNEL_MODULES = CONV_MODULES + OTHER_MODULES
-REFERENCE_MODULE = "kernels.reference_gemm"
+REFERENCE_MODULE = "benchmarks.static.reference_gemm"
 
 # cudaDevAttrMaxSharedMemoryPerBlockOptin: A100 (sm_80) 163 KB, H100/H200 (sm_90) 227 KB.
 SHARED_LIMIT = {80: 166912, 90: 232448}
@@ -309,7 +310,7 @@ def _nvidia_tool(name: str):
 
 
 def read_cubin(cubin: bytes, name: str, ptx: str = "") -> dict:
-    """Registers, static shared, stack and local bytes from cuobjdump, and what kernels.sass
+    """Registers, static shared, stack and local bytes from cuobjdump, and what sass
     reads from the SASS and PTX (spills, MMA kinds, the main loop)."""
     from . import sass as sass_reader
 
@@ -618,8 +619,8 @@ def _parse_targets(text: str):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m kernels.compile_check", description=__doc__
-                                .split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.static.compile_check",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--targets", type=_parse_targets, default=list(DEFAULT_TARGETS),
                    help="compute capabilities, comma separated (default 80,90)")
     p.add_argument("--kernels", default="", help="comma-separated substrings of module, kernel, "
@@ -650,8 +651,8 @@ def _run_in_own_group(argv) -> int:
     """
     env = dict(os.environ, TRITON_INTERPRET="0", **{_GROUP_ENV: "1"})
     env.pop("CNN_AUTOTUNE", None)  # every config is compiled, whatever the caller tunes
-    proc = subprocess.Popen([sys.executable, "-m", "kernels.compile_check", *argv], env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.static.compile_check", *argv],
+                            env=env, start_new_session=True)
 
     def stop(signum, _frame):
         try:
@@ -671,7 +672,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if runtime.INTERPRET or os.environ.get(_GROUP_ENV) != "1":
         return _run_in_own_group(sys.argv[1:] if argv is None else list(argv))
-    import kernels.compile_check as cc  # by its importable name, so workers can unpickle jobs
+    # by its importable name, so workers can unpickle jobs
+    import benchmarks.static.compile_check as cc
 
     split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())
     start = time.perf_counter()

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .runtime import INTERPRET, cdiv, next_power_of_2
+from ..runtime import INTERPRET, cdiv, next_power_of_2
 
 # Elements per (pixels x channels) tile: the interpreter pays per program, so big tiles there;
 # on a GPU 2048 (16 a thread at 4 warps) keeps the three 64-bit pointer tiles of the backward
@@ -303,7 +303,7 @@ def batch_norm_normalize(x: torch.Tensor, out: torch.Tensor, mean: torch.Tensor,
 
 
 def compile_cases():
-    """(label, kernel, signature, constexprs) for kernels/compile_check.py."""
+    """(label, kernel, signature, constexprs) for benchmarks/static/compile_check.py."""
     strides = lambda *prefixes: {f"{p}{d}": "i32" for p in prefixes for d in "nchw"}
     sizes = {"N": "i32", "C": "i32", "H": "i32", "W": "i32"}
     cases = []

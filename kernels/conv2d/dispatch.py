@@ -2,16 +2,16 @@
 
 These are the launchers the rest of the project calls; shapes as in each kernel module.
 """
-from . import conv2d_depthwise as depthwise
-from . import conv2d_forward as implicit_gemm_forward
-from . import conv2d_input_grad as implicit_gemm_input_grad
-from . import conv2d_weight_grad as implicit_gemm_weight_grad
-from .conv2d_geometry import Conv2dGeometry
+from . import depthwise
+from . import forward as implicit_gemm_forward
+from . import input_grad as implicit_gemm_input_grad
+from . import weight_grad as implicit_gemm_weight_grad
+from .geometry import Conv2dGeometry
 
 
 def conv2d_forward(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, bn_eval=None,
                    stats=False):
-    """y = epilogue(conv2d(x, weight) + bias); see kernels/conv2d_forward.py. Depthwise convs
+    """y = epilogue(conv2d(x, weight) + bias); see kernels/conv2d/forward.py. Depthwise convs
     run on the direct depthwise kernel with the same epilogues (ReLU, folded batch norm,
     statistics), everything else on the implicit GEMM."""
     if depthwise.is_depthwise(geometry):

@@ -1,0 +1,1 @@
+"""Batch norm: per-channel statistics (Chan-merged), normalisation, and the backward reductions."""

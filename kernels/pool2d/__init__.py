@@ -1,0 +1,1 @@
+"""Max and average pooling (window and adaptive), forward and gather-form backward."""
