@@ -1,17 +1,19 @@
 """Train the seed's MNIST CNN on the Triton kernels: ``python -m cnn.train``.
 
-The recipe is the seed's (see ``cnn.trainer``) unless ``--recipe fast`` (``cnn.recipes``: batch
-norm, one-cycle, 2 epochs to 99%). ``--arch`` also trains torchvision's ResNets on our layers,
-and ``--weights`` with ``--freeze-backbone`` or ``--finetune`` does transfer learning (see
-``cnn.transfer``; ``python -m cnn.transfer`` is a worked demonstration). Every option is
-checked before any work starts (``cnn.cli``); the run writes into --out: metrics.json, best.pt /
-last.pt (see ``cnn.checkpoint``) and PNG plots (with matplotlib). A folder that already holds a
-run is refused unless ``--resume`` continues it or ``--overwrite`` replaces it.
+The recipe is the seed's (see ``cnn.train.trainer``) unless ``--recipe fast``
+(``cnn.train.recipes``: batch norm, one-cycle, 2 epochs to 99%). ``--arch`` also trains
+torchvision's ResNets on our layers, and ``--weights`` with ``--freeze-backbone`` or
+``--finetune`` does transfer learning (see ``cnn.train.transfer``; ``python -m
+cnn.train.transfer`` is a worked demonstration). Every option is checked before any work starts
+(``cnn.train.cli``); the run writes into --out: metrics.json, best.pt / last.pt (see
+``cnn.train.checkpoint``) and PNG plots (with matplotlib). A folder that already holds a run is
+refused unless ``--resume`` continues it or ``--overwrite`` replaces it.
 
-Ctrl-C (or SIGTERM) never loses work (see ``cnn.interrupt``): during training the first one stops
-after the current step and saves last.pt, a second one stops at once and saves the state after
-the last finished step; during validation it saves at once (validation reruns on --resume);
-during the test the finished training is already in last.pt. Exit status 130 after an interrupt.
+Ctrl-C (or SIGTERM) never loses work (see ``cnn.train.interrupt``): during training the first
+one stops after the current step and saves last.pt, a second one stops at once and saves the
+state after the last finished step; during validation it saves at once (validation reruns on
+--resume); during the test the finished training is already in last.pt. Exit status 130 after
+an interrupt.
 
     python -m cnn.train --limit-train 6000 --epochs 1     # a quick real-MNIST run
     python -m cnn.train --synthetic --epochs 2            # no data needed
@@ -33,18 +35,18 @@ import torch
 
 import kernels
 
+from .. import distributed
+from ..layers import SyncBatchNorm
+from ..models import build_model, freeze_biases_before_batch_norm, head_name
+from ..resnet import load_pretrained
 from . import checkpoint as ckpt
-from . import distributed
 from .cli import METRICS, build_parser, parse_args, resume_fixed_options, run_files, usage_error
 from .data import MNISTUnavailableError, load_mnist
 from .fileio import atomic_write
 from .interrupt import Interrupts
-from .layers import SyncBatchNorm
 from .loader import make_splits
-from .models import build_model, freeze_biases_before_batch_norm, head_name
 from .plots import save_plots
 from .recipes import describe
-from .resnet import load_pretrained
 from .synthetic import synthetic_mnist
 from .trainer import (
     EarlyStopping,
@@ -54,6 +56,7 @@ from .trainer import (
     confusion_matrix,
     duration,
     grad_norm,
+    triton_version,
 )
 from .transfer import finetune_param_groups, freeze_backbone, replace_head
 
@@ -398,7 +401,7 @@ class Run:
             "args": vars(args), "world_size": ctx.world_size,
             "global_batch_size": args.batch_size * ctx.world_size,
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "triton": _triton_version()},
+                         "triton": triton_version()},
         }
         if not ctx.main:
             return 0  # rank 0 alone writes the results
@@ -443,11 +446,6 @@ def _run(args, ctx) -> int:
             return run.execute()
         except KeyboardInterrupt:
             return run.interrupted()
-
-
-def _triton_version() -> str:
-    import triton
-    return triton.__version__
 
 
 if __name__ == "__main__":
