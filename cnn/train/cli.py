@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..models import ARCHS, BACKENDS
+from .factory import ARCHS, BACKENDS
 from .loader import VAL_FRACTION
 from .recipes import RECIPES, describe
 from .trainer import AMP_DTYPES, SCHEDULES

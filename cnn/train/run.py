@@ -37,11 +37,11 @@ import kernels
 
 from .. import distributed
 from ..layers import SyncBatchNorm
-from ..models import build_model, freeze_biases_before_batch_norm, head_name
-from ..resnet import load_pretrained
+from ..models.resnet import load_pretrained
 from . import checkpoint as ckpt
 from .cli import METRICS, build_parser, parse_args, resume_fixed_options, run_files, usage_error
 from .data import MNISTUnavailableError, load_mnist
+from .factory import build_model, freeze_biases_before_batch_norm, head_name
 from .fileio import atomic_write
 from .interrupt import Interrupts
 from .loader import make_splits
@@ -109,8 +109,8 @@ def describe_model(args) -> str:
 def make_model(args):
     """(model on the CPU, its config for best.pt, a line saying what --weights did or None).
 
-    --weights loads a state_dict (see ``cnn.resnet.load_pretrained``: a head of another size
-    stays fresh, a 3-channel first conv is summed for MNIST's 1 channel); --freeze-backbone
+    --weights loads a state_dict (see ``cnn.models.resnet.load_pretrained``: a head of another
+    size stays fresh, a 3-channel first conv is summed for MNIST's 1 channel); --freeze-backbone
     and --finetune put a new head on it, and --freeze-backbone freezes the rest (no gradient,
     batch-norm statistics as loaded). Raises ValueError (the error line) for weights that do
     not fit the model."""

@@ -228,7 +228,7 @@ def learn_5_to_9(args, pretrained, train, test, frozen: bool) -> dict:
     either way; the test split of 5-9
     is scored after each epoch for the curve (no decision is taken from it: the last epoch's
     model is the result)."""
-    from ..models import MyCNN, initialize_weights
+    from ..models.mycnn import MyCNN, initialize_weights
     torch.manual_seed(args.seed)
     model = MyCNN(backend=args.backend, seed=args.seed, num_classes=SPLIT_DIGIT)
     if frozen:

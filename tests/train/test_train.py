@@ -326,8 +326,9 @@ def test_fast_recipe_on_our_kernels_matches_torch_step_for_step(tmp_path, capsys
     # Parameters: fp32 rounding, plus 0.1% of the longest way Adam can move one in these steps
     # (lr per step): Adam divides each gradient by its own RMS, so where a gradient is nearly 0
     # (an fc1 input that ReLU zeroes for most images) its relative rounding becomes the step's.
-    # Conv biases before batch norm are not trained (cnn.models.freeze_biases_before_batch_norm):
-    # their gradient is pure rounding, which Adam would turn into full steps.
+    # Conv biases before batch norm are not trained
+    # (cnn.train.factory.freeze_biases_before_batch_norm): their gradient is pure rounding,
+    # which Adam would turn into full steps.
     lr, steps = ours["args"]["lr"], len(ours["history"]["train_loss"])
     assert ours_last["model"].keys() == ref_last["model"].keys()
     for key, value in ref_last["model"].items():

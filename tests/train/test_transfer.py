@@ -243,7 +243,7 @@ def test_transfer_demo_on_our_kernels(tmp_path):
 def test_resnet_on_the_torch_backend_is_torchs_layers_with_the_same_keys():
     """--arch resnet18 --backend torch: the same ResNet with torch's own layer classes (the
     reference the triton backend is compared with), same keys, same outputs."""
-    from cnn.models import build_model
+    from cnn.train.factory import build_model
     torch.manual_seed(0)
     ours = build_model("resnet18", backend="triton", width=2)
     torch.manual_seed(0)
