@@ -276,6 +276,7 @@ class DenseNet(nn.Module):
         return self.classifier(out)
 
 
+@torch.no_grad()
 def randomize_batch_norm(model: nn.Module) -> nn.Module:
     """Non-trivial affine parameters and running statistics, so evaluation mode tests them."""
     for m in model.modules():
