@@ -231,7 +231,7 @@ def run_options(p, g) -> None:
 
 
 def distributed_options(p, g) -> None:
-    from ..distributed import DEFAULT_TIMEOUT_S
+    from .distributed import DEFAULT_TIMEOUT_S
     add(g, "--sync-bn", action="store_true",
         help="batch-norm statistics over all processes (cnn.SyncBatchNorm; with --batchnorm)")
     add(g, "--dist-backend", choices=("gloo", "nccl"), default=None,

@@ -22,7 +22,7 @@ an interrupt.
     python -m cnn.train --arch resnet18 --weights resnet18-f37072fd.pth --freeze-backbone
     torchrun --nproc_per_node=2 -m cnn.train --batchnorm --sync-bn   # data parallel
 
-Under torchrun (``cnn.distributed``) every process trains on its shard with
+Under torchrun (``cnn.train.distributed``) every process trains on its shard with
 DistributedDataParallel; --batch-size is per process; rank 0 alone prints and writes files.
 """
 import json
@@ -35,10 +35,11 @@ import torch
 
 import kernels
 
-from .. import distributed
+from ..distributed import DistributedDataParallel
 from ..layers import SyncBatchNorm
 from ..models.resnet import load_pretrained
 from . import checkpoint as ckpt
+from . import distributed
 from .cli import METRICS, build_parser, parse_args, resume_fixed_options, run_files, usage_error
 from .data import MNISTUnavailableError, load_mnist
 from .factory import build_model, freeze_biases_before_batch_norm, head_name
@@ -274,7 +275,7 @@ class Run:
              " (the gradient is its mean; --lr applies to it)"
              + (", batch-norm statistics synced" if args.sync_bn else ""))
         device_ids = [ctx.device] if ctx.device.type == "cuda" else None
-        return distributed.DistributedDataParallel(model, device_ids=device_ids)
+        return DistributedDataParallel(model, device_ids=device_ids)
 
     def load_data(self):
         args = self.args

@@ -22,8 +22,8 @@ import time
 import torch
 from torch import nn, optim
 
-from .. import distributed
 from . import checkpoint as ckpt
+from . import distributed
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 SCHEDULES = ("plateau", "onecycle")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from support.multiprocess import run_ranks, torchrun
 
-from cnn import distributed
 from cnn.train import checkpoint as ckpt
+from cnn.train import distributed
 from cnn.train.run import main
 from cnn.train.trainer import Trainer
 
