@@ -126,7 +126,7 @@ def fast_recipe_summary(results) -> dict:
 def recipe_runs(recipe: str, epochs: int, common: list, compile_ok: bool) -> list:
     """[(name, cnn.train arguments, epochs, warm-up --limit-train)] of one recipe."""
     if recipe == "fast":
-        from cnn.recipes import RECIPES as TRAIN_RECIPES
+        from cnn.train.recipes import RECIPES as TRAIN_RECIPES
         fast = ["--recipe", "fast", *common]
         n = TRAIN_RECIPES["fast"]["epochs"]
         return [("triton_fast", ["--backend", "triton", *fast], n, WARMUP_TRAIN_FAST),

@@ -3,7 +3,7 @@ the seed's recipe. No GPU here: the training runs are faked, the code paths arou
 import json
 
 from benchmarks import end_to_end, gpu_check
-from cnn.recipes import RECIPES
+from cnn.train.recipes import RECIPES
 
 
 def fake_runs(monkeypatch, seconds=None):

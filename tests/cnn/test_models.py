@@ -122,7 +122,7 @@ def test_top_level_package_exposes_the_zoo_and_convert():
     """README's usage: ``import cnn`` alone reaches ``cnn.models.resnet18`` and ``cnn.convert``."""
     import cnn as package
     from cnn.convert import convert
-    from cnn.resnet import resnet18
+    from cnn.models.resnet import resnet18
 
     assert package.models.resnet18 is resnet18 and package.convert is convert
     assert {"convert", "models"} <= set(package.__all__)

@@ -12,7 +12,7 @@ from support.torchvision_structures import randomize_batch_norm
 
 import cnn
 from cnn.models import ResNet, resnet18, resnet34, resnet50
-from cnn.resnet import BasicBlock, Bottleneck, load_pretrained
+from cnn.models.resnet import BasicBlock, Bottleneck, load_pretrained
 
 ARCHS = {"resnet18": (resnet18, tv.BasicBlock, [2, 2, 2, 2]),
          "resnet34": (resnet34, tv.BasicBlock, [3, 4, 6, 3]),

@@ -50,7 +50,7 @@ def make_bn(name, module=nn.BatchNorm2d, dtype=torch.float32):
 def sync_bn_worker(rank, world_size, out_dir):
     """Each case on this rank's slice of the batch, through a SyncBatchNorm converted from a
     torch BatchNorm2d; saves what the test compares."""
-    import cnn.distributed as D
+    from cnn.train import distributed as D
 
     results = {}
     with D.process_group(timeout_s=60) as ctx:
@@ -227,8 +227,8 @@ def torch_sync_bn_worker(rank, world_size, out_dir):
     nccl group (torch's module would take its one-process shortcut; its Function does not)."""
     from torch.nn.modules._functions import SyncBatchNorm as TorchSyncFunction
 
-    import cnn.distributed as D
     from cnn.functional.sync_batch_norm import sync_batch_norm
+    from cnn.train import distributed as D
 
     with D.process_group(device="cuda", timeout_s=60) as ctx:
         g = torch.Generator().manual_seed(0)

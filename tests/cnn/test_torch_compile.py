@@ -130,8 +130,8 @@ def test_bad_input_fails_early_under_compile():
 @pytest.mark.parametrize("argv,mode", [([], None), (["--compile"], "default"),
                                        (["--compile", "reduce-overhead"], "reduce-overhead")])
 def test_train_compile_option(argv, mode):
-    from cnn.cli import parse_args
-    from cnn.train import compile_model
+    from cnn.train.cli import parse_args
+    from cnn.train.run import compile_model
 
     args = parse_args(["--backend", "torch", *argv])
     assert args.compile == mode

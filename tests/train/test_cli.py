@@ -3,10 +3,10 @@ error line, exit status 2, no data loaded, nothing written. No training runs her
 import pytest
 import torch
 
-from cnn import checkpoint as ckpt
-from cnn import cli, train
-from cnn.recipes import RECIPES
-from cnn.train import main
+from cnn.train import checkpoint as ckpt
+from cnn.train import cli, run
+from cnn.train.recipes import RECIPES
+from cnn.train.run import main
 
 PROG_ERROR = "python -m cnn.train: error: "
 
@@ -17,8 +17,8 @@ def no_work(monkeypatch):
     def tripwire(*args, **kwargs):
         raise AssertionError("data was loaded before the arguments were checked")
 
-    monkeypatch.setattr(train, "load_mnist", tripwire)
-    monkeypatch.setattr(train, "synthetic_mnist", tripwire)
+    monkeypatch.setattr(run, "load_mnist", tripwire)
+    monkeypatch.setattr(run, "synthetic_mnist", tripwire)
 
 
 def refused(argv, capsys, tmp_path):

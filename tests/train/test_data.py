@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from cnn import data as D
-from cnn import fileio, loader
-from cnn.synthetic import synthetic_digits, synthetic_mnist
+from cnn.train import data as D
+from cnn.train import fileio, loader
+from cnn.train.synthetic import synthetic_digits, synthetic_mnist
 
 COUNTS = {"train": 12, "test": 6}
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 from support.multiprocess import run_ranks, torchrun
 
-from cnn import checkpoint as ckpt
-from cnn import distributed
-from cnn.train import Trainer, main
+from cnn.train import checkpoint as ckpt
+from cnn.train import distributed
+from cnn.train.run import main
+from cnn.train.trainer import Trainer
 
 # Parameters after K steps: fp32 on every side, gradients summed in another order (DDP
 # averages two halves), so they agree to fp32 rounding.
@@ -149,7 +150,7 @@ SMALL = ["--synthetic", "60", "--limit-train", "16", "--batch-size", "2", "--bac
 
 
 def train_worker(rank, world_size, out_dir, argv, stop_at_step=None, die_at_step=None):
-    """cnn.train.main(argv) on this rank. stop_at_step: a Ctrl-C on every rank after that
+    """cnn.train.run.main(argv) on this rank. stop_at_step: a Ctrl-C on every rank after that
     many steps of this session; die_at_step: rank 1 is killed (SIGKILL) at that step."""
     real_step, calls = Trainer.train_step, []
 

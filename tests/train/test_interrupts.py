@@ -8,11 +8,11 @@ import signal
 
 import pytest
 
-from cnn import checkpoint as ckpt
-from cnn import train
-from cnn.interrupt import Interrupts
 from cnn.models import MyCNN
-from cnn.train import main
+from cnn.train import checkpoint as ckpt
+from cnn.train import run as train_run
+from cnn.train.interrupt import Interrupts
+from cnn.train.run import main
 
 ARGS = ["--synthetic", "60", "--limit-train", "16", "--batch-size", "4", "--eval-batch-size",
         "4", "--backend", "torch", "--device", "cpu", "--augment", "--dropout", "--batchnorm",
@@ -116,7 +116,7 @@ def test_ctrl_c_before_training_says_there_is_nothing_to_resume(tmp_path, monkey
     def interrupted_data(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "synthetic_mnist", interrupted_data)
+    monkeypatch.setattr(train_run, "synthetic_mnist", interrupted_data)
     out = tmp_path / "run"
     assert run(out) == 130
     assert "no checkpoint was written, there is nothing to resume" in capsys.readouterr().err

@@ -9,13 +9,14 @@ import pytest
 import torch
 from support import DEVICE, tolerance
 
-from cnn import checkpoint as ckpt
-from cnn import data as D
-from cnn import plots, train
-from cnn.loader import make_splits
 from cnn.models import MyCNN
-from cnn.synthetic import synthetic_mnist
-from cnn.train import EarlyStopping, Trainer, confusion_matrix, main
+from cnn.train import checkpoint as ckpt
+from cnn.train import data as D
+from cnn.train import plots, run
+from cnn.train.loader import make_splits
+from cnn.train.run import main
+from cnn.train.synthetic import synthetic_mnist
+from cnn.train.trainer import EarlyStopping, Trainer, confusion_matrix
 
 # Per-step training losses, Triton vs torch from the same init and batches: fp32 on both sides,
 # so they agree to fp32 rounding (1e-4 relative; TF32's 5e-3 on a GPU that uses it).
@@ -139,7 +140,7 @@ def test_progress_in_a_log_file():
             pass
 
     log = Log()
-    bar = train.Progress(10, "epoch 1", stream=log)
+    bar = run.Progress(10, "epoch 1", stream=log)
     bar.update(5, 320, 0.5)          # throttled: not forced, less than 30 s in
     bar.update(10, 640, 0.25, force=True)
     assert len(log) == 1 and "10/10" in log[0] and "img/s" in log[0] and "\r" not in log[0]
@@ -280,7 +281,7 @@ def test_estimate_is_measured_per_phase():
     said = []
     fake = type("FakeTrainer", (), {"last_batch_images": 64, "val_data": [0] * 1500,
                                     "steps_per_epoch": 94})()
-    on_step = train.interpreter_estimate(fake, 10000, say=said.append)
+    on_step = run.interpreter_estimate(fake, 10000, say=said.append)
     for step_s, forward_s in ((30.0, 2.0), (10.0, 0.64), (10.0, 0.64), (99.0, 9.0)):
         fake.last_step_s, fake.last_forward_s = step_s, forward_s
         on_step(fake)
@@ -325,8 +326,9 @@ def test_fast_recipe_on_our_kernels_matches_torch_step_for_step(tmp_path, capsys
     # Parameters: fp32 rounding, plus 0.1% of the longest way Adam can move one in these steps
     # (lr per step): Adam divides each gradient by its own RMS, so where a gradient is nearly 0
     # (an fc1 input that ReLU zeroes for most images) its relative rounding becomes the step's.
-    # Conv biases before batch norm are not trained (cnn.models.freeze_biases_before_batch_norm):
-    # their gradient is pure rounding, which Adam would turn into full steps.
+    # Conv biases before batch norm are not trained
+    # (cnn.train.factory.freeze_biases_before_batch_norm): their gradient is pure rounding,
+    # which Adam would turn into full steps.
     lr, steps = ours["args"]["lr"], len(ours["history"]["train_loss"])
     assert ours_last["model"].keys() == ref_last["model"].keys()
     for key, value in ref_last["model"].items():

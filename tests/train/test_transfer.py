@@ -1,6 +1,6 @@
-"""cnn.transfer: a frozen backbone gets no gradient and keeps its batch-norm statistics through
-model.train(); the new head trains; fine-tuning groups give the backbone a lower rate; and the
-seed's snippet, for contrast, trains nothing."""
+"""cnn.train.transfer: a frozen backbone gets no gradient and keeps its batch-norm statistics
+through model.train(); the new head trains; fine-tuning groups give the backbone a lower rate;
+and the seed's snippet, for contrast, trains nothing."""
 import json
 
 import pytest
@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 import cnn
-from cnn import checkpoint as ckpt
-from cnn import train
-from cnn.transfer import finetune_param_groups, freeze_backbone, replace_head
-from cnn.transfer import main as transfer_main
+from cnn.train import checkpoint as ckpt
+from cnn.train import run
+from cnn.train.transfer import finetune_param_groups, freeze_backbone, replace_head
+from cnn.train.transfer import main as transfer_main
 
 
 class TinyNet(nn.Module):
@@ -96,14 +96,14 @@ def _cli_run(tmp_path, name, *extra, backend="torch"):
     out = tmp_path / name
     argv = ["--synthetic", "30", "--limit-train", "12", "--batch-size", "4", "--epochs", "1",
             "--backend", backend, "--no-progress", "--no-plots", "--out", str(out), *extra]
-    assert train.main(argv) == 0
+    assert run.main(argv) == 0
     return out
 
 
 def _record_grads(monkeypatch):
     """Patch Trainer.train_step to record, after every step, which parameters have a gradient."""
     seen = []
-    real = train.Trainer.train_step
+    real = run.Trainer.train_step
 
     def step(self, x, y):
         result = real(self, x, y)
@@ -111,7 +111,7 @@ def _record_grads(monkeypatch):
                      for n, p in self.model.named_parameters()})
         return result
 
-    monkeypatch.setattr(train.Trainer, "train_step", step)
+    monkeypatch.setattr(run.Trainer, "train_step", step)
     return seen
 
 
@@ -179,7 +179,7 @@ def test_cli_mycnn_transfer_from_its_own_checkpoint(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# python -m cnn.transfer, in a tiny synthetic configuration
+# python -m cnn.train.transfer, in a tiny synthetic configuration
 
 def test_transfer_demo_writes_metrics_and_reuses_its_checkpoint(tmp_path, capsys):
     out = tmp_path / "demo"
@@ -226,7 +226,7 @@ def test_transfer_demo_refuses_bad_options(tmp_path, capsys):
     assert transfer_main(["--synthetic", "30", "--subset", "400",
                           "--out", str(tmp_path / "x")]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith("python -m cnn.transfer: error: argument --subset")
+    assert line.startswith("python -m cnn.train.transfer: error: argument --subset")
 
 
 def test_transfer_demo_on_our_kernels(tmp_path):
@@ -243,7 +243,7 @@ def test_transfer_demo_on_our_kernels(tmp_path):
 def test_resnet_on_the_torch_backend_is_torchs_layers_with_the_same_keys():
     """--arch resnet18 --backend torch: the same ResNet with torch's own layer classes (the
     reference the triton backend is compared with), same keys, same outputs."""
-    from cnn.models import build_model
+    from cnn.train.factory import build_model
     torch.manual_seed(0)
     ours = build_model("resnet18", backend="triton", width=2)
     torch.manual_seed(0)

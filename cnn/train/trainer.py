@@ -3,16 +3,16 @@
 The recipe: CrossEntropyLoss; Adam(lr 1e-3, weight_decay 1e-5, amsgrad); ReduceLROnPlateau
 (factor 0.5, patience 3, min_lr 1e-6) on the validation loss; early stopping (patience 7) that
 restores the best weights. Or ``schedule="onecycle"``: torch's OneCycleLR over ``epochs``
-epochs, stepped after every optimizer step, peaking at ``lr`` (see ``cnn.recipes`` for the fast
-MNIST recipe). ``label_smoothing`` goes to the training loss (validation and test report plain
-cross-entropy); ``param_groups`` (e.g. ``cnn.transfer.finetune_param_groups``) replace the
-model's trainable parameters as the optimizer's groups. Options: channels_last model and input,
-mixed precision (autocast of forward and loss to bf16, or fp16 with a gradient scaler),
-progress bars for every phase.
+epochs, stepped after every optimizer step, peaking at ``lr`` (see ``cnn.train.recipes`` for
+the fast MNIST recipe). ``label_smoothing`` goes to the training loss (validation and test
+report plain cross-entropy); ``param_groups`` (e.g.
+``cnn.train.transfer.finetune_param_groups``) replace the model's trainable parameters as the
+optimizer's groups. Options: channels_last model and input, mixed precision (autocast of
+forward and loss to bf16, or fp16 with a gradient scaler), progress bars for every phase.
 
 The state (``state_dict``) can be taken between any two steps and restored to continue exactly
 where it stopped; after a ``KeyboardInterrupt`` inside a step, ``rollback_partial_step`` first
-undoes what the unfinished step changed (see ``cnn.interrupt`` for when that can happen).
+undoes what the unfinished step changed (see ``cnn.train.interrupt`` for when that can happen).
 """
 import contextlib
 import math
@@ -67,6 +67,12 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def triton_version() -> str:
+    """The installed Triton's version, for the "versions" that metrics.json records."""
+    import triton
+    return triton.__version__
+
+
 class Progress:
     """A plain-text progress bar on stderr: a redrawn line on a terminal, else (a log file) one
     line every ``log_every_s`` seconds. ``total`` units (steps or batches); the time left is
@@ -117,7 +123,7 @@ class Stopped(Exception):
 
 
 class Trainer:
-    """The seed's Trainer, on device-resident data (see ``cnn.loader.DeviceData``).
+    """The seed's Trainer, on device-resident data (see ``cnn.train.loader.DeviceData``).
 
     One ``fit`` call runs epochs until ``epochs`` are done or early stopping fires.
 
@@ -125,7 +131,7 @@ class Trainer:
     expected to be converted by the caller: ``model.to(memory_format=torch.channels_last)``).
     amp: None, "bf16" or "fp16": autocast forward and loss on the data's device type; fp16 adds
     a ``torch.amp.GradScaler`` (its state is part of ``state_dict``).
-    interrupts: a ``cnn.interrupt.Interrupts`` (or None): training steps run in its graceful
+    interrupts: a ``cnn.train.interrupt.Interrupts`` (or None): training steps run in its graceful
     phase, optimizer steps and epoch bookkeeping in its critical sections, and a requested stop
     raises ``Stopped`` after the step.
     parallel: the DistributedDataParallel wrapping model (under torchrun), or None. Training

@@ -1,17 +1,19 @@
 """Train the seed's MNIST CNN on the Triton kernels: ``python -m cnn.train``.
 
-The recipe is the seed's (see ``cnn.trainer``) unless ``--recipe fast`` (``cnn.recipes``: batch
-norm, one-cycle, 2 epochs to 99%). ``--arch`` also trains torchvision's ResNets on our layers,
-and ``--weights`` with ``--freeze-backbone`` or ``--finetune`` does transfer learning (see
-``cnn.transfer``; ``python -m cnn.transfer`` is a worked demonstration). Every option is
-checked before any work starts (``cnn.cli``); the run writes into --out: metrics.json, best.pt /
-last.pt (see ``cnn.checkpoint``) and PNG plots (with matplotlib). A folder that already holds a
-run is refused unless ``--resume`` continues it or ``--overwrite`` replaces it.
+The recipe is the seed's (see ``cnn.train.trainer``) unless ``--recipe fast``
+(``cnn.train.recipes``: batch norm, one-cycle, 2 epochs to 99%). ``--arch`` also trains
+torchvision's ResNets on our layers, and ``--weights`` with ``--freeze-backbone`` or
+``--finetune`` does transfer learning (see ``cnn.train.transfer``; ``python -m
+cnn.train.transfer`` is a worked demonstration). Every option is checked before any work starts
+(``cnn.train.cli``); the run writes into --out: metrics.json, best.pt / last.pt (see
+``cnn.train.checkpoint``) and PNG plots (with matplotlib). A folder that already holds a run is
+refused unless ``--resume`` continues it or ``--overwrite`` replaces it.
 
-Ctrl-C (or SIGTERM) never loses work (see ``cnn.interrupt``): during training the first one stops
-after the current step and saves last.pt, a second one stops at once and saves the state after
-the last finished step; during validation it saves at once (validation reruns on --resume);
-during the test the finished training is already in last.pt. Exit status 130 after an interrupt.
+Ctrl-C (or SIGTERM) never loses work (see ``cnn.train.interrupt``): during training the first
+one stops after the current step and saves last.pt, a second one stops at once and saves the
+state after the last finished step; during validation it saves at once (validation reruns on
+--resume); during the test the finished training is already in last.pt. Exit status 130 after
+an interrupt.
 
     python -m cnn.train --limit-train 6000 --epochs 1     # a quick real-MNIST run
     python -m cnn.train --synthetic --epochs 2            # no data needed
@@ -20,7 +22,7 @@ during the test the finished training is already in last.pt. Exit status 130 aft
     python -m cnn.train --arch resnet18 --weights resnet18-f37072fd.pth --freeze-backbone
     torchrun --nproc_per_node=2 -m cnn.train --batchnorm --sync-bn   # data parallel
 
-Under torchrun (``cnn.distributed``) every process trains on its shard with
+Under torchrun (``cnn.train.distributed``) every process trains on its shard with
 DistributedDataParallel; --batch-size is per process; rank 0 alone prints and writes files.
 """
 import json
@@ -33,18 +35,19 @@ import torch
 
 import kernels
 
+from ..distributed import DistributedDataParallel
+from ..layers import SyncBatchNorm
+from ..models.resnet import load_pretrained
 from . import checkpoint as ckpt
 from . import distributed
 from .cli import METRICS, build_parser, parse_args, resume_fixed_options, run_files, usage_error
 from .data import MNISTUnavailableError, load_mnist
+from .factory import build_model, freeze_biases_before_batch_norm, head_name
 from .fileio import atomic_write
 from .interrupt import Interrupts
-from .layers import SyncBatchNorm
 from .loader import make_splits
-from .models import build_model, freeze_biases_before_batch_norm, head_name
 from .plots import save_plots
 from .recipes import describe
-from .resnet import load_pretrained
 from .synthetic import synthetic_mnist
 from .trainer import (
     EarlyStopping,
@@ -54,6 +57,7 @@ from .trainer import (
     confusion_matrix,
     duration,
     grad_norm,
+    triton_version,
 )
 from .transfer import finetune_param_groups, freeze_backbone, replace_head
 
@@ -106,8 +110,8 @@ def describe_model(args) -> str:
 def make_model(args):
     """(model on the CPU, its config for best.pt, a line saying what --weights did or None).
 
-    --weights loads a state_dict (see ``cnn.resnet.load_pretrained``: a head of another size
-    stays fresh, a 3-channel first conv is summed for MNIST's 1 channel); --freeze-backbone
+    --weights loads a state_dict (see ``cnn.models.resnet.load_pretrained``: a head of another
+    size stays fresh, a 3-channel first conv is summed for MNIST's 1 channel); --freeze-backbone
     and --finetune put a new head on it, and --freeze-backbone freezes the rest (no gradient,
     batch-norm statistics as loaded). Raises ValueError (the error line) for weights that do
     not fit the model."""
@@ -271,7 +275,7 @@ class Run:
              " (the gradient is its mean; --lr applies to it)"
              + (", batch-norm statistics synced" if args.sync_bn else ""))
         device_ids = [ctx.device] if ctx.device.type == "cuda" else None
-        return distributed.DistributedDataParallel(model, device_ids=device_ids)
+        return DistributedDataParallel(model, device_ids=device_ids)
 
     def load_data(self):
         args = self.args
@@ -398,7 +402,7 @@ class Run:
             "args": vars(args), "world_size": ctx.world_size,
             "global_batch_size": args.batch_size * ctx.world_size,
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "triton": _triton_version()},
+                         "triton": triton_version()},
         }
         if not ctx.main:
             return 0  # rank 0 alone writes the results
@@ -443,11 +447,6 @@ def _run(args, ctx) -> int:
             return run.execute()
         except KeyboardInterrupt:
             return run.interrupted()
-
-
-def _triton_version() -> str:
-    import triton
-    return triton.__version__
 
 
 if __name__ == "__main__":

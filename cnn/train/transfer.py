@@ -12,7 +12,7 @@ head's parameters keep ``requires_grad=True``, the backbone's get False, and the
 batch norms stay in evaluation mode through ``model.train()`` (a forward pre-hook puts them
 back), so their running statistics are not moved by the new data either.
 
-``python -m cnn.transfer`` demonstrates it on real MNIST (see ``main``): the seed's MyCNN
+``python -m cnn.train.transfer`` demonstrates it on real MNIST (see ``main``): the seed's MyCNN
 pretrained on digits 0-4, then digits 5-9 learnt from a small labelled subset twice with the
 same budget, frozen pretrained features + a new head against the same network from scratch.
 Measured on a 2-core CPU (torch backend, seed 0, 500 images, 20 epochs of batches of 50):
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .trainer import Trainer, duration
+from .trainer import Trainer, duration, triton_version
 
 HEAD = "fc"  # torchvision's ResNet head; MyCNN's last layer is "fc2"
 
@@ -104,9 +104,9 @@ __all__ = ["replace_head", "freeze_backbone", "finetune_param_groups", "main"]
 
 
 # ---------------------------------------------------------------------------------------------
-# python -m cnn.transfer: the demonstration
+# python -m cnn.train.transfer: the demonstration
 
-PROG = "python -m cnn.transfer"
+PROG = "python -m cnn.train.transfer"
 PRETRAINED = "pretrained_0-4.pt"
 METRICS = "metrics.json"
 CURVES = "learning_curves.png"
@@ -116,7 +116,7 @@ HEADS = {"fc1,fc2": ("fc1", "fc2"), "fc2": ("fc2",)}
 
 def build_parser():
     from . import cli
-    p = cli.Parser(prog=PROG, formatter_class=cli._HelpFormatter, description=(
+    p = cli.Parser(prog=PROG, formatter_class=cli.HelpFormatter, description=(
         "Transfer learning on MNIST: pretrain the seed's MyCNN on digits 0-4 (reused from "
         "--out when it exists), then learn digits 5-9 from --subset labelled images twice with "
         "the same budget: frozen pretrained features + a new head, and the same network from "
@@ -189,8 +189,8 @@ def pretrain(args, train, val, test, out: Path, source: str):
     """The seed's MyCNN on digits 0-4 with the seed's recipe (Adam lr 1e-3, batch 64,
     plateau schedule), best validation weights kept; written atomically to out/PRETRAINED
     and reused when that file was made with the same settings. Returns (state_dict, info)."""
+    from ..models import MyCNN
     from . import checkpoint as ckpt
-    from .models import MyCNN
     path = out / PRETRAINED
     settings = {"digits": [0, SPLIT_DIGIT - 1], "epochs": args.pretrain_epochs,
                 "seed": args.seed, "data": source, "model": "MyCNN(num_classes=5)"}
@@ -228,7 +228,7 @@ def learn_5_to_9(args, pretrained, train, test, frozen: bool) -> dict:
     either way; the test split of 5-9
     is scored after each epoch for the curve (no decision is taken from it: the last epoch's
     model is the result)."""
-    from .models import MyCNN, initialize_weights
+    from ..models.mycnn import MyCNN, initialize_weights
     torch.manual_seed(args.seed)
     model = MyCNN(backend=args.backend, seed=args.seed, num_classes=SPLIT_DIGIT)
     if frozen:
@@ -294,7 +294,6 @@ def main(argv=None) -> int:
         runs[name] = learn_5_to_9(args, pretrained, subset, high_test, frozen)
         _say(f"  test accuracy {100 * runs[name]['test_accuracy']:.2f}% on {len(high_test)} "
              f"images ({duration(runs[name]['wall_s'])})")
-    from .train import _triton_version
     metrics = {
         "command": " ".join([PROG, *(sys.argv[1:] if argv is None else argv)]),
         "frozen_test_accuracy": runs["frozen"]["test_accuracy"],
@@ -305,7 +304,7 @@ def main(argv=None) -> int:
         "seed": args.seed, "backend": args.backend, "device": str(device),
         "data": data.source, "pretrain": pre_info, "runs": runs,
         "wall_s": round(time.perf_counter() - start, 1),
-        "versions": {"torch": torch.__version__, "triton": _triton_version()},
+        "versions": {"torch": torch.__version__, "triton": triton_version()},
     }
     atomic_write(out / METRICS, json.dumps(metrics, indent=1).encode())
     if not args.no_plots:

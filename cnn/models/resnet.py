@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d, ReLU
+from ..layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d, ReLU
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> Conv2d:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
+from .factory import ARCHS, BACKENDS
 from .loader import VAL_FRACTION
-from .models import ARCHS, BACKENDS
 from .recipes import RECIPES, describe
 from .trainer import AMP_DTYPES, SCHEDULES
 
@@ -105,7 +105,7 @@ def synthetic_size(text: str) -> int:
 # ---------------------------------------------------------------------------------------------
 # The parser
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Show "(default: X)" unless the help says it already or there is nothing to show (an off
     switch, an unset value)."""
 
@@ -252,9 +252,9 @@ OPTION_GROUPS = [
 
 
 def build_parser(recipe: str = "seed") -> Parser:
-    """The parser, with ``recipe``'s defaults (see ``cnn.recipes``)."""
+    """The parser, with ``recipe``'s defaults (see ``cnn.train.recipes``)."""
     p = Parser(prog=PROG, description="Train the seed's MNIST CNN on the Triton kernels.",
-               formatter_class=_HelpFormatter)
+               formatter_class=HelpFormatter)
     for title, options in OPTION_GROUPS:
         options(p, p.add_argument_group(title))
     p.set_defaults(**RECIPES.get(recipe, {}))

@@ -10,7 +10,7 @@ The policy, while ``Interrupts`` is installed (``with Interrupts(say) as interru
   a ``KeyboardInterrupt`` is held back until the section ends, so the state it guards is never
   half-updated.
 
-Who catches the ``KeyboardInterrupt`` decides what is saved (see ``cnn.train``).
+Who catches the ``KeyboardInterrupt`` decides what is saved (see ``cnn.train.run``).
 """
 import signal
 import threading

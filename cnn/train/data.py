@@ -13,7 +13,7 @@ Every file, whatever its source and folder layout, raw or ``.gz``, is checked ag
 SHA-256 of the original raw IDX file (``RAW_SHA256``): a file that fails (a flipped pixel or
 label byte, truncation) is reported and fetched again. Whatever 2 or 3 fetched is cached in the
 data folder as raw IDX files plus a ``SHA256SUMS`` manifest (for ``sha256sum -c``), each
-written atomically (see ``cnn.fileio``); when the folder cannot be written, a warning says so
+written atomically (see ``cnn.train.fileio``); when the folder cannot be written, a warning says so
 and the fetched data is used from memory. The data folder is ``--data-dir``, else
 ``$CNN_DATA_DIR``, else ``$XDG_CACHE_HOME/cnn/mnist`` (``~/.cache/cnn/mnist``).
 """
