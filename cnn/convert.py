@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .fuse import fuse as fuse_chains
-from .layers.activation import ReLU
-from .layers.conv import Conv2d
-from .layers.fused import ConvBNReLU2d
-from .layers.norm import BatchNorm2d
-from .layers.pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
+from .layers.batch_norm import BatchNorm2d
+from .layers.conv2d import Conv2d
+from .layers.conv_bn_relu import ConvBNReLU2d
+from .layers.pool2d import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
+from .layers.relu import ReLU
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from collections import Counter
 import torch
 from torch import fx, nn
 
-from .layers.activation import ReLU
-from .layers.conv import Conv2d
-from .layers.fused import ConvBNReLU2d
-from .layers.norm import BatchNorm2d
+from .layers.batch_norm import BatchNorm2d
+from .layers.conv2d import Conv2d
+from .layers.conv_bn_relu import ConvBNReLU2d
+from .layers.relu import ReLU
 
 _CONV_FORWARDS = (nn.Conv2d.forward, Conv2d.forward)
 _BN_FORWARDS = (nn.BatchNorm2d.forward, BatchNorm2d.forward)

@@ -37,8 +37,8 @@ from kernels.runtime import check_device
 
 from ..ops.batch_norm import empty_grad_input, empty_output
 from .batch_norm import _flat_param, as_4d, check_batch_norm_args
-from .conv import autocast_to_lower_precision
-from .conv_args import check_conv2d_args
+from .conv2d import autocast_to_lower_precision
+from .conv2d_args import check_conv2d_args
 
 # torch 2.13 renames all_gather_into_tensor (which older versions have only).
 all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor

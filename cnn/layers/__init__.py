@@ -1,9 +1,9 @@
 """nn.Modules that subclass torch's and override forward only."""
-from .activation import ReLU
-from .conv import Conv2d
-from .fused import ConvBNReLU2d
-from .norm import BatchNorm2d
-from .pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
+from .batch_norm import BatchNorm2d
+from .conv2d import Conv2d
+from .conv_bn_relu import ConvBNReLU2d
+from .pool2d import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
+from .relu import ReLU
 from .sync_batch_norm import SyncBatchNorm
 
 __all__ = ["Conv2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "MaxPool2d",

@@ -4,7 +4,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..functional.sync_batch_norm import sync_batch_norm
-from .norm import BatchNorm2d, batch_norm_mode
+from .batch_norm import BatchNorm2d, batch_norm_mode
 
 
 def sync_group(bn: nn.modules.batchnorm._BatchNorm):

@@ -15,7 +15,7 @@ from support import DEVICE, GPU
 from support.tripwire import launches
 
 import cnn
-import cnn.functional.pooling as pooling
+import cnn.functional.pool2d as pooling
 
 # (rtol, atol as a fraction of the reference's largest magnitude, at least 1)
 TOLERANCES = {

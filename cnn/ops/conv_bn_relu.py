@@ -20,7 +20,7 @@ from kernels import conv_bn_relu as launchers
 from kernels.batch_norm.forward import stats_dtype
 from kernels.runtime import output_memory_format
 
-from .conv import declared, geometry, weight_grad_format
+from .conv2d import declared, geometry, weight_grad_format
 from .registry import LibraryOp, none_unless, placeholder
 
 

@@ -1,14 +1,14 @@
 """Fused conv2d + batch norm + ReLU: arguments checked here, then
-``torch.ops.cnn.conv_bn_relu2d_train`` / ``conv_bn_relu2d_eval`` (cnn/ops/fused.py)."""
+``torch.ops.cnn.conv_bn_relu2d_train`` / ``conv_bn_relu2d_eval`` (cnn/ops/conv_bn_relu.py)."""
 import torch
 
 from kernels.conv2d.geometry import Conv2dGeometry
 from kernels.runtime import check_device
 
-from ..ops import fused as ops
+from ..ops import conv_bn_relu as ops
 from .batch_norm import _empty_batch_norm, check_batch_norm_args
-from .conv import autocast_to_lower_precision, conv2d
-from .conv_args import check_conv2d_args, check_conv2d_types
+from .conv2d import autocast_to_lower_precision, conv2d
+from .conv2d_args import check_conv2d_args, check_conv2d_types
 
 
 def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None,

@@ -1,6 +1,6 @@
 """max/avg pooling, window and adaptive, with torch.nn.functional's signatures, semantics and
 errors (all checked here, before any launch); the ops are ``torch.ops.cnn.*``
-(cnn/ops/pooling.py)."""
+(cnn/ops/pool2d.py)."""
 import operator
 
 import torch
@@ -8,7 +8,7 @@ import torch
 from kernels.pool2d.geometry import Pool2dGeometry
 from kernels.runtime import FLOAT_DTYPES, check_device
 
-from ..ops import pooling as ops
+from ..ops import pool2d as ops
 
 # ---------------------------------------------------------------------------------------------
 # Argument parsing and validation, with torch's exception types.

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from ..functional.activation import relu
+from ..functional.relu import relu
 
 
 class ReLU(nn.ReLU):

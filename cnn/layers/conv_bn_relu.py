@@ -2,10 +2,10 @@
 import torch
 from torch import nn
 
-from ..functional.fused import conv_bn_relu2d
+from ..functional.conv_bn_relu import conv_bn_relu2d
 from ..functional.sync_batch_norm import sync_conv_bn_relu2d
-from .activation import ReLU
-from .norm import batch_norm_mode
+from .batch_norm import batch_norm_mode
+from .relu import ReLU
 from .sync_batch_norm import sync_group
 
 

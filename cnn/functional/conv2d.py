@@ -1,11 +1,11 @@
 """conv2d shaped like torch.nn.functional: arguments checked here, then ``torch.ops.cnn.conv2d``
-(cnn/ops/conv.py), which runs the Triton kernels."""
+(cnn/ops/conv2d.py), which runs the Triton kernels."""
 import torch
 
 from kernels.runtime import check_device
 
-from ..ops import conv as ops
-from .conv_args import check_conv2d_args, check_conv2d_types
+from ..ops import conv2d as ops
+from .conv2d_args import check_conv2d_args, check_conv2d_types
 
 
 def autocast_to_lower_precision(*tensors):
