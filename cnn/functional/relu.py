@@ -2,7 +2,6 @@
 (cnn/ops/relu.py)."""
 import torch
 
-from kernels.relu import relu_forward
 from kernels.runtime import check_device
 
 from ..ops import relu as ops
@@ -46,24 +45,7 @@ def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     if traced:
         # A custom op may not return its input: compute, then copy back (functionalized).
         return input.copy_(ops.relu(input))
-    return InplaceReLUFunction.apply(input)
-
-
-class InplaceReLUFunction(torch.autograd.Function):
-    """Eager relu(x, inplace=True): the launcher writes into x, whose history becomes this
-    op's; backward dx = relu_backward(dy, y) as for cnn::relu."""
-
-    @staticmethod
-    def forward(ctx, input):
-        ctx.mark_dirty(input)
-        out = relu_forward(input, out=input)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (output,) = ctx.saved_tensors
-        return ops.relu_backward(grad_output, output)
+    return ops.InplaceReLUFunction.apply(input)
 
 
 __all__ = ["relu"]

@@ -25,7 +25,7 @@ class SyncBatchNorm(nn.SyncBatchNorm):
     In training inside a process group (torchrun + DistributedDataParallel), each process's
     (count, mean, M2) per channel from our kernels is merged across the group with one
     all_gather (Chan's formula), the batch is normalised with our kernels, and the backward
-    all-reduces the two per-channel sums (see cnn/functional/sync_batch_norm.py). Unlike
+    all-reduces the two per-channel sums (see cnn/ops/sync_batch_norm.py). Unlike
     torch's, it runs on CPU tensors too (gloo). Otherwise (evaluation, one process) it is
     ``cnn.BatchNorm2d``. Input (N, C, ...) -> the same shape (4D: the same layout).
     """

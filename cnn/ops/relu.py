@@ -5,8 +5,9 @@
 
 relu_backward is linear in dy with a mask that is constant almost everywhere, so
 d(dx)/d(dy) = relu_backward(ggx, y) and d(dx)/dy = 0 (torch's threshold_backward rule).
-In-place ReLU is the functional API's business (a copy back under tracing, the launcher's
-in-place form in eager): a custom op may not return an alias of its input.
+A custom op may not return an alias of its input, so in-place ReLU is no op: in eager mode
+it is InplaceReLUFunction (the launcher's in-place form), under tracing cnn::relu copied back
+(cnn.functional.relu picks which).
 """
 import torch
 
@@ -65,4 +66,22 @@ relu = LibraryOp("relu", _relu, _relu_fake, setup_context=_relu_setup,
 relu_backward = LibraryOp("relu_backward", _backward, _backward_fake,
                           setup_context=_backward_setup, backward=_backward_backward)
 
-__all__ = ["relu", "relu_backward"]
+
+class InplaceReLUFunction(torch.autograd.Function):
+    """Eager relu(x, inplace=True): the launcher writes into x, whose history becomes this
+    op's; backward dx = relu_backward(dy, y) as for cnn::relu."""
+
+    @staticmethod
+    def forward(ctx, input):
+        ctx.mark_dirty(input)
+        out = launchers.relu_forward(input, out=input)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (output,) = ctx.saved_tensors
+        return relu_backward(grad_output, output)
+
+
+__all__ = ["relu", "relu_backward", "InplaceReLUFunction"]
