@@ -9,7 +9,6 @@ import torch
 from kernels.runtime import FLOAT_DTYPES, check_device
 
 from ..ops import batch_norm as ops
-from ..ops.batch_norm import as_4d
 
 _TYPE_NAMES = {
     torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float32: "Float",
@@ -115,14 +114,14 @@ def check_batch_norm_args(shape, dtype, device, running_mean, running_var, weigh
     return True
 
 
-def _flat_param(t):
+def flat_param(t):
     """A (C,) unit-stride view of a parameter (a copy only if it has none)."""
     if t is None or (t.dim() == 1 and t.stride(0) == 1):
         return t
     return t.reshape(-1).contiguous()
 
 
-def _empty_batch_norm(input, weight, bias, num_batches_tracked):
+def empty_batch_norm(input, weight, bias, num_batches_tracked):
     """torch's result for an empty input, whatever the other arguments: a copy, scaled and
     shifted by the first weight and bias (so its dtype and autograd graph are torch's)."""
     out = input.clone()
@@ -135,29 +134,30 @@ def _empty_batch_norm(input, weight, bias, num_batches_tracked):
     return out
 
 
-def _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps,
-                num_batches_tracked=None):
-    """batch_norm with the module's extras: num_batches_tracked (0-dim int64) is advanced by
-    one inside the last launch, and momentum=None means the cumulative average over it."""
+def tracked_batch_norm(input, running_mean, running_var, weight, bias, training, momentum,
+                       eps, num_batches_tracked=None):
+    """batch_norm with the module's extras (cnn.BatchNorm2d's forward): num_batches_tracked
+    (0-dim int64) is advanced by one inside the last launch, and momentum=None means the
+    cumulative average over it."""
     if not check_batch_norm_args(input.shape, input.dtype, input.device, running_mean,
                                  running_var, weight, bias, training, eps=eps,
                                  momentum=momentum, num_batches_tracked=num_batches_tracked,
                                  dense=ops.is_dense(input)):
-        return _empty_batch_norm(input, weight, bias, num_batches_tracked)
+        return empty_batch_norm(input, weight, bias, num_batches_tracked)
     update = training and running_mean is not None
     check_device(input, running_mean, running_var, weight, bias)
     # torch lays the output out by the arguments as given (a strided parameter can change
     # it); the ops see unit-stride copies of strided parameters.
     fmt = ops.output_format(input, weight, bias, running_mean, running_var)
-    weight, bias = _flat_param(weight), _flat_param(bias)
+    weight, bias = flat_param(weight), flat_param(bias)
     if not update and not training:
         # Evaluation only reads the running stats: any layout will do once flattened.
-        running_mean, running_var = _flat_param(running_mean), _flat_param(running_var)
+        running_mean, running_var = flat_param(running_mean), flat_param(running_var)
         out = ops.batch_norm_eval(input, weight, bias, running_mean, running_var, float(eps))
         return _in_format(out, fmt, input, weight, bias, running_mean, running_var)
     # Training updates the running stats in place; strided ones go through a copy.
     stats = [running_mean, running_var] if update else [None, None]
-    flat = [_flat_param(t) for t in stats]
+    flat = [flat_param(t) for t in stats]
     out, _, _ = ops.batch_norm_train(input, weight, bias, *flat, num_batches_tracked,
                                      None if momentum is None else float(momentum), float(eps))
     for original, used in zip(stats, flat, strict=True):
@@ -184,9 +184,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     (1 - momentum) * running + momentum * batch (unbiased variance); otherwise normalise
     with the running stats. Returns a tensor shaped like input, in its layout (4D).
     """
-    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum,
-                       eps)
+    return tracked_batch_norm(input, running_mean, running_var, weight, bias, training,
+                              momentum, eps)
 
 
-__all__ = ["batch_norm", "check_batch_norm_args", "verify_batch_size", "verify_eps",
-           "as_4d"]
+__all__ = ["batch_norm", "tracked_batch_norm", "check_batch_norm_args", "verify_batch_size",
+           "verify_eps", "flat_param", "empty_batch_norm"]

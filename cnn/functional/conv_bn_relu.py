@@ -6,7 +6,7 @@ from kernels.conv2d.geometry import Conv2dGeometry
 from kernels.runtime import check_device
 
 from ..ops import conv_bn_relu as ops
-from .batch_norm import _empty_batch_norm, check_batch_norm_args
+from .batch_norm import check_batch_norm_args, empty_batch_norm
 from .conv2d import autocast_to_lower_precision, conv2d
 from .conv2d_args import check_conv2d_args, check_conv2d_types
 
@@ -41,7 +41,7 @@ def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None
         # weight and bias, whatever their sizes, with no statistics (no launch needed).
         y = conv2d(input, weight, bias, stride, padding, dilation, groups)
         counter = num_batches_tracked if training else None
-        return torch.relu(_empty_batch_norm(y, bn_weight, bn_bias, counter))
+        return torch.relu(empty_batch_norm(y, bn_weight, bn_bias, counter))
     if (bn_weight is None) != (bn_bias is None):
         raise ValueError("conv_bn_relu2d: bn_weight and bn_bias must both be given or both be "
                          "None (an affine batch norm or not)")

@@ -8,7 +8,7 @@ from kernels.conv2d.geometry import Conv2dGeometry
 from kernels.runtime import check_device
 
 from ..ops import sync_batch_norm as ops
-from .batch_norm import _flat_param, check_batch_norm_args
+from .batch_norm import check_batch_norm_args, flat_param
 from .conv2d import autocast_to_lower_precision
 from .conv2d_args import check_conv2d_args
 
@@ -36,7 +36,7 @@ def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, mo
         if t is not None and not (t.dim() == 1 and t.stride(0) == 1):
             raise ValueError(f"sync_batch_norm: {name} must be a 1-D tensor with unit stride")
     check_device(input, running_mean, running_var, weight, bias)
-    return ops.SyncBatchNormFunction.apply(input, _flat_param(weight), _flat_param(bias),
+    return ops.SyncBatchNormFunction.apply(input, flat_param(weight), flat_param(bias),
                                            running_mean, running_var, num_batches_tracked,
                                            momentum, eps, process_group, world_size)
 

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from ..functional.batch_norm import _batch_norm, check_batch_norm_args
+from ..functional.batch_norm import check_batch_norm_args, tracked_batch_norm
 
 
 def batch_norm_mode(bn: nn.modules.batchnorm._BatchNorm):
@@ -41,8 +41,8 @@ class BatchNorm2d(nn.BatchNorm2d):
             except Exception:
                 counter.add_(1)  # torch's module counts the batch before F.batch_norm refuses it
                 raise
-        return _batch_norm(input, running_mean, running_var, self.weight, self.bias,
-                           batch_stats, momentum, self.eps, num_batches_tracked=counter)
+        return tracked_batch_norm(input, running_mean, running_var, self.weight, self.bias,
+                                  batch_stats, momentum, self.eps, num_batches_tracked=counter)
 
 
 __all__ = ["BatchNorm2d"]

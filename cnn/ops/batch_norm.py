@@ -8,7 +8,7 @@
 
 Training updates the running statistics and the counter in place: declared mutations, so
 torch.compile and export functionalize them. x is any (N, C, ...), seen by the kernels
-through cnn.functional.batch_norm.as_4d; mean and invstd are (C,) fp32 (fp64 for fp64).
+through as_4d; mean and invstd are (C,) fp32 (fp64 for fp64).
 batch_norm_backward has no derivative registered: differentiating it (double backward)
 raises torch's "no autograd formula was registered" error.
 """
