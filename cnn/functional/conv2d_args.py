@@ -9,16 +9,24 @@ import torch
 from kernels.runtime import FLOAT_DTYPES
 
 
-def _index(value, name: str) -> int:
-    """An int (or anything with __index__, as a 0-dim integer tensor); torch's TypeError for a
-    float or a bool."""
+def parse_int(value, bool_error: str, type_error: str) -> int:
+    """An int as torch's argument parser takes one: anything with __index__ (a 0-dim integer
+    tensor too) but a bool. Else TypeError: bool_error for a bool, type_error (whose
+    ``{type}`` names the value's type) for anything else (a float, a string, ...)."""
     if isinstance(value, bool):
-        raise TypeError(f"conv2d(): argument '{name}' must be tuple of ints, not bool")
+        raise TypeError(bool_error)
     try:
         return operator.index(value)
     except TypeError:
-        raise TypeError(f"conv2d(): argument '{name}' must be tuple of ints, but found an "
-                        f"element of type {type(value).__name__}") from None
+        raise TypeError(type_error.format(type=type(value).__name__)) from None
+
+
+def _index(value, name: str) -> int:
+    """An int of conv2d's int[2] argument ``name``, with torch's TypeError for a float or a
+    bool."""
+    expected = f"conv2d(): argument '{name}' must be tuple of ints"
+    return parse_int(value, f"{expected}, not bool",
+                     f"{expected}, but found an element of type {{type}}")
 
 
 def pair(value, name: str) -> tuple:

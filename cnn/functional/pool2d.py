@@ -1,27 +1,21 @@
 """max/avg pooling, window and adaptive, with torch.nn.functional's signatures, semantics and
 errors (all checked here, before any launch); the ops are ``torch.ops.cnn.*``
 (cnn/ops/pool2d.py)."""
-import operator
-
 import torch
 
 from kernels.pool2d.geometry import Pool2dGeometry
 from kernels.runtime import FLOAT_DTYPES, check_device
 
 from ..ops import pool2d as ops
+from .conv2d_args import parse_int
 
 # ---------------------------------------------------------------------------------------------
 # Argument parsing and validation, with torch's exception types.
 
 
 def _int(value, op: str, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{op}(): argument '{name}' must be an int or a tuple of ints, not bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{op}(): argument '{name}' must be an int or a tuple of ints, not "
-                        f"{type(value).__name__}") from None
+    error = f"{op}(): argument '{name}' must be an int or a tuple of ints, not {{type}}"
+    return parse_int(value, error.format(type="bool"), error)
 
 
 def _ints(value, op: str, name: str) -> tuple:
@@ -169,6 +163,28 @@ def _adaptive_geometry(input: torch.Tensor, op: str, size: tuple) -> Pool2dGeome
     return Pool2dGeometry.adaptive_pool(batched.shape, size)
 
 
+def _checked_window(input, op: str, kernel, stride, padding, dilation, ceil_mode: bool):
+    """(batched input, whether a batch dim was added, geometry) of window pooling, once its
+    arguments are parsed: the input's rank and sizes, the window, dtype and device checked."""
+    _check_window_input(input, op)
+    batched, unbatched = _batched(input)
+    geometry = _window_geometry(batched, op, kernel, stride, padding, dilation, ceil_mode)
+    _check_dtype(input, op)
+    check_device(batched)
+    return batched, unbatched, geometry
+
+
+def _checked_adaptive(input, op: str, output_size):
+    """(batched input, whether a batch dim was added, (OH, OW), the output size asked for)
+    of adaptive pooling, every argument checked."""
+    size = _adaptive_output_size(_list_with_default(output_size, input), op)
+    geometry = _adaptive_geometry(input, op, size)
+    _check_dtype(input, op)
+    batched, unbatched = _batched(input)
+    check_device(batched)
+    return batched, unbatched, [geometry.out_h, geometry.out_w], size
+
+
 def _store_indices(input: torch.Tensor, return_indices) -> bool:
     """Max pooling keeps its argmax when asked to, or when the backward will need it."""
     return bool(return_indices) or (torch.is_grad_enabled() and input.requires_grad)
@@ -220,11 +236,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     _check_tensor(input, op)
     ceil_mode = _bool(ceil_mode, op, "ceil_mode")
     options = _window_options(op, kernel_size, stride, padding, dilation)
-    _check_window_input(input, op)
-    batched, unbatched = _batched(input)
-    geometry = _window_geometry(batched, op, *options, ceil_mode)
-    _check_dtype(input, op)
-    check_device(batched)
+    batched, unbatched, geometry = _checked_window(input, op, *options, ceil_mode)
     y, indices = ops.max_pool2d(batched, list(geometry.kernel), list(geometry.stride),
                                 list(geometry.padding), list(geometry.dilation),
                                 ceil_mode, _store_indices(batched, return_indices))
@@ -247,11 +259,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     kernel, stride, padding, _ = _window_options(op, kernel_size, stride, padding)
     if divisor_override == 0:
         raise RuntimeError(f"{op}: divisor must be not zero")
-    _check_window_input(input, op)
-    batched, unbatched = _batched(input)
-    geometry = _window_geometry(batched, op, kernel, stride, padding, (1, 1), ceil_mode)
-    _check_dtype(input, op)
-    check_device(batched)
+    batched, unbatched, geometry = _checked_window(input, op, kernel, stride, padding, (1, 1),
+                                                   ceil_mode)
     out = ops.avg_pool2d(batched, list(geometry.kernel), list(geometry.stride),
                          list(geometry.padding), ceil_mode, count_include_pad,
                          divisor_override)
@@ -265,13 +274,8 @@ def adaptive_avg_pool2d(input, output_size):
     input's size. Output o along an axis of size I averages [floor(o*I/O), ceil((o+1)*I/O)).
     """
     op = "adaptive_avg_pool2d"
-    size = _adaptive_output_size(_list_with_default(output_size, input), op)
-    geometry = _adaptive_geometry(input, op, size)
-    _check_dtype(input, op)
-    batched, unbatched = _batched(input)
-    check_device(batched)
-    out = _unbatch(ops.adaptive_avg_pool2d(batched, [geometry.out_h, geometry.out_w]),
-                   unbatched)
+    batched, unbatched, out_size, size = _checked_adaptive(input, op, output_size)
+    out = _unbatch(ops.adaptive_avg_pool2d(batched, out_size), unbatched)
     # torch computes output_size (1, 1) as a mean, whose backward takes empty channels.
     return out if size == (1, 1) else _refuse_empty_backward(out, op)
 
@@ -283,12 +287,8 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     input's size. With return_indices also returns int64 flat indices into each H*W plane.
     """
     op = "adaptive_max_pool2d"
-    size = _adaptive_output_size(_list_with_default(output_size, input), op)
-    geometry = _adaptive_geometry(input, op, size)
-    _check_dtype(input, op)
-    batched, unbatched = _batched(input)
-    check_device(batched)
-    y, indices = ops.adaptive_max_pool2d(batched, [geometry.out_h, geometry.out_w],
+    batched, unbatched, out_size, _ = _checked_adaptive(input, op, output_size)
+    y, indices = ops.adaptive_max_pool2d(batched, out_size,
                                          _store_indices(batched, return_indices))
     return _refuse_empty_backward(_unbatch((y, indices) if return_indices else y, unbatched),
                                   op)

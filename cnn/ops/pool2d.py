@@ -47,6 +47,30 @@ def _like(grad_output: torch.Tensor, channels_last: bool) -> dict:
     return dict(dtype=grad_output.dtype, device=grad_output.device, memory_format=fmt)
 
 
+def _forward_setup(ctx, inputs, backward_args) -> None:
+    """What a forward (window or adaptive, either kind) keeps for its backward: the input's
+    size and layout, the backward op's geometry arguments, and a None for every input after
+    the first (none of them has a gradient)."""
+    ctx.input_size, ctx.channels_last = list(inputs[0].shape), is_channels_last(inputs[0])
+    ctx.backward_args = backward_args
+    ctx.no_grads = (None,) * (len(inputs) - 1)
+
+
+def _pool_ops(kind: str, window, adaptive, forward_backward, backward):
+    """One pooling kind's three ops: ``{kind}_pool2d`` and ``adaptive_{kind}_pool2d``
+    (window, adaptive: (impl, fake, setup_context)), both differentiated by forward_backward,
+    which calls the third, ``{kind}_pool2d_backward`` (backward: (impl, fake, setup_context,
+    its own backward))."""
+    def forward_op(name, impl, fake, setup_context):
+        return LibraryOp(name, impl, fake, setup_context=setup_context, backward=forward_backward)
+
+    impl, fake, setup_context, backward_backward = backward
+    return (forward_op(f"{kind}_pool2d", *window),
+            forward_op(f"adaptive_{kind}_pool2d", *adaptive),
+            LibraryOp(f"{kind}_pool2d_backward", impl, fake, setup_context=setup_context,
+                      backward=backward_backward))
+
+
 # ------------------------------------------------------------------------------- max pool
 
 def _max_outputs(input, g, indices):
@@ -85,11 +109,9 @@ def _adaptive_max_pool2d_fake(input, output_size, indices):
 
 
 def _max_setup(ctx, inputs, output, geometry_args):
-    input = inputs[0]
     _, indices = output
     ctx.mark_non_differentiable(indices)
-    ctx.input_size, ctx.channels_last = list(input.shape), is_channels_last(input)
-    ctx.geometry = geometry_args
+    _forward_setup(ctx, inputs, geometry_args)
     ctx.save_for_backward(indices)
 
 
@@ -102,18 +124,11 @@ def _adaptive_max_pool2d_setup(ctx, inputs, output):
     _max_setup(ctx, inputs, output, ([1, 1], [1, 1], [0, 0], [1, 1], False, True))
 
 
-def _max_pool2d_backward_fn(ctx, grad_output, grad_indices):
+def _max_forward_backward(ctx, grad_output, grad_indices):
     (indices,) = ctx.saved_tensors
     dx = max_pool2d_backward(grad_output, indices, ctx.input_size, ctx.channels_last,
-                             *ctx.geometry)
-    return dx, None, None, None, None, None, None
-
-
-def _adaptive_max_pool2d_backward_fn(ctx, grad_output, grad_indices):
-    (indices,) = ctx.saved_tensors
-    dx = max_pool2d_backward(grad_output, indices, ctx.input_size, ctx.channels_last,
-                             *ctx.geometry)
-    return dx, None, None
+                             *ctx.backward_args)
+    return (dx, *ctx.no_grads)
 
 
 def _max_backward_op(grad_output: torch.Tensor, indices: torch.Tensor, input_size: list[int],
@@ -143,15 +158,11 @@ def _max_backward_backward(ctx, ggx):
     return (gg_dy,) + (None,) * 9
 
 
-max_pool2d = LibraryOp("max_pool2d", _max_pool2d, _max_pool2d_fake,
-                       setup_context=_max_pool2d_setup, backward=_max_pool2d_backward_fn)
-adaptive_max_pool2d = LibraryOp("adaptive_max_pool2d", _adaptive_max_pool2d,
-                                _adaptive_max_pool2d_fake,
-                                setup_context=_adaptive_max_pool2d_setup,
-                                backward=_adaptive_max_pool2d_backward_fn)
-max_pool2d_backward = LibraryOp("max_pool2d_backward", _max_backward_op, _max_backward_fake,
-                                setup_context=_max_backward_setup,
-                                backward=_max_backward_backward)
+max_pool2d, adaptive_max_pool2d, max_pool2d_backward = _pool_ops(
+    "max", (_max_pool2d, _max_pool2d_fake, _max_pool2d_setup),
+    (_adaptive_max_pool2d, _adaptive_max_pool2d_fake, _adaptive_max_pool2d_setup),
+    _max_forward_backward,
+    (_max_backward_op, _max_backward_fake, _max_backward_setup, _max_backward_backward))
 
 
 # ------------------------------------------------------------------------------- avg pool
@@ -183,23 +194,19 @@ def _adaptive_avg_pool2d_fake(input, output_size):
 
 
 def _avg_pool2d_setup(ctx, inputs, output):
-    input, kernel, stride, padding, ceil_mode, count_include_pad, divisor = inputs
-    ctx.input_size, ctx.channels_last = list(input.shape), is_channels_last(input)
-    ctx.rest = (kernel, stride, padding, ceil_mode, False, count_include_pad, divisor)
-
-
-def _avg_pool2d_backward_fn(ctx, grad_output):
-    return (avg_pool2d_backward(grad_output, ctx.input_size, ctx.channels_last, *ctx.rest),
-            None, None, None, None, None, None)
+    _, kernel, stride, padding, ceil_mode, count_include_pad, divisor = inputs
+    _forward_setup(ctx, inputs,
+                   (kernel, stride, padding, ceil_mode, False, count_include_pad, divisor))
 
 
 def _adaptive_avg_pool2d_setup(ctx, inputs, output):
-    ctx.input_size, ctx.channels_last = list(inputs[0].shape), is_channels_last(inputs[0])
-    ctx.rest = ([1, 1], [1, 1], [0, 0], False, True, True, None)
+    _forward_setup(ctx, inputs, ([1, 1], [1, 1], [0, 0], False, True, True, None))
 
 
-def _adaptive_avg_pool2d_backward_fn(ctx, grad_output):
-    return avg_pool2d_backward(grad_output, ctx.input_size, ctx.channels_last, *ctx.rest), None
+def _avg_forward_backward(ctx, grad_output):
+    dx = avg_pool2d_backward(grad_output, ctx.input_size, ctx.channels_last,
+                             *ctx.backward_args)
+    return (dx, *ctx.no_grads)
 
 
 def _avg_backward_op(grad_output: torch.Tensor, input_size: list[int], channels_last: bool,
@@ -233,15 +240,11 @@ def _avg_backward_backward(ctx, ggx):
     return (gg_dy,) + (None,) * 9
 
 
-avg_pool2d = LibraryOp("avg_pool2d", _avg_pool2d, _avg_pool2d_fake,
-                       setup_context=_avg_pool2d_setup, backward=_avg_pool2d_backward_fn)
-adaptive_avg_pool2d = LibraryOp("adaptive_avg_pool2d", _adaptive_avg_pool2d,
-                                _adaptive_avg_pool2d_fake,
-                                setup_context=_adaptive_avg_pool2d_setup,
-                                backward=_adaptive_avg_pool2d_backward_fn)
-avg_pool2d_backward = LibraryOp("avg_pool2d_backward", _avg_backward_op, _avg_backward_fake,
-                                setup_context=_avg_backward_setup,
-                                backward=_avg_backward_backward)
+avg_pool2d, adaptive_avg_pool2d, avg_pool2d_backward = _pool_ops(
+    "avg", (_avg_pool2d, _avg_pool2d_fake, _avg_pool2d_setup),
+    (_adaptive_avg_pool2d, _adaptive_avg_pool2d_fake, _adaptive_avg_pool2d_setup),
+    _avg_forward_backward,
+    (_avg_backward_op, _avg_backward_fake, _avg_backward_setup, _avg_backward_backward))
 
 __all__ = ["max_pool2d", "adaptive_max_pool2d", "max_pool2d_backward", "avg_pool2d",
            "adaptive_avg_pool2d", "avg_pool2d_backward"]

@@ -68,6 +68,22 @@ def global_statistics(stats, shape, like, running_mean, running_var, num_batches
     return mean, invstd, local_share
 
 
+def local_sums(grad_output: torch.Tensor, x: torch.Tensor, mean, invstd, weight, bias,
+               need_weight: bool, need_bias: bool, **mask):
+    """(sums, grad_weight, grad_bias) of this process: sums (2, C) [sum g, sum g * xhat] for
+    all_reduce_sums, and the parameter gradients asked for (else None), of (N, C, H, W) x.
+    An empty local batch still joins the collective; its parameter gradients are zero (not
+    None, so DistributedDataParallel's gradient hooks fire on every process). mask: the
+    reduction's ReLU mask, if any."""
+    if x.numel() > 0:
+        partial = batch_norm_backward_reduce(grad_output, x, mean, invstd, weight, bias, **mask)
+        return batch_norm_backward_sums(partial, weight, bias, need_weight=need_weight,
+                                        need_bias=need_bias)
+    sums = torch.zeros((2, x.shape[1]), device=x.device, dtype=mean.dtype)
+    return (sums, torch.zeros_like(weight) if need_weight else None,
+            torch.zeros_like(bias) if need_bias else None)
+
+
 def all_reduce_sums(sums: torch.Tensor, process_group) -> torch.Tensor:
     """(2, C) [sum g, sum g * xhat] of this process -> their sums over the group, in place."""
     dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=process_group)
@@ -108,25 +124,15 @@ class SyncBatchNormFunction(torch.autograd.Function):
         need_w = need_w and weight is not None
         need_b = need_b and bias is not None
         x4, dy4 = as_4d(input), as_4d(grad_output)
-        c = x4.shape[1]
-        grad_input = grad_weight = grad_bias = None
-        if input.numel() > 0:
-            partial = batch_norm_backward_reduce(dy4, x4, mean, invstd, weight, bias)
-            sums, grad_weight, grad_bias = batch_norm_backward_sums(
-                partial, weight, bias, need_weight=need_w, need_bias=need_b)
-        else:
-            # An empty batch still joins the collective; its parameter gradients are zero
-            # (not None, so DistributedDataParallel's gradient hooks fire on every process).
-            sums = torch.zeros((2, c), device=input.device, dtype=mean.dtype)
-            grad_weight = torch.zeros_like(weight) if need_w else None
-            grad_bias = torch.zeros_like(bias) if need_b else None
+        grad_input = None
+        sums, grad_weight, grad_bias = local_sums(dy4, x4, mean, invstd, weight, bias, need_w,
+                                                  need_b)
         if need_x:
             all_reduce_sums(sums, ctx.process_group)
             grad_input = empty_grad_input(input, grad_output)
             batch_norm_backward_input(dy4, x4, as_4d(grad_input), mean, invstd, weight, bias,
                                       sums * local_share, training=True)
         return (grad_input, grad_weight, grad_bias) + (None,) * 7
-
 
 
 class SyncConvBNReLUFunction(torch.autograd.Function):
@@ -173,16 +179,8 @@ class SyncConvBNReLUFunction(torch.autograd.Function):
         need_gamma = need_gamma and bn_weight is not None
         need_beta = need_beta and bn_bias is not None
         need_conv = need_x or need_w or need_b
-        c = y.shape[1]
-        if y.numel() > 0:
-            partial = batch_norm_backward_reduce(grad_z, y, mean, invstd, bn_weight, bn_bias,
-                                                 relu_mask=MASK_RECOMPUTE)
-            sums, dgamma, dbeta = batch_norm_backward_sums(
-                partial, bn_weight, bn_bias, need_weight=need_gamma, need_bias=need_beta)
-        else:
-            sums = torch.zeros((2, c), device=y.device, dtype=mean.dtype)
-            dgamma = torch.zeros_like(bn_weight) if need_gamma else None
-            dbeta = torch.zeros_like(bn_bias) if need_beta else None
+        sums, dgamma, dbeta = local_sums(grad_z, y, mean, invstd, bn_weight, bn_bias,
+                                         need_gamma, need_beta, relu_mask=MASK_RECOMPUTE)
         dx = dw = db = None
         if need_conv:
             all_reduce_sums(sums, ctx.process_group)
@@ -204,4 +202,4 @@ class SyncConvBNReLUFunction(torch.autograd.Function):
 
 
 __all__ = ["SyncBatchNormFunction", "SyncConvBNReLUFunction", "gather_statistics",
-           "global_statistics", "all_reduce_sums"]
+           "global_statistics", "local_sums", "all_reduce_sums"]
