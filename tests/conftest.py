@@ -17,7 +17,7 @@ import kernels  # noqa: E402, F401
 
 # Tests live in folders that mirror the tree; what they share is the package tests/support.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from support import DEVICE  # noqa: E402
+from support import DEVICE, launches  # noqa: E402
 
 try:
     from hypothesis import settings
@@ -39,3 +39,11 @@ def _seed():
 @pytest.fixture
 def device():
     return DEVICE
+
+
+@pytest.fixture
+def launched():
+    """The names of the Triton kernels launched during the test, in order (``launches``);
+    clear() it to count from a later point."""
+    with launches() as names:
+        yield names

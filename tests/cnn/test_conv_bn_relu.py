@@ -3,16 +3,16 @@ in float64 on the same values: training steps (output, every gradient, running s
 num_batches_tracked), then evaluation; conv bias or none, groups, stride, momentum None,
 channels_last; launches per forward and no torch compute ops; state_dict both ways;
 needs_input_grad; gradcheck; torch's errors."""
+import contextlib
 import copy
 
 import pytest
 import torch
-from support import DEVICE, assert_matches
+from support import DEVICE, assert_matches, launches
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import cnn
-import kernels
 
 # id: (N, C_in, H, W, C_out, kernel, stride, padding, groups, conv bias, momentum)
 CASES = {
@@ -219,21 +219,22 @@ class _OpRecorder(TorchDispatchMode):
             self.ops.append(func.overloadpacket.__name__)
         return func(*args, **(kwargs or {}))
 
+    @contextlib.contextmanager
+    def inside_kernel(self):
+        """Entered around each launch: the ops run there are the launch's own."""
+        self.in_kernel += 1
+        try:
+            yield
+        finally:
+            self.in_kernel -= 1
+
 
 @pytest.fixture
-def launch_log(monkeypatch):
+def launch_log():
     """(launched kernel names, op recorder) for code run under the returned recorder."""
-    launched, recorder = [], _OpRecorder()
-    for kernel in kernels.runtime.launchable_kernels():
-        def run(*args, _orig=kernel.run, _name=kernel.fn.__name__, **kwargs):
-            launched.append(_name)
-            recorder.in_kernel += 1
-            try:
-                return _orig(*args, **kwargs)
-            finally:
-                recorder.in_kernel -= 1
-        monkeypatch.setattr(kernel, "run", run)
-    return launched, recorder
+    recorder = _OpRecorder()
+    with launches(around=recorder.inside_kernel) as launched:
+        yield launched, recorder
 
 
 @pytest.mark.parametrize("case_id", ["basic", "momentum_none"])

@@ -68,17 +68,6 @@ def test_tap_major_matches_torch_in_float64(case):
     assert_matches(db, dy.sum((0, 2, 3)), what="bias gradient")
 
 
-@pytest.fixture
-def launched(monkeypatch):
-    names = []
-    for kernel in kernels.runtime.launchable_kernels():
-        def run(*args, _orig=kernel.run, _name=kernel.fn.__name__, **kwargs):
-            names.append(_name)
-            return _orig(*args, **kwargs)
-        monkeypatch.setattr(kernel, "run", run)
-    return names
-
-
 @pytest.mark.parametrize("split", [1, 3])
 def test_two_launches_at_most_written_in_the_weights_layout(split, launched, monkeypatch):
     """dw and db in one launch (one slot) or two (split: the GEMM, then the sum of its

@@ -6,16 +6,19 @@ import kernels
 
 
 @contextlib.contextmanager
-def launches():
+def launches(around=contextlib.nullcontext):
     """Yields the list of kernel names launched inside the block (each kernel's innermost
-    ``run`` is wrapped, so autotuned and plain kernels alike are seen)."""
+    ``run`` is wrapped, so autotuned and plain kernels alike are seen). ``around()`` is a
+    context entered for the duration of each launch (to tell a launch's own work, such as the
+    interpreter's, from the code around it)."""
     launched, originals = [], []
     for kernel in kernels.runtime.launchable_kernels():
         original = kernel.run
 
         def run(*args, _orig=original, _name=kernel.fn.__name__, **kwargs):
             launched.append(_name)
-            return _orig(*args, **kwargs)
+            with around():
+                return _orig(*args, **kwargs)
         originals.append((kernel, original))
         kernel.run = run
     try:

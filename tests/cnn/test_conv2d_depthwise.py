@@ -48,18 +48,6 @@ def step(fused, ref, x, what):
         assert_matches(b.double(), b_ref.double(), torch.float32, f"{what}: {name}")
 
 
-@pytest.fixture
-def launched(monkeypatch):
-    """Names of the kernels launched, in order."""
-    names = []
-    for kernel in kernels.runtime.launchable_kernels():
-        def run(*args, _orig=kernel.run, _name=kernel.fn.__name__, **kwargs):
-            names.append(_name)
-            return _orig(*args, **kwargs)
-        monkeypatch.setattr(kernel, "run", run)
-    return names
-
-
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_fused_depthwise_matches_torch_and_runs_the_depthwise_kernel(case, launched):
     fused, ref, shape = make_pair(case)
