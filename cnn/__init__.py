@@ -8,8 +8,8 @@
 import kernels  # noqa: F401  (decides compiled vs interpreted before anything else)
 
 from . import distributed, functional
-from .convert import convert
-from .fuse import fuse
+from .conversion import convert
+from .fusion import fuse
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers
 

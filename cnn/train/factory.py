@@ -6,7 +6,7 @@
 """
 from torch import nn
 
-from ..convert import CONVERSIONS
+from ..conversion import CONVERSIONS
 from ..models import resnet
 from ..models.mycnn import BACKENDS, MyCNN
 

@@ -121,7 +121,7 @@ def test_checkpoint_moves_between_backends():
 def test_top_level_package_exposes_the_zoo_and_convert():
     """README's usage: ``import cnn`` alone reaches ``cnn.models.resnet18`` and ``cnn.convert``."""
     import cnn as package
-    from cnn.convert import convert
+    from cnn.conversion import convert
     from cnn.models.resnet import resnet18
 
     assert package.models.resnet18 is resnet18 and package.convert is convert

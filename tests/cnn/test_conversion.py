@@ -14,7 +14,7 @@ from support.torchvision_structures import randomize_batch_norm
 from torch import nn
 
 import cnn
-from cnn.convert import CONVERSIONS
+from cnn.conversion import CONVERSIONS
 
 
 def compare_with_torch(model: nn.Module, x: torch.Tensor, train: bool, fuse: bool = False):
@@ -89,7 +89,7 @@ def test_converted_model_matches_torch(name, train):
 
 
 def test_convert_then_fuse_matches_torch():
-    """Training mode (the fused evaluation path is tested in test_fuse.py)."""
+    """Training mode (the fused evaluation path is tested in test_fusion.py)."""
     build, shape = MODELS["resnet_basic"]
     ours = compare_with_torch(randomize_batch_norm(build()), torch.randn(shape), True,
                               fuse=True)

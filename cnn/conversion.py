@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .fuse import fuse as fuse_chains
+from .fusion import fuse as fuse_chains
 from .layers.batch_norm import BatchNorm2d
 from .layers.conv2d import Conv2d
 from .layers.conv_bn_relu import ConvBNReLU2d
 from .layers.pool2d import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 from .layers.relu import ReLU
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cnn.convert")  # the name of the function users call
 
 # torch class -> ours; only exact types are converted (see the module docstring).
 CONVERSIONS = {
