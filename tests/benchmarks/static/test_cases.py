@@ -2,6 +2,9 @@
 tensors, specialised as a launch specialises it, and every kernel a launcher can launch has
 cases. The cases are built in a subprocess with TRITON_INTERPRET=0 (the ``probe`` fixture): the
 launchers pick GPU blocks there."""
+import ast
+
+from support import REPO  # noqa: E402
 
 _CASES_PROBE = """
 import json
@@ -157,3 +160,13 @@ def test_op_cases_come_from_the_launchers_launches(probe):
     strided = _op(ops, "relu_kernel", "relu[fp64,forward,strided]")
     assert strided["constexprs"]["DENSE"] == "False" and strided["signature"]["x_ptr"] == "*fp64"
 
+
+def test_no_kernel_module_carries_a_hook_for_the_tool():
+    """The tool builds its cases from the launchers: no module of kernels/ defines
+    compile_cases (or imports the tool)."""
+    for path in sorted((REPO / "kernels").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        assert "compile_cases" not in functions, path
+        imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not any(m.startswith("benchmarks") for m in imported), path
