@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kernels import runtime
 
+from ..env import git_commit
 from . import report
 from .compile import DEFAULT_TARGETS, collect_jobs, in_own_group, run_in_own_group, run_jobs
 
@@ -62,6 +63,7 @@ def main(argv=None) -> int:
         return run_in_own_group("benchmarks.static",
                                 sys.argv[1:] if argv is None else list(argv))
     start = time.perf_counter()
+    commit = git_commit()  # before the checkpoints write the report into the checkout
     try:
         jobs = collect_jobs(args.targets, args.kernels, args.dtypes, args.quick)
     except Exception as exc:  # a launcher that fails on meta tensors fails the check
@@ -78,7 +80,8 @@ def main(argv=None) -> int:
     def write(results, partial=False):
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report.to_json(
-            results, time.perf_counter() - start, args.targets, args.quick, partial=partial),
+            results, time.perf_counter() - start, args.targets, args.quick, partial=partial,
+            commit=commit),
             indent=None if partial else 1))
 
     def checkpoint(results):  # an interrupted run resumes from here (its keys are reused)

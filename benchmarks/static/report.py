@@ -136,7 +136,10 @@ def record(r) -> dict:
                 over_shared=r.over_shared, config_kwargs=r.tile)
 
 
-def to_json(results, wall_s: float, targets, quick: bool, partial: bool = False) -> dict:
+def to_json(results, wall_s: float, targets, quick: bool, partial: bool = False,
+            commit: str = None) -> dict:
+    """The report: every record, the kernels each module registers, the run's meta (``commit``:
+    the sources' commit, default the checkout's now)."""
     import triton
 
     from .cases import KERNEL_MODULES, REFERENCE_MODULE, registered_kernels
@@ -146,7 +149,7 @@ def to_json(results, wall_s: float, targets, quick: bool, partial: bool = False)
     return {
         "registered": registered_kernels(),
         "meta": {"triton": triton.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                 "git_commit": git_commit(), "module_hashes": {m: module_hash(m)
+                 "git_commit": commit or git_commit(), "module_hashes": {m: module_hash(m)
                                                                for m in modules},
                  "tool_hash": tool_hash(), "targets": list(targets), "quick": quick,
                  "partial": partial,
