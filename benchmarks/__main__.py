@@ -9,8 +9,9 @@ import torch
 
 import kernels  # noqa: F401  (decides compiled vs interpreted before triton is imported)
 
-from . import fused_traffic, ops, report, roofline, runner, shapes, static_report
+from . import fused_traffic, ops, report, roofline, runner, shapes
 from .env import REPO, environment
+from .static import report as static_report
 
 TIMED_COLUMNS = ("op", "shape", "dtype", "layout", "ours_ms", "torch_ms", "speedup",
                  "ours_tflops", "ours_gbps", "ours_pct_roofline", "torch_pct_roofline", "check",
@@ -62,7 +63,7 @@ def parse_args(argv=None):
     p.add_argument("--rep-ms", type=int, default=100, help="do_bench measuring time per side")
     p.add_argument("--budget-s", type=float, default=None, help="start no row after this many "
                    "seconds; rows then run in budget_order (fast path first)")
-    p.add_argument("--static-report", default="auto", help="CPU run: compile_check JSON to "
+    p.add_argument("--static-report", default="auto", help="CPU run: static report JSON to "
                    "show, 'auto' (saved report if current, else run the check), or 'skip'")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--list", action="store_true", help="list the rows and their roofline "

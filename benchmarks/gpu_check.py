@@ -92,7 +92,7 @@ def tests_stage(out: Path, timeout_s: float) -> dict:
     # The sm_80/sm_90 compile check is left out: here every kernel is compiled for real.
     cmd = [sys.executable, "-m", "pytest", "tests", "-o", "addopts=", "-ra", "-v",
            "-p", "no:cacheprovider", "--continue-on-collection-errors", "--durations=15",
-           "--deselect", "tests/test_compile_check.py::"
+           "--deselect", "tests/benchmarks/static/test_main.py::"
            "test_every_registered_kernel_compiles_for_sm80_and_sm90",
            f"--junitxml={out / 'pytest.xml'}"]
     # One config per kernel: every new shape compiles once instead of autotuning all tiles

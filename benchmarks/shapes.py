@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ConvShape:
-    """conv2d(x: (batch, c_in, h, w), weight: (c_out, c_in, k, k)), stride, padding, bias."""
+    """conv2d(x: (batch, c_in, h, w), weight: (c_out, c_in / groups, k, k)), stride, padding,
+    bias. The benchmarked shapes are ungrouped; the static report adds a depthwise layer."""
 
     name: str
     batch: int
@@ -21,6 +22,7 @@ class ConvShape:
     stride: int = 1
     padding: int = 0
     bias: bool = True
+    groups: int = 1
 
     @property
     def out_hw(self) -> tuple:

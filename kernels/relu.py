@@ -122,20 +122,4 @@ def relu_backward(grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tens
     return _launch(output, grad_output, grad_input, backward=True)
 
 
-def compile_cases():
-    """(label, kernel, signature, constexprs) for benchmarks/static/compile_check.py."""
-    strides = {f"s{p}{d}": "i32" for p in "xgo" for d in range(4)}
-    cases = []
-    for ty in ("fp32", "fp16", "bf16", "fp64"):
-        for backward in (False, True):
-            for dense in (True, False):
-                cases.append((
-                    f"relu[{ty},{'backward' if backward else 'forward'},"
-                    f"{'dense' if dense else 'strided'}]", relu_kernel,
-                    {"x_ptr": f"*{ty}", "grad_ptr": f"*{ty}", "out_ptr": f"*{ty}", **strides,
-                     "S1": "i32", "S2": "i32", "S3": "i32", "numel": "i64"},
-                    {"BACKWARD": backward, "DENSE": dense, "UPCAST": False, "BLOCK": GPU_BLOCK}))
-    return cases
-
-
-__all__ = ["relu_forward", "relu_backward", "relu_kernel", "is_dense", "compile_cases"]
+__all__ = ["relu_forward", "relu_backward", "relu_kernel", "is_dense"]

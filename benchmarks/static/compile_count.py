@@ -10,11 +10,11 @@ Triton compiles a kernel once per (config, specialisation) and tunes once per au
                       config the kernel keeps after pruning, each compiled for the call's
                       specialisation; one kept config means no tuning run
     specialisation    pointer dtypes, ints equal to 1 (constants) or divisible by 16, i32/i64,
-                      and the constexprs (``compile_cases.launch_signature``), except for the
+                      and the constexprs (``cases.launch_signature``), except for the
                       parameters marked ``do_not_specialize``
 A call with a tuned key but another specialisation compiles the chosen config once more.
 
-``mnist_calls`` is the sequence of the GPU check's MNIST run (python -m cnn.train: training
+``mnist_report`` counts the sequence of the GPU check's MNIST run (python -m cnn.train: training
 batches, the last partial batch, evaluation batches; both convolutions, forward and backward).
 """
 import argparse
@@ -27,7 +27,15 @@ import torch
 
 from kernels import runtime
 
-from .compile_cases import EXAMPLE_MULTIPROCESSORS, kept_configs, launch_signature, unwrap
+from .. import shapes
+from .cases import (
+    EXAMPLE_MULTIPROCESSORS,
+    conv_geometry,
+    kept_configs,
+    launch_signature,
+    launches,
+    unwrap,
+)
 
 
 def _autotuner(kernel):
@@ -101,34 +109,20 @@ class CompileCounter:
                 "per_kernel": self.per_kernel}
 
 
-def count(calls) -> dict:
-    """{'compiles', 'tuning_runs', 'per_kernel'} for a sequence of (kernel, args) calls."""
-    counter = CompileCounter()
-    for kernel, args in calls:
-        counter.call(kernel, args)
-    return counter.summary()
-
-
-# The seed's MyCNN convolutions: (C_in, C_out, H = W), 3x3, stride 1, padding 1, with bias.
-MNIST_CONVS = ((1, 32, 28), (32, 64, 14))
-
-
 def _conv_calls(batch: int, layout, dtype, backward: bool):
-    """(kernel, args) of MyCNN's convolutions on one batch: forward, and on a training step
-    both weight gradients and conv2's input gradient (the images need none)."""
+    """(kernel, args) of MyCNN's convolutions (benchmarks/shapes.py) on one batch: forward, and
+    on a training step both weight gradients and conv2's input gradient (the images need
+    none)."""
     import importlib
 
-    from kernels.conv2d.geometry import Conv2dGeometry
-
-    from .compile_cases import launches
-
     calls = []
-    for index, (c_in, c_out, size) in enumerate(MNIST_CONVS):
-        x = torch.empty((batch, c_in, size, size), device="meta", dtype=dtype,
+    for index, shape in enumerate(shapes.mnist_convs(batch)):
+        x = torch.empty((batch, shape.c_in, shape.h, shape.w), device="meta", dtype=dtype,
                         memory_format=layout)
-        w = torch.empty((c_out, c_in, 3, 3), device="meta", dtype=dtype, memory_format=layout)
-        b = torch.empty((c_out,), device="meta", dtype=dtype)
-        g = Conv2dGeometry.from_shapes(x.shape, w.shape, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+        w = torch.empty((shape.c_out, shape.c_in, shape.kernel, shape.kernel), device="meta",
+                        dtype=dtype, memory_format=layout)
+        b = torch.empty((shape.c_out,), device="meta", dtype=dtype)
+        g = conv_geometry(shape)
         module = importlib.import_module("kernels.conv2d.forward")
         calls += launches(module, module.launch_arguments(x, w, b, g))
         if backward:
@@ -154,15 +148,6 @@ def mnist_batches(train: int = 48000, batch_size: int = 64, validation: int = 12
         if n % eval_batch_size:
             out.append((f"{name} last partial", n % eval_batch_size, False))
     return out
-
-
-def mnist_calls(layout=torch.contiguous_format, dtype=torch.float32, **batches):
-    """The (kernel, args) calls of one MNIST run, each distinct batch once (repeats of a batch
-    add no compile); ``batches`` go to ``mnist_batches``."""
-    calls = []
-    for _, batch, training in mnist_batches(**batches):
-        calls += _conv_calls(batch, layout, dtype, training)
-    return calls
 
 
 def mnist_report(layout=torch.contiguous_format, dtype=torch.float32, **batches) -> dict:

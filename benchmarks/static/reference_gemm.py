@@ -5,7 +5,7 @@ every convolution's main loop against.
 
 Each program owns a BLOCK_M x BLOCK_N tile of c (grouped launch order for L2 reuse), walks K in
 BLOCK_K steps with pointer increments, masks only the K tail, accumulates in fp32. It is never
-launched by the library: ``benchmarks.static.compile_check`` compiles it for the same M, N,
+launched by the library: ``python -m benchmarks.static`` compiles it for the same M, N,
 K, tile, warps, stages, dtype and target as each convolution config and compares the SASS of
 the two main loops (instructions per MMA, load kinds, MMA groups in flight).
 """

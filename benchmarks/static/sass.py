@@ -1,5 +1,5 @@
 """Reading a compiled kernel: resources from the cubin, the main loop from its SASS, MMA depth
-from its PTX. Text in, numbers out; ``benchmarks.static.compile_check`` runs the tools.
+from its PTX. Text in, numbers out; ``benchmarks.static.compile`` runs the tools.
 
 The main loop is the largest address range closed by a backward branch (a ``BRA`` to a lower
 address) that contains MMA instructions: the K loop of a GEMM, the tap/channel loop of an

@@ -217,46 +217,7 @@ def batch_norm_backward_input(dy: torch.Tensor, x: torch.Tensor, out: torch.Tens
     return out
 
 
-def compile_cases():
-    """(label, kernel, signature, constexprs) for benchmarks/static/compile_check.py."""
-    strides = lambda *prefixes: {f"{p}{d}": "i32" for p in prefixes for d in "nchw"}
-    sizes = {"N": "i32", "C": "i32", "H": "i32", "W": "i32", "eps": "fp32"}
-    cases = []
-    for ty, acc, sty in (("fp32", tl.float32, "fp32"), ("fp16", tl.float32, "fp32"),
-                         ("bf16", tl.float32, "fp32"), ("fp64", tl.float64, "fp64")):
-        params = {"mean_ptr": f"*{sty}", "scale_ptr": f"*{sty}", "weight_ptr": f"*{ty}",
-                  "bias_ptr": f"*{ty}"}
-        for flat, (bhw, bc) in ((True, (256, 8)), (False, (32, 64))):
-            kind = "flat" if flat else "strided"
-            for from_var, relu_mask in ((False, MASK_RECOMPUTE), (True, MASK_NONE)):
-                cases.append((
-                    f"batch_norm_backward_reduce[{ty},{kind},from_var={from_var},"
-                    f"relu_mask={relu_mask}]", batch_norm_backward_reduce_kernel,
-                    {"dy_ptr": f"*{ty}", "x_ptr": f"*{ty}", **params,
-                     "partial_ptr": f"*{sty}", **strides("sdy", "sx"), **sizes},
-                    {"FROM_VAR": from_var, "HAS_WEIGHT": True, "HAS_BIAS": True,
-                     "RELU_MASK": relu_mask, "HW_FLAT": flat, "ACC_DTYPE": acc,
-                     "BLOCK_HW": bhw, "BLOCK_C": bc}))
-            for training, from_var, relu_mask in ((True, False, MASK_RECOMPUTE),
-                                                  (False, True, MASK_RECOMPUTE)):
-                cases.append((
-                    f"batch_norm_backward_input[{ty},{kind},training={training},"
-                    f"relu_mask={relu_mask}]", batch_norm_backward_input_kernel,
-                    {"dy_ptr": f"*{ty}", "x_ptr": f"*{ty}", "dx_ptr": f"*{ty}", **params,
-                     "sums_ptr": f"*{sty}", **strides("sdy", "sx", "sdx"), **sizes},
-                    {"TRAINING": training, "FROM_VAR": from_var, "HAS_WEIGHT": True,
-                     "HAS_BIAS": True, "RELU_MASK": relu_mask, "HW_FLAT": flat,
-                     "ACC_DTYPE": acc, "BLOCK_HW": bhw, "BLOCK_C": bc}))
-        cases.append((
-            f"batch_norm_backward_sums[{ty}]", batch_norm_backward_sums_kernel,
-            {"partial_ptr": f"*{sty}", "sums_ptr": f"*{sty}", "dweight_ptr": f"*{ty}",
-             "dbias_ptr": f"*{ty}", "T": "i32", "C": "i32"},
-            {"WRITE_WEIGHT": True, "WRITE_BIAS": True, "ACC_DTYPE": acc, "BLOCK_T": 64,
-             "BLOCK_C": 32}))
-    return cases
-
-
 __all__ = ["batch_norm_backward_reduce", "batch_norm_backward_sums", "batch_norm_backward_input",
            "MASK_NONE", "MASK_RECOMPUTE",
            "batch_norm_backward_reduce_kernel", "batch_norm_backward_sums_kernel",
-           "batch_norm_backward_input_kernel", "compile_cases"]
+           "batch_norm_backward_input_kernel"]

@@ -302,40 +302,6 @@ def batch_norm_normalize(x: torch.Tensor, out: torch.Tensor, mean: torch.Tensor,
     return out
 
 
-def compile_cases():
-    """(label, kernel, signature, constexprs) for benchmarks/static/compile_check.py."""
-    strides = lambda *prefixes: {f"{p}{d}": "i32" for p in prefixes for d in "nchw"}
-    sizes = {"N": "i32", "C": "i32", "H": "i32", "W": "i32"}
-    cases = []
-    for ty, acc, sty in (("fp32", tl.float32, "fp32"), ("fp16", tl.float32, "fp32"),
-                         ("bf16", tl.float32, "fp32"), ("fp64", tl.float64, "fp64")):
-        for flat, (bhw, bc) in ((True, (256, 8)), (False, (32, 64))):
-            kind = "flat" if flat else "strided"
-            cases.append((
-                f"batch_norm_stats[{ty},{kind}]", batch_norm_stats_kernel,
-                {"x_ptr": f"*{ty}", "stats_ptr": f"*{sty}", **strides("sx"), **sizes},
-                {"HW_FLAT": flat, "ACC_DTYPE": acc, "BLOCK_HW": bhw, "BLOCK_C": bc}))
-            for from_var, relu in ((False, True), (True, False)):
-                cases.append((
-                    f"batch_norm_normalize[{ty},{kind},from_var={from_var},relu={relu}]",
-                    batch_norm_normalize_kernel,
-                    {"x_ptr": f"*{ty}", "y_ptr": f"*{ty}", "mean_ptr": f"*{sty}",
-                     "scale_ptr": f"*{sty}", "weight_ptr": f"*{ty}", "bias_ptr": f"*{ty}",
-                     "nbt_ptr": "*i64", **strides("sx", "sy"), **sizes, "eps": "fp32"},
-                    {"FROM_VAR": from_var, "HAS_WEIGHT": True, "HAS_BIAS": True, "RELU": relu,
-                     "COUNT_BATCH": not from_var, "HW_FLAT": flat, "ACC_DTYPE": acc,
-                     "BLOCK_HW": bhw, "BLOCK_C": bc}))
-        for cumulative in (False, True):
-            cases.append((
-                f"batch_norm_finalize[{sty},cumulative={cumulative}]", batch_norm_finalize_kernel,
-                {"stats_ptr": f"*{sty}", "mean_ptr": f"*{sty}", "invstd_ptr": f"*{sty}",
-                 "running_mean_ptr": f"*{ty}", "running_var_ptr": f"*{ty}", "nbt_ptr": "*i64",
-                 "T": "i32", "C": "i32", "eps": "fp32", "momentum": "fp32"},
-                {"UPDATE_RUNNING": True, "CUMULATIVE": cumulative, "ACC_DTYPE": acc,
-                 "BLOCK_T": 64, "BLOCK_C": 32}))
-    return cases
-
-
 __all__ = ["batch_norm_stats", "batch_norm_finalize", "batch_norm_normalize", "stats_dtype",
            "tile_config", "spatial_strides", "batch_norm_stats_kernel",
-           "batch_norm_finalize_kernel", "batch_norm_normalize_kernel", "compile_cases"]
+           "batch_norm_finalize_kernel", "batch_norm_normalize_kernel"]

@@ -71,12 +71,4 @@ def batch_norm_merge_stats(stats: torch.Tensor, out: torch.Tensor = None) -> tor
     return out
 
 
-def compile_cases():
-    """(label, kernel, signature, constexprs) for benchmarks/static/compile_check.py."""
-    return [(f"batch_norm_merge[{sty}]", batch_norm_merge_kernel,
-             {"stats_ptr": f"*{sty}", "out_ptr": f"*{sty}", "T": "i32", "C": "i32"},
-             {"ACC_DTYPE": acc, "BLOCK_T": 64, "BLOCK_C": 32})
-            for sty, acc in (("fp32", tl.float32), ("fp64", tl.float64))]
-
-
-__all__ = ["batch_norm_merge_stats", "batch_norm_merge_kernel", "compile_cases"]
+__all__ = ["batch_norm_merge_stats", "batch_norm_merge_kernel"]

@@ -4,7 +4,7 @@ Under the interpreter a single config is used, with tiles sized to the problem: 
 interpreter's cost is per program instance and per element loaded, so tall row tiles and
 column/reduction tiles no wider than the problem needs run fastest there, and autotuning would
 only waste time. Every GPU config here fits sm_80's shared memory for fp32 operands
-(``python -m benchmarks.static.compile_check`` proves it).
+(``python -m benchmarks.static`` proves it).
 
 ``CNN_AUTOTUNE=0`` keeps only the first GPU config of each kernel: no tuning runs and one
 compile per shape. It is for correctness runs on a GPU (the GPU check's tests), where the tile
@@ -25,7 +25,7 @@ _IMPLICIT_GEMM_GPU = [
     (64, 128, 32, 4, 4),
     # The same tiles over 8 warps: half the registers per thread, for the NCHW output's
     # epilogue, whose element-wise stores hold a pointer per element and spill with 4 warps
-    # (``python -m benchmarks.static.compile_check``); a channels_last output stores 16-byte
+    # (``python -m benchmarks.static``); a channels_last output stores 16-byte
     # vectors.
     (128, 64, 32, 8, 3),
     (64, 128, 32, 8, 3),

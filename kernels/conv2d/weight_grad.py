@@ -85,7 +85,7 @@ def _columns(args) -> int:
 
 
 # fp32 without TF32 multiplies on the FMA units, with tiles of their own that do not spill
-# there (sm_80 and sm_90, ``python -m benchmarks.static.compile_check``; 64x64 over 4 warps
+# there (sm_80 and sm_90, ``python -m benchmarks.static``; 64x64 over 4 warps
 # spills 808 B on sm_80).
 FP32_IEEE_TILES = [(64, 64, 32, 8, 3), (64, 128, 32, 4, 4), (128, 128, 32, 8, 3)]
 

@@ -192,42 +192,5 @@ def avg_pool2d_backward(grad_output: torch.Tensor, geometry: Pool2dGeometry, lik
     return dx
 
 
-def compile_cases():
-    """(label, kernel, signature, constexprs) for benchmarks/static/compile_check.py:
-    every dtype for window pooling (count_include_pad, NCHW) and adaptive pooling
-    (channels_last); fp32 also for the other divisors and the int64-index variant (fp16 first:
-    --quick compiles the first)."""
-    from .geometry import GPU_BLOCK
-
-    strides = lambda *prefixes: {f"{p}{d}": "i32" for p in prefixes for d in "nchw"}
-    sizes = {a: "i32" for a in ("total", "C", "H", "W", "OH", "OW", "KH", "KW", "stride_h",
-                                "stride_w", "pad_h", "pad_w", "divisor")}
-    variants = [  # (label, ADAPTIVE, COUNT_INCLUDE_PAD, HAS_DIVISOR, CHANNELS_LAST, INDEX_64)
-        ("window,include_pad,nchw", False, True, False, False, False),
-        ("adaptive,channels_last", True, False, False, True, False),
-    ]
-    fp32_only = [
-        ("window,exclude_pad,channels_last", False, False, False, True, False),
-        ("window,divisor_override,nchw", False, True, True, False, False),
-        ("window,include_pad,nchw,int64", False, True, False, False, True),
-    ]
-    cases = []
-    for ty, acc in (("fp16", tl.float32), ("bf16", tl.float32), ("fp32", tl.float32),
-                    ("fp64", tl.float64)):
-        for kind, adaptive, include_pad, has_divisor, channels_last, index_64 in \
-                variants + (fp32_only if ty == "fp32" else []):
-            flags = {"ADAPTIVE": adaptive, "COUNT_INCLUDE_PAD": include_pad,
-                     "HAS_DIVISOR": has_divisor, "CHANNELS_LAST": channels_last,
-                     "INDEX_64": index_64, "ACC_DTYPE": acc, "BLOCK": GPU_BLOCK}
-            total = {"total": "i64" if index_64 else "i32"}
-            cases.append((f"forward[{ty},{kind}]", avg_pool2d_forward_kernel,
-                          {"x_ptr": f"*{ty}", "y_ptr": f"*{ty}", **strides("sx", "sy"),
-                           **sizes, **total}, flags))
-            cases.append((f"backward[{ty},{kind}]", avg_pool2d_backward_kernel,
-                          {"dy_ptr": f"*{ty}", "dx_ptr": f"*{ty}", **strides("sdy", "sdx"),
-                           **sizes, **total, "JH": "i32", "JW": "i32"}, flags))
-    return cases
-
-
 __all__ = ["avg_pool2d_forward", "avg_pool2d_backward", "avg_pool2d_forward_kernel",
-           "avg_pool2d_backward_kernel", "compile_cases"]
+           "avg_pool2d_backward_kernel"]

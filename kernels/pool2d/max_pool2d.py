@@ -159,38 +159,5 @@ def max_pool2d_backward(grad_output: torch.Tensor, indices: torch.Tensor,
     return dx
 
 
-def compile_cases():
-    """(label, kernel, signature, constexprs) for benchmarks/static/compile_check.py:
-    every dtype for window pooling on NCHW and adaptive pooling on channels_last, so each
-    constexpr branch is compiled, and the int64-index variant (fp16 first: --quick compiles the
-    first case)."""
-    from .geometry import GPU_BLOCK
-
-    strides = lambda *prefixes: {f"{p}{d}": "i32" for p in prefixes for d in "nchw"}
-    sizes = {a: "i32" for a in ("total", "C", "H", "W", "OH", "OW", "KH", "KW", "stride_h",
-                                "stride_w", "pad_h", "pad_w", "dil_h", "dil_w")}
-    cases = []
-    for ty, acc in (("fp16", tl.float32), ("bf16", tl.float32), ("fp32", tl.float32),
-                    ("fp64", tl.float64)):
-        for adaptive, channels_last, index_64 in ((False, False, False), (True, True, False),
-                                                  (False, False, True)):
-            if index_64 and ty != "fp32":
-                continue
-            kind = ("adaptive,channels_last" if adaptive else "window,nchw") \
-                + (",int64" if index_64 else "")
-            flags = {"ADAPTIVE": adaptive, "CHANNELS_LAST": channels_last, "INDEX_64": index_64,
-                     "ACC_DTYPE": acc, "BLOCK": GPU_BLOCK}
-            total = {"total": "i64" if index_64 else "i32"}
-            cases.append((f"forward[{ty},{kind}]", max_pool2d_forward_kernel,
-                           {"x_ptr": f"*{ty}", "y_ptr": f"*{ty}", "idx_ptr": "*i64",
-                            **strides("sx", "sy"), **sizes, **total},
-                           {**flags, "STORE_INDICES": not index_64}))
-            cases.append((f"backward[{ty},{kind}]", max_pool2d_backward_kernel,
-                          {"dy_ptr": f"*{ty}", "idx_ptr": "*i64", "dx_ptr": f"*{ty}",
-                           **strides("sdy", "sid", "sdx"), **sizes, **total, "JH": "i32",
-                           "JW": "i32"}, flags))
-    return cases
-
-
 __all__ = ["max_pool2d_forward", "max_pool2d_backward", "max_pool2d_forward_kernel",
-           "max_pool2d_backward_kernel", "compile_cases"]
+           "max_pool2d_backward_kernel"]

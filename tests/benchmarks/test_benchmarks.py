@@ -14,7 +14,7 @@ from benchmarks.end_to_end import seconds_to_accuracy
 
 
 def test_cpu_run_is_a_labelled_smoke_check(tmp_path):
-    static = tmp_path / "cc.json"  # a one-row compile_check report stands in for the real one
+    static = tmp_path / "cc.json"  # a one-row static report stands in for the real one
     static.write_text(json.dumps({"meta": {}, "results": [{
         "kernel": "k", "label": "forward", "config": "M64 w4 s3", "dtype": "fp16", "target": 90,
         "layer": "example.resnet.3x3.b32", "layout": "nchw", "ok": True, "registers": 128,
@@ -177,18 +177,6 @@ def test_fused_traffic_report_counts_launches_and_bytes():
     y = shape.batch * shape.c_out * oh * ow * 2
     assert rows[0]["eval_MB_ours"] == round((x + y) / 1e6, 2)
     assert rows[0]["train_MB_torch"] == round((x + 6 * y) / 1e6, 2)
-
-
-def test_static_report_names_only_the_modules_that_changed():
-    from benchmarks import static_report
-    from benchmarks.static.compile_cases import module_hash
-    from benchmarks.static.compile_check import KERNEL_MODULES, REFERENCE_MODULE
-
-    hashes = {m: module_hash(m) for m in KERNEL_MODULES + [REFERENCE_MODULE]}
-    assert static_report.stale_modules({"meta": {"module_hashes": hashes}}) == []
-    hashes["kernels.relu"] = "0" * 16
-    assert static_report.stale_modules({"meta": {"module_hashes": hashes}}) == ["kernels.relu"]
-    assert static_report.stale_modules({"meta": {}}) == KERNEL_MODULES + [REFERENCE_MODULE]
 
 
 def test_end_to_end_warms_each_backend_up_before_timing_it(tmp_path, monkeypatch):

@@ -2,7 +2,6 @@
 specialisations, as Triton's autotuner and launcher make them (no GPU: the counts come from the
 launch arguments). Runs in a subprocess with TRITON_INTERPRET=0, where the GPU configs exist."""
 import json
-import os
 import subprocess
 import sys
 
@@ -43,14 +42,11 @@ print(json.dumps(dict(steps=steps, mnist=compile_count.mnist_report(train=6000),
 '''
 
 
-def test_compiles_and_tuning_runs_follow_keys_and_specialisations(tmp_path):
-    probe = tmp_path / "probe.py"
+def test_compiles_and_tuning_runs_follow_keys_and_specialisations(tmp_path, compiled_env):
+    probe = tmp_path / "probe.py"  # a file: Triton reads the source of the kernels defined there
     probe.write_text(_PROBE)
-    env = dict(os.environ, TRITON_INTERPRET="0",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    env.pop("CNN_AUTOTUNE", None)
-    proc = subprocess.run([sys.executable, str(probe)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(probe)], cwd=REPO, env=compiled_env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout)
     assert out["steps"] == [[3, 1], [3, 1], [3, 2], [6, 3], [9, 4], [10, 4], [11, 4], [11, 4]]
