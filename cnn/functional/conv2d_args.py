@@ -46,11 +46,6 @@ def ints(value, name: str, dims: int = 2, op: str = "conv2d") -> tuple:
     return value
 
 
-def pair(value, name: str) -> tuple:
-    """An int or a 1- or 2-sequence of ints -> (a, b), as conv2d accepts them."""
-    return ints(value, name, 2)
-
-
 def conv_padding(padding, weight_shape, stride, dilation, op: str = "conv2d") -> tuple:
     """torch's padding argument -> (before, after) per spatial dimension, flat: (top, bottom,
     left, right) in 2-D, (left, right) in 1-D.
