@@ -89,8 +89,11 @@ def test_matches_torch_fp32(case):
     check_all(*run_both(*make_inputs(case)), torch.float32)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("name", ["stride2_output_padding1", "tap_major_channels"])
+LAYOUT_CASES = [("stride2_output_padding1", layout) for layout in LAYOUTS] + \
+    [("tap_major_channels", "channels_last")]
+
+
+@pytest.mark.parametrize("name,layout", LAYOUT_CASES, ids=["-".join(c) for c in LAYOUT_CASES])
 def test_layouts_follow_torch(name, layout):
     """Values, and torch's layouts: y channels_last when x or w is, dx like x, dw like w."""
     ours, ref = run_both(*make_inputs(CASES[name], layout=layout))
