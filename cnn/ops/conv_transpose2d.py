@@ -9,8 +9,8 @@ A transposed convolution is the input gradient of a convolution. Take the conv2d
     z = conv(u, w)      u (N, C_out, H_out, W_out) -> z (N, C_in, H, W)
 with the same stride, dilation and groups (C_in plays conv2d's C_out), top/left padding p and
 bottom/right padding p - output_padding. The bottom/right padding only sets how many rows z
-has (the kernels read the top/left one): with it, z has exactly H rows, whatever output_padding
-(torch allows output_padding up to max(stride, dilation) - 1), even where it is negative. Then
+has (the kernels read the top/left one): with it, z has exactly H rows whatever output_padding
+(torch allows up to max(stride, dilation) - 1), even where that padding is negative. Then
     y  = dgrad(x, w) + b        (x in the place of dz; ``conv2d_input_grad``, whose ``input``
                                   argument only lends y's shape, dtype and layout)
 and, conv being linear in u and in w, the gradients are conv2d's other two ops with the roles
@@ -18,6 +18,7 @@ swapped:
     dx = conv(dy, w)            the conv whose input gradient y is, applied to dy
     dw = wgrad(x, dy)           conv2d_weight_grad with x as its dz and dy as its input:
                                 dw[ci, co, kh, kw] = sum x[n, ci, oh, ow] * dy[n, co, ih, iw]
+                                with ih = oh*sh - ph + kh*dh (iw alike), co within ci's group
     db = sum_{n, h, w} dy
 All three are differentiable (cnn/ops/conv2d.py closes its ops under differentiation), so
 double backward and every higher order comes for free. Layouts follow torch's rules: y is
