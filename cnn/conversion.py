@@ -4,12 +4,13 @@
     ours, report = cnn.convert(model, report=True)     # and what was converted or left
     cnn.convert(model, inplace=True, fuse=True)        # convert model itself, then cnn.fuse it
 
-Every module whose type is exactly one of torch's ``nn.Conv2d``, ``nn.BatchNorm2d``,
-``nn.MaxPool2d``, ``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.AdaptiveMaxPool2d`` or
-``nn.ReLU`` becomes the cnn module of the same name. Our modules subclass torch's and override
-forward only, so the conversion swaps the module's class and nothing else: the same parameter
-and buffer tensors (device, dtype, memory format), training flag, hooks and attributes, and
-state_dict keys are unchanged, so checkpoints load both ways.
+Every module whose type is exactly one of torch's ``nn.Conv2d``, ``nn.Conv1d``,
+``nn.ConvTranspose2d``, ``nn.ConvTranspose1d``, ``nn.BatchNorm2d``, ``nn.MaxPool2d``,
+``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.AdaptiveMaxPool2d`` or ``nn.ReLU`` becomes the
+cnn module of the same name. Our modules subclass torch's and override forward only, so the
+conversion swaps the module's class and nothing else: the same parameter and buffer tensors
+(device, dtype, memory format), training flag, hooks and attributes, and state_dict keys are
+unchanged, so checkpoints load both ways.
 
 Left as they are (and listed in the report, which is also logged at INFO level on the
 ``cnn.convert`` logger):
@@ -27,8 +28,10 @@ from torch import nn
 
 from .fusion import fuse as fuse_chains
 from .layers.batch_norm import BatchNorm2d
+from .layers.conv1d import Conv1d, ConvTranspose1d
 from .layers.conv2d import Conv2d
 from .layers.conv_bn_relu import ConvBNReLU2d
+from .layers.conv_transpose2d import ConvTranspose2d
 from .layers.pool2d import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 from .layers.relu import ReLU
 
@@ -37,6 +40,9 @@ log = logging.getLogger("cnn.convert")  # the name of the function users call
 # torch class -> ours; only exact types are converted (see the module docstring).
 CONVERSIONS = {
     nn.Conv2d: Conv2d,
+    nn.Conv1d: Conv1d,
+    nn.ConvTranspose2d: ConvTranspose2d,
+    nn.ConvTranspose1d: ConvTranspose1d,
     nn.BatchNorm2d: BatchNorm2d,
     nn.MaxPool2d: MaxPool2d,
     nn.AvgPool2d: AvgPool2d,

@@ -97,6 +97,28 @@ def test_convert_then_fuse_matches_torch():
     assert isinstance(ours.layer1[0].conv1, cnn.ConvBNReLU2d)
 
 
+UPSAMPLING = {
+    # a DCGAN generator's 4x4 stride-2 upsampling, a U-Net decoder's 2x2 stride 2
+    "generator_2d": (lambda: nn.Sequential(
+        nn.ConvTranspose2d(4, 6, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(6),
+        nn.ReLU(), nn.ConvTranspose2d(6, 3, 2, stride=2), nn.Conv2d(3, 2, 3, padding=1)),
+        (2, 4, 3, 3)),
+    "autoencoder_1d": (lambda: nn.Sequential(
+        nn.Conv1d(2, 4, 3, stride=2, padding=1, padding_mode="reflect"), nn.ReLU(),
+        nn.ConvTranspose1d(4, 2, 3, stride=2, padding=1, output_padding=1)), (2, 2, 8)),
+}
+
+
+@pytest.mark.parametrize("name", UPSAMPLING)
+def test_transposed_and_1d_convs_are_converted(name):
+    build, shape = UPSAMPLING[name]
+    model = randomize_batch_norm(build())
+    ours, report = cnn.convert(model, report=True)
+    assert not report.left
+    assert [type(m) for m in ours] == [CONVERSIONS[type(m)] for m in model]
+    compare_with_torch(model, torch.randn(shape), train=True)
+
+
 def test_mobilenet_relu6_and_linear_are_left_and_reported():
     model = tv.MobileNetV2()
     ours, report = cnn.convert(model, report=True)

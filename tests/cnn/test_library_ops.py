@@ -41,6 +41,16 @@ def conv_samples():
     yield "conv2d_weight_grad[no_bias,channels_last_weight]", ops.conv2d_weight_grad, (
         t(2, 4, 3, 3, grad=True), t(2, 3, 5, 5, grad=True), t(4, 3, 3, 3, layout=CL), *geo,
         False)
+    # (x, w, b, stride, padding, output_padding, groups, dilation), aten's order
+    yield "conv_transpose2d[stride,output_padding,bias]", ops.conv_transpose2d, (
+        t(2, 3, 3, 3, grad=True), t(3, 2, 3, 3, grad=True), t(2, grad=True), [2, 2], [1, 1],
+        [1, 1], 1, [1, 1])
+    yield "conv_transpose2d[channels_last,fp64,groups,dilation]", ops.conv_transpose2d, (
+        t(1, 4, 3, 2, dtype=torch.float64, grad=True, layout=CL),
+        t(4, 3, 2, 3, dtype=torch.float64, grad=True), None, [1, 2], [0, 1], [1, 0], 2, [2, 1])
+    yield "conv_transpose2d[depthwise_like,empty_batch]", ops.conv_transpose2d, (
+        t(0, 3, 3, 3, grad=True), t(3, 1, 3, 3, grad=True), t(3, grad=True), [2, 2], [1, 1],
+        [0, 0], 3, [1, 1])
 
 
 def pool_samples():
