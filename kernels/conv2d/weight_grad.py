@@ -434,7 +434,7 @@ def row_table(batch, height, width, out_h, out_w, stride_h, stride_w, pad_h, pad
     return table
 
 
-def _split_reduction(geometry: Conv2dGeometry, sm_count: int):
+def split_reduction(geometry: Conv2dGeometry, sm_count: int):
     """(SPLIT, R_PER_SPLIT): enough programs to fill ``sm_count`` multiprocessors twice, each
     reducing >= 512 rows; one slot under the interpreter."""
     g = geometry
@@ -522,7 +522,7 @@ def launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry, need_
     x = to_channels_last(input)
     acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     if split is None:
-        split, per_split = _split_reduction(g, sm_count or multiprocessor_count(input.device))
+        split, per_split = split_reduction(g, sm_count or multiprocessor_count(input.device))
     else:
         per_split = cdiv(max(1, g.batch * g.out_h * g.out_w), split)
     grad_weight, grad_bias = empty_weight_grads(weight, need_bias)
