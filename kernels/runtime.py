@@ -65,13 +65,7 @@ if INTERPRET:
     if _conflict:
         raise RuntimeError(_conflict)
 
-_TL_DTYPES = {
-    torch.float16: tl.float16,
-    torch.bfloat16: tl.bfloat16,
-    torch.float32: tl.float32,
-    torch.float64: tl.float64,
-}
-FLOAT_DTYPES = tuple(_TL_DTYPES)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def accumulator_dtype(dtype: torch.dtype):
