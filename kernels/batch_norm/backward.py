@@ -59,12 +59,17 @@ def gated_tile(dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr,
 
 @triton.jit
 def batch_norm_backward_reduce_kernel(
+    # pointers
     dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, partial_ptr,
+    # strides
     sdyn, sdyc, sdyh, sdyw,
     sxn, sxc, sxh, sxw,
+    # sizes and scalars
     N, C, H, W, eps,
+    # meta-parameters
     FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
     RELU_MASK: tl.constexpr, HW_FLAT: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """partial[tile, 0, c] = sum g, partial[tile, 1, c] = sum g * xhat over one tile."""
@@ -81,9 +86,13 @@ def batch_norm_backward_reduce_kernel(
 
 @triton.jit
 def batch_norm_backward_sums_kernel(
+    # pointers
     partial_ptr, sums_ptr, dweight_ptr, dbias_ptr,
+    # sizes
     T, C,
+    # meta-parameters
     WRITE_WEIGHT: tl.constexpr, WRITE_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """sums[0] = dbeta = sum_t partial[t, 0], sums[1] = dgamma = sum_t partial[t, 1], in a
@@ -105,14 +114,20 @@ def batch_norm_backward_sums_kernel(
 
 @triton.jit
 def batch_norm_backward_input_kernel(
+    # pointers
     dy_ptr, x_ptr, dx_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, sums_ptr,
+    # strides
     sdyn, sdyc, sdyh, sdyw,
     sxn, sxc, sxh, sxw,
     sdxn, sdxc, sdxh, sdxw,
+    # sizes and scalars
     N, C, H, W, eps,
+    # meta-parameters
     TRAINING: tl.constexpr, FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr, RELU_MASK: tl.constexpr, HW_FLAT: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    # tiles
+    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """dx = gamma * invstd * (g - dbeta / M - xhat * dgamma / M) (training), or
     gamma * invstd * g (evaluation)."""

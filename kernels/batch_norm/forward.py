@@ -98,10 +98,15 @@ def normalized(x, mean, a, b):
 
 @triton.jit
 def batch_norm_stats_kernel(
+    # pointers
     x_ptr, stats_ptr,
+    # strides
     sxn, sxc, sxh, sxw,
+    # sizes
     N, C, H, W,
+    # meta-parameters
     HW_FLAT: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """stats[tile, {count, mean, M2}, c] of one (pixels x channels) tile."""
@@ -118,9 +123,13 @@ def batch_norm_stats_kernel(
 
 @triton.jit
 def batch_norm_finalize_kernel(
+    # pointers
     stats_ptr, mean_ptr, invstd_ptr, running_mean_ptr, running_var_ptr, nbt_ptr,
+    # sizes and scalars
     T, C, eps, momentum,
+    # meta-parameters
     UPDATE_RUNNING: tl.constexpr, CUMULATIVE: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Merge stats (T, 3, C) into mean, invstd (C,) (``merge_partials``); update the running
@@ -150,13 +159,19 @@ def batch_norm_finalize_kernel(
 
 @triton.jit
 def batch_norm_normalize_kernel(
+    # pointers
     x_ptr, y_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, nbt_ptr,
+    # strides
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
+    # sizes and scalars
     N, C, H, W, eps,
+    # meta-parameters
     FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
     RELU: tl.constexpr, COUNT_BATCH: tl.constexpr, HW_FLAT: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    # tiles
+    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """y = (x - mean) * invstd * gamma + beta, then ReLU; y may have other strides than x."""
     pid = tl.program_id(0)

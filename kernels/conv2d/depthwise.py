@@ -78,15 +78,20 @@ def _prune_for_stats(configs, named_args, **kwargs):
                  prune_configs_by={"early_config_prune": _prune_for_stats})
 @triton.jit(do_not_specialize=["N", "P_BUCKET"])
 def depthwise_forward_kernel(
+    # pointers
     x_ptr, w_ptr, b_ptr, y_ptr,
     bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, stats_ptr,
+    # strides
     sxn, sxc, sxh, sxw,
     swo, swh, sww, sb,
     syn, syc, syh, syw,
+    # sizes, the convolution's geometry and scalars
     N, H, W, C_out, OH, OW, KH, KW, MULT,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, eps, P_BUCKET,
+    # meta-parameters
     HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """The implicit GEMM's epilogue (kernels.conv2d.epilogue): + bias, per-tile batch-norm
@@ -122,13 +127,19 @@ def depthwise_forward_kernel(
                       "dil_w"])
 @triton.jit(do_not_specialize=["N", "P_BUCKET"])
 def depthwise_input_grad_kernel(
+    # pointers
     dy_ptr, w_ptr, dx_ptr,
+    # strides
     sdyn, sdyc, sdyh, sdyw,
     swo, swh, sww,
     sdxn, sdxc, sdxh, sdxw,
+    # sizes and the convolution's geometry
     N, C_in, H, W, OH, OW, KH, KW, MULT,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, P_BUCKET,
-    ACC_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    # meta-parameters
+    ACC_DTYPE: tl.constexpr,
+    # tiles
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     ci = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -160,13 +171,18 @@ def depthwise_input_grad_kernel(
                       "dil_w", "HAS_BIAS"])
 @triton.jit(do_not_specialize=["N", "R_PER_SPLIT", "R_BUCKET"])
 def depthwise_weight_grad_kernel(
+    # pointers
     dy_ptr, x_ptr, dw_ptr, db_ptr,
+    # strides
     sdyn, sdyc, sdyh, sdyw,
     sxn, sxc, sxh, sxw,
     sws, swo, swh, sww, sbs,
+    # sizes and the convolution's geometry
     N, H, W, C_out, OH, OW, KH, KW, MULT,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, R_PER_SPLIT, R_BUCKET,
+    # meta-parameters
     HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Program (channel block, tap kh*KW+kw, split): dw[split, co, 0, kh, kw] at

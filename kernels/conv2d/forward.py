@@ -94,20 +94,25 @@ def _prune(configs, named_args, **kwargs):
 @interpreter_tiles(BLOCK_N="C_out_g", BLOCK_K=k_span)
 @triton.jit(do_not_specialize=["N", "M_BUCKET"])
 def conv2d_forward_kernel(
+    # pointers
     x_ptr, w_ptr, y_ptr, bias_ptr,
     bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, stats_ptr, k_table_ptr,
+    # strides
     sxn, sxc, sxh, sxw,
     swo, swi, swh, sww,
     syn, syc, syh, syw,
     sb,
+    # sizes, the convolution's geometry and scalars
     N, H, W, C_out, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, c_in_g, C_out_g, K, M_BUCKET, eps,
+    # meta-parameters
     INDEX_64: tl.constexpr, HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
     TAP_MAJOR: tl.constexpr, PACKED: tl.constexpr, C_BLOCK: tl.constexpr,
     EVEN_C: tl.constexpr,
     TAP_BITS: tl.constexpr, ROW_VEC: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    # tiles
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """x: channels_last, w: (C_out, KH, KW, c_in_g) in memory: sxc == swi == 1 (the launcher

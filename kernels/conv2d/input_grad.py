@@ -83,17 +83,22 @@ def _prune(configs, named_args, **kwargs):
 @interpreter_tiles(BLOCK_N="C_in_g", BLOCK_K=k_span)
 @triton.jit(do_not_specialize=["N", "M_BUCKET"])
 def conv2d_input_grad_kernel(
+    # pointers
     dy_ptr, w_ptr, dx_ptr, k_table_ptr,
+    # strides
     sdyn, sdyc, sdyh, sdyw,
     swo, swi, swh, sww,
     sdxn, sdxc, sdxh, sdxw,
+    # sizes and the convolution's geometry
     N, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, step_h, step_w, shift_step_h, shift_step_w,
     groups, C_in_g, C_out_g, K, M_BUCKET,
+    # meta-parameters
     INDEX_64: tl.constexpr, TAP_MAJOR: tl.constexpr, C_BLOCK: tl.constexpr,
     EVEN_C: tl.constexpr, TAP_BITS: tl.constexpr, ROW_VEC: tl.constexpr,
     CHANNELS_LAST: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    # tiles
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dy: channels_last, w: (C_out, KH, KW, C_in_g) in memory, or (C_in, KH, KW, C_out) under

@@ -258,16 +258,21 @@ def _reduce_rows_table(acc, r_begin, r_end, dy_ptr, x_ptr, table_ptr, table_stri
 @interpreter_tiles(BLOCK_M="C_out_g", BLOCK_N=_columns)
 @triton.jit(do_not_specialize=["N", "SPLIT", "R_PER_SPLIT", "R_BUCKET"])
 def conv2d_weight_grad_kernel(
+    # pointers
     dy_ptr, x_ptr, dw_ptr, db_ptr, table_ptr,
+    # strides
     sdyr, sxp,
     sws, swo, swi, swh, sww, sbs,
+    # sizes, the convolution's geometry and the split of the reduction
     N, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_in_g, C_out_g,
     SPLIT, R_PER_SPLIT, R_BUCKET,
+    # meta-parameters
     TAP_MAJOR: tl.constexpr, ROW_TABLE: tl.constexpr, WIDE_TAPS: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
+    # tiles
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dy: (R, C_out) rows of stride sdyr (channels_last); x channels_last (channel stride 1);
@@ -367,10 +372,15 @@ def conv2d_weight_grad_kernel(
 
 @triton.jit(do_not_specialize=["SPLIT"])
 def conv2d_weight_grad_reduce_kernel(
+    # pointers
     pw_ptr, pb_ptr, dw_ptr, db_ptr,
+    # strides
     swo, swi, swh, sww,
+    # sizes
     SPLIT, C_out, C_in_g, KH, KW,
+    # meta-parameters
     HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK_S: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
     """Sum the partial slots in a fixed order and write dw (db) in the weight's layout/dtype.

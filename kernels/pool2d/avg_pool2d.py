@@ -53,13 +53,18 @@ def avg_pool2d_extent(o, size_in, size_out, stride, pad, K, ADAPTIVE: tl.constex
 
 @triton.jit
 def avg_pool2d_forward_kernel(
+    # pointers
     x_ptr, y_ptr,
+    # strides
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
+    # sizes and the pooling's geometry
     total, C, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, divisor,
+    # meta-parameters
     ADAPTIVE: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK: tl.constexpr,
 ):
     offs, mask = block_offsets(total, INDEX_64, BLOCK)
@@ -90,13 +95,18 @@ def avg_pool2d_forward_kernel(
 
 @triton.jit
 def avg_pool2d_backward_kernel(
+    # pointers
     dy_ptr, dx_ptr,
+    # strides
     sdyn, sdyc, sdyh, sdyw,
     sdxn, sdxc, sdxh, sdxw,
+    # sizes and the pooling's geometry
     total, C, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, divisor, JH, JW,
+    # meta-parameters
     ADAPTIVE: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK: tl.constexpr,
 ):
     offs, mask = block_offsets(total, INDEX_64, BLOCK)

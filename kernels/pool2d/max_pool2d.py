@@ -33,13 +33,19 @@ from .geometry import (
 
 @triton.jit
 def max_pool2d_forward_kernel(
+    # pointers
     x_ptr, y_ptr, idx_ptr,
+    # strides
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
+    # sizes and the pooling's geometry
     total, C, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # meta-parameters
     ADAPTIVE: tl.constexpr, STORE_INDICES: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
+    BLOCK: tl.constexpr,
 ):
     offs, mask = block_offsets(total, INDEX_64, BLOCK)
     # y and idx share one layout, so one flat index in y's memory order addresses both.
@@ -74,14 +80,20 @@ def max_pool2d_forward_kernel(
 
 @triton.jit
 def max_pool2d_backward_kernel(
+    # pointers
     dy_ptr, idx_ptr, dx_ptr,
+    # strides
     sdyn, sdyc, sdyh, sdyw,
     sidn, sidc, sidh, sidw,
     sdxn, sdxc, sdxh, sdxw,
+    # sizes and the pooling's geometry
     total, C, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, JH, JW,
+    # meta-parameters
     ADAPTIVE: tl.constexpr, CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    # tiles
+    BLOCK: tl.constexpr,
 ):
     offs, mask = block_offsets(total, INDEX_64, BLOCK)
     n, c, h, w = flat_to_nchw(offs, C, H, W, CHANNELS_LAST)
