@@ -8,7 +8,7 @@ only waste time. Every GPU config here fits sm_80's shared memory for fp32 opera
 
 ``CNN_AUTOTUNE=0`` keeps only the first GPU config of each kernel: no tuning runs and one
 compile per shape. It is for correctness runs on a GPU (the GPU check's tests), where the tile
-does not change the result and ``tests/test_conv2d_gpu_tiles.py`` runs every tile.
+does not change the result and ``tests/kernels/test_conv2d_gpu_tiles.py`` runs every tile.
 """
 import os
 
