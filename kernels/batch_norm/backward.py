@@ -21,7 +21,6 @@ import triton.language as tl
 from ..runtime import accumulator_dtype
 from .forward import (
     channel_affine,
-    load_tile,
     normalized,
     reduce_launch,
     stats_dtype,
@@ -35,26 +34,34 @@ MASK_NONE, MASK_RECOMPUTE = 0, 1  # RELU_MASK: no ReLU, or ReLU mask recomputed 
 
 @triton.jit
 def gated_tile(dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr,
-               sdyn, sdyc, sdyh, sdyw, sxn, sxc, sxh, sxw, C, H, W, eps,
+               sdyn, sdyc, sdyh, sdyw, sxn, sxc, sxh, sxw, son, soc, soh, sow, C, H, W, eps,
                FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-               RELU_MASK: tl.constexpr, HW_FLAT: tl.constexpr, ACC_DTYPE: tl.constexpr,
-               BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+               RELU_MASK: tl.constexpr, HW_FLAT: tl.constexpr, HAS_OUT: tl.constexpr,
+               ACC_DTYPE: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
     """Where both backward kernels start, on tile (program_id(0), program_id(1)):
-    (g, x, mask, c, mask_c, mean, invstd, a) with g = dy where the forward's ReLU passed its
-    input (y > 0, y recomputed from x with the normalize kernel's expression), else 0; the
-    tile's mask; the channels c, mask_c and their mean, invstd and a = invstd * gamma."""
+    (g, x, mask, c, mask_c, mean, invstd, a, out_offs) with g = dy where the forward's ReLU
+    passed its input (y > 0, y recomputed from x with the normalize kernel's expression), else
+    0; the tile's mask; the channels c, mask_c and their mean, invstd and a = invstd * gamma;
+    with HAS_OUT the tile's offsets in an output of strides (son, soc, soh, sow), else x's."""
     pid = tl.program_id(0)
     pid_c = tl.program_id(1)
     c, mask_c = channel_block(pid_c, C, BLOCK_C)
     mean, invstd, a, b = channel_affine(mean_ptr, scale_ptr, weight_ptr, bias_ptr, c, mask_c,
                                         eps, FROM_VAR, HAS_WEIGHT, HAS_BIAS, ACC_DTYPE)
-    dy, mask = load_tile(dy_ptr, pid, sdyn, sdyc, sdyh, sdyw, pid_c, H, W, C, HW_FLAT,
-                         ACC_DTYPE, BLOCK_HW, BLOCK_C)
-    x, _ = load_tile(x_ptr, pid, sxn, sxc, sxh, sxw, pid_c, H, W, C, HW_FLAT, ACC_DTYPE,
-                     BLOCK_HW, BLOCK_C)
+    dy_offs, mask_hw, _ = tile_offsets(pid, sdyn, sdyc, sdyh, sdyw, pid_c, H * W, W, C,
+                                       HW_FLAT, BLOCK_HW, BLOCK_C)
+    x_offs, _, _ = tile_offsets(pid, sxn, sxc, sxh, sxw, pid_c, H * W, W, C,
+                                HW_FLAT, BLOCK_HW, BLOCK_C)
+    out_offs = x_offs
+    if HAS_OUT:
+        out_offs, _, _ = tile_offsets(pid, son, soc, soh, sow, pid_c, H * W, W, C,
+                                      HW_FLAT, BLOCK_HW, BLOCK_C)
+    mask = mask_hw[:, None] & mask_c[None, :]
+    dy = tl.load(dy_ptr + dy_offs, mask=mask, other=0.0).to(ACC_DTYPE)
+    x = tl.load(x_ptr + x_offs, mask=mask, other=0.0).to(ACC_DTYPE)
     if RELU_MASK == 1:
         dy = tl.where(normalized(x, mean, a, b) > 0.0, dy, 0.0)
-    return dy, x, mask, c, mask_c, mean, invstd, a
+    return dy, x, mask, c, mask_c, mean, invstd, a, out_offs
 
 
 @triton.jit
@@ -73,10 +80,10 @@ def batch_norm_backward_reduce_kernel(
     BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """partial[tile, 0, c] = sum g, partial[tile, 1, c] = sum g * xhat over one tile."""
-    g, x, mask, c, mask_c, mean, invstd, _ = gated_tile(
+    g, x, mask, c, mask_c, mean, invstd, _, _ = gated_tile(
         dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, sdyn, sdyc, sdyh, sdyw,
-        sxn, sxc, sxh, sxw, C, H, W, eps, FROM_VAR, HAS_WEIGHT, HAS_BIAS, RELU_MASK, HW_FLAT,
-        ACC_DTYPE, BLOCK_HW, BLOCK_C)
+        sxn, sxc, sxh, sxw, 0, 0, 0, 0, C, H, W, eps, FROM_VAR, HAS_WEIGHT, HAS_BIAS,
+        RELU_MASK, HW_FLAT, False, ACC_DTYPE, BLOCK_HW, BLOCK_C)
     g = tl.where(mask, g, 0.0)
     xhat = (x - mean[None, :]) * invstd[None, :]
     row = partial_ptr + tl.program_id(0).to(tl.int64) * 2 * C + c
@@ -131,10 +138,10 @@ def batch_norm_backward_input_kernel(
 ):
     """dx = gamma * invstd * (g - dbeta / M - xhat * dgamma / M) (training), or
     gamma * invstd * g (evaluation)."""
-    g, x, mask, c, mask_c, mean, invstd, a = gated_tile(
+    g, x, mask, c, mask_c, mean, invstd, a, dx_offs = gated_tile(
         dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, sdyn, sdyc, sdyh, sdyw,
-        sxn, sxc, sxh, sxw, C, H, W, eps, FROM_VAR, HAS_WEIGHT, HAS_BIAS, RELU_MASK, HW_FLAT,
-        ACC_DTYPE, BLOCK_HW, BLOCK_C)
+        sxn, sxc, sxh, sxw, sdxn, sdxc, sdxh, sdxw, C, H, W, eps, FROM_VAR, HAS_WEIGHT,
+        HAS_BIAS, RELU_MASK, HW_FLAT, True, ACC_DTYPE, BLOCK_HW, BLOCK_C)
     if TRAINING:
         # M in ACC_DTYPE without an int32 product (sizes of 1 arrive as constexprs)
         inv_m = 1.0 / ((tl.zeros((BLOCK_C,), dtype=ACC_DTYPE) + N) * H * W)
@@ -143,8 +150,6 @@ def batch_norm_backward_input_kernel(
         xhat = (x - mean[None, :]) * invstd[None, :]
         g = g - mean_g[None, :] - xhat * mean_gx[None, :]
     dx = g * a[None, :]
-    dx_offs, _, _ = tile_offsets(tl.program_id(0), sdxn, sdxc, sdxh, sdxw, tl.program_id(1),
-                                 H * W, W, C, HW_FLAT, BLOCK_HW, BLOCK_C)
     tl.store(dx_ptr + dx_offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 

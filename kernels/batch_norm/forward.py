@@ -48,25 +48,13 @@ def tile_offsets(pid, n_stride, c_stride, h_stride, w_stride, pid_c, HW, W, C,
     hw_blocks = tl.cdiv(HW, BLOCK_HW)
     n = pid // hw_blocks
     hw = (pid % hw_blocks) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    c, mask_c = channel_block(pid_c, C, BLOCK_C)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     if HW_FLAT:
         pix = hw.to(tl.int64) * w_stride
     else:
         pix = (hw // W).to(tl.int64) * h_stride + (hw % W).to(tl.int64) * w_stride
     offs = n.to(tl.int64) * n_stride + pix[:, None] + c.to(tl.int64)[None, :] * c_stride
-    return offs, hw < HW, mask_c
-
-
-@triton.jit
-def load_tile(ptr, pid, n_stride, c_stride, h_stride, w_stride, pid_c, H, W, C,
-              HW_FLAT: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_HW: tl.constexpr,
-              BLOCK_C: tl.constexpr):
-    """Tile (pid, pid_c) of a (N, C, H, W) tensor (see tile_offsets) in ACC_DTYPE, zero where
-    masked, and its mask."""
-    offs, mask_hw, mask_c = tile_offsets(pid, n_stride, c_stride, h_stride, w_stride, pid_c,
-                                         H * W, W, C, HW_FLAT, BLOCK_HW, BLOCK_C)
-    mask = mask_hw[:, None] & mask_c[None, :]
-    return tl.load(ptr + offs, mask=mask, other=0.0).to(ACC_DTYPE), mask
+    return offs, hw < HW, c < C
 
 
 @triton.jit
@@ -179,10 +167,12 @@ def batch_norm_normalize_kernel(
     c, mask_c = channel_block(pid_c, C, BLOCK_C)
     mean, _, a, b = channel_affine(mean_ptr, scale_ptr, weight_ptr, bias_ptr, c, mask_c, eps,
                                    FROM_VAR, HAS_WEIGHT, HAS_BIAS, ACC_DTYPE)
-    x, mask = load_tile(x_ptr, pid, sxn, sxc, sxh, sxw, pid_c, H, W, C, HW_FLAT, ACC_DTYPE,
-                        BLOCK_HW, BLOCK_C)
+    x_offs, mask_hw, _ = tile_offsets(pid, sxn, sxc, sxh, sxw, pid_c, H * W, W, C,
+                                      HW_FLAT, BLOCK_HW, BLOCK_C)
     y_offs, _, _ = tile_offsets(pid, syn, syc, syh, syw, pid_c, H * W, W, C,
                                 HW_FLAT, BLOCK_HW, BLOCK_C)
+    mask = mask_hw[:, None] & mask_c[None, :]
+    x = tl.load(x_ptr + x_offs, mask=mask, other=0.0).to(ACC_DTYPE)
     y = normalized(x, mean, a, b)
     if RELU:
         y = tl.where(y < 0.0, 0.0, y)  # torch's relu: NaN and -0.0 pass through
