@@ -31,12 +31,18 @@ def strided_offsets(idx, s0, s1, s2, s3, S1, S2, S3):
 
 @triton.jit
 def relu_kernel(
+    # pointers
     x_ptr, grad_ptr, out_ptr,
+    # strides
     sx0, sx1, sx2, sx3,
     sg0, sg1, sg2, sg3,
     so0, so1, so2, so3,
+    # sizes
     S1, S2, S3, numel,
-    BACKWARD: tl.constexpr, DENSE: tl.constexpr, UPCAST: tl.constexpr, BLOCK: tl.constexpr,
+    # meta-parameters
+    BACKWARD: tl.constexpr, DENSE: tl.constexpr, UPCAST: tl.constexpr,
+    # tiles
+    BLOCK: tl.constexpr,
 ):
     """out = relu(x), or (BACKWARD) out = where(x > 0, grad, 0) with x the forward's output."""
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)

@@ -65,13 +65,7 @@ if INTERPRET:
     if _conflict:
         raise RuntimeError(_conflict)
 
-_TL_DTYPES = {
-    torch.float16: tl.float16,
-    torch.bfloat16: tl.bfloat16,
-    torch.float32: tl.float32,
-    torch.float64: tl.float64,
-}
-FLOAT_DTYPES = tuple(_TL_DTYPES)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def accumulator_dtype(dtype: torch.dtype):
@@ -107,8 +101,18 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def dot_upcast(dtype: torch.dtype) -> bool:
-    """The interpreter's ``tl.dot`` multiplies bfloat16 bit patterns; cast to fp32 there."""
+    """The interpreter's ``tl.dot`` multiplies bfloat16 bit patterns; cast to fp32 there
+    (the kernels' UPCAST, see ``upcast_dot``)."""
     return INTERPRET and dtype == torch.bfloat16
+
+
+@triton.jit
+def upcast_dot(a, b, acc, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """acc + a @ b in acc's dtype (``tl.dot``); UPCAST: a and b in fp32 first."""
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
 
 
 def check_device(*tensors: torch.Tensor) -> None:

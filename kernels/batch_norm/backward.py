@@ -18,79 +18,97 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import cdiv, next_power_of_2
+from ..runtime import accumulator_dtype
 from .forward import (
-    GPU_WARPS,
-    REDUCE_BLOCK_C,
-    REDUCE_BLOCK_T,
-    _tl_acc,
     channel_affine,
-    spatial_strides,
+    normalized,
+    reduce_launch,
     stats_dtype,
-    tile_config,
+    tile_launch,
     tile_offsets,
 )
+from .statistics import channel_block, partial_rows
 
 MASK_NONE, MASK_RECOMPUTE = 0, 1  # RELU_MASK: no ReLU, or ReLU mask recomputed from x
 
 
 @triton.jit
-def relu_gate(dy, x, mean, a, b, RELU_MASK: tl.constexpr):
-    """g = dy where the forward's ReLU passed its input (y > 0), else 0."""
-    if RELU_MASK == 1:
-        y = (x - mean[None, :]) * a[None, :] + b[None, :]  # the normalize kernel's expression
-        dy = tl.where(y > 0.0, dy, 0.0)
-    return dy
-
-
-@triton.jit
-def batch_norm_backward_reduce_kernel(
-    dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, partial_ptr,
-    sdyn, sdyc, sdyh, sdyw,
-    sxn, sxc, sxh, sxw,
-    N, C, H, W, eps,
-    FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-    RELU_MASK: tl.constexpr, HW_FLAT: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """partial[tile, 0, c] = sum g, partial[tile, 1, c] = sum g * xhat over one tile."""
+def gated_tile(dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr,
+               sdyn, sdyc, sdyh, sdyw, sxn, sxc, sxh, sxw, son, soc, soh, sow, C, H, W, eps,
+               FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+               RELU_MASK: tl.constexpr, HW_FLAT: tl.constexpr, HAS_OUT: tl.constexpr,
+               ACC_DTYPE: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Where both backward kernels start, on tile (program_id(0), program_id(1)):
+    (g, x, mask, c, mask_c, mean, invstd, a, out_offs) with g = dy where the forward's ReLU
+    passed its input (y > 0, y recomputed from x with the normalize kernel's expression), else
+    0; the tile's mask; the channels c, mask_c and their mean, invstd and a = invstd * gamma;
+    with HAS_OUT the tile's offsets in an output of strides (son, soc, soh, sow), else x's."""
     pid = tl.program_id(0)
     pid_c = tl.program_id(1)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = c < C
+    c, mask_c = channel_block(pid_c, C, BLOCK_C)
     mean, invstd, a, b = channel_affine(mean_ptr, scale_ptr, weight_ptr, bias_ptr, c, mask_c,
                                         eps, FROM_VAR, HAS_WEIGHT, HAS_BIAS, ACC_DTYPE)
     dy_offs, mask_hw, _ = tile_offsets(pid, sdyn, sdyc, sdyh, sdyw, pid_c, H * W, W, C,
                                        HW_FLAT, BLOCK_HW, BLOCK_C)
     x_offs, _, _ = tile_offsets(pid, sxn, sxc, sxh, sxw, pid_c, H * W, W, C,
                                 HW_FLAT, BLOCK_HW, BLOCK_C)
+    out_offs = x_offs
+    if HAS_OUT:
+        out_offs, _, _ = tile_offsets(pid, son, soc, soh, sow, pid_c, H * W, W, C,
+                                      HW_FLAT, BLOCK_HW, BLOCK_C)
     mask = mask_hw[:, None] & mask_c[None, :]
     dy = tl.load(dy_ptr + dy_offs, mask=mask, other=0.0).to(ACC_DTYPE)
     x = tl.load(x_ptr + x_offs, mask=mask, other=0.0).to(ACC_DTYPE)
-    g = tl.where(mask, relu_gate(dy, x, mean, a, b, RELU_MASK), 0.0)
+    if RELU_MASK == 1:
+        dy = tl.where(normalized(x, mean, a, b) > 0.0, dy, 0.0)
+    return dy, x, mask, c, mask_c, mean, invstd, a, out_offs
+
+
+@triton.jit
+def batch_norm_backward_reduce_kernel(
+    # pointers
+    dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, partial_ptr,
+    # strides
+    sdyn, sdyc, sdyh, sdyw,
+    sxn, sxc, sxh, sxw,
+    # sizes and scalars
+    N, C, H, W, eps,
+    # meta-parameters
+    FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    RELU_MASK: tl.constexpr, HW_FLAT: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
+    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """partial[tile, 0, c] = sum g, partial[tile, 1, c] = sum g * xhat over one tile."""
+    g, x, mask, c, mask_c, mean, invstd, _, _ = gated_tile(
+        dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, sdyn, sdyc, sdyh, sdyw,
+        sxn, sxc, sxh, sxw, 0, 0, 0, 0, C, H, W, eps, FROM_VAR, HAS_WEIGHT, HAS_BIAS,
+        RELU_MASK, HW_FLAT, False, ACC_DTYPE, BLOCK_HW, BLOCK_C)
+    g = tl.where(mask, g, 0.0)
     xhat = (x - mean[None, :]) * invstd[None, :]
-    row = partial_ptr + pid.to(tl.int64) * 2 * C + c
+    row = partial_ptr + tl.program_id(0).to(tl.int64) * 2 * C + c
     tl.store(row, tl.sum(g, axis=0), mask=mask_c)
     tl.store(row + C, tl.sum(g * xhat, axis=0), mask=mask_c)
 
 
 @triton.jit
 def batch_norm_backward_sums_kernel(
+    # pointers
     partial_ptr, sums_ptr, dweight_ptr, dbias_ptr,
+    # sizes
     T, C,
+    # meta-parameters
     WRITE_WEIGHT: tl.constexpr, WRITE_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """sums[0] = dbeta = sum_t partial[t, 0], sums[1] = dgamma = sum_t partial[t, 1], in a
     fixed order; also stored in the parameters' dtype as their gradients."""
-    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = c < C
+    c, mask_c = channel_block(tl.program_id(0), C, BLOCK_C)
     sum_g = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
     sum_gx = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
     for t0 in range(0, T, BLOCK_T):
-        t = t0 + tl.arange(0, BLOCK_T)
-        mask = (t < T)[:, None] & mask_c[None, :]
-        rows = partial_ptr + t.to(tl.int64)[:, None] * 2 * C + c[None, :]
+        rows, mask = partial_rows(partial_ptr, t0, T, c, mask_c, C, 2, BLOCK_T)
         sum_g += tl.sum(tl.load(rows, mask=mask, other=0.0).to(ACC_DTYPE), axis=0)
         sum_gx += tl.sum(tl.load(rows + C, mask=mask, other=0.0).to(ACC_DTYPE), axis=0)
     tl.store(sums_ptr + c, sum_g, mask=mask_c)
@@ -103,33 +121,27 @@ def batch_norm_backward_sums_kernel(
 
 @triton.jit
 def batch_norm_backward_input_kernel(
+    # pointers
     dy_ptr, x_ptr, dx_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, sums_ptr,
+    # strides
     sdyn, sdyc, sdyh, sdyw,
     sxn, sxc, sxh, sxw,
     sdxn, sdxc, sdxh, sdxw,
+    # sizes and scalars
     N, C, H, W, eps,
+    # meta-parameters
     TRAINING: tl.constexpr, FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr, RELU_MASK: tl.constexpr, HW_FLAT: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    # tiles
+    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """dx = gamma * invstd * (g - dbeta / M - xhat * dgamma / M) (training), or
     gamma * invstd * g (evaluation)."""
-    pid = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = c < C
-    mean, invstd, a, b = channel_affine(mean_ptr, scale_ptr, weight_ptr, bias_ptr, c, mask_c,
-                                        eps, FROM_VAR, HAS_WEIGHT, HAS_BIAS, ACC_DTYPE)
-    dy_offs, mask_hw, _ = tile_offsets(pid, sdyn, sdyc, sdyh, sdyw, pid_c, H * W, W, C,
-                                       HW_FLAT, BLOCK_HW, BLOCK_C)
-    x_offs, _, _ = tile_offsets(pid, sxn, sxc, sxh, sxw, pid_c, H * W, W, C,
-                                HW_FLAT, BLOCK_HW, BLOCK_C)
-    dx_offs, _, _ = tile_offsets(pid, sdxn, sdxc, sdxh, sdxw, pid_c, H * W, W, C,
-                                 HW_FLAT, BLOCK_HW, BLOCK_C)
-    mask = mask_hw[:, None] & mask_c[None, :]
-    dy = tl.load(dy_ptr + dy_offs, mask=mask, other=0.0).to(ACC_DTYPE)
-    x = tl.load(x_ptr + x_offs, mask=mask, other=0.0).to(ACC_DTYPE)
-    g = relu_gate(dy, x, mean, a, b, RELU_MASK)
+    g, x, mask, c, mask_c, mean, invstd, a, dx_offs = gated_tile(
+        dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, sdyn, sdyc, sdyh, sdyw,
+        sxn, sxc, sxh, sxw, sdxn, sdxc, sdxh, sdxw, C, H, W, eps, FROM_VAR, HAS_WEIGHT,
+        HAS_BIAS, RELU_MASK, HW_FLAT, True, ACC_DTYPE, BLOCK_HW, BLOCK_C)
     if TRAINING:
         # M in ACC_DTYPE without an int32 product (sizes of 1 arrive as constexprs)
         inv_m = 1.0 / ((tl.zeros((BLOCK_C,), dtype=ACC_DTYPE) + N) * H * W)
@@ -152,21 +164,15 @@ def batch_norm_backward_reduce(dy: torch.Tensor, x: torch.Tensor, mean: torch.Te
     dy, x: (N, C, H, W) any strides, not empty; mean, scale (invstd, or variance when
     from_var), weight, bias: (C,) as in the forward."""
     n, c, h, w = x.shape
-    block_hw, block_c = tile_config(x)
-    tiles = n * cdiv(h * w, block_hw)
-    partial = torch.empty((tiles, 2, c), device=x.device, dtype=stats_dtype(x.dtype))
-    if tiles == 0:
+    grid, strides, options = tile_launch(x, dy, x)
+    partial = torch.empty((grid[0], 2, c), device=x.device, dtype=stats_dtype(x.dtype))
+    if grid[0] == 0:
         return partial  # empty input: the sums come out zero
-    sdyh, sdyw, dy_flat = spatial_strides(dy)
-    sxh, sxw, x_flat = spatial_strides(x)
-    batch_norm_backward_reduce_kernel[(tiles, cdiv(c, block_c))](
+    batch_norm_backward_reduce_kernel[grid](
         dy, x, mean, scale, weight if weight is not None else mean,
-        bias if bias is not None else mean, partial,
-        dy.stride(0), dy.stride(1), sdyh, sdyw, x.stride(0), x.stride(1), sxh, sxw,
-        n, c, h, w, float(eps),
+        bias if bias is not None else mean, partial, *strides, n, c, h, w, float(eps),
         FROM_VAR=from_var, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-        RELU_MASK=relu_mask, HW_FLAT=dy_flat and x_flat, ACC_DTYPE=_tl_acc(x.dtype),
-        BLOCK_HW=block_hw, BLOCK_C=block_c, num_warps=GPU_WARPS,
+        RELU_MASK=relu_mask, ACC_DTYPE=accumulator_dtype(x.dtype), **options,
     )
     return partial
 
@@ -179,13 +185,12 @@ def batch_norm_backward_sums(partial: torch.Tensor, weight=None, bias=None, *,
     sums = torch.empty((2, c), device=partial.device, dtype=partial.dtype)
     dweight = torch.empty_like(weight) if need_weight else None
     dbias = torch.empty_like(bias) if need_bias else None
-    block_c = min(REDUCE_BLOCK_C, next_power_of_2(c))
-    block_t = min(REDUCE_BLOCK_T, next_power_of_2(tiles))
-    batch_norm_backward_sums_kernel[(cdiv(c, block_c),)](
+    grid, options = reduce_launch(tiles, c)
+    batch_norm_backward_sums_kernel[grid](
         partial, sums, dweight if need_weight else sums, dbias if need_bias else sums,
         tiles, c,
-        WRITE_WEIGHT=need_weight, WRITE_BIAS=need_bias, ACC_DTYPE=_tl_acc(partial.dtype),
-        BLOCK_T=block_t, BLOCK_C=block_c, num_warps=GPU_WARPS,
+        WRITE_WEIGHT=need_weight, WRITE_BIAS=need_bias,
+        ACC_DTYPE=accumulator_dtype(partial.dtype), **options,
     )
     return sums, dweight, dbias
 
@@ -199,20 +204,14 @@ def batch_norm_backward_input(dy: torch.Tensor, x: torch.Tensor, out: torch.Tens
     n, c, h, w = x.shape
     if x.numel() == 0:
         return out
-    block_hw, block_c = tile_config(x)
-    sdyh, sdyw, dy_flat = spatial_strides(dy)
-    sxh, sxw, x_flat = spatial_strides(x)
-    sdxh, sdxw, dx_flat = spatial_strides(out)
-    batch_norm_backward_input_kernel[(n * cdiv(h * w, block_hw), cdiv(c, block_c))](
+    grid, strides, options = tile_launch(x, dy, x, out)
+    batch_norm_backward_input_kernel[grid](
         dy, x, out, mean, scale, weight if weight is not None else mean,
         bias if bias is not None else mean, sums if training else mean,
-        dy.stride(0), dy.stride(1), sdyh, sdyw, x.stride(0), x.stride(1), sxh, sxw,
-        out.stride(0), out.stride(1), sdxh, sdxw,
-        n, c, h, w, float(eps),
+        *strides, n, c, h, w, float(eps),
         TRAINING=training, FROM_VAR=from_var, HAS_WEIGHT=weight is not None,
-        HAS_BIAS=bias is not None, RELU_MASK=relu_mask,
-        HW_FLAT=dy_flat and x_flat and dx_flat, ACC_DTYPE=_tl_acc(x.dtype),
-        BLOCK_HW=block_hw, BLOCK_C=block_c, num_warps=GPU_WARPS,
+        HAS_BIAS=bias is not None, RELU_MASK=relu_mask, ACC_DTYPE=accumulator_dtype(x.dtype),
+        **options,
     )
     return out
 

@@ -13,9 +13,7 @@ Three kernels, three launches in training:
              deviations from the tile's mean) per channel into partials (tiles, 3, C): the
              layout conv2d_forward's STATS epilogue writes, so fused conv + BN shares the rest.
   finalize   one program per channel block merges the partials with Chan's parallel formula
-                 n = na + nb,  d = mean_b - mean_a,  mean = mean_a + d * nb / n,
-                 M2 = M2a + M2b + d^2 * na * nb / n
-             (no E[x^2] - E[x]^2 cancellation), writes mean and invstd, updates running stats.
+             (``kernels.batch_norm.statistics``), writes mean and invstd, updates running stats.
   normalize  y = (x - mean) * invstd * gamma + beta (+ ReLU); in evaluation it reads the
              running stats directly (FROM_VAR), so evaluation is this one launch. It also
              advances num_batches_tracked (program 0), after finalize has read it.
@@ -25,7 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import INTERPRET, cdiv, next_power_of_2
+from ..runtime import INTERPRET, accumulator_dtype, cdiv, next_power_of_2
+from .statistics import channel_block, merge_partials, write_partial
 
 # Elements per (pixels x channels) tile: the interpreter pays per program, so big tiles there;
 # on a GPU 2048 (16 a thread at 4 warps) keeps the three 64-bit pointer tiles of the backward
@@ -80,11 +79,22 @@ def channel_affine(mean_ptr, scale_ptr, weight_ptr, bias_ptr, c, mask_c, eps,
 
 
 @triton.jit
+def normalized(x, mean, a, b):
+    """y = (x - mean) * a + b of a (pixels x channels) tile, per channel."""
+    return (x - mean[None, :]) * a[None, :] + b[None, :]
+
+
+@triton.jit
 def batch_norm_stats_kernel(
+    # pointers
     x_ptr, stats_ptr,
+    # strides
     sxn, sxc, sxh, sxw,
+    # sizes
     N, C, H, W,
+    # meta-parameters
     HW_FLAT: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """stats[tile, {count, mean, M2}, c] of one (pixels x channels) tile."""
@@ -95,51 +105,26 @@ def batch_norm_stats_kernel(
                                          HW_FLAT, BLOCK_HW, BLOCK_C)
     mask = mask_hw[:, None] & mask_c[None, :]
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC_DTYPE)
-    count = tl.sum(mask_hw.to(ACC_DTYPE), axis=0)
-    mean = tl.sum(x, axis=0) / count
-    dev = tl.where(mask, x - mean[None, :], 0.0)
-    m2 = tl.sum(dev * dev, axis=0)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    row = stats_ptr + pid.to(tl.int64) * 3 * C + c
-    tl.store(row, tl.zeros_like(mean) + count, mask=mask_c)
-    tl.store(row + C, mean, mask=mask_c)
-    tl.store(row + 2 * C, m2, mask=mask_c)
+    c, _ = channel_block(pid_c, C, BLOCK_C)
+    write_partial(stats_ptr, pid, x, mask, mask_hw, c, mask_c, C)
 
 
 @triton.jit
 def batch_norm_finalize_kernel(
+    # pointers
     stats_ptr, mean_ptr, invstd_ptr, running_mean_ptr, running_var_ptr, nbt_ptr,
+    # sizes and scalars
     T, C, eps, momentum,
+    # meta-parameters
     UPDATE_RUNNING: tl.constexpr, CUMULATIVE: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """Merge stats (T, 3, C) into mean, invstd (C,); update the running stats.
-
-    Each step takes BLOCK_T partials at once: their merged count, mean (count-weighted) and
-    M2 = sum M2_i + sum n_i (mean_i - mean)^2 (exact, no cancellation), then folds that block
-    into the running total with Chan's pairwise formula."""
-    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = c < C
-    n_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
-    mean_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
-    m2_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
-    for t0 in range(0, T, BLOCK_T):
-        t = t0 + tl.arange(0, BLOCK_T)
-        mask = (t < T)[:, None] & mask_c[None, :]
-        rows = stats_ptr + t.to(tl.int64)[:, None] * 3 * C + c[None, :]
-        cnt = tl.load(rows, mask=mask, other=0.0).to(ACC_DTYPE)
-        mu = tl.load(rows + C, mask=mask, other=0.0).to(ACC_DTYPE)
-        m2 = tl.load(rows + 2 * C, mask=mask, other=0.0).to(ACC_DTYPE)
-        n_blk = tl.sum(cnt, axis=0)
-        mean_blk = tl.sum(cnt * mu, axis=0) / tl.maximum(n_blk, 1.0)
-        d_blk = tl.where(mask, mu - mean_blk[None, :], 0.0)
-        m2_blk = tl.sum(m2, axis=0) + tl.sum(cnt * d_blk * d_blk, axis=0)
-        n_new = n_acc + n_blk
-        frac = tl.where(n_new > 0, n_blk / tl.maximum(n_new, 1.0), 0.0)
-        delta = mean_blk - mean_acc
-        mean_acc = mean_acc + delta * frac
-        m2_acc = m2_acc + m2_blk + delta * delta * n_acc * frac
-        n_acc = n_new
+    """Merge stats (T, 3, C) into mean, invstd (C,) (``merge_partials``); update the running
+    stats."""
+    c, mask_c = channel_block(tl.program_id(0), C, BLOCK_C)
+    n_acc, mean_acc, m2_acc = merge_partials(stats_ptr, T, C, c, mask_c, ACC_DTYPE, BLOCK_T,
+                                             BLOCK_C)
     invstd = 1.0 / tl.sqrt(m2_acc / tl.maximum(n_acc, 1.0) + eps)
     tl.store(mean_ptr + c, mean_acc, mask=mask_c)
     tl.store(invstd_ptr + c, invstd, mask=mask_c)
@@ -162,28 +147,33 @@ def batch_norm_finalize_kernel(
 
 @triton.jit
 def batch_norm_normalize_kernel(
+    # pointers
     x_ptr, y_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, nbt_ptr,
+    # strides
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
+    # sizes and scalars
     N, C, H, W, eps,
+    # meta-parameters
     FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
     RELU: tl.constexpr, COUNT_BATCH: tl.constexpr, HW_FLAT: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    # tiles
+    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """y = (x - mean) * invstd * gamma + beta, then ReLU; y may have other strides than x."""
     pid = tl.program_id(0)
     pid_c = tl.program_id(1)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = c < C
-    mean, invstd, a, b = channel_affine(mean_ptr, scale_ptr, weight_ptr, bias_ptr, c, mask_c,
-                                        eps, FROM_VAR, HAS_WEIGHT, HAS_BIAS, ACC_DTYPE)
+    c, mask_c = channel_block(pid_c, C, BLOCK_C)
+    mean, _, a, b = channel_affine(mean_ptr, scale_ptr, weight_ptr, bias_ptr, c, mask_c, eps,
+                                   FROM_VAR, HAS_WEIGHT, HAS_BIAS, ACC_DTYPE)
     x_offs, mask_hw, _ = tile_offsets(pid, sxn, sxc, sxh, sxw, pid_c, H * W, W, C,
                                       HW_FLAT, BLOCK_HW, BLOCK_C)
     y_offs, _, _ = tile_offsets(pid, syn, syc, syh, syw, pid_c, H * W, W, C,
                                 HW_FLAT, BLOCK_HW, BLOCK_C)
     mask = mask_hw[:, None] & mask_c[None, :]
     x = tl.load(x_ptr + x_offs, mask=mask, other=0.0).to(ACC_DTYPE)
-    y = (x - mean[None, :]) * a[None, :] + b[None, :]
+    y = normalized(x, mean, a, b)
     if RELU:
         y = tl.where(y < 0.0, 0.0, y)  # torch's relu: NaN and -0.0 pass through
     tl.store(y_ptr + y_offs, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -197,10 +187,6 @@ def batch_norm_normalize_kernel(
 def stats_dtype(dtype: torch.dtype) -> torch.dtype:
     """Statistics are fp32, or fp64 for fp64 input."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _tl_acc(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 def spatial_strides(t: torch.Tensor):
@@ -230,19 +216,42 @@ def tile_config(t: torch.Tensor):
     return block_hw, min(c_p2, TILE_ELEMENTS // block_hw)
 
 
+def tile_launch(x: torch.Tensor, *tensors: torch.Tensor):
+    """(grid, strides, options) of a launch over the (pixels x channels) tiles of x (N, C, H, W)
+    (``tile_config``) that reads or writes ``tensors`` of x's shape, any strides each: strides
+    lists each tensor's (n, c, h, w) strides in turn (h and w as ``spatial_strides`` gives
+    them), options the HW_FLAT (every tensor's h and w merge), BLOCK_HW, BLOCK_C and num_warps
+    launch arguments. grid[0] is the number of pixel tiles."""
+    n, c, h, w = x.shape
+    block_hw, block_c = tile_config(x)
+    strides, flat = [], True
+    for t in tensors:
+        sh, sw, t_flat = spatial_strides(t)
+        strides += [t.stride(0), t.stride(1), sh, sw]
+        flat = flat and t_flat
+    grid = (n * cdiv(h * w, block_hw), cdiv(c, block_c))
+    return grid, strides, dict(HW_FLAT=flat, BLOCK_HW=block_hw, BLOCK_C=block_c,
+                               num_warps=GPU_WARPS)
+
+
+def reduce_launch(tiles: int, channels: int):
+    """(grid, options) of a launch that reduces partials (tiles, rows, channels) over the tiles:
+    one program per REDUCE_BLOCK_C channels, REDUCE_BLOCK_T partials a step; options are the
+    BLOCK_T, BLOCK_C and num_warps launch arguments."""
+    block_c = min(REDUCE_BLOCK_C, next_power_of_2(channels))
+    block_t = min(REDUCE_BLOCK_T, next_power_of_2(tiles))
+    return (cdiv(channels, block_c),), dict(BLOCK_T=block_t, BLOCK_C=block_c,
+                                            num_warps=GPU_WARPS)
+
+
 def batch_norm_stats(x: torch.Tensor) -> torch.Tensor:
     """Partial statistics of x (N, C, H, W), any strides: (tiles, 3, C) of (count, mean, M2),
     fp32 (fp64 for fp64). x must not be empty."""
     n, c, h, w = x.shape
-    block_hw, block_c = tile_config(x)
-    tiles = n * cdiv(h * w, block_hw)
-    stats = torch.empty((tiles, 3, c), device=x.device, dtype=stats_dtype(x.dtype))
-    sh, sw, flat = spatial_strides(x)
-    batch_norm_stats_kernel[(tiles, cdiv(c, block_c))](
-        x, stats, x.stride(0), x.stride(1), sh, sw, n, c, h, w,
-        HW_FLAT=flat, ACC_DTYPE=_tl_acc(x.dtype), BLOCK_HW=block_hw, BLOCK_C=block_c,
-        num_warps=GPU_WARPS,
-    )
+    grid, strides, options = tile_launch(x, x)
+    stats = torch.empty((grid[0], 3, c), device=x.device, dtype=stats_dtype(x.dtype))
+    batch_norm_stats_kernel[grid](x, stats, *strides, n, c, h, w,
+                                  ACC_DTYPE=accumulator_dtype(x.dtype), **options)
     return stats
 
 
@@ -260,15 +269,14 @@ def batch_norm_finalize(stats: torch.Tensor, running_mean=None, running_var=None
     cumulative = update and momentum is None
     if cumulative and num_batches_tracked is None:
         raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
-    block_c = min(REDUCE_BLOCK_C, next_power_of_2(c))
-    block_t = min(REDUCE_BLOCK_T, next_power_of_2(tiles))
-    batch_norm_finalize_kernel[(cdiv(c, block_c),)](
+    grid, options = reduce_launch(tiles, c)
+    batch_norm_finalize_kernel[grid](
         stats, mean, invstd,
         running_mean if update else mean, running_var if update else mean,
         num_batches_tracked if cumulative else mean,
         tiles, c, float(eps), float(momentum or 0.0),
-        UPDATE_RUNNING=update, CUMULATIVE=cumulative, ACC_DTYPE=_tl_acc(stats.dtype),
-        BLOCK_T=block_t, BLOCK_C=block_c, num_warps=GPU_WARPS,
+        UPDATE_RUNNING=update, CUMULATIVE=cumulative, ACC_DTYPE=accumulator_dtype(stats.dtype),
+        **options,
     )
     return mean, invstd
 
@@ -285,23 +293,19 @@ def batch_norm_normalize(x: torch.Tensor, out: torch.Tensor, mean: torch.Tensor,
     n, c, h, w = x.shape
     if x.numel() == 0:
         return out
-    block_hw, block_c = tile_config(x)
-    sxh, sxw, x_flat = spatial_strides(x)
-    syh, syw, y_flat = spatial_strides(out)
-    batch_norm_normalize_kernel[(n * cdiv(h * w, block_hw), cdiv(c, block_c))](
+    grid, strides, options = tile_launch(x, x, out)
+    batch_norm_normalize_kernel[grid](
         x, out, mean, scale,
         weight if weight is not None else mean, bias if bias is not None else mean,
         num_batches_tracked if num_batches_tracked is not None else mean,
-        x.stride(0), x.stride(1), sxh, sxw, out.stride(0), out.stride(1), syh, syw,
-        n, c, h, w, float(eps),
+        *strides, n, c, h, w, float(eps),
         FROM_VAR=from_var, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-        RELU=relu, COUNT_BATCH=num_batches_tracked is not None, HW_FLAT=x_flat and y_flat,
-        ACC_DTYPE=_tl_acc(x.dtype), BLOCK_HW=block_hw, BLOCK_C=block_c,
-        num_warps=GPU_WARPS,
+        RELU=relu, COUNT_BATCH=num_batches_tracked is not None,
+        ACC_DTYPE=accumulator_dtype(x.dtype), **options,
     )
     return out
 
 
 __all__ = ["batch_norm_stats", "batch_norm_finalize", "batch_norm_normalize", "stats_dtype",
-           "tile_config", "spatial_strides", "batch_norm_stats_kernel",
-           "batch_norm_finalize_kernel", "batch_norm_normalize_kernel"]
+           "tile_config", "spatial_strides", "tile_launch", "reduce_launch",
+           "batch_norm_stats_kernel", "batch_norm_finalize_kernel", "batch_norm_normalize_kernel"]

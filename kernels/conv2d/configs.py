@@ -8,18 +8,19 @@ only waste time. Every GPU config here fits sm_80's shared memory for fp32 opera
 
 ``CNN_AUTOTUNE=0`` keeps only the first GPU config of each kernel: no tuning runs and one
 compile per shape. It is for correctness runs on a GPU (the GPU check's tests), where the tile
-does not change the result and ``tests/test_conv2d_gpu_tiles.py`` runs every tile.
+does not change the result and ``tests/kernels/test_conv2d_gpu_tiles.py`` runs every tile.
 """
 import os
 
 import triton
+import triton.language as tl
 
 from ..runtime import INTERPRET
 
 AUTOTUNE = os.environ.get("CNN_AUTOTUNE", "1") != "0"
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
-_IMPLICIT_GEMM_GPU = [
+IMPLICIT_GEMM_TILES_GPU = [
     (128, 128, 32, 8, 3),
     (128, 64, 32, 4, 4),
     (64, 128, 32, 4, 4),
@@ -36,22 +37,39 @@ _IMPLICIT_GEMM_GPU = [
     (256, 64, 32, 8, 3),
 ]
 INTERPRET_BLOCK_M = 2048
+# The channels per group from which a loop runs tap-major: one tap's channels then fill
+# tl.dot's smallest tile (16) along the reduction (forward, input gradient) or the columns
+# (weight gradient).
+TAP_MAJOR_MIN_CHANNELS = 16
+# The largest BLOCK_K of the forward and input gradient (GPU tiles and ``interpreter_tiles``'
+# fit): their flattened loops' tables are padded to a multiple of it, so a last partial step
+# reads inside them.
+K_TABLE_PAD = 64
+K_TABLE_PAD_ = tl.constexpr(K_TABLE_PAD)  # the same, readable inside a kernel
 
 
-def implicit_gemm_configs(interpret_tiles=None):
+def autotuned(configs: list) -> list:
+    """The configs to autotune over: all, or only the first with ``CNN_AUTOTUNE=0``."""
+    return configs if AUTOTUNE else configs[:1]
+
+
+def gemm_tile_configs(tiles) -> list:
+    """triton.Configs of (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) tuples."""
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w,
+                          num_stages=s) for bm, bn, bk, w, s in tiles]
+
+
+def implicit_gemm_configs(interpret_tiles=None, gpu_tiles=IMPLICIT_GEMM_TILES_GPU):
     """Tiles for the implicit-GEMM convolutions (forward, input grad, weight grad).
 
     interpret_tiles: the fixed tiles under the interpreter (default: a tall BLOCK_M); the
-    other tiles then come from ``interpreter_tiles``.
+    other tiles then come from ``interpreter_tiles``. gpu_tiles: the (BLOCK_M, BLOCK_N,
+    BLOCK_K, num_warps, num_stages) tiles to autotune over on a GPU.
     """
     if INTERPRET:
         tiles = interpret_tiles or {"BLOCK_M": INTERPRET_BLOCK_M}
         return [triton.Config(dict(tiles), num_warps=4, num_stages=1)]
-    configs = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-        for bm, bn, bk, w, s in _IMPLICIT_GEMM_GPU
-    ]
-    return configs if AUTOTUNE else configs[:1]
+    return autotuned(gemm_tile_configs(gpu_tiles))
 
 
 def _fit(n: int, low: int = 16, high: int = 64) -> int:
@@ -72,6 +90,12 @@ def interpreter_tiles(**tile_args):
             tile: (lambda args, arg=arg: size(args, arg)) for tile, arg in tile_args.items()
         })(kernel)
     return decorate
+
+
+def k_span(args) -> int:
+    """The reduction span one tile of the forward or input gradient walks: a channel block
+    tap-major, else the whole flattened K (``args``: the kernel's arguments by name)."""
+    return args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"]
 
 
 def m_bucket(m: int) -> int:
@@ -110,6 +134,14 @@ def prune_gemm_tiles(configs, n_cols: int, k_span: int, element_size: int = 2,
         seen.add(sig)
         kept.append(triton.Config(kw, num_warps=warps, num_stages=cfg.num_stages))
     return kept
+
+
+def prune_implicit_gemm(configs, args: dict, columns: str, operand: str):
+    """``prune_gemm_tiles`` for the forward or the input gradient: BLOCK_N clamped to the
+    argument ``columns``, BLOCK_K to ``k_span``, 16-byte async copies when tap-major, operand
+    elements the size of argument ``operand``'s (``args``: the kernel's arguments by name)."""
+    return prune_gemm_tiles(configs, args[columns], k_span(args), args[operand].element_size(),
+                            async_copies=args["TAP_MAJOR"])
 
 
 def channel_block(channels: int) -> tuple:

@@ -25,37 +25,45 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import INTERPRET, cdiv, multiprocessor_count, output_memory_format
-from .configs import AUTOTUNE, m_bucket
+from ..runtime import (
+    INTERPRET,
+    accumulator_dtype,
+    cdiv,
+    multiprocessor_count,
+    output_memory_format,
+)
+from .configs import autotuned, m_bucket
 from .epilogue import conv_epilogue
 from .geometry import Conv2dGeometry
-from .weight_grad import (
-    REDUCE_BLOCK_E,
-    REDUCE_BLOCK_S,
-    conv2d_weight_grad_reduce_kernel,
-    run_weight_grad,
-    weight_grad_layout,
-)
+from .weight_grad import empty_weight_grads, partial_sum_launch, run_weight_grad
 
 # Pixels x channels per program. The interpreter pays per program, so it gets one tall tile.
-_TILES_GPU = [(64, 32, 4), (128, 16, 4), (32, 64, 4), (128, 32, 8)]
-_TILES_INTERPRET = [(4096, 64, 4)]
+DEPTHWISE_TILES_GPU = [(64, 32, 4), (128, 16, 4), (32, 64, 4), (128, 32, 8)]
+DEPTHWISE_TILES_INTERPRET = [(4096, 64, 4)]
 # With the statistics epilogue every config shares one pixel tile, so the caller knows how many
 # partial rows there are.
-STATS_BLOCK_P = (_TILES_INTERPRET if INTERPRET else _TILES_GPU)[0][0]
+STATS_BLOCK_P = (DEPTHWISE_TILES_INTERPRET if INTERPRET else DEPTHWISE_TILES_GPU)[0][0]
 # The weight gradient's partial slots cover a multiple of every BLOCK_R.
 WGRAD_R_MULTIPLE = 4096 if INTERPRET else 128
 
 
 def _tile_configs(pixels: str):
-    configs = [triton.Config({pixels: p, "BLOCK_C": c}, num_warps=w)
-               for p, c, w in (_TILES_INTERPRET if INTERPRET else _TILES_GPU)]
-    return configs if AUTOTUNE else configs[:1]
+    return autotuned([triton.Config({pixels: p, "BLOCK_C": c}, num_warps=w) for p, c, w in
+                      (DEPTHWISE_TILES_INTERPRET if INTERPRET else DEPTHWISE_TILES_GPU)])
 
 
 def is_depthwise(geometry: Conv2dGeometry) -> bool:
     """Depthwise: one input channel per group (any channel multiplier), more than one group."""
     return geometry.groups > 1 and geometry.groups == geometry.in_channels
+
+
+@triton.jit
+def split_pixels(offs, H, W):
+    """(n as int64, h, w) of flat pixel indices offs = (n*H + h)*W + w."""
+    w = offs % W
+    h = (offs // W) % H
+    n = (offs // (W * H)).to(tl.int64)
+    return n, h, w
 
 
 def _prune_for_stats(configs, named_args, **kwargs):
@@ -70,15 +78,20 @@ def _prune_for_stats(configs, named_args, **kwargs):
                  prune_configs_by={"early_config_prune": _prune_for_stats})
 @triton.jit(do_not_specialize=["N", "P_BUCKET"])
 def depthwise_forward_kernel(
+    # pointers
     x_ptr, w_ptr, b_ptr, y_ptr,
     bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, stats_ptr,
+    # strides
     sxn, sxc, sxh, sxw,
     swo, swh, sww, sb,
     syn, syc, syh, syw,
+    # sizes, the convolution's geometry and scalars
     N, H, W, C_out, OH, OW, KH, KW, MULT,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, eps, P_BUCKET,
+    # meta-parameters
     HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """The implicit GEMM's epilogue (kernels.conv2d.epilogue): + bias, per-tile batch-norm
@@ -89,9 +102,7 @@ def depthwise_forward_kernel(
     co = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_p = offs_p < N * OH * OW
     mask_c = co < C_out
-    ow = offs_p % OW
-    oh = (offs_p // OW) % OH
-    n = (offs_p // (OW * OH)).to(tl.int64)
+    n, oh, ow = split_pixels(offs_p, OH, OW)
     ci = co // MULT
     x_base = x_ptr + (n * sxn)[:, None] + (ci * sxc)[None, :]
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC_DTYPE)
@@ -116,21 +127,25 @@ def depthwise_forward_kernel(
                       "dil_w"])
 @triton.jit(do_not_specialize=["N", "P_BUCKET"])
 def depthwise_input_grad_kernel(
+    # pointers
     dy_ptr, w_ptr, dx_ptr,
+    # strides
     sdyn, sdyc, sdyh, sdyw,
     swo, swh, sww,
     sdxn, sdxc, sdxh, sdxw,
+    # sizes and the convolution's geometry
     N, C_in, H, W, OH, OW, KH, KW, MULT,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, P_BUCKET,
-    ACC_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    # meta-parameters
+    ACC_DTYPE: tl.constexpr,
+    # tiles
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     ci = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_p = offs_p < N * H * W
     mask_c = ci < C_in
-    iw = offs_p % W
-    ih = (offs_p // W) % H
-    n = (offs_p // (W * H)).to(tl.int64)
+    n, ih, iw = split_pixels(offs_p, H, W)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC_DTYPE)
     for kh in range(0, KH):
         th = ih + pad_h - kh * dil_h
@@ -156,13 +171,18 @@ def depthwise_input_grad_kernel(
                       "dil_w", "HAS_BIAS"])
 @triton.jit(do_not_specialize=["N", "R_PER_SPLIT", "R_BUCKET"])
 def depthwise_weight_grad_kernel(
+    # pointers
     dy_ptr, x_ptr, dw_ptr, db_ptr,
+    # strides
     sdyn, sdyc, sdyh, sdyw,
     sxn, sxc, sxh, sxw,
     sws, swo, swh, sww, sbs,
+    # sizes and the convolution's geometry
     N, H, W, C_out, OH, OW, KH, KW, MULT,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, R_PER_SPLIT, R_BUCKET,
+    # meta-parameters
     HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Program (channel block, tap kh*KW+kw, split): dw[split, co, 0, kh, kw] at
@@ -183,9 +203,7 @@ def depthwise_weight_grad_kernel(
     for r0 in range(r_start, r_end, BLOCK_R):
         offs_r = r0 + tl.arange(0, BLOCK_R)
         mask_r = offs_r < r_end
-        ow = offs_r % OW
-        oh = (offs_r // OW) % OH
-        n = (offs_r // (OW * OH)).to(tl.int64)
+        n, oh, ow = split_pixels(offs_r, OH, OW)
         dyv = tl.load(dy_ptr + (n * sdyn + oh * sdyh + ow * sdyw)[:, None] + (co * sdyc)[None, :],
                       mask=mask_r[:, None] & mask_c[None, :], other=0.0).to(ACC_DTYPE)
         ih = oh * stride_h - pad_h + kh * dil_h
@@ -202,10 +220,6 @@ def depthwise_weight_grad_kernel(
         if tap == 0:
             tl.store(db_ptr + split * sbs + co, bias_acc.to(db_ptr.dtype.element_ty),
                      mask=mask_c)
-
-
-def _acc_dtype(dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2dGeometry, *,
@@ -276,7 +290,7 @@ def forward_launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=
                 sww=weight.stride(3), sb=bias.stride(0) if bias is not None else 0,
                 **_strides("y", y), C_out=g.out_channels, **_geometry_args(g), eps=float(eps),
                 HAS_BIAS=bias is not None, STATS=stats, BN_EVAL=bn_eval is not None,
-                BN_AFFINE=gamma is not None, RELU=relu, ACC_DTYPE=_acc_dtype(x.dtype))
+                BN_AFFINE=gamma is not None, RELU=relu, ACC_DTYPE=accumulator_dtype(x.dtype))
     grid = lambda meta: (cdiv(pixels, meta["BLOCK_P"]), cdiv(g.out_channels, meta["BLOCK_C"]))
     return y, stats_buf, grid, args
 
@@ -290,7 +304,8 @@ def input_grad_launch_arguments(grad_output, weight, input, geometry: Conv2dGeom
     args = dict(dy_ptr=grad_output, w_ptr=weight, dx_ptr=grad_input,
                 **_strides("dy", grad_output), swo=weight.stride(0), swh=weight.stride(2),
                 sww=weight.stride(3), **_strides("dx", grad_input), C_in=g.in_channels,
-                **_geometry_args(g), P_BUCKET=m_bucket(pixels), ACC_DTYPE=_acc_dtype(input.dtype))
+                **_geometry_args(g), P_BUCKET=m_bucket(pixels),
+                ACC_DTYPE=accumulator_dtype(input.dtype))
     grid = lambda meta: (cdiv(pixels, meta["BLOCK_P"]), cdiv(g.in_channels, meta["BLOCK_C"]))
     return grad_input, grid, args
 
@@ -313,10 +328,7 @@ def weight_grad_launch_arguments(grad_output, input, weight, geometry: Conv2dGeo
         split = cdiv(max(r, 1), per_split)
     else:
         per_split = cdiv(max(r, 1), split)
-    grad_weight = torch.empty(weight.shape, device=weight.device, dtype=weight.dtype,
-                              memory_format=weight_grad_layout(weight))
-    grad_bias = torch.empty((g.out_channels,), device=weight.device, dtype=weight.dtype) \
-        if need_bias else None
+    grad_weight, grad_bias = empty_weight_grads(weight, need_bias)
     if split == 1:  # the one slot is the result
         out_w, out_b, sws, sbs = grad_weight, grad_bias, 0, 0
         swo, _, swh, sww = grad_weight.stride()
@@ -333,19 +345,10 @@ def weight_grad_launch_arguments(grad_output, input, weight, geometry: Conv2dGeo
                 **_strides("dy", grad_output), **_strides("x", input),
                 sws=sws, swo=swo, swh=swh, sww=sww, sbs=sbs, C_out=g.out_channels,
                 **_geometry_args(g), R_PER_SPLIT=per_split, R_BUCKET=m_bucket(r),
-                HAS_BIAS=need_bias, ACC_DTYPE=_acc_dtype(input.dtype))
+                HAS_BIAS=need_bias, ACC_DTYPE=accumulator_dtype(input.dtype))
     grid = lambda meta: (cdiv(g.out_channels, meta["BLOCK_C"]), taps, split)
     launches = [(depthwise_weight_grad_kernel, grid, args)]
     if split > 1:
-        elements = g.out_channels * taps
-        programs = cdiv(elements, REDUCE_BLOCK_E) \
-            + (cdiv(g.out_channels, REDUCE_BLOCK_E) if need_bias else 0)
-        reduce_args = dict(
-            pw_ptr=out_w, pb_ptr=out_w if out_b is None else out_b, dw_ptr=grad_weight,
-            db_ptr=grad_weight if grad_bias is None else grad_bias,
-            **dict(zip(("swo", "swi", "swh", "sww"), grad_weight.stride(), strict=True)),
-            SPLIT=split, C_out=g.out_channels, C_in_g=1, KH=g.kernel_h, KW=g.kernel_w,
-            HAS_BIAS=need_bias, ACC_DTYPE=_acc_dtype(input.dtype),
-            BLOCK_S=REDUCE_BLOCK_S, BLOCK_E=REDUCE_BLOCK_E)
-        launches.append((conv2d_weight_grad_reduce_kernel, (programs,), reduce_args))
+        launches.append(partial_sum_launch(out_w, out_b, grad_weight, grad_bias, g, split,
+                                           input.dtype))
     return grad_weight, grad_bias, launches

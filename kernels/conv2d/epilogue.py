@@ -13,6 +13,8 @@ so a fused conv+BN+ReLU computes the same thing on either.
 import triton
 import triton.language as tl
 
+from ..batch_norm.statistics import write_partial
+
 
 @triton.jit
 def conv_epilogue(acc, co, mask_m, mask_n, tile, C_out, bias_ptr, sb, stats_ptr,
@@ -20,22 +22,16 @@ def conv_epilogue(acc, co, mask_m, mask_n, tile, C_out, bias_ptr, sb, stats_ptr,
                   HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
                   BN_AFFINE: tl.constexpr, RELU: tl.constexpr):
     """acc: (rows, channels) in the accumulator dtype; co: the channels' indices, mask_m and
-    mask_n the live rows and channels. STATS writes stats[tile, {count, mean, m2}, co] (layout
-    (tiles, 3, C_out), fp32 or fp64). Returns the new accumulator."""
+    mask_n the live rows and channels. STATS writes stats[tile, {count, mean, m2}, co] (the
+    batch-norm partials, ``kernels.batch_norm.statistics``: (tiles, 3, C_out), fp32 or fp64).
+    Returns the new accumulator."""
     ACC_DTYPE: tl.constexpr = acc.dtype
     if HAS_BIAS:
         acc += tl.load(bias_ptr + co * sb, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
     if STATS:
         valid = mask_m[:, None] & mask_n[None, :]
-        count = tl.sum(mask_m.to(ACC_DTYPE), axis=0)
-        vals = tl.where(valid, acc, 0.0)
-        mean = tl.sum(vals, axis=0) / count
-        dev = tl.where(valid, vals - mean[None, :], 0.0)
-        m2 = tl.sum(dev * dev, axis=0)
-        row = stats_ptr + tile.to(tl.int64) * 3 * C_out + co
-        tl.store(row, tl.zeros_like(mean) + count, mask=mask_n)
-        tl.store(row + C_out, mean, mask=mask_n)
-        tl.store(row + 2 * C_out, m2, mask=mask_n)
+        write_partial(stats_ptr, tile, tl.where(valid, acc, 0.0), valid, mask_m, co, mask_n,
+                      C_out)
     if BN_EVAL:
         mean = tl.load(bn_mean_ptr + co, mask=mask_n, other=0.0).to(ACC_DTYPE)
         var = tl.load(bn_var_ptr + co, mask=mask_n, other=1.0).to(ACC_DTYPE)

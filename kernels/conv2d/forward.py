@@ -48,13 +48,18 @@ from ..runtime import (
     dot_upcast,
     needs_int64,
     output_memory_format,
+    upcast_dot,
 )
 from .configs import (
+    K_TABLE_PAD,
+    K_TABLE_PAD_,
+    TAP_MAJOR_MIN_CHANNELS,
     channel_block,
     implicit_gemm_configs,
     interpreter_tiles,
+    k_span,
     m_bucket,
-    prune_gemm_tiles,
+    prune_implicit_gemm,
 )
 from .epilogue import conv_epilogue
 from .geometry import Conv2dGeometry
@@ -67,11 +72,6 @@ from .tile_store import nchw_row_vector, store_tile
 # Statistics are written per row tile, so with STATS every config shares one BLOCK_M and the
 # caller knows how many partial rows there are.
 STATS_BLOCK_M = implicit_gemm_configs()[0].kwargs["BLOCK_M"]
-# The channels per group from which the K loop runs tap-major (tl.dot's smallest K tile).
-TAP_MAJOR_MIN_CHANNELS = 16
-# Columns of the flattened-K table are padded to this (the largest BLOCK_K).
-K_TABLE_PAD = 64
-K_TABLE_PAD_ = tl.constexpr(K_TABLE_PAD)  # the same, readable inside a kernel
 # The packed path's tap table is padded to this many taps (K_TABLE_PAD K indices).
 TAP_TABLE_PAD_ = tl.constexpr(K_TABLE_PAD // 4)
 
@@ -81,13 +81,7 @@ def _prune(configs, named_args, **kwargs):
     args = dict(named_args, **kwargs)
     if args.get("STATS", False):
         configs = [c for c in configs if c.kwargs["BLOCK_M"] == STATS_BLOCK_M] or configs
-    return prune_gemm_tiles(configs, args["C_out_g"],
-                            args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"],
-                            args["x_ptr"].element_size(), async_copies=args["TAP_MAJOR"])
-
-
-def _interpreter_k_tile(args):
-    return args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"]
+    return prune_implicit_gemm(configs, args, "C_out_g", "x_ptr")
 
 
 @triton.autotune(
@@ -97,23 +91,28 @@ def _interpreter_k_tile(args):
          "groups", "STATS", "CHANNELS_LAST", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": _prune},
 )
-@interpreter_tiles(BLOCK_N="C_out_g", BLOCK_K=_interpreter_k_tile)
+@interpreter_tiles(BLOCK_N="C_out_g", BLOCK_K=k_span)
 @triton.jit(do_not_specialize=["N", "M_BUCKET"])
 def conv2d_forward_kernel(
+    # pointers
     x_ptr, w_ptr, y_ptr, bias_ptr,
     bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, stats_ptr, k_table_ptr,
+    # strides
     sxn, sxc, sxh, sxw,
     swo, swi, swh, sww,
     syn, syc, syh, syw,
     sb,
+    # sizes, the convolution's geometry and scalars
     N, H, W, C_out, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, c_in_g, C_out_g, K, M_BUCKET, eps,
+    # meta-parameters
     INDEX_64: tl.constexpr, HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
     BN_AFFINE: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
     TAP_MAJOR: tl.constexpr, PACKED: tl.constexpr, C_BLOCK: tl.constexpr,
     EVEN_C: tl.constexpr,
     TAP_BITS: tl.constexpr, ROW_VEC: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    # tiles
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """x: channels_last, w: (C_out, KH, KW, c_in_g) in memory: sxc == swi == 1 (the launcher
@@ -181,8 +180,8 @@ def conv2d_forward_kernel(
                 iw = (iw0 + kw * dil_w).to(tl.uint32, bitcast=True)
                 row_ok = ((ih < H) & (iw < W))[:, None]
             a, b = load_step_tiles(a_ptrs, b_ptrs, x_step, w_step, row_ok, mask_n, offs_c,
-                                   c_in_g - c0, EVEN_C, UPCAST)
-            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+                                   c_in_g - c0, EVEN_C)
+            acc = upcast_dot(a, b, acc, UPCAST, INPUT_PRECISION)
             c0, tap_bit, kw, kh, x_step, w_step = next_step(
                 c0, tap_bit, kw, kh, x_step, w_step, c_in_g, KW, x_next_c, x_next_tap,
                 x_next_row, w_next_c, w_next_tap, w_next_row, BK, not TAP_BITS)
@@ -210,10 +209,7 @@ def conv2d_forward_kernel(
                                  + offs_c4[None, None, :]), mask=ok[:, :, None], other=0.0)
             a = tl.reshape(a, (BLOCK_M, BLOCK_K))
             b = tl.load(b_ptrs + k0, mask=mask_n[None, :], other=0.0)
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+            acc = upcast_dot(a, b, acc, UPCAST, INPUT_PRECISION)
     else:
         offs_k = tl.arange(0, BLOCK_K)
         k_pad = tl.cdiv(K, K_TABLE_PAD_) * K_TABLE_PAD_
@@ -230,10 +226,7 @@ def conv2d_forward_kernel(
             a = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=(ih < H) & (iw < W),
                         other=0.0)
             b = tl.load(b_ptrs + k0, mask=mask_n[None, :], other=0.0)
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+            acc = upcast_dot(a, b, acc, UPCAST, INPUT_PRECISION)
 
     acc = conv_epilogue(acc, co, mask_m, mask_n, pid_m, C_out, bias_ptr, sb, stats_ptr,
                         bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, eps,

@@ -63,16 +63,3 @@ class Conv2dGeometry:
         return 2 * self.batch * self.out_channels * self.out_h * self.out_w \
             * self.in_per_group * self.kernel_h * self.kernel_w
 
-
-def example_layer(dtype, channels_last: bool):
-    """The layer the compile check builds the convolution kernels for, as meta tensors (no
-    memory): ResNet's 3x3, 64 -> 64 convolution with bias on a batch of 32 56x56 maps, stride 1,
-    padding 1. Returns (x, weight, bias, geometry); x (32, 64, 56, 56), weight (64, 64, 3, 3)."""
-    import torch
-
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.empty((32, 64, 56, 56), device="meta", dtype=dtype, memory_format=layout)
-    weight = torch.empty((64, 64, 3, 3), device="meta", dtype=dtype, memory_format=layout)
-    bias = torch.empty((64,), device="meta", dtype=dtype)
-    geometry = Conv2dGeometry.from_shapes(x.shape, weight.shape, (1, 1), (1, 1, 1, 1), (1, 1), 1)
-    return x, weight, bias, geometry

@@ -37,13 +37,18 @@ from ..runtime import (
     dot_upcast,
     needs_int64,
     output_memory_format,
+    upcast_dot,
 )
 from .configs import (
+    K_TABLE_PAD,
+    K_TABLE_PAD_,
+    TAP_MAJOR_MIN_CHANNELS,
     channel_block,
     implicit_gemm_configs,
     interpreter_tiles,
+    k_span,
     m_bucket,
-    prune_gemm_tiles,
+    prune_implicit_gemm,
 )
 from .geometry import Conv2dGeometry
 from .layout import output_channels_last, to_channels_last
@@ -51,12 +56,6 @@ from .tap_bits import descending_range
 from .tap_bits import tap_bits as tap_bits_of
 from .tap_walk import load_step_tiles, next_step, walk_steps
 from .tile_store import nchw_row_vector, store_tile
-
-# The output channels per group from which the reduction runs tap-major.
-TAP_MAJOR_MIN_CHANNELS = 16
-# Columns of the flattened reduction's table are padded to this (the largest BLOCK_K).
-K_TABLE_PAD = 64
-K_TABLE_PAD_ = tl.constexpr(K_TABLE_PAD)  # the same, readable inside a kernel
 
 
 @triton.jit
@@ -71,14 +70,7 @@ def _first_tap(phase, pad, dil, stride, step, size):
 
 def _prune(configs, named_args, **kwargs):
     """Before tuning: tiles no wider than the problem."""
-    args = dict(named_args, **kwargs)
-    return prune_gemm_tiles(configs, args["C_in_g"],
-                            args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"],
-                            args["dy_ptr"].element_size(), async_copies=args["TAP_MAJOR"])
-
-
-def _interpreter_k_tile(args):
-    return args["C_BLOCK"] if args["TAP_MAJOR"] else args["K"]
+    return prune_implicit_gemm(configs, dict(named_args, **kwargs), "C_in_g", "dy_ptr")
 
 
 @triton.autotune(
@@ -88,20 +80,25 @@ def _interpreter_k_tile(args):
          "groups", "CHANNELS_LAST", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": _prune},
 )
-@interpreter_tiles(BLOCK_N="C_in_g", BLOCK_K=_interpreter_k_tile)
+@interpreter_tiles(BLOCK_N="C_in_g", BLOCK_K=k_span)
 @triton.jit(do_not_specialize=["N", "M_BUCKET"])
 def conv2d_input_grad_kernel(
+    # pointers
     dy_ptr, w_ptr, dx_ptr, k_table_ptr,
+    # strides
     sdyn, sdyc, sdyh, sdyw,
     swo, swi, swh, sww,
     sdxn, sdxc, sdxh, sdxw,
+    # sizes and the convolution's geometry
     N, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, step_h, step_w, shift_step_h, shift_step_w,
     groups, C_in_g, C_out_g, K, M_BUCKET,
+    # meta-parameters
     INDEX_64: tl.constexpr, TAP_MAJOR: tl.constexpr, C_BLOCK: tl.constexpr,
     EVEN_C: tl.constexpr, TAP_BITS: tl.constexpr, ROW_VEC: tl.constexpr,
     CHANNELS_LAST: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    # tiles
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dy: channels_last, w: (C_out, KH, KW, C_in_g) in memory, or (C_in, KH, KW, C_out) under
@@ -187,8 +184,8 @@ def conv2d_input_grad_kernel(
                 ow = (i + shift_w0 - tw * shift_step_w).to(tl.uint32, bitcast=True)
                 row_ok = ((oh < OH) & (ow < OW))[:, None]
             a, b = load_step_tiles(a_ptrs, b_ptrs, dy_step, w_step, row_ok, mask_n, offs_c,
-                                   C_out_g - c0, EVEN_C, UPCAST)
-            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+                                   C_out_g - c0, EVEN_C)
+            acc = upcast_dot(a, b, acc, UPCAST, INPUT_PRECISION)
             c0, tap_bit, tw, th, dy_step, w_step = next_step(
                 c0, tap_bit, tw, th, dy_step, w_step, C_out_g, taps_w, dy_next_c, dy_next_tap,
                 dy_next_row, w_next_c, w_next_tap, w_next_row, BK, not TAP_BITS)
@@ -210,10 +207,7 @@ def conv2d_input_grad_kernel(
                         mask=(oh < OH) & (ow < OW), other=0.0)
             b = tl.load(w_ptr + (w_cols[None, :] + w_rows[:, None]),
                         mask=(shift_h > -2**29)[:, None] & mask_n[None, :], other=0.0)
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+            acc = upcast_dot(a, b, acc, UPCAST, INPUT_PRECISION)
 
     ci = group * C_in_g + offs_n
     store_tile(dx_ptr, acc.to(dx_ptr.dtype.element_ty), n * sdxn + ih * sdxh + iw * sdxw,

@@ -45,10 +45,10 @@ def next_step(c0, tap_bit, tap_col, tap_row, a_step, b_step, channels, taps_per_
 
 @triton.jit
 def load_step_tiles(a_ptrs, b_ptrs, a_step, b_step, row_ok, mask_n, offs_c, c_left,
-                    EVEN_C: tl.constexpr, UPCAST: tl.constexpr):
+                    EVEN_C: tl.constexpr):
     """A step's operand tiles: a (rows, channels) at a_ptrs + a_step where row_ok, b (channels,
     columns) at b_ptrs + b_step where mask_n; with EVEN_C False, only the first c_left
-    channels (a partial last block). UPCAST: to fp32 (the interpreter's bf16 dot)."""
+    channels (a partial last block)."""
     if EVEN_C:
         a = tl.load(a_ptrs + a_step, mask=row_ok, other=0.0)
         b = tl.load(b_ptrs + b_step, mask=mask_n[None, :], other=0.0)
@@ -56,9 +56,6 @@ def load_step_tiles(a_ptrs, b_ptrs, a_step, b_step, row_ok, mask_n, offs_c, c_le
         c_ok = offs_c < c_left
         a = tl.load(a_ptrs + a_step, mask=row_ok & c_ok[None, :], other=0.0)
         b = tl.load(b_ptrs + b_step, mask=c_ok[:, None] & mask_n[None, :], other=0.0)
-    if UPCAST:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
     return a, b
 
 

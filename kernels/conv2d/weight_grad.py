@@ -41,8 +41,14 @@ from ..runtime import (
     multiprocessor_count,
     needs_int64,
     next_power_of_2,
+    upcast_dot,
 )
-from .configs import AUTOTUNE
+from .configs import (
+    TAP_MAJOR_MIN_CHANNELS,
+    gemm_tile_configs,
+    implicit_gemm_configs,
+    interpreter_tiles,
+)
 from .geometry import Conv2dGeometry
 from .layout import to_channels_last
 
@@ -61,22 +67,12 @@ WGRAD_TILES_GPU = [
 ]
 # The interpreter pays per program: tall reduction tiles, output tiles sized to the problem.
 INTERPRET_BLOCK_K = 2048
-# Input channels per group from which a program takes one tap (tap-major columns).
-TAP_MAJOR_MIN_CHANNELS = 16
 # Spare zero entries at the end of each row of the row table (>= every BLOCK_K): the table
 # read one step ahead of the last full step stays inside it.
 TABLE_PAD = INTERPRET_BLOCK_K
 TABLE_PAD_ = tl.constexpr(TABLE_PAD)  # the same, readable inside a kernel
 # The reduction of the partial slots: slots per step, output elements per program.
 REDUCE_BLOCK_S, REDUCE_BLOCK_E = 8, 512
-
-
-def _configs():
-    if INTERPRET:
-        return [triton.Config({"BLOCK_K": INTERPRET_BLOCK_K}, num_warps=4, num_stages=1)]
-    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w,
-                             num_stages=s) for m, n, k, w, s in WGRAD_TILES_GPU]
-    return configs if AUTOTUNE else configs[:1]
 
 
 def _columns(args) -> int:
@@ -99,23 +95,11 @@ def _prune(configs, named_args, **kwargs):
     cols = max(16, next_power_of_2(_columns(args)))
     if args["INPUT_PRECISION"] == "ieee" and args["x_ptr"].dtype == torch.float32 \
             and not INTERPRET and len(configs) > 1:
-        configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w,
-                                 num_stages=st) for m, n, k, w, st in FP32_IEEE_TILES]
+        configs = gemm_tile_configs(FP32_IEEE_TILES)
     kept = [c for c in configs if c.kwargs["BLOCK_M"] <= rows and c.kwargs["BLOCK_N"] <= cols]
     if not kept:
         kept = [min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"]))]
     return kept
-
-
-def _fit(n: int) -> int:
-    return min(64, max(16, next_power_of_2(n)))
-
-
-def _interpreter_tiles(kernel):
-    if not INTERPRET:
-        return kernel
-    return triton.heuristics({"BLOCK_M": lambda a: _fit(a["C_out_g"]),
-                              "BLOCK_N": lambda a: _fit(_columns(a))})(kernel)
 
 
 @triton.jit
@@ -158,10 +142,7 @@ def _accumulate_step(acc, dy_ptrs, x_ptr, x_cols, x_pix, sxp, ih, iw, rows_left,
         if CHECK_R:
             ok = ok & (tl.arange(0, BLOCK_K) < rows_left)[:, None]
         b = tl.load(x_ptr + (x_rows[:, None] + x_cols[None, :]), mask=ok, other=0.0)
-    if UPCAST:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
+    return upcast_dot(a, b, acc, UPCAST, INPUT_PRECISION)
 
 
 @triton.jit
@@ -227,10 +208,7 @@ def _table_step(acc, dy_ptrs, x_ptr, pix, bits, bits_hi, x_cols, sxp, tap, tap_h
     else:
         a = tl.load(dy_ptrs)
     b = tl.load(x_ptr + ((pix * sxp)[:, None] + x_cols[None, :]), mask=ok, other=0.0)
-    if UPCAST:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
+    return upcast_dot(a, b, acc, UPCAST, INPUT_PRECISION)
 
 
 @triton.jit
@@ -270,26 +248,31 @@ def _reduce_rows_table(acc, r_begin, r_end, dy_ptr, x_ptr, table_ptr, table_stri
 
 
 @triton.autotune(
-    configs=_configs(),
+    configs=implicit_gemm_configs({"BLOCK_K": INTERPRET_BLOCK_K}, WGRAD_TILES_GPU),
     # No raw batch or image size: R is bucketed by powers of two, so a last partial batch or
     # another eval batch reuses the tuned tile.
     key=["R_BUCKET", "C_in_g", "C_out_g", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
          "groups", "HAS_BIAS", "TAP_MAJOR", "ROW_TABLE", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": _prune},
 )
-@_interpreter_tiles
+@interpreter_tiles(BLOCK_M="C_out_g", BLOCK_N=_columns)
 @triton.jit(do_not_specialize=["N", "SPLIT", "R_PER_SPLIT", "R_BUCKET"])
 def conv2d_weight_grad_kernel(
+    # pointers
     dy_ptr, x_ptr, dw_ptr, db_ptr, table_ptr,
+    # strides
     sdyr, sxp,
     sws, swo, swi, swh, sww, sbs,
+    # sizes, the convolution's geometry and the split of the reduction
     N, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, C_in_g, C_out_g,
     SPLIT, R_PER_SPLIT, R_BUCKET,
+    # meta-parameters
     TAP_MAJOR: tl.constexpr, ROW_TABLE: tl.constexpr, WIDE_TAPS: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
+    # tiles
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dy: (R, C_out) rows of stride sdyr (channels_last); x channels_last (channel stride 1);
@@ -389,10 +372,15 @@ def conv2d_weight_grad_kernel(
 
 @triton.jit(do_not_specialize=["SPLIT"])
 def conv2d_weight_grad_reduce_kernel(
+    # pointers
     pw_ptr, pb_ptr, dw_ptr, db_ptr,
+    # strides
     swo, swi, swh, sww,
+    # sizes
     SPLIT, C_out, C_in_g, KH, KW,
+    # meta-parameters
     HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK_S: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
     """Sum the partial slots in a fixed order and write dw (db) in the weight's layout/dtype.
@@ -456,7 +444,7 @@ def row_table(batch, height, width, out_h, out_w, stride_h, stride_w, pad_h, pad
     return table
 
 
-def _split_reduction(geometry: Conv2dGeometry, sm_count: int):
+def split_reduction(geometry: Conv2dGeometry, sm_count: int):
     """(SPLIT, R_PER_SPLIT): enough programs to fill ``sm_count`` multiprocessors twice, each
     reducing >= 512 rows; one slot under the interpreter."""
     g = geometry
@@ -475,6 +463,37 @@ def weight_grad_layout(weight: torch.Tensor) -> torch.memory_format:
     if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
         return torch.channels_last
     return torch.contiguous_format
+
+
+def empty_weight_grads(weight: torch.Tensor, need_bias: bool):
+    """(grad_weight, grad_bias or None) to write: dw in the weight's shape, layout
+    (``weight_grad_layout``) and dtype, db (C_out,) in its dtype."""
+    grad_weight = torch.empty(weight.shape, device=weight.device, dtype=weight.dtype,
+                              memory_format=weight_grad_layout(weight))
+    grad_bias = torch.empty((weight.shape[0],), device=weight.device, dtype=weight.dtype) \
+        if need_bias else None
+    return grad_weight, grad_bias
+
+
+def partial_sum_launch(partial_w, partial_b, grad_weight, grad_bias, geometry: Conv2dGeometry,
+                       split: int, dtype: torch.dtype):
+    """(kernel, grid, args) of the launch that sums ``split`` partial slots, partial_w
+    (split, C_out, KH, KW, C_in/groups) and partial_b (split, C_out) or None, in a fixed order
+    into grad_weight and grad_bias (or None); dtype: the input's."""
+    g = geometry
+    elements = g.out_channels * g.kernel_h * g.kernel_w * g.in_per_group
+    has_bias = grad_bias is not None
+    programs = cdiv(elements, REDUCE_BLOCK_E) \
+        + (cdiv(g.out_channels, REDUCE_BLOCK_E) if has_bias else 0)
+    args = dict(
+        pw_ptr=partial_w, pb_ptr=partial_w if partial_b is None else partial_b,
+        dw_ptr=grad_weight, db_ptr=grad_bias if has_bias else grad_weight,
+        **dict(zip(("swo", "swi", "swh", "sww"), grad_weight.stride(), strict=True)),
+        SPLIT=split, C_out=g.out_channels, C_in_g=g.in_per_group, KH=g.kernel_h,
+        KW=g.kernel_w, HAS_BIAS=has_bias, ACC_DTYPE=accumulator_dtype(dtype),
+        BLOCK_S=REDUCE_BLOCK_S, BLOCK_E=REDUCE_BLOCK_E,
+    )
+    return conv2d_weight_grad_reduce_kernel, (programs,), args
 
 
 def conv2d_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
@@ -513,13 +532,10 @@ def launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry, need_
     x = to_channels_last(input)
     acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     if split is None:
-        split, per_split = _split_reduction(g, sm_count or multiprocessor_count(input.device))
+        split, per_split = split_reduction(g, sm_count or multiprocessor_count(input.device))
     else:
         per_split = cdiv(max(1, g.batch * g.out_h * g.out_w), split)
-    grad_weight = torch.empty(weight.shape, device=weight.device, dtype=weight.dtype,
-                              memory_format=weight_grad_layout(weight))
-    grad_bias = torch.empty((g.out_channels,), device=weight.device, dtype=weight.dtype) \
-        if need_bias else None
+    grad_weight, grad_bias = empty_weight_grads(weight, need_bias)
     if split == 1:  # the GEMM writes the results itself
         out_w, out_b = grad_weight, grad_bias if need_bias else grad_weight
         sws, sbs = 0, 0
@@ -565,16 +581,6 @@ def launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry, need_
 
     launches = [(conv2d_weight_grad_kernel, grid, args)]
     if split > 1:
-        elements = g.out_channels * g.kernel_h * g.kernel_w * g.in_per_group
-        programs = cdiv(elements, REDUCE_BLOCK_E) \
-            + (cdiv(g.out_channels, REDUCE_BLOCK_E) if need_bias else 0)
-        reduce_args = dict(
-            pw_ptr=out_w, pb_ptr=out_b, dw_ptr=grad_weight,
-            db_ptr=grad_bias if need_bias else grad_weight,
-            **dict(zip(("swo", "swi", "swh", "sww"), grad_weight.stride(), strict=True)),
-            SPLIT=split, C_out=g.out_channels, C_in_g=g.in_per_group, KH=g.kernel_h,
-            KW=g.kernel_w, HAS_BIAS=need_bias, ACC_DTYPE=accumulator_dtype(input.dtype),
-            BLOCK_S=REDUCE_BLOCK_S, BLOCK_E=REDUCE_BLOCK_E,
-        )
-        launches.append((conv2d_weight_grad_reduce_kernel, (programs,), reduce_args))
+        launches.append(partial_sum_launch(out_w, out_b, grad_weight, grad_bias, g, split,
+                                           input.dtype))
     return grad_weight, grad_bias, launches

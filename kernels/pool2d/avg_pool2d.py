@@ -22,14 +22,15 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import accumulator_dtype, cdiv, output_memory_format
+from ..runtime import output_memory_format
 from .geometry import (
-    GPU_WARPS,
     Pool2dGeometry,
+    block_offsets,
     covering_windows,
+    elementwise_launch,
+    empty_grad_input,
     flat_to_nchw,
-    launch_block,
-    needs_int64,
+    nchw_offsets,
     pool_window,
 )
 
@@ -52,20 +53,21 @@ def avg_pool2d_extent(o, size_in, size_out, stride, pad, K, ADAPTIVE: tl.constex
 
 @triton.jit
 def avg_pool2d_forward_kernel(
+    # pointers
     x_ptr, y_ptr,
+    # strides
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
+    # sizes and the pooling's geometry
     total, C, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, divisor,
+    # meta-parameters
     ADAPTIVE: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    if INDEX_64:
-        pid = pid.to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
+    offs, mask = block_offsets(total, INDEX_64, BLOCK)
     n, c, oh, ow = flat_to_nchw(offs, C, OH, OW, CHANNELS_LAST)
     h0, kh_lo, kh_hi = pool_window(oh, H, OH, stride_h, pad_h, 1, KH, ADAPTIVE)
     w0, kw_lo, kw_hi = pool_window(ow, W, OW, stride_w, pad_w, 1, KW, ADAPTIVE)
@@ -87,26 +89,27 @@ def avg_pool2d_forward_kernel(
         cols = avg_pool2d_extent(ow, W, OW, stride_w, pad_w, KW, ADAPTIVE, COUNT_INCLUDE_PAD)
         acc = acc / (rows * cols).to(ACC_DTYPE)
 
-    y_offs = n.to(tl.int64) * syn + c.to(tl.int64) * syc + oh * syh + ow * syw
+    y_offs = nchw_offsets(n, c, oh, ow, syn, syc, syh, syw)
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def avg_pool2d_backward_kernel(
+    # pointers
     dy_ptr, dx_ptr,
+    # strides
     sdyn, sdyc, sdyh, sdyw,
     sdxn, sdxc, sdxh, sdxw,
+    # sizes and the pooling's geometry
     total, C, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, divisor, JH, JW,
+    # meta-parameters
     ADAPTIVE: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    if INDEX_64:
-        pid = pid.to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
+    offs, mask = block_offsets(total, INDEX_64, BLOCK)
     n, c, h, w = flat_to_nchw(offs, C, H, W, CHANNELS_LAST)
     oh_lo, oh_count = covering_windows(h, H, OH, stride_h, pad_h, 1, KH, ADAPTIVE)
     ow_lo, ow_count = covering_windows(w, W, OW, stride_w, pad_w, 1, KW, ADAPTIVE)
@@ -134,7 +137,7 @@ def avg_pool2d_backward_kernel(
     if HAS_DIVISOR:
         acc = acc / divisor
 
-    dx_offs = n.to(tl.int64) * sdxn + c.to(tl.int64) * sdxc + h * sdxh + w * sdxw
+    dx_offs = nchw_offsets(n, c, h, w, sdxn, sdxc, sdxh, sdxw)
     tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -155,14 +158,12 @@ def avg_pool2d_forward(x: torch.Tensor, geometry: Pool2dGeometry, count_include_
         return y
     flags, divisor = _divisor_args(g, count_include_pad, divisor_override)
     kh, kw = g.kernel
-    block = launch_block(y.numel())
-    avg_pool2d_forward_kernel[(cdiv(y.numel(), block),)](
+    grid, options = elementwise_launch(y, fmt == torch.channels_last)
+    avg_pool2d_forward_kernel[grid](
         x, y, *x.stride(), *y.stride(),
         y.numel(), g.channels, g.height, g.width, g.out_h, g.out_w, kh, kw,
         *g.stride, *g.padding, divisor,
-        ADAPTIVE=g.adaptive, **flags, CHANNELS_LAST=fmt == torch.channels_last,
-        INDEX_64=needs_int64(block, y), ACC_DTYPE=accumulator_dtype(x.dtype), BLOCK=block,
-        num_warps=GPU_WARPS,
+        ADAPTIVE=g.adaptive, **flags, **options,
     )
     return y
 
@@ -172,22 +173,17 @@ def avg_pool2d_backward(grad_output: torch.Tensor, geometry: Pool2dGeometry, lik
     """grad_output: (N, C, OH, OW), any strides (an expanded gradient is fine). Returns
     dx: (N, C, H, W) with ``like``'s dtype, device and memory_format (the forward input's)."""
     g = geometry
-    dx = torch.empty(g.input_shape, **like)
-    if dx.numel() == 0:
+    dx, launch = empty_grad_input(g, like, grad_output)
+    if not launch:
         return dx
-    if grad_output.numel() == 0:
-        return dx.zero_()
     flags, divisor = _divisor_args(g, count_include_pad, divisor_override)
     kh, kw = g.kernel
-    block = launch_block(dx.numel())
-    avg_pool2d_backward_kernel[(cdiv(dx.numel(), block),)](
+    grid, options = elementwise_launch(dx, like["memory_format"] == torch.channels_last)
+    avg_pool2d_backward_kernel[grid](
         grad_output, dx, *grad_output.stride(), *dx.stride(),
         dx.numel(), g.channels, g.height, g.width, g.out_h, g.out_w, kh, kw,
         *g.stride, *g.padding, divisor, *g.covering,
-        ADAPTIVE=g.adaptive, **flags,
-        CHANNELS_LAST=like["memory_format"] == torch.channels_last,
-        INDEX_64=needs_int64(block, dx), ACC_DTYPE=accumulator_dtype(dx.dtype),
-        BLOCK=block, num_warps=GPU_WARPS,
+        ADAPTIVE=g.adaptive, **flags, **options,
     )
     return dx
 

@@ -23,10 +23,11 @@ towards zero while the interpreter floors.
 """
 from dataclasses import dataclass
 
+import torch
 import triton
 import triton.language as tl
 
-from ..runtime import INTERPRET, cdiv, next_power_of_2
+from ..runtime import INTERPRET, accumulator_dtype, cdiv, next_power_of_2
 
 
 def window_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
@@ -123,6 +124,45 @@ def needs_int64(block: int, *tensors) -> bool:
     up to a block past the end). Batch and channel offsets are always int64; offsets inside
     one sample stay int32, so one sample must hold fewer than 2**31 elements."""
     return max(t.numel() for t in tensors) + block > 2**31
+
+
+def elementwise_launch(out: torch.Tensor, channels_last: bool):
+    """(grid, options) of a launch with one lane per element of ``out`` (``block_offsets``):
+    options are the CHANNELS_LAST, INDEX_64, ACC_DTYPE (from out's dtype), BLOCK and num_warps
+    launch arguments."""
+    block = launch_block(out.numel())
+    return (cdiv(out.numel(), block),), dict(
+        CHANNELS_LAST=channels_last, INDEX_64=needs_int64(block, out),
+        ACC_DTYPE=accumulator_dtype(out.dtype), BLOCK=block, num_warps=GPU_WARPS)
+
+
+def empty_grad_input(geometry: Pool2dGeometry, like: dict, grad_output: torch.Tensor):
+    """(dx, launch): dx (N, C, H, W) with ``like``'s dtype, device and memory_format, and
+    whether a kernel must fill it: not when dx is empty, nor when grad_output is (dx is then
+    zeros)."""
+    dx = torch.empty(geometry.input_shape, **like)
+    if dx.numel() == 0:
+        return dx, False
+    if grad_output.numel() == 0:
+        return dx.zero_(), False
+    return dx, True
+
+
+@triton.jit
+def block_offsets(total, INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's BLOCK flat indices (int64 with INDEX_64) and their mask (< total)."""
+    pid = tl.program_id(0)
+    if INDEX_64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    return offs, offs < total
+
+
+@triton.jit
+def nchw_offsets(n, c, h, w, sn, sc, sh, sw):
+    """Offsets of the elements (n, c, h, w) of a tensor of strides (sn, sc, sh, sw); the batch
+    and channel terms in int64."""
+    return n.to(tl.int64) * sn + c.to(tl.int64) * sc + h * sh + w * sw
 
 
 @triton.jit

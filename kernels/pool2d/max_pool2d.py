@@ -18,33 +18,36 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import accumulator_dtype, cdiv, output_memory_format
+from ..runtime import output_memory_format
 from .geometry import (
-    GPU_WARPS,
     Pool2dGeometry,
+    block_offsets,
     covering_windows,
+    elementwise_launch,
+    empty_grad_input,
     flat_to_nchw,
-    launch_block,
-    needs_int64,
+    nchw_offsets,
     pool_window,
 )
 
 
 @triton.jit
 def max_pool2d_forward_kernel(
+    # pointers
     x_ptr, y_ptr, idx_ptr,
+    # strides
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
+    # sizes and the pooling's geometry
     total, C, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # meta-parameters
     ADAPTIVE: tl.constexpr, STORE_INDICES: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    # tiles
+    BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    if INDEX_64:
-        pid = pid.to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
+    offs, mask = block_offsets(total, INDEX_64, BLOCK)
     # y and idx share one layout, so one flat index in y's memory order addresses both.
     n, c, oh, ow = flat_to_nchw(offs, C, OH, OW, CHANNELS_LAST)
     h0, kh_lo, kh_hi = pool_window(oh, H, OH, stride_h, pad_h, dil_h, KH, ADAPTIVE)
@@ -69,7 +72,7 @@ def max_pool2d_forward_kernel(
             x_ptrs += w_step
             tap += dil_w
 
-    y_offs = n.to(tl.int64) * syn + c.to(tl.int64) * syc + oh * syh + ow * syw
+    y_offs = nchw_offsets(n, c, oh, ow, syn, syc, syh, syw)
     tl.store(y_ptr + y_offs, best.to(y_ptr.dtype.element_ty), mask=mask)
     if STORE_INDICES:
         tl.store(idx_ptr + y_offs, best_idx.to(tl.int64), mask=mask)
@@ -77,20 +80,22 @@ def max_pool2d_forward_kernel(
 
 @triton.jit
 def max_pool2d_backward_kernel(
+    # pointers
     dy_ptr, idx_ptr, dx_ptr,
+    # strides
     sdyn, sdyc, sdyh, sdyw,
     sidn, sidc, sidh, sidw,
     sdxn, sdxc, sdxh, sdxw,
+    # sizes and the pooling's geometry
     total, C, H, W, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, JH, JW,
+    # meta-parameters
     ADAPTIVE: tl.constexpr, CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    # tiles
+    BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    if INDEX_64:
-        pid = pid.to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
+    offs, mask = block_offsets(total, INDEX_64, BLOCK)
     n, c, h, w = flat_to_nchw(offs, C, H, W, CHANNELS_LAST)
     oh_lo, oh_count = covering_windows(h, H, OH, stride_h, pad_h, dil_h, KH, ADAPTIVE)
     ow_lo, ow_count = covering_windows(w, W, OW, stride_w, pad_w, dil_w, KW, ADAPTIVE)
@@ -111,7 +116,7 @@ def max_pool2d_backward_kernel(
             idx_ptrs += sidw
             dy_ptrs += sdyw
 
-    dx_offs = n.to(tl.int64) * sdxn + c.to(tl.int64) * sdxc + h * sdxh + w * sdxw
+    dx_offs = nchw_offsets(n, c, h, w, sdxn, sdxc, sdxh, sdxw)
     tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -126,13 +131,11 @@ def max_pool2d_forward(x: torch.Tensor, geometry: Pool2dGeometry, store_indices:
                           memory_format=fmt) if store_indices else None
     if y.numel() == 0:
         return y, indices
-    block = launch_block(y.numel())
-    max_pool2d_forward_kernel[(cdiv(y.numel(), block),)](
+    grid, options = elementwise_launch(y, fmt == torch.channels_last)
+    max_pool2d_forward_kernel[grid](
         x, y, indices if store_indices else y,
         *x.stride(), *y.stride(), *g.kernel_args(y.numel()),
-        ADAPTIVE=g.adaptive, STORE_INDICES=store_indices,
-        CHANNELS_LAST=fmt == torch.channels_last, INDEX_64=needs_int64(block, y),
-        ACC_DTYPE=accumulator_dtype(x.dtype), BLOCK=block, num_warps=GPU_WARPS,
+        ADAPTIVE=g.adaptive, STORE_INDICES=store_indices, **options,
     )
     return y, indices
 
@@ -142,19 +145,15 @@ def max_pool2d_backward(grad_output: torch.Tensor, indices: torch.Tensor,
     """grad_output and indices: (N, C, OH, OW), any strides. Returns dx: (N, C, H, W) with
     ``like``'s dtype, device and memory_format (those of the forward's input)."""
     g = geometry
-    dx = torch.empty(g.input_shape, **like)
-    if dx.numel() == 0:
+    dx, launch = empty_grad_input(g, like, grad_output)
+    if not launch:
         return dx
-    if grad_output.numel() == 0:
-        return dx.zero_()
-    block = launch_block(dx.numel())
-    max_pool2d_backward_kernel[(cdiv(dx.numel(), block),)](
+    grid, options = elementwise_launch(dx, like["memory_format"] == torch.channels_last)
+    max_pool2d_backward_kernel[grid](
         grad_output, indices, dx,
         *grad_output.stride(), *indices.stride(), *dx.stride(), *g.kernel_args(dx.numel()),
         *g.covering,
-        ADAPTIVE=g.adaptive, CHANNELS_LAST=like["memory_format"] == torch.channels_last,
-        INDEX_64=needs_int64(block, dx), ACC_DTYPE=accumulator_dtype(dx.dtype),
-        BLOCK=block, num_warps=GPU_WARPS,
+        ADAPTIVE=g.adaptive, **options,
     )
     return dx
 

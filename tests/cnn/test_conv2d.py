@@ -257,9 +257,9 @@ def test_autotune_keys_ignore_batch_and_image_size():
 def test_configs_pruned_to_the_problem():
     import triton
 
-    from kernels.conv2d.configs import _IMPLICIT_GEMM_GPU, channel_block, prune_gemm_tiles
+    from kernels.conv2d.configs import IMPLICIT_GEMM_TILES_GPU, channel_block, prune_gemm_tiles
     configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w,
-                             num_stages=s) for m, n, k, w, s in _IMPLICIT_GEMM_GPU]
+                             num_stages=s) for m, n, k, w, s in IMPLICIT_GEMM_TILES_GPU]
     kept = prune_gemm_tiles(configs, n_cols=64, k_span=32)
     assert all(c.kwargs["BLOCK_N"] <= 64 and c.kwargs["BLOCK_K"] <= 32 for c in kept)
     assert len({(tuple(c.kwargs.items()), c.num_warps, c.num_stages) for c in kept}) == len(kept)

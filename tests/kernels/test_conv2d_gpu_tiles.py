@@ -15,8 +15,8 @@ from support import DEVICE, assert_matches
 from triton.runtime.autotuner import Autotuner, Heuristics
 
 from kernels.batch_norm.forward import batch_norm_finalize
-from kernels.conv2d.configs import _IMPLICIT_GEMM_GPU
-from kernels.conv2d.depthwise import _TILES_GPU
+from kernels.conv2d.configs import IMPLICIT_GEMM_TILES_GPU
+from kernels.conv2d.depthwise import DEPTHWISE_TILES_GPU
 from kernels.conv2d.geometry import Conv2dGeometry
 from kernels.conv2d.weight_grad import FP32_IEEE_TILES, WGRAD_TILES_GPU
 from kernels.runtime import cdiv
@@ -70,7 +70,7 @@ def launch(kernel, grid, args, cfg):
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("problem", list(PROBLEMS))
-@pytest.mark.parametrize("cfg", _IMPLICIT_GEMM_GPU, ids=tiles_id)
+@pytest.mark.parametrize("cfg", IMPLICIT_GEMM_TILES_GPU, ids=tiles_id)
 def test_implicit_gemm_tiles(cfg, problem, layout):
     x, weight, g, options = make(PROBLEMS[problem], layout)
     bias = torch.randn(g.out_channels, device=DEVICE)
@@ -188,7 +188,7 @@ def test_implicit_gemm_loop_structures(cfg, problem, layout):
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("tiles", _TILES_GPU, ids=lambda t: f"P{t[0]}C{t[1]}w{t[2]}")
+@pytest.mark.parametrize("tiles", DEPTHWISE_TILES_GPU, ids=lambda t: f"P{t[0]}C{t[1]}w{t[2]}")
 def test_depthwise_tiles(tiles, layout):
     # 40 channels (multiplier 2 over 20 inputs) and 2*5*4 = 40 output pixels: partial tiles.
     n, c, h, w, mult = 2, 20, 9, 7, 2

@@ -72,7 +72,7 @@ def test_tap_major_matches_torch_in_float64(case):
 def test_two_launches_at_most_written_in_the_weights_layout(split, launched, monkeypatch):
     """dw and db in one launch (one slot) or two (split: the GEMM, then the sum of its
     slots), dw in the weight's memory format and dtype; no torch op does the work."""
-    monkeypatch.setattr(weight_grad, "_split_reduction",
+    monkeypatch.setattr(weight_grad, "split_reduction",
                         lambda g, sm_count: (split, -(-g.batch * g.out_h * g.out_w // split)))
     x = torch.randn(2, 16, 5, 6, device=DEVICE, dtype=torch.float64)
     x = x.contiguous(memory_format=torch.channels_last)

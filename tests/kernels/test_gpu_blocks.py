@@ -12,7 +12,6 @@ from support import DEVICE, assert_matches
 from torch import nn
 
 import cnn
-import kernels.batch_norm.backward as bn_backward
 import kernels.batch_norm.forward as bn_forward
 import kernels.pool2d.geometry as pool_geometry
 import kernels.relu as relu_kernels
@@ -26,10 +25,10 @@ def gpu_blocks(monkeypatch):
     monkeypatch.setattr(pool_geometry, "INTERPRET", False)  # launch_block -> GPU_BLOCK
     monkeypatch.setattr(bn_forward, "INTERPRET", False)  # tile_config -> the GPU tiles
     monkeypatch.setattr(bn_forward, "TILE_ELEMENTS", bn_forward.GPU_TILE_ELEMENTS)
-    for module in (bn_forward, bn_backward):
-        block_t, block_c = bn_forward.GPU_REDUCE_BLOCKS
-        monkeypatch.setattr(module, "REDUCE_BLOCK_T", block_t)
-        monkeypatch.setattr(module, "REDUCE_BLOCK_C", block_c)
+    # reduce_launch: the finalize, backward sums and merge launches
+    block_t, block_c = bn_forward.GPU_REDUCE_BLOCKS
+    monkeypatch.setattr(bn_forward, "REDUCE_BLOCK_T", block_t)
+    monkeypatch.setattr(bn_forward, "REDUCE_BLOCK_C", block_c)
     monkeypatch.setattr(relu_kernels, "BLOCK", relu_kernels.GPU_BLOCK)
 
 
