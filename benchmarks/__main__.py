@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-import kernels  # noqa: F401  (decides compiled vs interpreted before triton is imported)
+from cnn import kernels  # noqa: F401  (decides compiled vs interpreted before triton is imported)
 
 from . import fused_traffic, ops, report, roofline, runner, shapes
 from .env import REPO, environment

@@ -16,7 +16,7 @@ partials are ignored: they are small):
 """
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import kernels
+from cnn import kernels
 
 # Allocations and views: no kernel launch on a GPU.
 _FREE_OPS = {"empty", "empty_strided", "empty_like", "view", "_unsafe_view", "as_strided", "t",

@@ -21,7 +21,7 @@ import os
 import statistics
 import time
 
-import kernels  # noqa: F401  (decides compiled vs interpreted before triton is imported)
+from cnn import kernels  # noqa: F401  (decides compiled vs interpreted before triton is imported)
 
 FWD_TARGET, FWD_BWD_TARGET = 5.0, 1.6
 BLOCK = 50  # calls per block; ours' and torch's blocks alternate

@@ -8,7 +8,7 @@ to read. ``python -m benchmarks`` is the measurement of record (do_bench, CUDA e
 """
 import pytest
 
-import kernels  # noqa: F401  (before triton: picks the interpreter without CUDA)
+from cnn import kernels  # noqa: F401  (before triton: picks the interpreter without CUDA)
 
 pytest.importorskip("pytest_benchmark")
 

@@ -5,7 +5,10 @@
     y = cnn.functional.conv2d(x, w, b, stride=2)  # torch.nn.functional.conv2d's signature
     model = cnn.fuse(model)                       # Conv2d -> BatchNorm2d -> ReLU -> ConvBNReLU2d
 """
-import kernels  # noqa: F401  (decides compiled vs interpreted before anything else)
+# isort: off
+from . import checkout  # noqa: F401  (cnn.kernels: installed, or the checkout's folder kernels/)
+from . import kernels  # noqa: F401  (decides compiled vs interpreted before anything else)
+# isort: on
 
 from . import distributed, functional
 from .conversion import convert

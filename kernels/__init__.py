@@ -1,6 +1,6 @@
 """Triton kernels and their launchers: tensors in, tensors out; no autograd here.
 
-Importing this package first decides where kernels run (see ``kernels.runtime``). One subpackage
+Importing this package first decides where kernels run (see ``cnn.kernels.runtime``). One subpackage
 or module per op family, the same basename as in ``cnn.ops``, ``cnn.functional`` and
 ``cnn.layers``: ``conv2d`` (its ``dispatch`` picks the depthwise or the implicit-GEMM kernels),
 ``pool2d``, ``batch_norm``, ``relu``, ``conv_bn_relu``.

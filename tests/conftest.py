@@ -13,7 +13,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-import kernels  # noqa: E402, F401
+from cnn import kernels  # noqa: E402, F401
 
 # Tests live in folders that mirror the tree; what they share is the package tests/support.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from kernels import runtime
+from cnn.kernels import runtime
 
 from ..env import git_commit
 from . import report

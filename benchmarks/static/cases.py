@@ -19,12 +19,12 @@ import sys
 from dataclasses import dataclass, field, replace
 
 import torch
+from cnn.kernels import runtime
+from cnn.kernels.conv2d.geometry import Conv2dGeometry
+from cnn.kernels.conv2d.layout import conversion_bytes, is_channels_last_dense
 
 from benchmarks import shapes
 from benchmarks.shapes import ConvShape
-from kernels import runtime
-from kernels.conv2d.geometry import Conv2dGeometry
-from kernels.conv2d.layout import conversion_bytes, is_channels_last_dense
 
 # Multiprocessors of an H100/H200: the weight gradients split their reduction as they do there.
 EXAMPLE_MULTIPROCESSORS = 132
@@ -34,8 +34,8 @@ _POINTER_TYPES = {"float16": "*fp16", "bfloat16": "*bf16", "float32": "*fp32",
                   "float64": "*fp64", "int64": "*i64", "int32": "*i32", "int8": "*i8",
                   "uint8": "*u8", "bool": "*i1"}
 
-CONV_MODULES = ["kernels.conv2d.forward", "kernels.conv2d.input_grad",
-                "kernels.conv2d.weight_grad", "kernels.conv2d.depthwise"]
+CONV_MODULES = ["cnn.kernels.conv2d.forward", "cnn.kernels.conv2d.input_grad",
+                "cnn.kernels.conv2d.weight_grad", "cnn.kernels.conv2d.depthwise"]
 REFERENCE_MODULE = "benchmarks.static.reference_gemm"
 
 
@@ -87,7 +87,7 @@ class Case:
     configs: str = "all"  # "all" autotune configs kept, or "first"
     gemm: tuple = None    # (M, N, K) of the GEMM view, for the reference; None: no tl.dot
     min_bytes: int = 0    # the pass's own minimum traffic: each operand read once, result once
-    conversion_bytes: int = 0  # bytes its layout conversions move (see kernels.conv2d.layout)
+    conversion_bytes: int = 0  # bytes its layout conversions move (see cnn.kernels.conv2d.layout)
     pruned_configs: list = field(default=None, repr=False)  # configs the autotuner keeps
     options: dict = field(default_factory=dict)  # the launch's num_warps etc. (no autotuner)
 
@@ -204,7 +204,7 @@ def _same_memory(a, b) -> bool:
 
 
 def converted_bytes(user_tensors, args: dict) -> int:
-    """Bytes ``kernels.conv2d.layout.conversion_bytes`` counts for the caller's tensors that the
+    """Bytes ``cnn.kernels.conv2d.layout.conversion_bytes`` counts for the caller's tensors that the
     kernels do not read or write in place (no pointer argument is that tensor or a view of it): the
     launcher copies those into the kernel's layout (or its result back to the caller's)."""
     kernel_tensors = [v for v in args.values() if isinstance(v, torch.Tensor)]
@@ -250,7 +250,7 @@ def _implicit_gemm_launch(layer, conv_pass, x, weight, bias, epilogue):
                                           for t in (x, weight)) else torch.contiguous_format
     dy = torch.empty(g.output_shape, device="meta", dtype=x.dtype, memory_format=y_layout)
     if _depthwise(layer):
-        module = importlib.import_module("kernels.conv2d.depthwise")
+        module = importlib.import_module("cnn.kernels.conv2d.depthwise")
         if conv_pass == "forward":
             result = module.forward_launch_arguments(x, weight, bias, g)
         elif conv_pass == "dgrad":
@@ -260,7 +260,7 @@ def _implicit_gemm_launch(layer, conv_pass, x, weight, bias, epilogue):
                                                          is not None,
                                                          sm_count=EXAMPLE_MULTIPROCESSORS)
     elif conv_pass == "forward":
-        module = importlib.import_module("kernels.conv2d.forward")
+        module = importlib.import_module("cnn.kernels.conv2d.forward")
         options = {}
         if epilogue == "stats":
             options = dict(stats=True)
@@ -269,10 +269,10 @@ def _implicit_gemm_launch(layer, conv_pass, x, weight, bias, epilogue):
             options = dict(relu=True, bn_eval=(running, running, running, running, 1e-5))
         result = module.launch_arguments(x, weight, bias, g, **options)
     elif conv_pass == "dgrad":
-        module = importlib.import_module("kernels.conv2d.input_grad")
+        module = importlib.import_module("cnn.kernels.conv2d.input_grad")
         result = module.launch_arguments(dy, weight, x, g)
     else:
-        module = importlib.import_module("kernels.conv2d.weight_grad")
+        module = importlib.import_module("cnn.kernels.conv2d.weight_grad")
         result = module.launch_arguments(dy, x, weight, g, need_bias=bias is not None,
                                          sm_count=EXAMPLE_MULTIPROCESSORS)
     if conv_pass == "forward":
@@ -349,7 +349,7 @@ def recorded_launches():
 
     recorded, patched = [], {}
     for name, module in list(sys.modules.items()):
-        if not name.startswith("kernels.") or module is None:
+        if not name.startswith("cnn.kernels.") or module is None:
             continue
         for value in vars(module).values():
             if isinstance(value, triton.runtime.KernelInterface) and id(value) not in patched:
@@ -400,7 +400,7 @@ def _activation(dtype, flat: bool = True, channels_last: bool = False):
 
 
 def _pool_geometry(adaptive: bool, index_64: bool = False):
-    from kernels.pool2d.geometry import Pool2dGeometry
+    from cnn.kernels.pool2d.geometry import Pool2dGeometry
 
     if adaptive:
         return Pool2dGeometry.adaptive_pool(HEAD, HEAD_OUTPUT)
@@ -418,7 +418,7 @@ def _like(dtype, channels_last: bool) -> dict:
 def _max_pool2d_launches():
     """Every dtype for window pooling on NCHW and adaptive pooling on channels_last, and the
     int64-index variant (forward without indices)."""
-    from kernels.pool2d.max_pool2d import max_pool2d_backward, max_pool2d_forward
+    from cnn.kernels.pool2d.max_pool2d import max_pool2d_backward, max_pool2d_forward
 
     for ty, dtype in POOL_DTYPES:
         for adaptive, channels_last, index_64 in ((False, False, False), (True, True, False),
@@ -440,7 +440,7 @@ def _max_pool2d_launches():
 def _avg_pool2d_launches():
     """Every dtype for window pooling (count_include_pad, NCHW) and adaptive pooling
     (channels_last); fp32 also for the other divisors and the int64-index variant."""
-    from kernels.pool2d.avg_pool2d import avg_pool2d_backward, avg_pool2d_forward
+    from cnn.kernels.pool2d.avg_pool2d import avg_pool2d_backward, avg_pool2d_forward
 
     variants = [  # (label, adaptive, count_include_pad, divisor_override, channels_last, int64)
         ("window,include_pad,nchw", False, True, None, False, False),
@@ -466,7 +466,7 @@ def _avg_pool2d_launches():
 def _channel_tensors(dtype):
     """(mean, scale, weight, bias, num_batches_tracked) of STEM's channels: statistics in
     their dtype, the affine parameters in the input's."""
-    from kernels.batch_norm.forward import stats_dtype
+    from cnn.kernels.batch_norm.forward import stats_dtype
 
     c = STEM.channels
     stats = _tensor((c,), stats_dtype(dtype))
@@ -477,7 +477,7 @@ def _channel_tensors(dtype):
 def _partials(dtype, rows: int):
     """Per-tile partials (tiles, rows, C) of batch_norm_stats (rows 3) or the backward's
     reduce (rows 2) over STEM."""
-    from kernels.batch_norm.forward import stats_dtype, tile_config
+    from cnn.kernels.batch_norm.forward import stats_dtype, tile_config
 
     block_hw, _ = tile_config(_activation(dtype))
     tiles = STEM.batch * -(-(STEM.h * STEM.w) // block_hw)
@@ -488,7 +488,7 @@ def _batch_norm_forward_launches():
     """Statistics and normalize (training with ReLU, evaluation from the running variance)
     for flat (NCHW) and strided (channels_last, h and w not mergeable) tiles; finalize with
     momentum and cumulative; every dtype."""
-    from kernels.batch_norm.forward import (
+    from cnn.kernels.batch_norm.forward import (
         batch_norm_finalize,
         batch_norm_normalize,
         batch_norm_stats,
@@ -518,7 +518,7 @@ def _batch_norm_forward_launches():
 def _batch_norm_backward_launches():
     """Reduce (training with the ReLU mask, evaluation without) and input gradient (training,
     evaluation) for flat and strided tiles, and the sums; every dtype."""
-    from kernels.batch_norm.backward import (
+    from cnn.kernels.batch_norm.backward import (
         MASK_NONE,
         MASK_RECOMPUTE,
         batch_norm_backward_input,
@@ -552,7 +552,7 @@ def _batch_norm_backward_launches():
 
 def _batch_norm_merge_launches():
     """The merge of STEM's partials into one row, in both statistics dtypes."""
-    from kernels.batch_norm.merge import batch_norm_merge_stats
+    from cnn.kernels.batch_norm.merge import batch_norm_merge_stats
 
     for sty, dtype in (("fp32", torch.float32), ("fp64", torch.float64)):
         yield f"batch_norm_merge[{sty}]", functools.partial(batch_norm_merge_stats,
@@ -561,7 +561,7 @@ def _batch_norm_merge_launches():
 
 def _relu_launches():
     """Forward and backward, dense (flat storage) and strided, every dtype."""
-    from kernels.relu import relu_backward, relu_forward
+    from cnn.kernels.relu import relu_backward, relu_forward
 
     for ty, dtype in FP32_FIRST_DTYPES:
         for backward in (False, True):
@@ -578,12 +578,12 @@ def _relu_launches():
 # module -> the launches of its cases, each (label, a call of a public launcher that launches
 # one kernel of the module), in report order.
 OP_CASES = {
-    "kernels.pool2d.max_pool2d": _max_pool2d_launches,
-    "kernels.pool2d.avg_pool2d": _avg_pool2d_launches,
-    "kernels.batch_norm.forward": _batch_norm_forward_launches,
-    "kernels.batch_norm.backward": _batch_norm_backward_launches,
-    "kernels.relu": _relu_launches,
-    "kernels.batch_norm.merge": _batch_norm_merge_launches,
+    "cnn.kernels.pool2d.max_pool2d": _max_pool2d_launches,
+    "cnn.kernels.pool2d.avg_pool2d": _avg_pool2d_launches,
+    "cnn.kernels.batch_norm.forward": _batch_norm_forward_launches,
+    "cnn.kernels.batch_norm.backward": _batch_norm_backward_launches,
+    "cnn.kernels.relu": _relu_launches,
+    "cnn.kernels.batch_norm.merge": _batch_norm_merge_launches,
 }
 KERNEL_MODULES = CONV_MODULES + list(OP_CASES)
 

@@ -115,14 +115,16 @@ class Result(Job):
 # ---- keys: a saved compile is reused while its key is unchanged ------------------------------
 
 def _source(module: str) -> Path:
-    """The file of a dotted module name of this repository (a package is its __init__.py)."""
-    base = REPO.joinpath(*module.split("."))
+    """The file of a dotted module name of this repository (a package is its __init__.py);
+    cnn.kernels is the folder kernels/."""
+    parts = module.split(".")
+    base = REPO.joinpath(*(parts[1:] if parts[:2] == ["cnn", "kernels"] else parts))
     return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
 
 
 def local_imports(module: str) -> set:
     """The modules of this repository's kernels/ that a module imports (relative, or as
-    ``kernels.x``), as dotted names."""
+    ``cnn.kernels.x``), as dotted names."""
     path = _source(module)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names = set()
@@ -134,12 +136,12 @@ def local_imports(module: str) -> set:
                 parent = f"{base}.{node.module}" if node.module else base
                 names.add(parent)
                 names.update(f"{parent}.{a.name}" for a in node.names)
-            elif node.module and node.module.startswith("kernels"):
+            elif node.module and node.module.startswith("cnn.kernels"):
                 names.add(node.module)
                 names.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
-            names.update(a.name for a in node.names if a.name.startswith("kernels"))
-    return {n for n in names if n.startswith("kernels") and _source(n).exists()}
+            names.update(a.name for a in node.names if a.name.startswith("cnn.kernels"))
+    return {n for n in names if n.startswith("cnn.kernels") and _source(n).exists()}
 
 
 @functools.lru_cache(maxsize=None)

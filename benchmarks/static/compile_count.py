@@ -24,8 +24,7 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
-
-from kernels import runtime
+from cnn.kernels import runtime
 
 from .. import shapes
 from .cases import (
@@ -123,15 +122,15 @@ def _conv_calls(batch: int, layout, dtype, backward: bool):
                         dtype=dtype, memory_format=layout)
         b = torch.empty((shape.c_out,), device="meta", dtype=dtype)
         g = conv_geometry(shape)
-        module = importlib.import_module("kernels.conv2d.forward")
+        module = importlib.import_module("cnn.kernels.conv2d.forward")
         calls += launches(module, module.launch_arguments(x, w, b, g))
         if backward:
             dy = torch.empty(g.output_shape, device="meta", dtype=dtype, memory_format=layout)
-            module = importlib.import_module("kernels.conv2d.weight_grad")
+            module = importlib.import_module("cnn.kernels.conv2d.weight_grad")
             calls += launches(module, module.launch_arguments(
                 dy, x, w, g, need_bias=True, sm_count=EXAMPLE_MULTIPROCESSORS))
             if index > 0:
-                module = importlib.import_module("kernels.conv2d.input_grad")
+                module = importlib.import_module("cnn.kernels.conv2d.input_grad")
                 calls += launches(module, module.launch_arguments(dy, w, x, g))
     return calls
 

@@ -199,7 +199,8 @@ def load(target: int = 90, path=None, timeout_s: int = 3600):
         note = ""
         stale = stale_modules(report)
         if stale:
-            note = (f" -- STALE for {', '.join(m.removeprefix('kernels.') for m in stale)}: made "
+            names = ", ".join(m.removeprefix("cnn.kernels.") for m in stale)
+            note = (f" -- STALE for {names}: made "
                     f"{meta.get('date', '?')} at commit {meta.get('git_commit', '?')} from other "
                     f"sources; refresh (recompiles only those) with `{REFRESH}`")
         if meta.get("partial"):

@@ -6,8 +6,7 @@ The kernels see every input as (N, C, H, W) through a view: (N, C) as (1, C, N, 
 """
 import torch
 
-from kernels.runtime import FLOAT_DTYPES, check_device
-
+from ..kernels.runtime import FLOAT_DTYPES, check_device
 from ..ops import batch_norm as ops
 
 _TYPE_NAMES = {

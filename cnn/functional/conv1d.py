@@ -10,8 +10,7 @@ conv_transpose2d's (cnn/ops/conv2d.py, cnn/ops/conv_transpose2d.py).
 """
 import torch
 
-from kernels.runtime import check_device, is_channels_last
-
+from ..kernels.runtime import check_device, is_channels_last
 from ..ops import conv2d as conv2d_ops
 from ..ops import conv_transpose2d as conv_transpose2d_ops
 from .conv2d import autocast_to_lower_precision

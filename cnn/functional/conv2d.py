@@ -2,8 +2,7 @@
 (cnn/ops/conv2d.py), which runs the Triton kernels."""
 import torch
 
-from kernels.runtime import check_device
-
+from ..kernels.runtime import check_device
 from ..ops import conv2d as ops
 from .conv2d_args import check_conv2d_args, check_conv2d_types
 

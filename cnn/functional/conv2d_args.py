@@ -9,7 +9,7 @@ import operator
 
 import torch
 
-from kernels.runtime import FLOAT_DTYPES
+from ..kernels.runtime import FLOAT_DTYPES
 
 
 def parse_int(value, bool_error: str, type_error: str) -> int:

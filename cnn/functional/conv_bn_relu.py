@@ -2,9 +2,8 @@
 ``torch.ops.cnn.conv_bn_relu2d_train`` / ``conv_bn_relu2d_eval`` (cnn/ops/conv_bn_relu.py)."""
 import torch
 
-from kernels.conv2d.geometry import Conv2dGeometry
-from kernels.runtime import check_device
-
+from ..kernels.conv2d.geometry import Conv2dGeometry
+from ..kernels.runtime import check_device
 from ..ops import conv_bn_relu as ops
 from .batch_norm import check_batch_norm_args, empty_batch_norm
 from .conv2d import autocast_to_lower_precision, conv2d

@@ -1,8 +1,7 @@
 """conv_transpose2d shaped like torch.nn.functional: arguments checked here (torch's rules and
 errors, before any kernel launches), then ``torch.ops.cnn.conv_transpose2d``
 (cnn/ops/conv_transpose2d.py), which runs conv2d's input-gradient kernel."""
-from kernels.runtime import check_device
-
+from ..kernels.runtime import check_device
 from ..ops import conv_transpose2d as ops
 from .conv2d import autocast_to_lower_precision
 from .conv2d_args import (

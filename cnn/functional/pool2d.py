@@ -3,9 +3,8 @@ errors (all checked here, before any launch); the ops are ``torch.ops.cnn.*``
 (cnn/ops/pool2d.py)."""
 import torch
 
-from kernels.pool2d.geometry import Pool2dGeometry
-from kernels.runtime import FLOAT_DTYPES, check_device
-
+from ..kernels.pool2d.geometry import Pool2dGeometry
+from ..kernels.runtime import FLOAT_DTYPES, check_device
 from ..ops import pool2d as ops
 from .conv2d_args import parse_int
 

@@ -2,8 +2,7 @@
 (cnn/ops/relu.py)."""
 import torch
 
-from kernels.runtime import check_device
-
+from ..kernels.runtime import check_device
 from ..ops import relu as ops
 from ..ops.registry import is_traced
 

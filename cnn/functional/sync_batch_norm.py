@@ -4,9 +4,8 @@ cnn/ops/sync_batch_norm.py (which says how the statistics and gradients are shar
 """
 import torch.distributed as dist
 
-from kernels.conv2d.geometry import Conv2dGeometry
-from kernels.runtime import check_device
-
+from ..kernels.conv2d.geometry import Conv2dGeometry
+from ..kernels.runtime import check_device
 from ..ops import sync_batch_norm as ops
 from .batch_norm import check_batch_norm_args, flat_param
 from .conv2d import autocast_to_lower_precision

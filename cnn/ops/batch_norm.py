@@ -1,4 +1,4 @@
-"""Batch norm as ``torch.ops.cnn`` ops over the launchers in kernels.batch_norm_*.
+"""Batch norm as ``torch.ops.cnn`` ops over the launchers in cnn.kernels.batch_norm_*.
 
     cnn::batch_norm_train(x, w?, b?, running_mean!?, running_var!?, num_batches_tracked!?,
                           momentum?, eps) -> (y, mean, invstd)
@@ -14,10 +14,9 @@ raises torch's "no autograd formula was registered" error.
 """
 import torch
 
-from kernels.batch_norm import backward as backward_launchers
-from kernels.batch_norm import forward as forward_launchers
-from kernels.batch_norm.forward import stats_dtype
-
+from ..kernels.batch_norm import backward as backward_launchers
+from ..kernels.batch_norm import forward as forward_launchers
+from ..kernels.batch_norm.forward import stats_dtype
 from .registry import LibraryOp, none_unless, placeholder
 
 

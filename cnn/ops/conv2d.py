@@ -1,4 +1,4 @@
-"""conv2d and its two gradients as ``torch.ops.cnn`` ops over the launchers in kernels.conv2d.
+"""conv2d and its two gradients as ``torch.ops.cnn`` ops over the launchers in cnn.kernels.conv2d.
 
     cnn::conv2d(x, w, b?, stride, padding4, dilation, groups) -> y    (N, C_out, OH, OW)
     cnn::conv2d_input_grad(dy, w, x, ...) -> dx                         (N, C_in, H, W)
@@ -14,11 +14,10 @@ Arguments are validated by cnn.functional before they get here; padding is
 """
 import torch
 
-from kernels import conv2d as launchers
-from kernels.conv2d import Conv2dGeometry
-from kernels.conv2d.layout import to_channels_last
-from kernels.runtime import output_memory_format
-
+from ..kernels import conv2d as launchers
+from ..kernels.conv2d import Conv2dGeometry
+from ..kernels.conv2d.layout import to_channels_last
+from ..kernels.runtime import output_memory_format
 from .registry import LibraryOp, none_unless, placeholder
 
 

@@ -1,4 +1,4 @@
-"""Fused conv2d + batch norm + ReLU as ``torch.ops.cnn`` ops over kernels.conv_bn_relu.
+"""Fused conv2d + batch norm + ReLU as ``torch.ops.cnn`` ops over cnn.kernels.conv_bn_relu.
 
     cnn::conv_bn_relu2d_train(x, w, b?, gamma?, beta?, running_mean!?, running_var!?,
                               num_batches_tracked!?, stride, padding4, dilation, groups,
@@ -16,10 +16,9 @@ torch's "no autograd formula" error (the unfused layers support it).
 """
 import torch
 
-from kernels import conv_bn_relu as launchers
-from kernels.batch_norm.forward import stats_dtype
-from kernels.runtime import output_memory_format
-
+from ..kernels import conv_bn_relu as launchers
+from ..kernels.batch_norm.forward import stats_dtype
+from ..kernels.runtime import output_memory_format
 from .conv2d import declared, geometry, weight_grad_format
 from .registry import LibraryOp, none_unless, placeholder
 

@@ -28,9 +28,8 @@ Arguments are validated by cnn.functional before they get here.
 """
 import torch
 
-from kernels import conv2d as launchers
-from kernels.runtime import output_memory_format
-
+from ..kernels import conv2d as launchers
+from ..kernels.runtime import output_memory_format
 from .conv2d import conv2d, conv2d_weight_grad, declared, geometry
 from .registry import LibraryOp
 

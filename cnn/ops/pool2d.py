@@ -1,5 +1,5 @@
 """Max and average pooling (window and adaptive) as ``torch.ops.cnn`` ops over the launchers
-in kernels.pool2d.max_pool2d and kernels.pool2d.avg_pool2d. Inputs are (N, C, H, W); the
+in cnn.kernels.pool2d.max_pool2d and cnn.kernels.pool2d.avg_pool2d. Inputs are (N, C, H, W); the
 functional API validates arguments and adds the batch dim of unbatched input.
 
     cnn::max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, indices) -> (y, idx)
@@ -17,11 +17,10 @@ from dy. Both backwards are linear in dy, so their derivatives are:
 """
 import torch
 
-from kernels.pool2d import avg_pool2d as avg_launchers
-from kernels.pool2d import max_pool2d as max_launchers
-from kernels.pool2d.geometry import Pool2dGeometry
-from kernels.runtime import is_channels_last, output_memory_format
-
+from ..kernels.pool2d import avg_pool2d as avg_launchers
+from ..kernels.pool2d import max_pool2d as max_launchers
+from ..kernels.pool2d.geometry import Pool2dGeometry
+from ..kernels.runtime import is_channels_last, output_memory_format
 from .registry import LibraryOp, placeholder
 
 

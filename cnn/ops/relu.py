@@ -1,4 +1,4 @@
-"""ReLU as ``torch.ops.cnn`` ops over the launchers in kernels.relu.
+"""ReLU as ``torch.ops.cnn`` ops over the launchers in cnn.kernels.relu.
 
     cnn::relu(x) -> y                      any shape; y laid out like x
     cnn::relu_backward(dy, y) -> dx        dx = dy where y > 0, else 0
@@ -11,9 +11,8 @@ it is InplaceReLUFunction (the launcher's in-place form), under tracing cnn::rel
 """
 import torch
 
-from kernels import relu as launchers
-from kernels.relu import MAX_DIMS, is_dense
-
+from ..kernels import relu as launchers
+from ..kernels.relu import MAX_DIMS, is_dense
 from .registry import LibraryOp
 
 

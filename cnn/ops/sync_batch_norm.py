@@ -20,21 +20,20 @@ import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
-from kernels.batch_norm.backward import (
+from ..kernels.batch_norm.backward import (
     MASK_RECOMPUTE,
     batch_norm_backward_input,
     batch_norm_backward_reduce,
     batch_norm_backward_sums,
 )
-from kernels.batch_norm.forward import (
+from ..kernels.batch_norm.forward import (
     batch_norm_finalize,
     batch_norm_normalize,
     batch_norm_stats,
     stats_dtype,
 )
-from kernels.batch_norm.merge import batch_norm_merge_stats
-from kernels.conv2d import Conv2dGeometry, conv2d_forward, conv2d_input_grad, conv2d_weight_grad
-
+from ..kernels.batch_norm.merge import batch_norm_merge_stats
+from ..kernels.conv2d import Conv2dGeometry, conv2d_forward, conv2d_input_grad, conv2d_weight_grad
 from .batch_norm import as_4d, empty_grad_input, empty_output
 
 # torch 2.13 renames all_gather_into_tensor (which older versions have only).

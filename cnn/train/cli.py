@@ -306,7 +306,7 @@ def device_is_available(args) -> None:
 
 @check
 def backend_runs_on_device(args) -> None:
-    import kernels
+    from .. import kernels
     if args.backend == "triton" and not kernels.runtime.INTERPRET \
             and torch.device(args.device).type != "cuda":
         raise UsageError("argument --device: the triton backend's compiled kernels need "

@@ -33,8 +33,7 @@ from pathlib import Path
 
 import torch
 
-import kernels
-
+from .. import kernels
 from ..distributed import DistributedDataParallel
 from ..layers import SyncBatchNorm
 from ..models.resnet import load_pretrained

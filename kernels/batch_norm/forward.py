@@ -13,7 +13,7 @@ Three kernels, three launches in training:
              deviations from the tile's mean) per channel into partials (tiles, 3, C): the
              layout conv2d_forward's STATS epilogue writes, so fused conv + BN shares the rest.
   finalize   one program per channel block merges the partials with Chan's parallel formula
-             (``kernels.batch_norm.statistics``), writes mean and invstd, updates running stats.
+             (``cnn.kernels.batch_norm.statistics``), writes mean and invstd, updates running stats.
   normalize  y = (x - mean) * invstd * gamma + beta (+ ReLU); in evaluation it reads the
              running stats directly (FROM_VAR), so evaluation is this one launch. It also
              advances num_batches_tracked (program 0), after finalize has read it.

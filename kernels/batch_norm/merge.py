@@ -2,7 +2,7 @@
 
 A synced batch norm merges the statistics of every process. Each process first folds its
 per-tile partials (tiles, 3, C) (batch_norm_stats, or conv2d_forward's STATS epilogue) into
-one row (3, C) with Chan's parallel formula (``kernels.batch_norm.statistics``). The rows of
+one row (3, C) with Chan's parallel formula (``cnn.kernels.batch_norm.statistics``). The rows of
 all processes, gathered into (world, 3, C), are again partials that batch_norm_finalize merges
 in the same way: one collective a layer.
 A row with count 0 (a process with an empty batch) leaves the merge unchanged.

@@ -94,7 +94,7 @@ def depthwise_forward_kernel(
     # tiles
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """The implicit GEMM's epilogue (kernels.conv2d.epilogue): + bias, per-tile batch-norm
+    """The implicit GEMM's epilogue (cnn.kernels.conv2d.epilogue): + bias, per-tile batch-norm
     statistics (STATS: stats[pixel tile, {count, mean, m2}, channel]), folded eval batch norm
     (BN_EVAL), ReLU."""
     pid_p = tl.program_id(0)
@@ -313,7 +313,7 @@ def input_grad_launch_arguments(grad_output, weight, input, geometry: Conv2dGeom
 def weight_grad_launch_arguments(grad_output, input, weight, geometry: Conv2dGeometry,
                                  need_bias=False, sm_count=None, split=None):
     """(grad_weight, grad_bias or None, [(kernel, grid, args), ...]): the partial slots' launch
-    and, with more than one slot, the implicit GEMM's sum of them (kernels.conv2d.weight_grad).
+    and, with more than one slot, the implicit GEMM's sum of them (cnn.kernels.conv2d.weight_grad).
     sm_count: the GPU's multiprocessors (default: input's device's); split: force that many
     slots (tests), default sized to fill the GPU."""
     g = geometry

@@ -23,7 +23,7 @@ def conv_epilogue(acc, co, mask_m, mask_n, tile, C_out, bias_ptr, sb, stats_ptr,
                   BN_AFFINE: tl.constexpr, RELU: tl.constexpr):
     """acc: (rows, channels) in the accumulator dtype; co: the channels' indices, mask_m and
     mask_n the live rows and channels. STATS writes stats[tile, {count, mean, m2}, co] (the
-    batch-norm partials, ``kernels.batch_norm.statistics``: (tiles, 3, C_out), fp32 or fp64).
+    batch-norm partials, ``cnn.kernels.batch_norm.statistics``: (tiles, 3, C_out), fp32 or fp64).
     Returns the new accumulator."""
     ACC_DTYPE: tl.constexpr = acc.dtype
     if HAS_BIAS:

@@ -27,11 +27,11 @@ Three reductions, chosen by the launcher:
         its x offset and tap shifts (no division in the loop), and the weight is the packed
         path's (C_out, K rounded up to 64) matrix.
 
-Epilogue, applied to the fp32 accumulator before the single store (``kernels.conv2d.epilogue``,
+Epilogue, applied to the fp32 accumulator before the single store (``cnn.kernels.conv2d.epilogue``,
 shared with the depthwise kernel): + bias, per-tile batch-norm statistics (STATS), folded
 evaluation batch norm (BN_EVAL), ReLU.
 The output is stored in torch's layout for the call (channels_last if x or the weight is), an
-NCHW one by vectors along the pixels where the plane allows (``kernels.conv2d.tile_store``).
+NCHW one by vectors along the pixels where the plane allows (``cnn.kernels.conv2d.tile_store``).
 The backward of this kernel lives in conv2d_input_grad.py and conv2d_weight_grad.py.
 """
 import functools
@@ -158,8 +158,8 @@ def conv2d_forward_kernel(
             lo_h, hi_h = ascending_range(ih0, H, KH, dil_h)
             lo_w, hi_w = ascending_range(iw0, W, KW, dil_w)
             tap_bits = tap_bits_of(lo_h, hi_h, lo_w, hi_w, KH, KW)
-        # The walk (kernels.conv2d.tap_walk): x moves dil_h rows per tap row and dil_w columns per
-        # tap, w one tap; both by one channel per channel.
+        # The walk (cnn.kernels.conv2d.tap_walk): x moves dil_h rows per tap row and dil_w
+        # columns per tap, w one tap; both by one channel per channel.
         back = (tl.cdiv(c_in_g, BK) - 1) * BK  # from the last channel block to the first
         x_step = tl.full((), 0, tl.int64 if INDEX_64 else tl.int32)
         s_h, s_w, s_c = x_step + sxh, x_step + sxw, x_step + sxc  # x_step's width
@@ -367,7 +367,7 @@ def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, b
         CHANNELS_LAST=layout == torch.channels_last,  # only keys autotuning: the output store
         TAP_MAJOR=tap_major, PACKED=packed, C_BLOCK=c_block, EVEN_C=even_c,
         TAP_BITS=g.kernel_h * g.kernel_w <= 32,  # every tap's bounds fit one int32 per row
-        ROW_VEC=nchw_row_vector(y),  # the NCHW output's store vectors (kernels.conv2d.tile_store)
+        ROW_VEC=nchw_row_vector(y),  # the NCHW output's store vectors (conv2d.tile_store)
         ACC_DTYPE=accumulator_dtype(x.dtype), INPUT_PRECISION=dot_precision(x.dtype),
         UPCAST=dot_upcast(x.dtype),
     )

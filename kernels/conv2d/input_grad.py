@@ -16,12 +16,12 @@ gets zeros.
 Layout, as in the forward: dy is read channels_last and the weight as (C_out, KH, KW, C_in/g)
 (the launcher converts once per call), so the reduction axis (co) of dy and the column axis (ci)
 of the weight are contiguous and both tiles load as 16-byte async copies (under TF32 the weight
-is read as (C_in, KH, KW, C_out), see kernels.conv2d.layout). The reduction runs
+is read as (C_in, KH, KW, C_out), see cnn.kernels.conv2d.layout). The reduction runs
 tap-major when C_out/groups >= 16 (taps outside, blocks of output channels inside, per-tap
 (BLOCK_M,) bounds masks, no per-element index math); with fewer output channels it runs over
 (tap, co) flattened through a small per-phase table built on the host.
 dx is stored in the input's layout; an NCHW one by vectors along the pixels when the phase is the
-whole plane (stride 1; ``kernels.conv2d.tile_store``).
+whole plane (stride 1; ``cnn.kernels.conv2d.tile_store``).
 """
 import functools
 import math
@@ -156,12 +156,12 @@ def conv2d_input_grad_kernel(
         if TAP_BITS:
             # Bit t of tap_bits[m]: the phase's tap t = th*taps_w + tw of row m reads inside
             # dy. Built once, so the loop tests one bit per row instead of two bounds.
-            # Tap th reads dy row j + shift_h0 - th*shift_step_h (kernels.conv2d.tap_bits).
+            # Tap th reads dy row j + shift_h0 - th*shift_step_h (cnn.kernels.conv2d.tap_bits).
             lo_h, hi_h = descending_range(j + shift_h0, OH, taps_h, shift_step_h)
             lo_w, hi_w = descending_range(i + shift_w0, OW, taps_w, shift_step_w)
             tap_bits = tap_bits_of(lo_h, hi_h, lo_w, hi_w, taps_h, taps_w)
-        # The walk (kernels.conv2d.tap_walk) over the phase's taps: one tap further along an axis
-        # reads dy shift_step rows (columns) back and w step taps on.
+        # The walk (cnn.kernels.conv2d.tap_walk) over the phase's taps: one tap further along an
+        # axis reads dy shift_step rows (columns) back and w step taps on.
         back = (tl.cdiv(C_out_g, BK) - 1) * BK  # from the last channel block to the first
         dy_step = tl.full((), 0, tl.int64 if INDEX_64 else tl.int32)
         s_h, s_w, s_c = dy_step + sdyh, dy_step + sdyw, dy_step + sdyc  # dy_step's width
@@ -296,7 +296,7 @@ def launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
         INDEX_64=needs_int64(grad_output, weight, grad_input),
         TAP_MAJOR=tap_major, C_BLOCK=c_block, EVEN_C=even_c,
         TAP_BITS=g.kernel_h * g.kernel_w <= 32,  # a phase's taps' bounds fit one int32 per row
-        # The NCHW dx's store vectors (kernels.conv2d.tile_store): a stride-1 phase is the
+        # The NCHW dx's store vectors (cnn.kernels.conv2d.tile_store): a stride-1 phase is the
         # whole plane.
         ROW_VEC=nchw_row_vector(grad_input, contiguous_rows=(sh, sw) == (1, 1)),
         CHANNELS_LAST=layout == torch.channels_last,

@@ -5,7 +5,7 @@ flat loop (so Triton pipelines it as one GEMM K loop). A step moves to the next 
 past the last block, to the first block of the next tap in the row; past the row's last tap, to
 the first tap of the next row. Each operand's offset moves by one of three precomputed scalar
 steps (``walk_steps``), so the loop does no multiply, and each row's bounds are one bit of its
-tap bits (``kernels.conv2d.tap_bits``), the bit moving with the tap.
+tap bits (``cnn.kernels.conv2d.tap_bits``), the bit moving with the tap.
 """
 import triton
 import triton.language as tl

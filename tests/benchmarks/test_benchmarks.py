@@ -122,8 +122,9 @@ def test_gpu_check_tests_stage_runs_one_config_per_kernel(tmp_path, monkeypatch)
     assert run_stage("env", cmd, tmp_path / "env.log", 60,
                      env={"CNN_AUTOTUNE": "0"})["status"] == "ok"
     assert "tune 0" in (tmp_path / "env.log").read_text()
-    probe = ("from kernels.conv2d.configs import implicit_gemm_configs, IMPLICIT_GEMM_TILES_GPU\n"
-             "import kernels.conv2d.depthwise as d\n"
+    probe = ("from cnn.kernels.conv2d.configs import implicit_gemm_configs, "
+             "IMPLICIT_GEMM_TILES_GPU\n"
+             "import cnn.kernels.conv2d.depthwise as d\n"
              "print(len(implicit_gemm_configs()), len(IMPLICIT_GEMM_TILES_GPU),"
              " len(d.depthwise_forward_kernel.configs), len(d.DEPTHWISE_TILES_GPU))")
     for tune, expected in (("0", "1 10 1 4"), ("1", "10 10 4 4")):

@@ -188,7 +188,7 @@ def test_resnet_shapes_on_gpu(dtype, layout):
 
 
 def test_depthwise_runs_the_direct_kernels(monkeypatch):
-    from kernels.conv2d import forward, input_grad, weight_grad
+    from cnn.kernels.conv2d import forward, input_grad, weight_grad
 
     def forbidden(*args, **kwargs):
         raise AssertionError("depthwise went through the implicit GEMM")
@@ -202,7 +202,7 @@ def test_depthwise_runs_the_direct_kernels(monkeypatch):
 
 def test_int64_offsets_path(monkeypatch):
     # Tensors past 2**31 elements take 64-bit offsets; force that path on a small shape.
-    from kernels.conv2d import forward, input_grad, weight_grad
+    from cnn.kernels.conv2d import forward, input_grad, weight_grad
     for module in (forward, input_grad, weight_grad):
         monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
     check_all(*run_both(*make_inputs(CASES["groups3_stride2_dilation2"])), torch.float32)
@@ -236,9 +236,9 @@ def test_autotune_keys_ignore_batch_and_image_size():
     # tile: the keys hold a bucketed M and no raw batch, height or width.
     import importlib
 
-    from kernels.conv2d.geometry import Conv2dGeometry
-    forward = importlib.import_module("kernels.conv2d.forward")
-    input_grad = importlib.import_module("kernels.conv2d.input_grad")
+    from cnn.kernels.conv2d.geometry import Conv2dGeometry
+    forward = importlib.import_module("cnn.kernels.conv2d.forward")
+    input_grad = importlib.import_module("cnn.kernels.conv2d.input_grad")
     keys = {}
     for batch in (31, 32):
         x = torch.empty(batch, 32, 14, 14, device="meta")
@@ -256,8 +256,7 @@ def test_autotune_keys_ignore_batch_and_image_size():
 
 def test_configs_pruned_to_the_problem():
     import triton
-
-    from kernels.conv2d.configs import IMPLICIT_GEMM_TILES_GPU, channel_block, prune_gemm_tiles
+    from cnn.kernels.conv2d.configs import IMPLICIT_GEMM_TILES_GPU, channel_block, prune_gemm_tiles
     configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w,
                              num_stages=s) for m, n, k, w, s in IMPLICIT_GEMM_TILES_GPU]
     kept = prune_gemm_tiles(configs, n_cols=64, k_span=32)

@@ -10,7 +10,7 @@ from support import DEVICE, assert_matches
 from torch import nn
 
 import cnn
-import kernels
+from cnn import kernels
 
 # (N, C_in, H, W, channel multiplier, kernel, stride, padding, conv bias)
 CASES = {
@@ -66,7 +66,7 @@ def test_fused_depthwise_matches_torch_and_runs_the_depthwise_kernel(case, launc
 
 
 def test_depthwise_epilogues_through_the_dispatch():
-    # kernels.conv2d.forward with statistics and with folded batch norm + ReLU on a depthwise
+    # cnn.kernels.conv2d.forward with statistics and with folded batch norm + ReLU on a depthwise
     # conv with channel multiplier 3, channels_last input.
     x = torch.randn(2, 5, 6, 7, device=DEVICE).contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(15, 1, 3, 3, device=DEVICE), torch.randn(15, device=DEVICE)

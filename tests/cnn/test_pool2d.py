@@ -257,8 +257,8 @@ def test_expanded_gradient_and_empty_batch(op):
 
 def test_int64_index_variant(monkeypatch):
     """The kernels' int64 flat-index variant (tensors past 2**31 elements), on small tensors."""
-    import kernels.pool2d.geometry
-    monkeypatch.setattr(kernels.pool2d.geometry, "needs_int64", lambda *args: True)
+    from cnn.kernels.pool2d import geometry
+    monkeypatch.setattr(geometry, "needs_int64", lambda *args: True)
     for op in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"):
         fns, shape, check = OPS[op]()
         check(*run_both(*fns, make_input(shape, layout="channels_last")), torch.float32)

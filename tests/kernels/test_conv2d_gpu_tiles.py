@@ -11,20 +11,19 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
+from cnn.kernels.batch_norm.forward import batch_norm_finalize
+from cnn.kernels.conv2d.configs import IMPLICIT_GEMM_TILES_GPU
+from cnn.kernels.conv2d.depthwise import DEPTHWISE_TILES_GPU
+from cnn.kernels.conv2d.geometry import Conv2dGeometry
+from cnn.kernels.conv2d.weight_grad import FP32_IEEE_TILES, WGRAD_TILES_GPU
+from cnn.kernels.runtime import cdiv
 from support import DEVICE, assert_matches
 from triton.runtime.autotuner import Autotuner, Heuristics
 
-from kernels.batch_norm.forward import batch_norm_finalize
-from kernels.conv2d.configs import IMPLICIT_GEMM_TILES_GPU
-from kernels.conv2d.depthwise import DEPTHWISE_TILES_GPU
-from kernels.conv2d.geometry import Conv2dGeometry
-from kernels.conv2d.weight_grad import FP32_IEEE_TILES, WGRAD_TILES_GPU
-from kernels.runtime import cdiv
-
-forward = importlib.import_module("kernels.conv2d.forward")
-input_grad = importlib.import_module("kernels.conv2d.input_grad")
-weight_grad = importlib.import_module("kernels.conv2d.weight_grad")
-depthwise = importlib.import_module("kernels.conv2d.depthwise")
+forward = importlib.import_module("cnn.kernels.conv2d.forward")
+input_grad = importlib.import_module("cnn.kernels.conv2d.input_grad")
+weight_grad = importlib.import_module("cnn.kernels.conv2d.weight_grad")
+depthwise = importlib.import_module("cnn.kernels.conv2d.depthwise")
 
 # (N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups): K = 9*20 = 180 and
 # M = 2*5*5 = 50 leave partial tiles for every BLOCK_K and BLOCK_M; 24 output channels a
@@ -152,7 +151,8 @@ LOOP_PROBLEMS = {
     # A 1x1 stride-2 downsample: one tap, every output pixel inside.
     "pointwise_stride2": (2, 32, 6, 7, 16, 1, 2, 0, 1, 1),
     # 4x8 planes and 3 images: an NCHW y and dx are stored by 4-pixel vectors (fp32), and the
-    # last row tile ends inside a plane (kernels.conv2d.tile_store); 24 channels, a partial BLOCK_N.
+    # last row tile ends inside a plane (cnn.kernels.conv2d.tile_store); 24 channels, a partial
+    # BLOCK_N.
     "nchw_row_vectors": (3, 16, 4, 8, 24, 3, 1, 1, 1, 1),
     # RGB and 4-channel first layers: the forward reads whole 4-channel pixels (3 channels
     # padded), with a 7x7/2 stem, a dilated 3x3 and a 1x1 (K = 4, so BLOCK_K narrows to 16

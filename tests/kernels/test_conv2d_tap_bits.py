@@ -1,13 +1,13 @@
-"""kernels.conv2d.tap_bits' closed-form in-bounds tap bits against a brute-force count of the taps,
-over starts on both sides of the image, sizes, kernel extents and tap steps (dilations)."""
+"""cnn.kernels.conv2d.tap_bits' closed-form in-bounds tap bits against a brute-force count of
+the taps, over starts on both sides of the image, sizes, kernel extents and tap steps
+(dilations)."""
 import itertools
 
 import pytest
 import torch
 import triton
 import triton.language as tl
-
-from kernels.conv2d.tap_bits import ascending_range, descending_range, tap_bits
+from cnn.kernels.conv2d.tap_bits import ascending_range, descending_range, tap_bits
 
 STARTS = torch.arange(-9, 13, dtype=torch.int32)  # 22 rows: before, inside and past the image
 

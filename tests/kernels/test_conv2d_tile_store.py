@@ -1,12 +1,11 @@
-"""The contract behind the NCHW store's vector hints (kernels.conv2d.tile_store): for the
+"""The contract behind the NCHW store's vector hints (cnn.kernels.conv2d.tile_store): for the
 ROW_VEC the launchers pass, every aligned group of ROW_VEC output rows sits at consecutive
 offsets that start at a multiple of ROW_VEC, in every channel. A wrong hint would not fail under the
 interpreter (hints are ignored there) but would store garbage on a GPU, so it is checked here
 against the offsets the kernels compute, brute force."""
 import pytest
 import torch
-
-from kernels.conv2d.tile_store import nchw_row_vector, row_vector
+from cnn.kernels.conv2d.tile_store import nchw_row_vector, row_vector
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])

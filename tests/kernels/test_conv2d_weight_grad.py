@@ -8,12 +8,12 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
+from cnn.kernels.conv2d.geometry import Conv2dGeometry
 from support import DEVICE, assert_matches
 
-import kernels
-from kernels.conv2d.geometry import Conv2dGeometry
+from cnn import kernels
 
-weight_grad = importlib.import_module("kernels.conv2d.weight_grad")
+weight_grad = importlib.import_module("cnn.kernels.conv2d.weight_grad")
 
 
 def geometry_for(x, weight, stride=1, padding=0, dilation=1, groups=1):
@@ -113,7 +113,7 @@ def test_depthwise_two_launches_at_most_written_in_the_weights_layout(split, lau
                                                                       monkeypatch):
     """The depthwise weight gradient as the implicit GEMM's: its partial slots' launch, then
     (split) the same sum of the slots into dw and db in the weight's format and dtype."""
-    depthwise = importlib.import_module("kernels.conv2d.depthwise")
+    depthwise = importlib.import_module("cnn.kernels.conv2d.depthwise")
     monkeypatch.setattr(depthwise, "weight_grad_launch_arguments",
                         functools.partial(depthwise.weight_grad_launch_arguments, split=split))
     x = torch.randn(2, 8, 5, 6, device=DEVICE, dtype=torch.bfloat16)
@@ -136,7 +136,7 @@ def test_depthwise_two_launches_at_most_written_in_the_weights_layout(split, lau
 
 
 def test_depthwise_autotune_keys_have_no_batch_or_image_size():
-    depthwise = importlib.import_module("kernels.conv2d.depthwise")
+    depthwise = importlib.import_module("cnn.kernels.conv2d.depthwise")
     for kernel in (depthwise.depthwise_forward_kernel, depthwise.depthwise_input_grad_kernel,
                    depthwise.depthwise_weight_grad_kernel):
         keys = set(kernel.keys)

@@ -5,6 +5,9 @@ so here the GPU's sizes are swapped in and the ops run on shapes that leave part
 several pixel and channel tiles per sample, and more batch-norm partials than one reduction
 step merges. Compared with torch's ops in float64, forward and every gradient.
 """
+import cnn.kernels.batch_norm.forward as bn_forward
+import cnn.kernels.pool2d.geometry as pool_geometry
+import cnn.kernels.relu as relu_kernels
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,9 +15,6 @@ from support import DEVICE, assert_matches
 from torch import nn
 
 import cnn
-import kernels.batch_norm.forward as bn_forward
-import kernels.pool2d.geometry as pool_geometry
-import kernels.relu as relu_kernels
 
 # 40 samples x 2 pixel tiles of 256 = 80 statistics partials: two steps of 64 in finalize.
 SHAPE = (40, 5, 17, 19)

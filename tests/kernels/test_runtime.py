@@ -1,14 +1,13 @@
-"""kernels.runtime's reading of its environment: cuDNN's TF32 setting through both of torch's
+"""cnn.kernels.runtime's reading of its environment: cuDNN's TF32 setting through both of torch's
 APIs, and the refusal of a Triton interpreter that cannot run with the installed numpy."""
 import os
 import subprocess
 import sys
 
+import cnn.kernels.runtime as runtime
 import pytest
 import torch
 from support import REPO
-
-import kernels.runtime as runtime
 
 HAS_PRECISION_API = hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision")
 

@@ -8,9 +8,9 @@ everywhere), or TF32's when a GPU uses it for fp32 as cuDNN does.
 from pathlib import Path
 
 import torch
+from cnn.kernels.runtime import INTERPRET
 
-import kernels
-from kernels.runtime import INTERPRET
+from cnn import kernels
 
 from .tripwire import launches  # noqa: F401  (the one launch counter)
 

@@ -2,7 +2,7 @@
 raise before any launch) or counts what it launched."""
 import contextlib
 
-import kernels
+from cnn import kernels
 
 
 @contextlib.contextmanager

@@ -61,14 +61,14 @@ def test_conv_cases_are_specialised_as_a_launch_specialises_them(probe):
 _OPS_PROBE = """
 import ast, importlib, json, pkgutil, sys, textwrap
 import triton
-import kernels
+from cnn import kernels
 from benchmarks.static.cases import all_cases, unwrap, KERNEL_MODULES
 
-for info in pkgutil.walk_packages(kernels.__path__, "kernels."):
+for info in pkgutil.walk_packages(kernels.__path__, "cnn.kernels."):
     importlib.import_module(info.name)
 defined = {}  # every @triton.jit function of kernels/, by (module, name)
 for name, module in list(sys.modules.items()):
-    if name.startswith("kernels.") and module is not None:
+    if name.startswith("cnn.kernels.") and module is not None:
         for value in vars(module).values():
             if isinstance(value, triton.runtime.KernelInterface):
                 fn = unwrap(value)[0]

@@ -1,7 +1,7 @@
 """benchmarks.static.compile: the cases expand to jobs (every kept config, each target, one
 reference GEMM per problem), and a saved compile is reused while its key is unchanged."""
-CONV_MODULES = ("kernels.conv2d.forward", "kernels.conv2d.input_grad",
-                "kernels.conv2d.weight_grad", "kernels.conv2d.depthwise")
+CONV_MODULES = ("cnn.kernels.conv2d.forward", "cnn.kernels.conv2d.input_grad",
+                "cnn.kernels.conv2d.weight_grad", "cnn.kernels.conv2d.depthwise")
 
 
 def test_limits_are_the_opt_in_shared_memory_per_block():
@@ -40,12 +40,12 @@ def test_saved_compiles_are_reused_by_key(monkeypatch):
     from benchmarks.static import compile as static_compile
     from benchmarks.static.compile import Job
 
-    assert {"kernels.runtime", "kernels.conv2d.configs", "kernels.conv2d.geometry"} <= \
-        static_compile.local_imports("kernels.conv2d.forward")
-    assert static_compile.module_hash("kernels.conv2d.forward") != \
-        static_compile.module_hash("kernels.relu")
-    jobs = [Job(0, 0, 0, "k", "kernels.relu", "a", key="x1"),
-            Job(1, 0, 0, "k", "kernels.relu", "b", key="x2")]
+    assert {"cnn.kernels.runtime", "cnn.kernels.conv2d.configs", "cnn.kernels.conv2d.geometry"} <= \
+        static_compile.local_imports("cnn.kernels.conv2d.forward")
+    assert static_compile.module_hash("cnn.kernels.conv2d.forward") != \
+        static_compile.module_hash("cnn.kernels.relu")
+    jobs = [Job(0, 0, 0, "k", "cnn.kernels.relu", "a", key="x1"),
+            Job(1, 0, 0, "k", "cnn.kernels.relu", "b", key="x2")]
     saved = {"x1": {"key": "x1", "ok": True, "registers": 40, "spill_store_bytes": 0,
                     "spill_load_bytes": 0, "stack": 0, "shared": 0}}
     compiled = []

@@ -14,8 +14,8 @@ import sys
 import pytest
 from support import REPO  # noqa: E402
 
-CONV_MODULES = ("kernels.conv2d.forward", "kernels.conv2d.input_grad",
-                "kernels.conv2d.weight_grad", "kernels.conv2d.depthwise")
+CONV_MODULES = ("cnn.kernels.conv2d.forward", "cnn.kernels.conv2d.input_grad",
+                "cnn.kernels.conv2d.weight_grad", "cnn.kernels.conv2d.depthwise")
 RECORD_FIELDS = {"kernel", "layer", "layout", "dtype", "target", "config", "registers",
                  "spill_bytes", "mma", "operand_loads", "loop_instructions_per_mma",
                  "reference_instructions_per_mma", "ratio_to_reference", "mma_in_flight",

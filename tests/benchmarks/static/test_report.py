@@ -12,8 +12,8 @@ def test_static_report_names_only_the_modules_that_changed():
 
     hashes = {m: module_hash(m) for m in KERNEL_MODULES + [REFERENCE_MODULE]}
     assert static_report.stale_modules({"meta": {"module_hashes": hashes}}) == []
-    hashes["kernels.relu"] = "0" * 16
-    assert static_report.stale_modules({"meta": {"module_hashes": hashes}}) == ["kernels.relu"]
+    hashes["cnn.kernels.relu"] = "0" * 16
+    assert static_report.stale_modules({"meta": {"module_hashes": hashes}}) == ["cnn.kernels.relu"]
     assert static_report.stale_modules({"meta": {}}) == KERNEL_MODULES + [REFERENCE_MODULE]
 
 
