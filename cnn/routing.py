@@ -72,11 +72,14 @@ from . import functional as ours
 # What is routed: torch function -> (name in the report, our function taking the same args)
 
 
-def _with_indices(fn):
-    def call(*args, **kwargs):
-        kwargs["return_indices"] = True
-        return fn(*args, **kwargs)
-    return call
+def _max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
+                             ceil_mode=False, return_indices=True):
+    """F.max_pool2d_with_indices / torch._C._nn's form: (output, indices) whatever the flag."""
+    return ours.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def _adaptive_max_pool2d_with_indices(input, output_size, return_indices=True):
+    return ours.adaptive_max_pool2d(input, output_size, True)
 
 
 def _batch_norm_torch_order(input, weight, bias, running_mean, running_var, training, momentum,
@@ -96,16 +99,16 @@ ROUTES = {
     torch.conv_transpose1d: ("conv_transpose1d", ours.conv_transpose1d),
     torch.conv_transpose2d: ("conv_transpose2d", ours.conv_transpose2d),
     F.max_pool2d: ("max_pool2d", ours.max_pool2d),
-    F.max_pool2d_with_indices: ("max_pool2d", _with_indices(ours.max_pool2d)),
+    F.max_pool2d_with_indices: ("max_pool2d", _max_pool2d_with_indices),
+    torch._C._nn.max_pool2d_with_indices: ("max_pool2d", _max_pool2d_with_indices),
     torch.max_pool2d: ("max_pool2d", ours.max_pool2d),
     torch._C._nn.avg_pool2d: ("avg_pool2d", ours.avg_pool2d),
     F.adaptive_avg_pool2d: ("adaptive_avg_pool2d", ours.adaptive_avg_pool2d),
     torch._C._nn.adaptive_avg_pool2d: ("adaptive_avg_pool2d", ours.adaptive_avg_pool2d),
     F.adaptive_max_pool2d: ("adaptive_max_pool2d", ours.adaptive_max_pool2d),
     F.adaptive_max_pool2d_with_indices: ("adaptive_max_pool2d",
-                                         _with_indices(ours.adaptive_max_pool2d)),
-    torch._C._nn.adaptive_max_pool2d: ("adaptive_max_pool2d",
-                                       _with_indices(ours.adaptive_max_pool2d)),
+                                         _adaptive_max_pool2d_with_indices),
+    torch._C._nn.adaptive_max_pool2d: ("adaptive_max_pool2d", _adaptive_max_pool2d_with_indices),
     F.batch_norm: ("batch_norm", ours.batch_norm),
     torch.batch_norm: ("batch_norm", _batch_norm_torch_order),
     F.relu: ("relu", ours.relu),

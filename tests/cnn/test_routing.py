@@ -250,6 +250,41 @@ def test_threads_count_into_their_own_reports(monkeypatch):
     assert cnn.routing_report().routed("relu") - before == 4 * calls
 
 
+ENTRY_POINTS = {
+    "torch.max_pool2d": ("max_pool2d", lambda x: torch.max_pool2d(x, 2)),
+    "F.max_pool2d_with_indices": (
+        "max_pool2d", lambda x: F.max_pool2d_with_indices(x, 2, None, 0, 1, False, False)),
+    "_nn.max_pool2d_with_indices": (
+        "max_pool2d", lambda x: torch._C._nn.max_pool2d_with_indices(x, 2)),
+    "_nn.adaptive_max_pool2d": ("adaptive_max_pool2d",
+                                lambda x: torch._C._nn.adaptive_max_pool2d(x, 2)),
+    "F.adaptive_max_pool2d_with_indices": (
+        "adaptive_max_pool2d", lambda x: F.adaptive_max_pool2d(x, (2, None), True)),
+    "_nn.adaptive_avg_pool2d": ("adaptive_avg_pool2d",
+                                lambda x: torch._C._nn.adaptive_avg_pool2d(x, 3)),
+    "torch.relu_": ("relu", lambda x: torch.relu_(x.clone())),
+    "Tensor.relu_": ("relu", lambda x: x.clone().relu_()),
+    "torch.batch_norm_train": ("batch_norm", lambda x: torch.batch_norm(
+        x, None, None, None, None, True, 0.1, 1e-5, True)),
+}
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_every_entry_point_gives_torchs_result(entry):
+    op, call = ENTRY_POINTS[entry]
+    x = make(1, 2, 4, 5, requires_grad=False)
+    expected = call(x)
+    with cnn.enabled() as report:
+        actual = call(x)
+    assert report.snapshot() == {op: {"routed": 1, "fallbacks": {}, "errors": {}}}
+    for a, e in zip(*(out if isinstance(out, tuple) else (out,) for out in (actual, expected)),
+                    strict=True):
+        if a.is_floating_point():
+            assert_matches(a, e)
+        else:
+            assert torch.equal(a, e)
+
+
 def test_every_route_maps_a_torch_function():
     # nn modules reach these (checked in torch 2.13): keep the table honest if torch renames.
     for func in (torch.conv2d, F.batch_norm, F.relu, F.max_pool2d, F.max_pool2d_with_indices,
