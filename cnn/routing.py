@@ -30,7 +30,7 @@ call on the thread passes through a Python method while it is on.
 
 Acceptance, without changing error behaviour: a routed call whose tensors are all on the
 device our kernels run on (CUDA when compiled; CPU or CUDA under the interpreter, see
-``kernels.runtime``) goes to ours. Where ours raises (an integer dtype to pooling, an
+``cnn.kernels.runtime``) goes to ours. Where ours raises (an integer dtype to pooling, an
 argument it refuses), torch's own op runs on the same arguments: it returns (a fallback,
 counted with our exception's message as the reason) or raises its own error (counted as an
 error with torch's message, and re-raised). A function in ``FALLBACKS`` (conv3d, 1-D and 3-D
@@ -67,9 +67,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-import kernels
-
 from . import functional as ours
+from . import kernels
 
 # ---------------------------------------------------------------------------------------------
 # What is routed: torch function -> (name in the report, our function taking the same args)
@@ -143,7 +142,7 @@ FALLBACKS = {
 }
 NOT_IMPLEMENTED = "not implemented by cnn"
 
-# Device types whose tensors our kernels take (kernels.runtime.check_device's rule).
+# Device types whose tensors our kernels take (cnn.kernels.runtime.check_device's rule).
 DEVICE_TYPES = ("cpu", "cuda") if kernels.runtime.INTERPRET else ("cuda",)
 _TAKES_CPU = kernels.runtime.INTERPRET
 

@@ -64,7 +64,7 @@ import triton
 from cnn import kernels
 from benchmarks.static.cases import all_cases, unwrap, KERNEL_MODULES
 
-for info in pkgutil.walk_packages(cnn.kernels.__path__, "cnn.kernels."):
+for info in pkgutil.walk_packages(kernels.__path__, "cnn.kernels."):
     importlib.import_module(info.name)
 defined = {}  # every @triton.jit function of kernels/, by (module, name)
 for name, module in list(sys.modules.items()):
