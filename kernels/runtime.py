@@ -177,12 +177,12 @@ def multiprocessor_count(device: torch.device) -> int:
 
 
 def launchable_kernels() -> list:
-    """The innermost launchable object of every kernel in the loaded ``kernels`` modules: the
-    JITFunction (compiled) or InterpretedFunction (interpreter) whose ``run`` launches. Used to
-    count launches (tests, benchmarks) by wrapping ``run``."""
-    found = {}
+    """The innermost launchable object of every kernel in the loaded modules of this package
+    (``cnn.kernels``): the JITFunction (compiled) or InterpretedFunction (interpreter) whose
+    ``run`` launches. Used to count launches (tests, benchmarks) by wrapping ``run``."""
+    found, package = {}, f"{__package__}."
     for name, module in list(sys.modules.items()):
-        if not name.startswith("kernels.") or module is None:
+        if not name.startswith(package) or module is None:
             continue
         for value in vars(module).values():
             if isinstance(value, triton.runtime.KernelInterface):

@@ -2,6 +2,7 @@
 ``cnn.kernels``, no top-level ``kernels`` (another distribution's name on PyPI) and no
 ``benchmarks`` (a tool of the checkout). Built from this checkout, installed into a fresh
 environment, imported and run from outside the checkout."""
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,9 +20,17 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    # No build isolation: the build uses this environment's setuptools (no network needed).
+    # Built from a copy of the tracked files, so the build leaves nothing in the checkout; no
+    # build isolation: the build uses this environment's setuptools (no network needed).
+    source = out / "source"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True,
+                             capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "--quiet", "-w", str(out), str(REPO)], check=True, cwd=out, timeout=300)
+                    "--quiet", "-w", str(out), str(source)], check=True, cwd=out, timeout=300)
     wheels = list(out.glob("*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]
