@@ -39,17 +39,8 @@ from ..runtime import (
     output_memory_format,
     upcast_dot,
 )
-from .configs import (
-    K_TABLE_PAD,
-    K_TABLE_PAD_,
-    TAP_MAJOR_MIN_CHANNELS,
-    channel_block,
-    implicit_gemm_configs,
-    interpreter_tiles,
-    k_span,
-    m_bucket,
-    prune_implicit_gemm,
-)
+from . import configs as gemm
+from .configs import K_TABLE_PAD_
 from .geometry import Conv2dGeometry
 from .layout import output_channels_last, to_channels_last
 from .tap_bits import descending_range
@@ -70,17 +61,17 @@ def _first_tap(phase, pad, dil, stride, step, size):
 
 def _prune(configs, named_args, **kwargs):
     """Before tuning: tiles no wider than the problem."""
-    return prune_implicit_gemm(configs, dict(named_args, **kwargs), "C_in_g", "dy_ptr")
+    return gemm.prune_implicit_gemm(configs, dict(named_args, **kwargs), "C_in_g", "dy_ptr")
 
 
 @triton.autotune(
-    configs=implicit_gemm_configs(),
+    configs=gemm.implicit_gemm_configs(),
     # No batch or image size: M enters bucketed, so a new batch size reuses the tuned tile.
     key=["M_BUCKET", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w", "C_in_g", "C_out_g",
          "groups", "CHANNELS_LAST", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": _prune},
 )
-@interpreter_tiles(BLOCK_N="C_in_g", BLOCK_K=k_span)
+@gemm.interpreter_tiles(BLOCK_N="C_in_g", BLOCK_K=gemm.k_span)
 @triton.jit(do_not_specialize=["N", "M_BUCKET"])
 def conv2d_input_grad_kernel(
     # pointers
@@ -241,7 +232,8 @@ def k_table(geometry: Conv2dGeometry, sdyc, sdyh, sdyw, swo, swh, sww, device):
     g = geometry
     (sh, sw), (dh, dw), ph, pw = g.stride, g.dilation, g.padding[0], g.padding[2]
     k = g.kernel_h * g.kernel_w * g.out_per_group
-    table = torch.zeros((sh * sw, 4, cdiv(k, K_TABLE_PAD) * K_TABLE_PAD), dtype=torch.int64)
+    table = torch.zeros((sh * sw, 4, cdiv(k, gemm.K_TABLE_PAD) * gemm.K_TABLE_PAD),
+                        dtype=torch.int64)
     table[:, 1] = -2**30
     for p in range(sh * sw):
         rows = []
@@ -276,8 +268,8 @@ def launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
     (sh, sw), (dh, dw) = g.stride, g.dilation
     step_h, step_w = sh // math.gcd(sh, dh), sw // math.gcd(sw, dw)
     m = g.batch * cdiv(g.height, sh) * cdiv(g.width, sw)
-    tap_major = g.out_per_group >= TAP_MAJOR_MIN_CHANNELS
-    c_block, even_c = channel_block(g.out_per_group)
+    tap_major = g.out_per_group >= gemm.TAP_MAJOR_MIN_CHANNELS
+    c_block, even_c = gemm.channel_block(g.out_per_group)
     sdyn, sdyc, sdyh, sdyw = grad_output.stride()
     swo, swi, swh, sww = weight.stride()
     table = None if tap_major else k_table(g.with_batch(1), sdyc, sdyh, sdyw, swo, swh, sww,
@@ -292,7 +284,7 @@ def launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
         step_h=step_h, step_w=step_w, shift_step_h=step_h * dh // sh,
         shift_step_w=step_w * dw // sw,
         groups=g.groups, C_in_g=g.in_per_group, C_out_g=g.out_per_group,
-        K=g.kernel_h * g.kernel_w * g.out_per_group, M_BUCKET=m_bucket(m),
+        K=g.kernel_h * g.kernel_w * g.out_per_group, M_BUCKET=gemm.m_bucket(m),
         INDEX_64=needs_int64(grad_output, weight, grad_input),
         TAP_MAJOR=tap_major, C_BLOCK=c_block, EVEN_C=even_c,
         TAP_BITS=g.kernel_h * g.kernel_w <= 32,  # a phase's taps' bounds fit one int32 per row

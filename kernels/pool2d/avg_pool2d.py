@@ -23,12 +23,11 @@ import triton
 import triton.language as tl
 
 from ..runtime import output_memory_format
+from . import geometry as window
 from .geometry import (
     Pool2dGeometry,
     block_offsets,
     covering_windows,
-    elementwise_launch,
-    empty_grad_input,
     flat_to_nchw,
     nchw_offsets,
     pool_window,
@@ -158,7 +157,7 @@ def avg_pool2d_forward(x: torch.Tensor, geometry: Pool2dGeometry, count_include_
         return y
     flags, divisor = _divisor_args(g, count_include_pad, divisor_override)
     kh, kw = g.kernel
-    grid, options = elementwise_launch(y, fmt == torch.channels_last)
+    grid, options = window.elementwise_launch(y, fmt == torch.channels_last)
     avg_pool2d_forward_kernel[grid](
         x, y, *x.stride(), *y.stride(),
         y.numel(), g.channels, g.height, g.width, g.out_h, g.out_w, kh, kw,
@@ -173,12 +172,12 @@ def avg_pool2d_backward(grad_output: torch.Tensor, geometry: Pool2dGeometry, lik
     """grad_output: (N, C, OH, OW), any strides (an expanded gradient is fine). Returns
     dx: (N, C, H, W) with ``like``'s dtype, device and memory_format (the forward input's)."""
     g = geometry
-    dx, launch = empty_grad_input(g, like, grad_output)
+    dx, launch = window.empty_grad_input(g, like, grad_output)
     if not launch:
         return dx
     flags, divisor = _divisor_args(g, count_include_pad, divisor_override)
     kh, kw = g.kernel
-    grid, options = elementwise_launch(dx, like["memory_format"] == torch.channels_last)
+    grid, options = window.elementwise_launch(dx, like["memory_format"] == torch.channels_last)
     avg_pool2d_backward_kernel[grid](
         grad_output, dx, *grad_output.stride(), *dx.stride(),
         dx.numel(), g.channels, g.height, g.width, g.out_h, g.out_w, kh, kw,
