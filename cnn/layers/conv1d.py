@@ -4,6 +4,8 @@ import torch
 from torch import nn
 
 from .. import functional as F
+from .conv2d import run_conv
+from .conv_transpose2d import run_conv_transpose
 
 
 class Conv1d(nn.Conv1d):
@@ -14,13 +16,7 @@ class Conv1d(nn.Conv1d):
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if self.padding_mode != "zeros":
-            padded = nn.functional.pad(input, self._reversed_padding_repeated_twice,
-                                       mode=self.padding_mode)
-            return F.conv1d(padded, self.weight, self.bias, self.stride, 0, self.dilation,
-                            self.groups)
-        return F.conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+        return run_conv(self, F.conv1d, input)
 
 
 class ConvTranspose1d(nn.ConvTranspose1d):
@@ -31,9 +27,5 @@ class ConvTranspose1d(nn.ConvTranspose1d):
     """
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if self.padding_mode != "zeros":
-            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose1d")
-        output_padding = self._output_padding(input, output_size, self.stride, self.padding,
-                                              self.kernel_size, 1, self.dilation)
-        return F.conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding,
-                                  output_padding, self.groups, self.dilation)
+        return run_conv_transpose(self, F.conv_transpose1d, input, output_size,
+                                  "ConvTranspose1d")

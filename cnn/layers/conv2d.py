@@ -5,6 +5,18 @@ from torch import nn
 from .. import functional as F
 
 
+def run_conv(module: nn.Conv1d | nn.Conv2d, conv, input: torch.Tensor) -> torch.Tensor:
+    """module's convolution of input by ``conv`` (cnn.functional's conv1d or conv2d). Non-'zeros'
+    padding modes pad with torch's ``F.pad`` first, as torch's modules do."""
+    if module.padding_mode != "zeros":
+        input = nn.functional.pad(input, module._reversed_padding_repeated_twice,
+                                  mode=module.padding_mode)
+        return conv(input, module.weight, module.bias, module.stride, 0, module.dilation,
+                    module.groups)
+    return conv(input, module.weight, module.bias, module.stride, module.padding, module.dilation,
+                module.groups)
+
+
 class Conv2d(nn.Conv2d):
     """Drop-in ``torch.nn.Conv2d``: same constructor, parameters, state_dict and repr.
 
@@ -13,10 +25,4 @@ class Conv2d(nn.Conv2d):
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if self.padding_mode != "zeros":
-            padded = nn.functional.pad(input, self._reversed_padding_repeated_twice,
-                                       mode=self.padding_mode)
-            return F.conv2d(padded, self.weight, self.bias, self.stride, 0, self.dilation,
-                            self.groups)
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+        return run_conv(self, F.conv2d, input)

@@ -30,15 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import (
-    accumulator_dtype,
-    cdiv,
-    dot_precision,
-    dot_upcast,
-    needs_int64,
-    output_memory_format,
-    upcast_dot,
-)
+from .. import runtime
+from ..runtime import cdiv, dot_precision, needs_int64, upcast_dot
 from . import configs as gemm
 from .configs import K_TABLE_PAD_
 from .geometry import Conv2dGeometry
@@ -255,7 +248,7 @@ def launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
     weight already in the kernel's layout. Separate from the launch so the compile check
     builds exactly what a launch would."""
     g = geometry
-    layout = output_memory_format(input)
+    layout = runtime.output_memory_format(input)
     grad_input = torch.empty(input.shape, device=input.device, dtype=input.dtype,
                              memory_format=layout)
     grad_output = to_channels_last(grad_output)
@@ -292,8 +285,8 @@ def launch_arguments(grad_output, weight, input, geometry: Conv2dGeometry):
         # whole plane.
         ROW_VEC=nchw_row_vector(grad_input, contiguous_rows=(sh, sw) == (1, 1)),
         CHANNELS_LAST=layout == torch.channels_last,
-        ACC_DTYPE=accumulator_dtype(input.dtype), INPUT_PRECISION=dot_precision(input.dtype),
-        UPCAST=dot_upcast(input.dtype),
+        ACC_DTYPE=runtime.accumulator_dtype(input.dtype),
+        INPUT_PRECISION=dot_precision(input.dtype), UPCAST=runtime.dot_upcast(input.dtype),
     )
     grid = lambda meta: (cdiv(m, meta["BLOCK_M"]), cdiv(g.in_per_group, meta["BLOCK_N"]),
                          g.groups * sh * sw)
