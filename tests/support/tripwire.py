@@ -12,7 +12,10 @@ def launches(around=contextlib.nullcontext):
     context entered for the duration of each launch (to tell a launch's own work, such as the
     interpreter's, from the code around it)."""
     launched, originals = [], []
-    for kernel in kernels.runtime.launchable_kernels():
+    watched = kernels.runtime.launchable_kernels()
+    # Watching nothing would make every "nothing launched" check pass whatever happened.
+    assert watched, "no Triton kernel found to watch"
+    for kernel in watched:
         original = kernel.run
 
         def run(*args, _orig=original, _name=kernel.fn.__name__, **kwargs):
