@@ -5,7 +5,8 @@ before any launch. 1-D runs as the 2-D ops on a unit-height view."""
 import pytest
 import torch
 import torch.nn.functional as F
-from support import DEVICE, assert_matches
+from support import DEVICE, assert_matches, conv
+from support.conv import check_all
 from torch.autograd import gradcheck
 
 import cnn
@@ -60,30 +61,9 @@ GRID = [(op, case) for op, (_, _, cases, _) in OPS.items() for case in cases]
 
 
 def run_both(op, x, weight, bias, options):
-    """Ours and torch's float64 op on the same values and output gradient; returns
-    ((y, x, w, b), (y_ref, x_ref, w_ref, b_ref)) with the gradients in .grad."""
+    """Ours and torch's float64 op on the same values and output gradient."""
     ours, theirs, _, _ = OPS[op]
-    mine = [t.detach().clone().requires_grad_() if t is not None else None
-            for t in (x, weight, bias)]
-    ref = [t.detach().double().requires_grad_() if t is not None else None
-           for t in (x, weight, bias)]
-    y = ours(*mine, **options)
-    y_ref = theirs(*ref, **options)
-    grad = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(1))
-    grad = grad.to(device=x.device, dtype=x.dtype)
-    y.backward(grad)
-    y_ref.backward(grad.double())
-    return (y, *mine), (y_ref, *ref)
-
-
-def check_all(ours, ref, dtype=torch.float32):
-    (y, x, w, b), (y_ref, x_ref, w_ref, b_ref) = ours, ref
-    assert y.shape == y_ref.shape and y.dtype == dtype
-    assert_matches(y, y_ref, dtype, "output")
-    assert_matches(x.grad, x_ref.grad, dtype, "grad_input")
-    assert_matches(w.grad, w_ref.grad, dtype, "grad_weight")
-    if b is not None:
-        assert_matches(b.grad, b_ref.grad, dtype, "grad_bias")
+    return conv.run_both(ours, theirs, x, weight, bias, options)
 
 
 def inputs(op, case, dtype=torch.float32):

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import DEVICE, GPU, assert_matches
+from support import DEVICE, GPU, assert_matches, conv
+from support.conv import check_all
 
 import cnn
 
@@ -60,27 +61,7 @@ def make_inputs(case, dtype=torch.float32, layout="nchw"):
 
 def run_both(x, weight, bias, options, grad_seed=1):
     """Our conv and torch's float64 conv on the same values; returns both results' tensors."""
-    ours = [t.detach().clone().requires_grad_() if t is not None else None
-            for t in (x, weight, bias)]
-    ref = [t.detach().double().requires_grad_() if t is not None else None
-           for t in (x, weight, bias)]
-    y = cnn.functional.conv2d(*ours, **options)
-    y_ref = F.conv2d(*ref, **options)
-    grad = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(grad_seed))
-    grad = grad.to(device=x.device, dtype=x.dtype)
-    y.backward(grad)
-    y_ref.backward(grad.double())
-    return (y, *ours), (y_ref, *ref)
-
-
-def check_all(ours, ref, dtype):
-    (y, x, w, b), (y_ref, x_ref, w_ref, b_ref) = ours, ref
-    assert y.shape == y_ref.shape and y.dtype == dtype
-    assert_matches(y, y_ref, dtype, "output")
-    assert_matches(x.grad, x_ref.grad, dtype, "grad_input")
-    assert_matches(w.grad, w_ref.grad, dtype, "grad_weight")
-    if b is not None:
-        assert_matches(b.grad, b_ref.grad, dtype, "grad_bias")
+    return conv.run_both(cnn.functional.conv2d, F.conv2d, x, weight, bias, options, grad_seed)
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())

@@ -4,7 +4,8 @@ gradcheck and gradgradcheck, the module with output_size, torch's errors before 
 import pytest
 import torch
 import torch.nn.functional as F
-from support import DEVICE, assert_matches
+from support import DEVICE, assert_matches, conv
+from support.conv import check_all
 from torch.autograd import gradcheck, gradgradcheck
 from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -53,31 +54,10 @@ def make_inputs(case, dtype=torch.float32, layout="nchw"):
                               groups=groups, dilation=dilation)
 
 
-def run_both(x, weight, bias, options, ours=cnn.functional.conv_transpose2d,
-             theirs=F.conv_transpose2d):
-    """Ours and torch's float64 op on the same values, the same random output gradient;
-    returns ((y, x, w, b), (y_ref, x_ref, w_ref, b_ref)) with the gradients in .grad."""
-    mine = [t.detach().clone().requires_grad_() if t is not None else None
-            for t in (x, weight, bias)]
-    ref = [t.detach().double().requires_grad_() if t is not None else None
-           for t in (x, weight, bias)]
-    y = ours(*mine, **options)
-    y_ref = theirs(*ref, **options)
-    grad = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(1))
-    grad = grad.to(device=x.device, dtype=x.dtype)
-    y.backward(grad)
-    y_ref.backward(grad.double())
-    return (y, *mine), (y_ref, *ref)
-
-
-def check_all(ours, ref, dtype):
-    (y, x, w, b), (y_ref, x_ref, w_ref, b_ref) = ours, ref
-    assert y.shape == y_ref.shape and y.dtype == dtype
-    assert_matches(y, y_ref, dtype, "output")
-    assert_matches(x.grad, x_ref.grad, dtype, "grad_input")
-    assert_matches(w.grad, w_ref.grad, dtype, "grad_weight")
-    if b is not None:
-        assert_matches(b.grad, b_ref.grad, dtype, "grad_bias")
+def run_both(x, weight, bias, options):
+    """Ours and torch's float64 op on the same values and output gradient."""
+    return conv.run_both(cnn.functional.conv_transpose2d, F.conv_transpose2d, x, weight, bias,
+                         options)
 
 
 def layout_of(t):
