@@ -3,10 +3,16 @@ errors (all checked here, before any launch); the ops are ``torch.ops.cnn.*``
 (cnn/ops/pool2d.py)."""
 import torch
 
-from ..kernels.pool2d.geometry import Pool2dGeometry
+from ..kernels.host_cache import SignatureCache
+from ..kernels.pool2d.geometry import Pool2dGeometry, knobs
 from ..kernels.runtime import FLOAT_DTYPES, check_device
 from ..ops import pool2d as ops
+from ..ops.registry import tracing
 from .conv2d_args import parse_int
+
+# Plain eager calls whose arguments were checked before, by signature (``_eager_key``) ->
+# (whether the input is unbatched, the ops' PoolPlan of the batched input).
+EAGER_CALLS = SignatureCache("cnn.functional.pool2d.EAGER_CALLS")
 
 # ---------------------------------------------------------------------------------------------
 # Argument parsing and validation, with torch's exception types.
@@ -184,6 +190,38 @@ def _checked_adaptive(input, op: str, output_size):
     return batched, unbatched, [geometry.out_h, geometry.out_w], size
 
 
+def _options_key(ints: tuple, bools: tuple):
+    """The options as an exact cache key, or None when one is of another type than the int
+    (or sequence of ints, or None) or bool it should be: those calls take the checking path,
+    which gives torch's error or reads them as torch does (a bool is not an int here, though
+    True == 1 as a key)."""
+    key = []
+    for value in ints:
+        kind = type(value)
+        if kind is int or value is None:
+            key.append(value)
+        elif (kind is tuple or kind is list) and all(type(v) is int for v in value):
+            key.append(tuple(value))
+        else:
+            return None
+    for value in bools:
+        if type(value) is not bool:
+            return None
+    return (*key, *bools)
+
+
+def _eager_key(op: str, input, options) -> tuple | None:
+    """The EAGER_CALLS key of a plain eager call: everything its checks and launches depend
+    on (the input's shape, strides, dtype and device, the options as given, whether the
+    input requires grad now, the launchers' knobs). None for options of other types, a
+    tensor subclass, or tracing (sizes may be symbolic there, and the library op must see
+    the call)."""
+    if options is None or type(input) is not torch.Tensor or tracing():
+        return None
+    return (op, input.shape, input.stride(), input.dtype, input.device, *options,
+            input.requires_grad and torch.is_grad_enabled(), knobs())
+
+
 def _store_indices(input: torch.Tensor, return_indices) -> bool:
     """Max pooling keeps its argmax when asked to, or when the backward will need it."""
     return bool(return_indices) or (torch.is_grad_enabled() and input.requires_grad)
@@ -232,13 +270,23 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     a flat index h*W + w into its input plane.
     """
     op = "max_pool2d"
-    _check_tensor(input, op)
-    ceil_mode = _bool(ceil_mode, op, "ceil_mode")
-    options = _window_options(op, kernel_size, stride, padding, dilation)
-    batched, unbatched, geometry = _checked_window(input, op, *options, ceil_mode)
-    y, indices = ops.max_pool2d(batched, list(geometry.kernel), list(geometry.stride),
-                                list(geometry.padding), list(geometry.dilation),
-                                ceil_mode, _store_indices(batched, return_indices))
+    key = _eager_key(op, input, _options_key((kernel_size, stride, padding, dilation),
+                                             (ceil_mode, bool(return_indices))))
+    planned = None if key is None else EAGER_CALLS.get(key)
+    if planned is None:
+        _check_tensor(input, op)
+        ceil_mode = _bool(ceil_mode, op, "ceil_mode")
+        options = _window_options(op, kernel_size, stride, padding, dilation)
+        batched, unbatched, g = _checked_window(input, op, *options, ceil_mode)
+        store = _store_indices(batched, return_indices)
+        if key is None:
+            y, indices = ops.max_pool2d(batched, list(g.kernel), list(g.stride),
+                                        list(g.padding), list(g.dilation), ceil_mode, store)
+            return _unbatch((y, indices) if return_indices else y, unbatched)
+        planned = EAGER_CALLS.put(key, (unbatched,
+                                        ops.plan_max_pool2d(batched, g, ceil_mode, store)))
+    unbatched, plan = planned
+    y, indices = ops.MaxPool2dEager.apply(input.unsqueeze(0) if unbatched else input, plan)
     return _unbatch((y, indices) if return_indices else y, unbatched)
 
 
@@ -250,20 +298,29 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     input's memory format; sums accumulate in fp32 (fp64 for fp64 input).
     """
     op = "avg_pool2d"
-    _check_tensor(input, op)
-    ceil_mode = _bool(ceil_mode, op, "ceil_mode")
-    count_include_pad = _bool(count_include_pad, op, "count_include_pad")
-    if divisor_override is not None:
-        divisor_override = _int(divisor_override, op, "divisor_override")
-    kernel, stride, padding, _ = _window_options(op, kernel_size, stride, padding)
-    if divisor_override == 0:
-        raise RuntimeError(f"{op}: divisor must be not zero")
-    batched, unbatched, geometry = _checked_window(input, op, kernel, stride, padding, (1, 1),
-                                                   ceil_mode)
-    out = ops.avg_pool2d(batched, list(geometry.kernel), list(geometry.stride),
-                         list(geometry.padding), ceil_mode, count_include_pad,
-                         divisor_override)
-    return _unbatch(out, unbatched)
+    key = _eager_key(op, input, _options_key((kernel_size, stride, padding, divisor_override),
+                                             (ceil_mode, count_include_pad)))
+    planned = None if key is None else EAGER_CALLS.get(key)
+    if planned is None:
+        _check_tensor(input, op)
+        ceil_mode = _bool(ceil_mode, op, "ceil_mode")
+        count_include_pad = _bool(count_include_pad, op, "count_include_pad")
+        if divisor_override is not None:
+            divisor_override = _int(divisor_override, op, "divisor_override")
+        kernel, stride, padding, _ = _window_options(op, kernel_size, stride, padding)
+        if divisor_override == 0:
+            raise RuntimeError(f"{op}: divisor must be not zero")
+        batched, unbatched, g = _checked_window(input, op, kernel, stride, padding, (1, 1),
+                                                ceil_mode)
+        if key is None:
+            out = ops.avg_pool2d(batched, list(g.kernel), list(g.stride), list(g.padding),
+                                 ceil_mode, count_include_pad, divisor_override)
+            return _unbatch(out, unbatched)
+        planned = EAGER_CALLS.put(key, (unbatched, ops.plan_avg_pool2d(
+            batched, g, ceil_mode, count_include_pad, divisor_override)))
+    unbatched, plan = planned
+    return _unbatch(ops.AvgPool2dEager.apply(input.unsqueeze(0) if unbatched else input, plan),
+                    unbatched)
 
 
 def adaptive_avg_pool2d(input, output_size):

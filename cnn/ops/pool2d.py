@@ -15,25 +15,49 @@ from dy. Both backwards are linear in dy, so their derivatives are:
     max: d(dx)/d(dy) = ggx gathered at idx (each output reads the input it chose)
     avg: d(dx)/d(dy) = the forward pooling of ggx (avg pooling's backward is its adjoint)
 """
+from dataclasses import dataclass
+
 import torch
 
 from ..kernels.pool2d import avg_pool2d as avg_launchers
 from ..kernels.pool2d import max_pool2d as max_launchers
-from ..kernels.pool2d.geometry import Pool2dGeometry
+from ..kernels.pool2d.geometry import (
+    ElementwiseLaunch,
+    Pool2dGeometry,
+    adaptive_geometry,
+    knobs,
+    window_geometry,
+)
 from ..kernels.runtime import is_channels_last, output_memory_format
-from .registry import LibraryOp, placeholder
+from .registry import LibraryOp, is_traced, placeholder, tracing
 
 
 def window(input_shape, kernel, stride, padding, dilation, ceil_mode) -> Pool2dGeometry:
+    """The geometry of a window pooling (for the fakes: sizes may be symbolic)."""
     return Pool2dGeometry.window(tuple(input_shape), tuple(kernel), tuple(stride),
                                  tuple(padding), tuple(dilation), ceil_mode)
+
+
+def cached_window(input_shape, kernel, stride, padding, dilation, ceil_mode) -> Pool2dGeometry:
+    """``window`` of a real call's concrete sizes, built once per signature."""
+    return window_geometry(tuple(input_shape), tuple(kernel), tuple(stride), tuple(padding),
+                           tuple(dilation), ceil_mode)
 
 
 def backward_geometry(input_size, grad_output, kernel, stride, padding, dilation, ceil_mode,
                       adaptive) -> Pool2dGeometry:
     if adaptive:
-        return Pool2dGeometry.adaptive_pool(tuple(input_size), tuple(grad_output.shape[-2:]))
-    return window(input_size, kernel, stride, padding, dilation, ceil_mode)
+        return adaptive_geometry(tuple(input_size), tuple(grad_output.shape[-2:]))
+    return cached_window(input_size, kernel, stride, padding, dilation, ceil_mode)
+
+
+def without_autograd(op: LibraryOp, grad_output: torch.Tensor, *args):
+    """A forward's backward calls its backward op through autograd only when the backward
+    itself is differentiated (create_graph: grad mode is on) or traced; else the launcher's
+    call alone (``op.impl``), which is all a plain backward needs."""
+    if torch.is_grad_enabled() or is_traced((grad_output, *args)):
+        return op(grad_output, *args)
+    return op.impl(grad_output, *args)
 
 
 def _empty(like: torch.Tensor, shape, memory_format, dtype=None) -> torch.Tensor:
@@ -87,7 +111,7 @@ def _max_fake(input, g, indices):
 def _max_pool2d(input: torch.Tensor, kernel_size: list[int], stride: list[int],
                 padding: list[int], dilation: list[int], ceil_mode: bool,
                 indices: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return _max_outputs(input, window(input.shape, kernel_size, stride, padding, dilation,
+    return _max_outputs(input, cached_window(input.shape, kernel_size, stride, padding, dilation,
                                       ceil_mode), indices)
 
 
@@ -98,8 +122,8 @@ def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode, i
 
 def _adaptive_max_pool2d(input: torch.Tensor, output_size: list[int],
                          indices: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return _max_outputs(input, Pool2dGeometry.adaptive_pool(tuple(input.shape),
-                                                            tuple(output_size)), indices)
+    return _max_outputs(input, adaptive_geometry(tuple(input.shape), tuple(output_size)),
+                        indices)
 
 
 def _adaptive_max_pool2d_fake(input, output_size, indices):
@@ -125,8 +149,8 @@ def _adaptive_max_pool2d_setup(ctx, inputs, output):
 
 def _max_forward_backward(ctx, grad_output, grad_indices):
     (indices,) = ctx.saved_tensors
-    dx = max_pool2d_backward(grad_output, indices, ctx.input_size, ctx.channels_last,
-                             *ctx.backward_args)
+    dx = without_autograd(max_pool2d_backward, grad_output, indices, ctx.input_size,
+                          ctx.channels_last, *ctx.backward_args)
     return (dx, *ctx.no_grads)
 
 
@@ -173,7 +197,7 @@ def _avg_fake(input, g):
 def _avg_pool2d(input: torch.Tensor, kernel_size: list[int], stride: list[int],
                 padding: list[int], ceil_mode: bool, count_include_pad: bool,
                 divisor_override: int | None) -> torch.Tensor:
-    g = window(input.shape, kernel_size, stride, padding, (1, 1), ceil_mode)
+    g = cached_window(input.shape, kernel_size, stride, padding, (1, 1), ceil_mode)
     return avg_launchers.avg_pool2d_forward(input, g, count_include_pad, divisor_override)
 
 
@@ -184,7 +208,7 @@ def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_inclu
 
 
 def _adaptive_avg_pool2d(input: torch.Tensor, output_size: list[int]) -> torch.Tensor:
-    g = Pool2dGeometry.adaptive_pool(tuple(input.shape), tuple(output_size))
+    g = adaptive_geometry(tuple(input.shape), tuple(output_size))
     return avg_launchers.avg_pool2d_forward(input, g, True, None)
 
 
@@ -203,8 +227,8 @@ def _adaptive_avg_pool2d_setup(ctx, inputs, output):
 
 
 def _avg_forward_backward(ctx, grad_output):
-    dx = avg_pool2d_backward(grad_output, ctx.input_size, ctx.channels_last,
-                             *ctx.backward_args)
+    dx = without_autograd(avg_pool2d_backward, grad_output, ctx.input_size,
+                          ctx.channels_last, *ctx.backward_args)
     return (dx, *ctx.no_grads)
 
 
@@ -245,5 +269,105 @@ avg_pool2d, adaptive_avg_pool2d, avg_pool2d_backward = _pool_ops(
     _avg_forward_backward,
     (_avg_backward_op, _avg_backward_fake, _avg_backward_setup, _avg_backward_backward))
 
+# ------------------------------------------------------------------------------- eager calls
+# A plain eager call (no tracing, no torch.func, a plain tensor, options of exact types: the
+# functional checks) takes an autograd.Function of two arguments, the input and a PoolPlan
+# that cnn.functional caches per call signature, so a repeated call looks nothing up again:
+# the same launchers and backward ops as above, without the per-call geometry and launch
+# arithmetic, and with the fewest arguments for autograd to wrap.
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """One eager pooling signature's launches: forward, backward (dx in the input's layout),
+    and the backward op's arguments after dy (and the indices), for a backward that is
+    itself differentiated or traced."""
+
+    forward: ElementwiseLaunch
+    backward: ElementwiseLaunch
+    backward_args: tuple
+
+
+def _layout(input: torch.Tensor):
+    channels_last = is_channels_last(input)
+    return channels_last, torch.channels_last if channels_last else torch.contiguous_format
+
+
+def plan_max_pool2d(input: torch.Tensor, geometry: Pool2dGeometry, ceil_mode: bool,
+                    store_indices: bool) -> PoolPlan:
+    """The PoolPlan of max pooling (window or adaptive geometry) of input (N, C, H, W)."""
+    g = geometry
+    channels_last, fmt = _layout(input)
+    window_args = ([1, 1], [1, 1], [0, 0], [1, 1], False) if g.adaptive else (
+        list(g.kernel), list(g.stride), list(g.padding), list(g.dilation), ceil_mode)
+    return PoolPlan(
+        max_launchers.forward_plan(g, input.stride(), input.dtype, store_indices, knobs()),
+        max_launchers.backward_plan(g, fmt, input.dtype, knobs()),
+        (list(input.shape), channels_last, *window_args, g.adaptive))
+
+
+def plan_avg_pool2d(input: torch.Tensor, geometry: Pool2dGeometry, ceil_mode: bool,
+                    count_include_pad: bool, divisor_override) -> PoolPlan:
+    """The PoolPlan of average pooling (window or adaptive geometry) of input (N, C, H, W)."""
+    g = geometry
+    channels_last, fmt = _layout(input)
+    window_args = ([1, 1], [1, 1], [0, 0], False) if g.adaptive else (
+        list(g.kernel), list(g.stride), list(g.padding), ceil_mode)
+    return PoolPlan(
+        avg_launchers.forward_plan(g, input.stride(), input.dtype, count_include_pad,
+                                   divisor_override, knobs()),
+        avg_launchers.backward_plan(g, fmt, input.dtype, count_include_pad, divisor_override,
+                                    knobs()),
+        (list(input.shape), channels_last, *window_args, g.adaptive, count_include_pad,
+         divisor_override))
+
+
+def _plain_backward() -> bool:
+    """Whether an eager call's backward may launch directly: not differentiated itself, nor
+    traced (compiled autograd)."""
+    return not (torch.is_grad_enabled() or tracing())
+
+
+class MaxPool2dEager(torch.autograd.Function):
+    """max_pool2d (and adaptive_max_pool2d) of a plain eager call: (input, PoolPlan) ->
+    (y, indices), indices a (0,) placeholder unless the plan stores them."""
+
+    @staticmethod
+    def forward(ctx, input, plan):
+        y, indices = max_launchers.launch_forward(input, plan.forward,
+                                                  plan.forward.options["STORE_INDICES"])
+        if indices is None:
+            indices = placeholder(y).long()
+        ctx.mark_non_differentiable(indices)
+        ctx.plan = plan
+        ctx.save_for_backward(indices)
+        return y, indices
+
+    @staticmethod
+    def backward(ctx, grad_output, grad_indices):
+        (indices,) = ctx.saved_tensors
+        plan = ctx.plan
+        if _plain_backward():
+            return max_launchers.launch_backward(grad_output, indices, plan.backward), None
+        return max_pool2d_backward(grad_output, indices, *plan.backward_args), None
+
+
+class AvgPool2dEager(torch.autograd.Function):
+    """avg_pool2d (and adaptive_avg_pool2d) of a plain eager call: (input, PoolPlan) -> y."""
+
+    @staticmethod
+    def forward(ctx, input, plan):
+        ctx.plan = plan
+        return avg_launchers.launch_forward(input, plan.forward)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        plan = ctx.plan
+        if _plain_backward():
+            return avg_launchers.launch_backward(grad_output, plan.backward), None
+        return avg_pool2d_backward(grad_output, *plan.backward_args), None
+
+
 __all__ = ["max_pool2d", "adaptive_max_pool2d", "max_pool2d_backward", "avg_pool2d",
-           "adaptive_avg_pool2d", "avg_pool2d_backward"]
+           "adaptive_avg_pool2d", "avg_pool2d_backward", "PoolPlan", "plan_max_pool2d",
+           "plan_avg_pool2d", "MaxPool2dEager", "AvgPool2dEager"]

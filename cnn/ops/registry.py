@@ -28,6 +28,13 @@ def is_traced(args) -> bool:
     return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN for a in args)
 
 
+def tracing() -> bool:
+    """``is_traced`` without looking at arguments: for hot paths that check their tensors'
+    types themselves (a call with a plain ``torch.Tensor`` only)."""
+    return (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
+            or torch._C._are_functorch_transforms_active())
+
+
 def _under_func_grad() -> bool:
     """Whether the innermost active torch.func transform differentiates (grad, vjp, jvp):
     vmap, functionalization (AOTAutograd's tracing) and plain eager calls take the other

@@ -22,9 +22,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import output_memory_format
+from ..host_cache import host_cached
 from . import geometry as window
 from .geometry import (
+    ElementwiseLaunch,
     Pool2dGeometry,
     block_offsets,
     covering_windows,
@@ -146,46 +147,77 @@ def _divisor_args(geometry: Pool2dGeometry, count_include_pad: bool, divisor_ove
                 HAS_DIVISOR=divisor_override is not None), int(divisor_override or 0)
 
 
+def _sizes(g: Pool2dGeometry, numel: int, divisor: int) -> tuple:
+    """The kernels' sizes and geometry arguments, from total to divisor."""
+    return (numel, g.channels, g.height, g.width, g.out_h, g.out_w, *g.kernel, *g.stride,
+            *g.padding, divisor)
+
+
+@host_cached()
+def forward_plan(geometry: Pool2dGeometry, x_strides: tuple, dtype: torch.dtype,
+                 count_include_pad: bool, divisor_override, knobs: tuple) -> ElementwiseLaunch:
+    """The forward's launch for x of these strides: y's strides in x's memory format, after
+    the pointers the scalar arguments from x's strides on."""
+    g = geometry
+    flags, divisor = _divisor_args(g, count_include_pad, divisor_override)
+    fmt = torch.channels_last if window.strided_is_channels_last(g.input_shape, x_strides) \
+        else torch.contiguous_format
+    return window.plan_elementwise(
+        g.output_shape, fmt, dtype,
+        lambda y_strides, numel: (*x_strides, *y_strides, *_sizes(g, numel, divisor)),
+        dict(ADAPTIVE=g.adaptive, **flags))
+
+
+@host_cached()
+def backward_plan(geometry: Pool2dGeometry, memory_format: torch.memory_format,
+                  dtype: torch.dtype, count_include_pad: bool, divisor_override,
+                  knobs: tuple) -> ElementwiseLaunch:
+    """The backward's launch writing dx in this format: the scalar arguments after dy's
+    strides."""
+    g = geometry
+    flags, divisor = _divisor_args(g, count_include_pad, divisor_override)
+    return window.plan_elementwise(
+        g.input_shape, memory_format, dtype,
+        lambda dx_strides, numel: (*dx_strides, *_sizes(g, numel, divisor), *g.covering),
+        dict(ADAPTIVE=g.adaptive, **flags))
+
+
+def launch_forward(x: torch.Tensor, plan: ElementwiseLaunch) -> torch.Tensor:
+    """``avg_pool2d_forward`` with its plan looked up already (``forward_plan``)."""
+    y = plan.empty(x.device)
+    if plan.grid is not None:
+        # .run: kernel[grid](...) without the closure it builds on every call
+        avg_pool2d_forward_kernel.run(x, y, *plan.args, grid=plan.grid, warmup=False,
+                                      **plan.options)
+    return y
+
+
+def launch_backward(grad_output: torch.Tensor, plan: ElementwiseLaunch) -> torch.Tensor:
+    """``avg_pool2d_backward`` with its plan looked up already (``backward_plan``)."""
+    dx, launch = window.empty_grad_input(plan, grad_output)
+    if launch:
+        avg_pool2d_backward_kernel.run(grad_output, dx, *grad_output.stride(), *plan.args,
+                                       grid=plan.grid, warmup=False, **plan.options)
+    return dx
+
+
 def avg_pool2d_forward(x: torch.Tensor, geometry: Pool2dGeometry, count_include_pad=True,
                        divisor_override=None) -> torch.Tensor:
     """x: (N, C, H, W), any strides. Returns y: (N, C, OH, OW) in x's memory format and dtype.
     count_include_pad and divisor_override only apply to window (non-adaptive) geometries."""
-    g = geometry
-    fmt = output_memory_format(x)
-    y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype, memory_format=fmt)
-    if y.numel() == 0:
-        return y
-    flags, divisor = _divisor_args(g, count_include_pad, divisor_override)
-    kh, kw = g.kernel
-    grid, options = window.elementwise_launch(y, fmt == torch.channels_last)
-    avg_pool2d_forward_kernel[grid](
-        x, y, *x.stride(), *y.stride(),
-        y.numel(), g.channels, g.height, g.width, g.out_h, g.out_w, kh, kw,
-        *g.stride, *g.padding, divisor,
-        ADAPTIVE=g.adaptive, **flags, **options,
-    )
-    return y
+    return launch_forward(x, forward_plan(geometry, x.stride(), x.dtype, count_include_pad,
+                                          divisor_override, window.knobs()))
 
 
 def avg_pool2d_backward(grad_output: torch.Tensor, geometry: Pool2dGeometry, like: dict,
                         count_include_pad=True, divisor_override=None) -> torch.Tensor:
     """grad_output: (N, C, OH, OW), any strides (an expanded gradient is fine). Returns
     dx: (N, C, H, W) with ``like``'s dtype, device and memory_format (the forward input's)."""
-    g = geometry
-    dx, launch = window.empty_grad_input(g, like, grad_output)
-    if not launch:
-        return dx
-    flags, divisor = _divisor_args(g, count_include_pad, divisor_override)
-    kh, kw = g.kernel
-    grid, options = window.elementwise_launch(dx, like["memory_format"] == torch.channels_last)
-    avg_pool2d_backward_kernel[grid](
-        grad_output, dx, *grad_output.stride(), *dx.stride(),
-        dx.numel(), g.channels, g.height, g.width, g.out_h, g.out_w, kh, kw,
-        *g.stride, *g.padding, divisor, *g.covering,
-        ADAPTIVE=g.adaptive, **flags, **options,
-    )
-    return dx
+    return launch_backward(grad_output, backward_plan(
+        geometry, like["memory_format"], like["dtype"], count_include_pad, divisor_override,
+        window.knobs()))
 
 
 __all__ = ["avg_pool2d_forward", "avg_pool2d_backward", "avg_pool2d_forward_kernel",
-           "avg_pool2d_backward_kernel"]
+           "avg_pool2d_backward_kernel", "forward_plan", "backward_plan", "launch_forward",
+           "launch_backward"]

@@ -21,13 +21,14 @@ covers it, o in [lo, hi] (again per-element bounds on a loop counter):
 No integer division here ever sees a negative operand: Triton's compiled `//` truncates
 towards zero while the interpreter floors.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import triton
 import triton.language as tl
 
-from ..runtime import INTERPRET, accumulator_dtype, cdiv, next_power_of_2
+from ..host_cache import host_cached
+from ..runtime import INTERPRET, accumulator_dtype, cdiv, is_channels_last, next_power_of_2
 
 
 def window_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
@@ -68,6 +69,16 @@ class Pool2dGeometry:
     padding: tuple = (0, 0)
     dilation: tuple = (1, 1)
     adaptive: bool = False
+    # Geometries key the launch caches: hash the eleven fields once, not on every lookup.
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_hash", hash((
+            self.batch, self.channels, self.height, self.width, self.out_h, self.out_w,
+            self.kernel, self.stride, self.padding, self.dilation, self.adaptive)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @classmethod
     def window(cls, input_shape, kernel, stride, padding, dilation, ceil_mode):
@@ -107,6 +118,19 @@ class Pool2dGeometry:
                 *self.kernel, *self.stride, *self.padding, *self.dilation)
 
 
+@host_cached()
+def window_geometry(input_shape: tuple, kernel: tuple, stride: tuple, padding: tuple,
+                    dilation: tuple, ceil_mode: bool) -> Pool2dGeometry:
+    """``Pool2dGeometry.window`` of concrete sizes, built once per signature (all tuples)."""
+    return Pool2dGeometry.window(input_shape, kernel, stride, padding, dilation, ceil_mode)
+
+
+@host_cached()
+def adaptive_geometry(input_shape: tuple, output_size: tuple) -> Pool2dGeometry:
+    """``Pool2dGeometry.adaptive_pool`` of concrete sizes, built once per signature."""
+    return Pool2dGeometry.adaptive_pool(input_shape, output_size)
+
+
 # Elements per program. The interpreter pays per program instance, so it gets one big block
 # (65536 runs an MNIST-sized pooling 5x faster there than 4096).
 GPU_BLOCK, GPU_WARPS = 512, 4
@@ -136,12 +160,52 @@ def elementwise_launch(out: torch.Tensor, channels_last: bool):
         ACC_DTYPE=accumulator_dtype(out.dtype), BLOCK=block, num_warps=GPU_WARPS)
 
 
-def empty_grad_input(geometry: Pool2dGeometry, like: dict, grad_output: torch.Tensor):
-    """(dx, launch): dx (N, C, H, W) with ``like``'s dtype, device and memory_format, and
-    whether a kernel must fill it: not when dx is empty, nor when grad_output is (dx is then
-    zeros)."""
-    dx = torch.empty(geometry.input_shape, **like)
-    if dx.numel() == 0:
+@dataclass(frozen=True)
+class ElementwiseLaunch:
+    """A launch with one lane per element of a new output, planned once per call signature:
+    the output's shape, strides and dtype (its device is the call's), the grid (None when
+    the output is empty: no launch), the kernel's scalar arguments after its pointers and
+    the strides of the tensors that vary per call, and its keyword options."""
+
+    shape: tuple
+    strides: tuple
+    dtype: torch.dtype
+    grid: tuple | None
+    args: tuple
+    options: dict
+
+    def empty(self, device: torch.device) -> torch.Tensor:
+        return torch.empty_strided(self.shape, self.strides, dtype=self.dtype, device=device)
+
+
+def strided_is_channels_last(shape: tuple, strides: tuple) -> bool:
+    """``is_channels_last`` of a tensor of this shape and these strides."""
+    return is_channels_last(torch.empty_strided(shape, strides, device="meta"))
+
+
+def plan_elementwise(out_shape: tuple, memory_format: torch.memory_format, dtype: torch.dtype,
+                     args, options: dict) -> ElementwiseLaunch:
+    """The ElementwiseLaunch of a kernel writing a new (N, C, *, *) tensor of ``out_shape``
+    in ``memory_format`` (``elementwise_launch``'s options, through this module's knobs);
+    ``args(out_strides, numel)`` gives its scalar arguments."""
+    out = torch.empty(out_shape, dtype=dtype, device="meta", memory_format=memory_format)
+    grid, launch = elementwise_launch(out, memory_format == torch.channels_last)
+    return ElementwiseLaunch(tuple(out_shape), out.stride(), dtype,
+                             grid if out.numel() else None,
+                             tuple(args(out.stride(), out.numel())), {**options, **launch})
+
+
+def knobs() -> tuple:
+    """What the launch options depend on besides the call: this module's block choice and
+    int64 test, read at call time so a swapped one (tests do that) keys other plans."""
+    return INTERPRET, launch_block, needs_int64
+
+
+def empty_grad_input(plan: ElementwiseLaunch, grad_output: torch.Tensor):
+    """(dx, launch): dx (N, C, H, W) as the backward's plan lays it out, and whether a kernel
+    must fill it: not when dx is empty, nor when grad_output is (dx is then zeros)."""
+    dx = plan.empty(grad_output.device)
+    if plan.grid is None:
         return dx, False
     if grad_output.numel() == 0:
         return dx.zero_(), False

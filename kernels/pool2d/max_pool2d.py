@@ -18,16 +18,19 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import output_memory_format
+from ..host_cache import host_cached
 from .geometry import (
+    ElementwiseLaunch,
     Pool2dGeometry,
     block_offsets,
     covering_windows,
-    elementwise_launch,
     empty_grad_input,
     flat_to_nchw,
+    knobs,
     nchw_offsets,
+    plan_elementwise,
     pool_window,
+    strided_is_channels_last,
 )
 
 
@@ -120,43 +123,71 @@ def max_pool2d_backward_kernel(
     tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
+@host_cached()
+def forward_plan(geometry: Pool2dGeometry, x_strides: tuple, dtype: torch.dtype,
+                 store_indices: bool, knobs: tuple) -> ElementwiseLaunch:
+    """The forward's launch for x of these strides: y's (and the indices') strides in x's
+    memory format, after the pointers the scalar arguments from x's strides on."""
+    g = geometry
+    channels_last = strided_is_channels_last(g.input_shape, x_strides)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return plan_elementwise(g.output_shape, fmt, dtype,
+                            lambda y_strides, numel: (*x_strides, *y_strides,
+                                                      *g.kernel_args(numel)),
+                            dict(ADAPTIVE=g.adaptive, STORE_INDICES=store_indices))
+
+
+@host_cached()
+def backward_plan(geometry: Pool2dGeometry, memory_format: torch.memory_format,
+                  dtype: torch.dtype, knobs: tuple) -> ElementwiseLaunch:
+    """The backward's launch writing dx in this format: the scalar arguments after dy's and
+    the indices' strides."""
+    g = geometry
+    return plan_elementwise(g.input_shape, memory_format, dtype,
+                            lambda dx_strides, numel: (*dx_strides, *g.kernel_args(numel),
+                                                       *g.covering),
+                            dict(ADAPTIVE=g.adaptive))
+
+
+def launch_forward(x: torch.Tensor, plan: ElementwiseLaunch, store_indices: bool):
+    """``max_pool2d_forward`` with its plan looked up already (``forward_plan``)."""
+    y = plan.empty(x.device)
+    indices = torch.empty_strided(plan.shape, plan.strides, dtype=torch.int64,
+                                  device=x.device) if store_indices else None
+    if plan.grid is not None:
+        # .run: kernel[grid](...) without the closure it builds on every call
+        max_pool2d_forward_kernel.run(x, y, indices if store_indices else y, *plan.args,
+                                      grid=plan.grid, warmup=False, **plan.options)
+    return y, indices
+
+
+def launch_backward(grad_output: torch.Tensor, indices: torch.Tensor,
+                    plan: ElementwiseLaunch) -> torch.Tensor:
+    """``max_pool2d_backward`` with its plan looked up already (``backward_plan``)."""
+    dx, launch = empty_grad_input(plan, grad_output)
+    if launch:
+        max_pool2d_backward_kernel.run(grad_output, indices, dx, *grad_output.stride(),
+                                       *indices.stride(), *plan.args, grid=plan.grid,
+                                       warmup=False, **plan.options)
+    return dx
+
+
 def max_pool2d_forward(x: torch.Tensor, geometry: Pool2dGeometry, store_indices: bool = True):
     """x: (N, C, H, W), any strides. Returns y: (N, C, OH, OW) in x's memory format and dtype,
     and indices: int64 of y's shape and layout (None unless store_indices), each a flat
     index into its H*W plane."""
-    g = geometry
-    fmt = output_memory_format(x)
-    y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype, memory_format=fmt)
-    indices = torch.empty(g.output_shape, device=x.device, dtype=torch.int64,
-                          memory_format=fmt) if store_indices else None
-    if y.numel() == 0:
-        return y, indices
-    grid, options = elementwise_launch(y, fmt == torch.channels_last)
-    max_pool2d_forward_kernel[grid](
-        x, y, indices if store_indices else y,
-        *x.stride(), *y.stride(), *g.kernel_args(y.numel()),
-        ADAPTIVE=g.adaptive, STORE_INDICES=store_indices, **options,
-    )
-    return y, indices
+    plan = forward_plan(geometry, x.stride(), x.dtype, store_indices, knobs())
+    return launch_forward(x, plan, store_indices)
 
 
 def max_pool2d_backward(grad_output: torch.Tensor, indices: torch.Tensor,
                         geometry: Pool2dGeometry, like: dict) -> torch.Tensor:
     """grad_output and indices: (N, C, OH, OW), any strides. Returns dx: (N, C, H, W) with
     ``like``'s dtype, device and memory_format (those of the forward's input)."""
-    g = geometry
-    dx, launch = empty_grad_input(g, like, grad_output)
-    if not launch:
-        return dx
-    grid, options = elementwise_launch(dx, like["memory_format"] == torch.channels_last)
-    max_pool2d_backward_kernel[grid](
-        grad_output, indices, dx,
-        *grad_output.stride(), *indices.stride(), *dx.stride(), *g.kernel_args(dx.numel()),
-        *g.covering,
-        ADAPTIVE=g.adaptive, **options,
-    )
-    return dx
+    plan = backward_plan(geometry, like["memory_format"], like["dtype"], knobs())
+    return launch_backward(grad_output, indices, plan)
 
 
 __all__ = ["max_pool2d_forward", "max_pool2d_backward", "max_pool2d_forward_kernel",
-           "max_pool2d_backward_kernel"]
+           "max_pool2d_backward_kernel", "forward_plan", "backward_plan", "launch_forward",
+           "launch_backward"]
