@@ -3,7 +3,6 @@ errors (all checked here, before any launch); the ops are ``torch.ops.cnn.*``
 (cnn/ops/pool2d.py)."""
 import torch
 
-from ..kernels.host_cache import SignatureCache
 from ..kernels.pool2d.geometry import Pool2dGeometry, knobs
 from ..kernels.runtime import FLOAT_DTYPES, check_device
 from ..ops import pool2d as ops
@@ -12,7 +11,7 @@ from .conv2d_args import parse_int
 
 # Plain eager calls whose arguments were checked before, by signature (``_eager_key``) ->
 # (whether the input is unbatched, the ops' PoolPlan of the batched input).
-EAGER_CALLS = SignatureCache("cnn.functional.pool2d.EAGER_CALLS")
+EAGER_CALLS = ops.EAGER_CALLS
 
 # ---------------------------------------------------------------------------------------------
 # Argument parsing and validation, with torch's exception types.

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels.host_cache import SignatureCache
 from ..kernels.pool2d import avg_pool2d as avg_launchers
 from ..kernels.pool2d import max_pool2d as max_launchers
 from ..kernels.pool2d.geometry import (
@@ -277,6 +278,10 @@ avg_pool2d, adaptive_avg_pool2d, avg_pool2d_backward = _pool_ops(
 # arithmetic, and with the fewest arguments for autograd to wrap.
 
 
+# cnn.functional's plain eager pooling calls, by signature -> (unbatched, PoolPlan).
+EAGER_CALLS = SignatureCache("cnn.ops.pool2d.EAGER_CALLS")
+
+
 @dataclass(frozen=True)
 class PoolPlan:
     """One eager pooling signature's launches: forward, backward (dx in the input's layout),
@@ -369,5 +374,5 @@ class AvgPool2dEager(torch.autograd.Function):
 
 
 __all__ = ["max_pool2d", "adaptive_max_pool2d", "max_pool2d_backward", "avg_pool2d",
-           "adaptive_avg_pool2d", "avg_pool2d_backward", "PoolPlan", "plan_max_pool2d",
-           "plan_avg_pool2d", "MaxPool2dEager", "AvgPool2dEager"]
+           "adaptive_avg_pool2d", "avg_pool2d_backward", "EAGER_CALLS", "PoolPlan",
+           "plan_max_pool2d", "plan_avg_pool2d", "MaxPool2dEager", "AvgPool2dEager"]
