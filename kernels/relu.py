@@ -7,10 +7,13 @@ Dense tensors that share strides (contiguous, channels_last, any permutation of 
 walked as flat storage; otherwise each element's offsets come from up to four sizes and
 strides (higher-rank non-dense tensors are made contiguous first by the caller).
 """
+import math
+
 import torch
 import triton
 import triton.language as tl
 
+from .host_cache import host_cached
 from .runtime import INTERPRET, cdiv, dot_upcast
 
 GPU_BLOCK = 1024
@@ -77,32 +80,51 @@ def is_dense(t: torch.Tensor) -> bool:
     return True
 
 
-def _dims4(t: torch.Tensor):
+def _dims4(shape: tuple, strides: tuple):
     """(strides padded to 4, sizes padded to 4) of a tensor of at most 4 dimensions."""
-    pad = MAX_DIMS - t.dim()
-    return (0,) * pad + tuple(t.stride()), (1,) * pad + tuple(t.shape)
+    pad = MAX_DIMS - len(shape)
+    return (0,) * pad + tuple(strides), (1,) * pad + tuple(shape)
 
 
-def _launch(x, grad, out, backward: bool):
-    numel = out.numel()
+@host_cached()
+def launch_plan(shape: tuple, x_strides: tuple, grad_strides: tuple | None, out_strides: tuple,
+                dtype: torch.dtype, backward: bool, block: int):
+    """(grid, scalar arguments, options) of one launch over tensors of this shape and these
+    strides (grad_strides None in the forward), or None when there is nothing to do."""
+    numel = math.prod(shape)
     if numel == 0:
-        return out
-    same = all(t.stride() == out.stride() for t in (x, grad) if t is not None)
-    dense = same and is_dense(out)
-    if not dense and out.dim() > MAX_DIMS:
+        return None
+    same = all(s == out_strides for s in (x_strides, grad_strides) if s is not None)
+    dense = same and is_dense(torch.empty_strided(shape, out_strides, device="meta"))
+    if not dense and len(shape) > MAX_DIMS:
         raise ValueError("non-dense tensors of more than 4 dimensions must be made contiguous")
     if dense:  # flat storage: strides and sizes unused
         sx = sg = so = (0,) * MAX_DIMS
         sizes = (1,) * MAX_DIMS
     else:
-        sx, sizes = _dims4(x)
-        sg, _ = _dims4(grad if grad is not None else x)
-        so, _ = _dims4(out)
-    relu_kernel[(cdiv(numel, BLOCK),)](
-        x, grad if grad is not None else x, out, *sx, *sg, *so, *sizes[1:], numel,
-        BACKWARD=backward, DENSE=dense, UPCAST=dot_upcast(out.dtype), BLOCK=BLOCK,
-        num_warps=GPU_WARPS,
-    )
+        sx, sizes = _dims4(shape, x_strides)
+        sg, _ = _dims4(shape, grad_strides if grad_strides is not None else x_strides)
+        so, _ = _dims4(shape, out_strides)
+    return (cdiv(numel, block),), (*sx, *sg, *so, *sizes[1:], numel), dict(
+        BACKWARD=backward, DENSE=dense, UPCAST=dot_upcast(dtype), BLOCK=block,
+        num_warps=GPU_WARPS)
+
+
+def _launch(x, grad, out, backward: bool):
+    if out.is_contiguous() and x.is_contiguous() and (grad is None or grad.is_contiguous()):
+        # The common case, planned as the flat walk it is: by element count alone.
+        flat = (out.numel(),)
+        plan = launch_plan(flat, (1,), None if grad is None else (1,), (1,), out.dtype,
+                           backward, BLOCK)
+    else:
+        plan = launch_plan(tuple(out.shape), x.stride(),
+                           None if grad is None else grad.stride(), out.stride(), out.dtype,
+                           backward, BLOCK)
+    if plan is not None:
+        grid, args, options = plan
+        # .run: relu_kernel[grid](...) without the closure it builds on every call
+        relu_kernel.run(x, grad if grad is not None else x, out, *args, grid=grid,
+                        warmup=False, **options)
     return out
 
 
@@ -128,4 +150,4 @@ def relu_backward(grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tens
     return _launch(output, grad_output, grad_input, backward=True)
 
 
-__all__ = ["relu_forward", "relu_backward", "relu_kernel", "is_dense"]
+__all__ = ["relu_forward", "relu_backward", "relu_kernel", "is_dense", "launch_plan"]

@@ -189,35 +189,40 @@ def _checked_adaptive(input, op: str, output_size):
     return batched, unbatched, [geometry.out_h, geometry.out_w], size
 
 
-def _options_key(ints: tuple, bools: tuple):
-    """The options as an exact cache key, or None when one is of another type than the int
-    (or sequence of ints, or None) or bool it should be: those calls take the checking path,
-    which gives torch's error or reads them as torch does (a bool is not an int here, though
-    True == 1 as a key)."""
-    key = []
+def _exact_ints(ints: tuple):
+    """ints (each an int, a sequence of ints, or None) with lists made tuples, or None when
+    one is something else (a bool, a numpy int, a tensor: the checking path reads those)."""
+    exact = []
     for value in ints:
         kind = type(value)
         if kind is int or value is None:
-            key.append(value)
+            exact.append(value)
         elif (kind is tuple or kind is list) and all(type(v) is int for v in value):
-            key.append(tuple(value))
+            exact.append(tuple(value))
         else:
             return None
+    return tuple(exact)
+
+
+def _eager_key(op: str, input, ints: tuple, bools: tuple) -> tuple | None:
+    """The EAGER_CALLS key of a plain eager call: everything its checks and launches depend
+    on (the input's shape, strides, dtype and device, the options, whether the input requires
+    grad now, the launchers' knobs). None for a tensor subclass, under tracing (sizes may be
+    symbolic, and the library op must see the call), or for options not of the exact types
+    the checks accept (ints, sequences of ints, None; bools): as a key True == 1, so only
+    exact types may hit an entry."""
+    if type(input) is not torch.Tensor or tracing():
+        return None
     for value in bools:
         if type(value) is not bool:
             return None
-    return (*key, *bools)
-
-
-def _eager_key(op: str, input, options) -> tuple | None:
-    """The EAGER_CALLS key of a plain eager call: everything its checks and launches depend
-    on (the input's shape, strides, dtype and device, the options as given, whether the
-    input requires grad now, the launchers' knobs). None for options of other types, a
-    tensor subclass, or tracing (sizes may be symbolic there, and the library op must see
-    the call)."""
-    if options is None or type(input) is not torch.Tensor or tracing():
-        return None
-    return (op, input.shape, input.stride(), input.dtype, input.device, *options,
+    for value in ints:
+        if type(value) is not int and value is not None:
+            ints = _exact_ints(ints)
+            if ints is None:
+                return None
+            break
+    return (op, input.shape, input.stride(), input.dtype, input.device, ints, bools,
             input.requires_grad and torch.is_grad_enabled(), knobs())
 
 
@@ -269,8 +274,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     a flat index h*W + w into its input plane.
     """
     op = "max_pool2d"
-    key = _eager_key(op, input, _options_key((kernel_size, stride, padding, dilation),
-                                             (ceil_mode, bool(return_indices))))
+    key = _eager_key(op, input, (kernel_size, stride, padding, dilation),
+                     (ceil_mode, bool(return_indices)))
     planned = None if key is None else EAGER_CALLS.get(key)
     if planned is None:
         _check_tensor(input, op)
@@ -285,7 +290,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         planned = EAGER_CALLS.put(key, (unbatched,
                                         ops.plan_max_pool2d(batched, g, ceil_mode, store)))
     unbatched, plan = planned
-    y, indices = ops.MaxPool2dEager.apply(input.unsqueeze(0) if unbatched else input, plan)
+    y, indices = ops.max_pool2d_eager(input.unsqueeze(0) if unbatched else input, plan)
     return _unbatch((y, indices) if return_indices else y, unbatched)
 
 
@@ -297,8 +302,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     input's memory format; sums accumulate in fp32 (fp64 for fp64 input).
     """
     op = "avg_pool2d"
-    key = _eager_key(op, input, _options_key((kernel_size, stride, padding, divisor_override),
-                                             (ceil_mode, count_include_pad)))
+    key = _eager_key(op, input, (kernel_size, stride, padding, divisor_override),
+                     (ceil_mode, count_include_pad))
     planned = None if key is None else EAGER_CALLS.get(key)
     if planned is None:
         _check_tensor(input, op)
@@ -318,7 +323,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
         planned = EAGER_CALLS.put(key, (unbatched, ops.plan_avg_pool2d(
             batched, g, ceil_mode, count_include_pad, divisor_override)))
     unbatched, plan = planned
-    return _unbatch(ops.AvgPool2dEager.apply(input.unsqueeze(0) if unbatched else input, plan),
+    return _unbatch(ops.avg_pool2d_eager(input.unsqueeze(0) if unbatched else input, plan),
                     unbatched)
 
 

@@ -4,7 +4,7 @@ import torch
 
 from ..kernels.runtime import check_device
 from ..ops import relu as ops
-from ..ops.registry import is_traced
+from ..ops.registry import is_traced, tracing
 
 
 def check_inplace(input: torch.Tensor) -> None:
@@ -27,6 +27,12 @@ def check_inplace(input: torch.Tensor) -> None:
 def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Drop-in for ``torch.nn.functional.relu``: any shape and strides, float or integer
     dtypes; the result is laid out like input (inplace=True: input itself, modified)."""
+    if type(input) is torch.Tensor and not inplace and not tracing() \
+            and input.dtype != torch.bool and not input.is_complex():
+        # A plain eager call that passes the checks below: straight to the launchers'
+        # autograd Function (LibraryOp's dispatch would ask again whether anything traces it).
+        check_device(input)
+        return ops.relu_eager(input)
     if not isinstance(input, torch.Tensor):
         raise TypeError(
             f"relu(): argument 'input' (position 1) must be Tensor, not {type(input).__name__}")

@@ -30,7 +30,7 @@ from ..kernels.pool2d.geometry import (
     window_geometry,
 )
 from ..kernels.runtime import is_channels_last, output_memory_format
-from .registry import LibraryOp, is_traced, placeholder, tracing
+from .registry import LibraryOp, direct_apply, is_traced, placeholder, plain_backward
 
 
 def window(input_shape, kernel, stride, padding, dilation, ceil_mode) -> Pool2dGeometry:
@@ -327,12 +327,6 @@ def plan_avg_pool2d(input: torch.Tensor, geometry: Pool2dGeometry, ceil_mode: bo
          divisor_override))
 
 
-def _plain_backward() -> bool:
-    """Whether an eager call's backward may launch directly: not differentiated itself, nor
-    traced (compiled autograd)."""
-    return not (torch.is_grad_enabled() or tracing())
-
-
 class MaxPool2dEager(torch.autograd.Function):
     """max_pool2d (and adaptive_max_pool2d) of a plain eager call: (input, PoolPlan) ->
     (y, indices), indices a (0,) placeholder unless the plan stores them."""
@@ -344,6 +338,8 @@ class MaxPool2dEager(torch.autograd.Function):
         if indices is None:
             indices = placeholder(y).long()
         ctx.mark_non_differentiable(indices)
+        # The indices' gradient is never read: no zeros tensor made for it per backward.
+        ctx.set_materialize_grads(False)
         ctx.plan = plan
         ctx.save_for_backward(indices)
         return y, indices
@@ -352,7 +348,7 @@ class MaxPool2dEager(torch.autograd.Function):
     def backward(ctx, grad_output, grad_indices):
         (indices,) = ctx.saved_tensors
         plan = ctx.plan
-        if _plain_backward():
+        if plain_backward():
             return max_launchers.launch_backward(grad_output, indices, plan.backward), None
         return max_pool2d_backward(grad_output, indices, *plan.backward_args), None
 
@@ -368,11 +364,15 @@ class AvgPool2dEager(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         plan = ctx.plan
-        if _plain_backward():
+        if plain_backward():
             return avg_launchers.launch_backward(grad_output, plan.backward), None
         return avg_pool2d_backward(grad_output, *plan.backward_args), None
 
 
+max_pool2d_eager = direct_apply(MaxPool2dEager)
+avg_pool2d_eager = direct_apply(AvgPool2dEager)
+
 __all__ = ["max_pool2d", "adaptive_max_pool2d", "max_pool2d_backward", "avg_pool2d",
            "adaptive_avg_pool2d", "avg_pool2d_backward", "EAGER_CALLS", "PoolPlan",
-           "plan_max_pool2d", "plan_avg_pool2d", "MaxPool2dEager", "AvgPool2dEager"]
+           "plan_max_pool2d", "plan_avg_pool2d", "MaxPool2dEager", "AvgPool2dEager",
+           "max_pool2d_eager", "avg_pool2d_eager"]

@@ -35,6 +35,26 @@ def tracing() -> bool:
             or torch._C._are_functorch_transforms_active())
 
 
+def plain_backward() -> bool:
+    """Whether an eager Function's backward may call its launcher directly: the backward is
+    not itself differentiated (create_graph turns grad mode on) nor traced."""
+    return not (torch.is_grad_enabled() or tracing())
+
+
+def direct_apply(function: type):
+    """``function.apply`` without the Python layer torch wraps around the C++ apply, for
+    plain eager calls (no torch.func transform active: the callers check ``tracing``) of a
+    Function without setup_context. That layer then only unwraps tensors that outlived a
+    torch.func transform, which this does for the first argument (the only tensor our eager
+    Functions take); ~1.5 us of a ~40 us forward and backward."""
+    c_apply = super(torch.autograd.Function, function).apply
+    unwrap_if_dead = torch._C._functorch.unwrap_if_dead
+
+    def apply(input, *args):
+        return c_apply(unwrap_if_dead(input), *args)
+    return apply
+
+
 def _under_func_grad() -> bool:
     """Whether the innermost active torch.func transform differentiates (grad, vjp, jvp):
     vmap, functionalization (AOTAutograd's tracing) and plain eager calls take the other

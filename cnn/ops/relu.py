@@ -13,7 +13,7 @@ import torch
 
 from ..kernels import relu as launchers
 from ..kernels.relu import MAX_DIMS, is_dense
-from .registry import LibraryOp
+from .registry import LibraryOp, direct_apply, plain_backward
 
 
 def _out_like(x: torch.Tensor) -> torch.Tensor:
@@ -38,7 +38,11 @@ def _relu_setup(ctx, inputs, output):
 
 def _relu_backward_fn(ctx, grad_output):
     (output,) = ctx.saved_tensors
-    return relu_backward(grad_output, output) if ctx.needs_input_grad[0] else None
+    if not ctx.needs_input_grad[0]:
+        return None
+    if plain_backward():
+        return launchers.relu_backward(grad_output, output)  # all a plain backward needs
+    return relu_backward(grad_output, output)  # differentiated itself, or traced
 
 
 def _backward(grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -66,6 +70,27 @@ relu_backward = LibraryOp("relu_backward", _backward, _backward_fake,
                           setup_context=_backward_setup, backward=_backward_backward)
 
 
+class ReLUEager(torch.autograd.Function):
+    """cnn::relu of a plain eager call (no tracing, no torch.func, a plain tensor: the
+    functional checks): the launchers straight, with the fewest Python calls around them."""
+
+    @staticmethod
+    def forward(ctx, input):
+        out = launchers.relu_forward(input)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (output,) = ctx.saved_tensors
+        if plain_backward():
+            return launchers.relu_backward(grad_output, output)
+        return relu_backward(grad_output, output)
+
+
+relu_eager = direct_apply(ReLUEager)
+
+
 class InplaceReLUFunction(torch.autograd.Function):
     """Eager relu(x, inplace=True): the launcher writes into x, whose history becomes this
     op's; backward dx = relu_backward(dy, y) as for cnn::relu."""
@@ -80,7 +105,9 @@ class InplaceReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (output,) = ctx.saved_tensors
+        if plain_backward():
+            return launchers.relu_backward(grad_output, output)
         return relu_backward(grad_output, output)
 
 
-__all__ = ["relu", "relu_backward", "InplaceReLUFunction"]
+__all__ = ["relu", "relu_backward", "InplaceReLUFunction", "ReLUEager", "relu_eager"]
