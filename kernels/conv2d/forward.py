@@ -34,13 +34,12 @@ The output is stored in torch's layout for the call (channels_last if x or the w
 NCHW one by vectors along the pixels where the plane allows (``cnn.kernels.conv2d.tile_store``).
 The backward of this kernel lives in conv2d_input_grad.py and conv2d_weight_grad.py.
 """
-import functools
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from ..host_cache import device_table
 from ..runtime import (
     accumulator_dtype,
     cdiv,
@@ -254,7 +253,7 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2d
     return (y, stats_buf) if stats else y
 
 
-@functools.lru_cache(maxsize=64)
+@device_table(maxsize=64)
 def k_table(kernel_h, kernel_w, channels, dil_h, dil_w, sxc, sxh, sxw, device):
     """The flattened-K loop's table, int32 (3, K padded to K_TABLE_PAD): for each K index
     k = (kh*KW + kw)*channels + ci its x offset, tap row shift kh*dh and tap column shift kw*dw.
@@ -272,7 +271,7 @@ def k_table(kernel_h, kernel_w, channels, dil_h, dil_w, sxc, sxh, sxw, device):
     return table.to(device)
 
 
-@functools.lru_cache(maxsize=64)
+@device_table(maxsize=64)
 def tap_table(kernel_h, kernel_w, dil_h, dil_w, sxh, sxw, device):
     """The packed path's table, int32 (3, taps padded to K_TABLE_PAD / 4): each tap's x offset,
     row shift kh*dh and column shift kw*dw. Padded taps get a row shift that no row passes."""

@@ -23,7 +23,6 @@ tap-major when C_out/groups >= 16 (taps outside, blocks of output channels insid
 dx is stored in the input's layout; an NCHW one by vectors along the pixels when the phase is the
 whole plane (stride 1; ``cnn.kernels.conv2d.tile_store``).
 """
-import functools
 import math
 
 import torch
@@ -31,6 +30,7 @@ import triton
 import triton.language as tl
 
 from .. import runtime
+from ..host_cache import device_table
 from ..runtime import cdiv, dot_precision, needs_int64, upcast_dot
 from . import configs as gemm
 from .configs import K_TABLE_PAD_
@@ -216,7 +216,7 @@ def _phase_taps(phase, pad, dil, stride, size):
     return [k for k in range(size) if (phase + pad - k * dil) % stride == 0]
 
 
-@functools.lru_cache(maxsize=64)
+@device_table(maxsize=64)
 def k_table(geometry: Conv2dGeometry, sdyc, sdyh, sdyw, swo, swh, sww, device):
     """The flattened reduction's table, int32 (phases, 4, K padded to K_TABLE_PAD): for each
     phase and reduction index over (kh, kw, co) of the phase's taps, the dy offset, the row

@@ -26,12 +26,11 @@ The bias gradient has its own programs (one extra column tile) that sum dy with 
 compensation, so a long reduction (a bias followed by batch norm, whose gradient is zero in
 exact arithmetic) keeps fp32's precision instead of growing with R.
 """
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
+from ..host_cache import device_table
 from ..runtime import (
     INTERPRET,
     accumulator_dtype,
@@ -419,7 +418,7 @@ def conv2d_weight_grad_reduce_kernel(
                  mask=mask_c)
 
 
-@functools.lru_cache(maxsize=16)
+@device_table(maxsize=16)
 def row_table(batch, height, width, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dil_h,
               dil_w, kernel_h, kernel_w, device) -> torch.Tensor:
     """The reduction rows' table, int32 (3, R + TABLE_PAD) with R = batch*out_h*out_w, rows

@@ -1,0 +1,145 @@
+"""The host path's caches (cnn.kernels.host_cache) and their CUDA-graph safety, with counters.
+
+Without a GPU there is no capture to begin, so ``host_cache.capturing`` is swapped for one
+that says a capture is under way: a call made once before must then find every device table
+in its cache (nothing copied from the host), and a new one must refuse before any launch.
+"""
+import cnn.kernels.host_cache as host_cache
+import cnn.kernels.pool2d.geometry as pool_geometry
+import pytest
+import torch
+import torch.nn.functional as F
+from cnn.kernels.pool2d import max_pool2d as max_launchers
+from cnn.ops import pool2d as pool_ops
+from support import DEVICE
+
+import cnn
+
+
+def tables_built() -> int:
+    return sum(s.get("tables_built", 0) for s in host_cache.cache_stats().values())
+
+
+def misses() -> int:
+    return sum(s["misses"] for s in host_cache.cache_stats().values())
+
+
+def test_signature_cache_is_a_bounded_lru_with_counters():
+    cache = host_cache.SignatureCache("tests.lru", maxsize=2)
+    try:
+        cache.put("a", 1)
+        cache.put("b", 2)
+        assert cache.get("a") == 1  # a is now the most recent: b goes first
+        cache.put("c", 3)
+        assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3
+        assert cache.cache_info() == (3, 1, 2, 2)  # hits, misses, maxsize, size
+    finally:
+        del host_cache.CACHES["tests.lru"]
+
+
+def test_every_cache_is_bounded():
+    stats = host_cache.cache_stats()
+    assert {"cnn.ops.pool2d.EAGER_CALLS", "cnn.kernels.conv2d.forward.k_table",
+            "cnn.kernels.relu.launch_plan"} <= set(stats)
+    assert all(0 < s["maxsize"] <= host_cache.DEFAULT_SIZE for s in stats.values())
+
+
+def test_a_refusal_is_not_cached():
+    calls = []
+
+    @host_cache.host_cached(maxsize=4)
+    def checked(n):
+        calls.append(n)
+        if n < 0:
+            raise ValueError("negative")
+        return n
+
+    try:
+        for _ in range(2):
+            with pytest.raises(ValueError):
+                checked(-1)
+        assert checked(1) == checked(1) == 1
+        assert calls == [-1, -1, 1]
+    finally:
+        del host_cache.CACHES[f"{__name__}.{checked.__qualname__}"]
+
+
+def test_a_table_miss_during_capture_raises_and_a_hit_does_not(monkeypatch):
+    @host_cache.device_table(maxsize=4)
+    def table(n, device):
+        return torch.arange(n, device=device)
+
+    name = f"{__name__}.{table.__qualname__}"
+    try:
+        first = table(3, DEVICE)
+        monkeypatch.setattr(host_cache, "capturing", lambda: True)
+        assert table(3, DEVICE) is first  # warmed up before the capture: no copy
+        with pytest.raises(host_cache.TableMissDuringCapture, match="before torch.cuda.graph"):
+            table(4, DEVICE)
+        assert host_cache.cache_stats()[name]["tables_built"] == 1
+    finally:
+        del host_cache.CACHES[name], host_cache.TABLES_BUILT[name]
+
+
+def conv_step(x, w):
+    x, w = x.clone().requires_grad_(), w.clone().requires_grad_()
+    cnn.functional.conv2d(x, w, padding=1).sum().backward()
+    return x.grad, w.grad
+
+
+def test_a_repeated_conv_call_copies_no_table_during_capture(launched, monkeypatch):
+    """The flattened-K forward and input gradient (channels < 16) read index tables: a call
+    made once before a capture finds them on the device; a new shape refuses to copy one,
+    before any launch."""
+    x, w = torch.randn(1, 2, 5, 5, device=DEVICE), torch.randn(3, 2, 3, 3, device=DEVICE)
+    expected = conv_step(x, w)
+    built = tables_built()
+    assert built > 0
+    monkeypatch.setattr(host_cache, "capturing", lambda: True)
+    launched.clear()
+    grads = conv_step(x, w)
+    assert tables_built() == built and launched  # the same launches, no table built
+    for ours, reference in zip(grads, expected, strict=True):
+        torch.testing.assert_close(ours, reference)
+    launched.clear()
+    with pytest.raises(host_cache.TableMissDuringCapture):
+        cnn.functional.conv2d(x, torch.randn(3, 2, 2, 2, device=DEVICE))
+    assert list(launched) == []
+
+
+def test_a_repeated_pooling_or_relu_call_plans_nothing():
+    x = torch.randn(2, 3, 6, 6, device=DEVICE, requires_grad=True)
+
+    def step():
+        y = cnn.functional.max_pool2d(cnn.functional.relu(x), 3, 2, 1)
+        cnn.functional.avg_pool2d(y, 2, ceil_mode=True).sum().backward()
+
+    step()
+    before, eager_hits = misses(), pool_ops.EAGER_CALLS.hits
+    step()
+    assert misses() == before  # every geometry, plan and checked call found
+    assert pool_ops.EAGER_CALLS.hits == eager_hits + 2
+
+
+def test_a_swapped_knob_keys_another_plan(monkeypatch):
+    """Tests swap a launcher's knobs (the int64 variant); cached plans must not hide that."""
+    g = pool_geometry.window_geometry((1, 1, 4, 4), (2, 2), (2, 2), (0, 0), (1, 1), False)
+    args = (g, (16, 16, 4, 1), torch.float32, True)
+    assert not max_launchers.forward_plan(*args, pool_geometry.knobs()).options["INDEX_64"]
+    monkeypatch.setattr(pool_geometry, "needs_int64", lambda *args: True)
+    assert max_launchers.forward_plan(*args, pool_geometry.knobs()).options["INDEX_64"]
+
+
+@pytest.mark.parametrize("options", [dict(kernel_size=(True, 2)), dict(kernel_size=2.0),
+                                     dict(kernel_size=2, ceil_mode=1),
+                                     dict(kernel_size=2, padding=2)])
+def test_a_checked_signature_does_not_let_other_option_types_through(options):
+    """True == 1 and 2.0 == 2 as keys: the cached calls below must not let those through."""
+    x = torch.randn(1, 2, 4, 4, device=DEVICE)
+    cnn.functional.max_pool2d(x, 2, ceil_mode=True)
+    cnn.functional.max_pool2d(x, 2)
+    cnn.functional.max_pool2d(x, (1, 2))
+    with pytest.raises(Exception) as theirs:
+        F.max_pool2d(x, **options)
+    with pytest.raises(theirs.type):
+        cnn.functional.max_pool2d(x, **options)
