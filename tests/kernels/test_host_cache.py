@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cnn.kernels.pool2d import max_pool2d as max_launchers
-from cnn.ops import pool2d as pool_ops
 from support import DEVICE
 
 import cnn
+from cnn.ops import pool2d as pool_ops
 
 
 def tables_built() -> int:
