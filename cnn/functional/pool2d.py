@@ -3,7 +3,7 @@ errors (all checked here, before any launch); the ops are ``torch.ops.cnn.*``
 (cnn/ops/pool2d.py)."""
 import torch
 
-from ..kernels.pool2d.geometry import Pool2dGeometry, knobs
+from ..kernels.pool2d.geometry import Pool2dGeometry, adaptive_geometry, knobs
 from ..kernels.runtime import FLOAT_DTYPES, check_device
 from ..ops import pool2d as ops
 from ..ops.registry import tracing
@@ -245,6 +245,12 @@ def _unbatch(out, unbatched: bool):
     return out.squeeze(0).contiguous()
 
 
+def _plannable(geometry: Pool2dGeometry) -> bool:
+    """Whether an adaptive pooling may take the eager path: not when its output has an empty
+    channel or spatial dim, whose backward must refuse (``_refuse_empty_backward``)."""
+    return min(geometry.channels, geometry.out_h, geometry.out_w) > 0
+
+
 def _refuse_empty_backward(out, op: str):
     """torch's adaptive pooling backward refuses a grad_output with an empty non-batch dim,
     which its forward returns (output_size 0; avg pooling's empty channels when batched):
@@ -334,10 +340,20 @@ def adaptive_avg_pool2d(input, output_size):
     input's size. Output o along an axis of size I averages [floor(o*I/O), ceil((o+1)*I/O)).
     """
     op = "adaptive_avg_pool2d"
-    batched, unbatched, out_size, size = _checked_adaptive(input, op, output_size)
-    out = _unbatch(ops.adaptive_avg_pool2d(batched, out_size), unbatched)
-    # torch computes output_size (1, 1) as a mean, whose backward takes empty channels.
-    return out if size == (1, 1) else _refuse_empty_backward(out, op)
+    key = _eager_key(op, input, (output_size,), ())
+    planned = None if key is None else EAGER_CALLS.get(key)
+    if planned is None:
+        batched, unbatched, out_size, size = _checked_adaptive(input, op, output_size)
+        g = adaptive_geometry(tuple(batched.shape), tuple(out_size))
+        if key is None or not _plannable(g):
+            out = _unbatch(ops.adaptive_avg_pool2d(batched, out_size), unbatched)
+            # torch computes output_size (1, 1) as a mean, whose backward takes empty channels.
+            return out if size == (1, 1) else _refuse_empty_backward(out, op)
+        planned = EAGER_CALLS.put(key, (unbatched, ops.plan_avg_pool2d(batched, g, False, True,
+                                                                       None)))
+    unbatched, plan = planned
+    return _unbatch(ops.avg_pool2d_eager(input.unsqueeze(0) if unbatched else input, plan),
+                    unbatched)
 
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
@@ -347,11 +363,21 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     input's size. With return_indices also returns int64 flat indices into each H*W plane.
     """
     op = "adaptive_max_pool2d"
-    batched, unbatched, out_size, _ = _checked_adaptive(input, op, output_size)
-    y, indices = ops.adaptive_max_pool2d(batched, out_size,
-                                         _store_indices(batched, return_indices))
-    return _refuse_empty_backward(_unbatch((y, indices) if return_indices else y, unbatched),
-                                  op)
+    key = _eager_key(op, input, (output_size,), (bool(return_indices),))
+    planned = None if key is None else EAGER_CALLS.get(key)
+    if planned is None:
+        batched, unbatched, out_size, _ = _checked_adaptive(input, op, output_size)
+        store = _store_indices(batched, return_indices)
+        g = adaptive_geometry(tuple(batched.shape), tuple(out_size))
+        if key is None or not _plannable(g):
+            y, indices = ops.adaptive_max_pool2d(batched, out_size, store)
+            return _refuse_empty_backward(
+                _unbatch((y, indices) if return_indices else y, unbatched), op)
+        planned = EAGER_CALLS.put(key, (unbatched, ops.plan_max_pool2d(batched, g, False,
+                                                                       store)))
+    unbatched, plan = planned
+    y, indices = ops.max_pool2d_eager(input.unsqueeze(0) if unbatched else input, plan)
+    return _unbatch((y, indices) if return_indices else y, unbatched)
 
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"]
