@@ -6,12 +6,14 @@ the whole op, its CPU compute on the tiny inputs included. Both in the same proc
 in interleaved blocks so machine load hits both alike; the median of many calls.
 
     python -m benchmarks.host_overhead [--calls 1000] [--ops conv2d,relu,mycnn]
-                                       [--json rows.json] [--threads 1]
+                                       [--json rows.json] [--threads 1] [--cold]
 
 Rows: every public op of cnn.functional (forward, and forward + backward from fresh leaf
 inputs), and one MyCNN training step (forward, loss, backward, Adam step) against the same
 model on torch's layers. Targets: forward at most 5x torch's, forward + backward at most 1.6x
-(on a 2-core machine). Speed of the kernels themselves is a GPU measurement (``python -m
+(on a 2-core machine). Our launchers cache what they compute per call signature
+(cnn.kernels.host_cache), so the warm-up leaves every timed call a repeated one; ``--cold``
+empties those caches before each of our calls (untimed) to show what a first call costs. Speed of the kernels themselves is a GPU measurement (``python -m
 benchmarks``), not this.
 """
 import argparse
@@ -175,13 +177,27 @@ def timed_pair(ours, theirs, reset_ours, reset_theirs, calls: int, warmup: int):
     return tuple(statistics.median(times) * 1e6 for _, _, times in sides)
 
 
-def measure(name: str, calls: int, cases=None) -> dict:
-    """One row: ours and torch's forward and forward + backward medians, ratios, target."""
+def emptying_caches(side):
+    """side with its reset also emptying our host caches: every timed call a first call."""
+    from cnn.kernels.host_cache import clear_caches
+    forward, forward_backward, reset = side
+
+    def reset_cold():
+        reset()
+        clear_caches()
+    return forward, forward_backward, reset_cold
+
+
+def measure(name: str, calls: int, cases=None, cold: bool = False) -> dict:
+    """One row: ours and torch's forward and forward + backward medians, ratios, target;
+    cold: our caches emptied before each of our calls."""
     if name == MYCNN:
         ours, theirs = mycnn_side("triton"), mycnn_side("torch")
     else:
         case = (cases or op_cases())[name]
         ours, theirs = case.side(case.ours), case.side(case.theirs)
+    if cold:
+        ours = emptying_caches(ours)
     warmup = min(200, max(10, calls // 5))
     (o_fwd, o_fb, o_reset), (t_fwd, t_fb, t_reset) = ours, theirs
     ours_fwd, torch_fwd = timed_pair(o_fwd, t_fwd, o_reset, t_reset, calls, warmup)
@@ -202,8 +218,10 @@ COLUMNS = ("op", "ours fwd us", "torch fwd us", "ratio", "ours fwd+bwd us", "tor
            "ratio", "target")
 
 
-def header(calls: int) -> list:
+def header(calls: int, cold: bool = False) -> list:
     import torch
+    caches = ("COLD: our host caches emptied before each of our calls (first-call cost)."
+              if cold else "Warm: our host caches hold every signature (repeated calls).")
     return [
         f"Host overhead against torch, median of {calls} calls per cell, interleaved blocks "
         f"of {BLOCK} (torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
@@ -216,6 +234,7 @@ def header(calls: int) -> list:
         "forward, cross entropy, backward, Adam step.",
         f"Targets: fwd ratio <= {FWD_TARGET:g}x, fwd+bwd ratio <= {FWD_BWD_TARGET:g}x "
         "(on a 2-core machine).",
+        caches,
     ]
 
 
@@ -241,6 +260,9 @@ def main(argv=None) -> int:
     p.add_argument("--ops", default="", help="comma-separated subset (default: all), "
                    f"'{MYCNN}' spelt mycnn")
     p.add_argument("--json", default="", metavar="PATH", help="also write the rows as JSON")
+    p.add_argument("--cold", action="store_true",
+                   help="empty our host caches before each of our calls (untimed): the cost "
+                   "of a first call, against the default's repeated calls")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads while timing (default 1: on a shared machine "
                    "torch's thread pool wake-ups cost milliseconds per tiny op)")
@@ -260,8 +282,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     try:
         with kernels_as_no_ops():
-            rows = [measure(MYCNN if n == "mycnn" else n, args.calls, cases) for n in names]
-        title = header(args.calls)
+            rows = [measure(MYCNN if n == "mycnn" else n, args.calls, cases, args.cold)
+                    for n in names]
+        title = header(args.calls, args.cold)
     finally:
         torch.set_num_threads(threads)
     print("\n".join(title + [""] + format_table(rows)))
@@ -269,7 +292,7 @@ def main(argv=None) -> int:
         meta = {"calls": args.calls, "block": BLOCK, "torch": torch.__version__,
                 "torch_threads": args.threads, "cpus": os.cpu_count(),
                 "fwd_target": FWD_TARGET, "fwd_bwd_target": FWD_BWD_TARGET,
-                "mycnn_batch": MYCNN_BATCH,
+                "mycnn_batch": MYCNN_BATCH, "cold": args.cold,
                 "note": "ours: kernels as no-ops; torch's: includes its CPU compute"}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)

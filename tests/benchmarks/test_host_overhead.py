@@ -45,6 +45,17 @@ def test_table_and_json_rows_for_ours_against_torch(tmp_path, capsys):
         assert r["target_met"] == (not r["misses"])
 
 
+def test_cold_calls_empty_our_caches_before_each_call(tmp_path, capsys):
+    from cnn.kernels import host_cache
+    out = tmp_path / "rows.json"
+    assert host_overhead.main(["--calls", "2", "--ops", "max_pool2d", "--cold",
+                               "--json", str(out)]) == 0
+    assert "COLD" in capsys.readouterr().out
+    assert json.loads(out.read_text())["meta"]["cold"] is True
+    # the last reset emptied them: no entry left behind
+    assert all(s["size"] == 0 for s in host_cache.cache_stats().values())
+
+
 def test_every_public_op_has_a_row():
     import cnn
     assert set(host_overhead.op_cases()) == set(cnn.functional.__all__)
