@@ -13,8 +13,8 @@ inputs), and one MyCNN training step (forward, loss, backward, Adam step) agains
 model on torch's layers. Targets: forward at most 5x torch's, forward + backward at most 1.6x
 (on a 2-core machine). Our launchers cache what they compute per call signature
 (cnn.kernels.host_cache), so the warm-up leaves every timed call a repeated one; ``--cold``
-empties those caches before each of our calls (untimed) to show what a first call costs. Speed of the kernels themselves is a GPU measurement (``python -m
-benchmarks``), not this.
+empties those caches before each of our calls (untimed) to show what a first call costs.
+Speed of the kernels themselves is a GPU measurement (``python -m benchmarks``), not this.
 """
 import argparse
 import contextlib
