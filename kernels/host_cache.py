@@ -28,7 +28,7 @@ import torch
 
 DEFAULT_SIZE = 256  # signatures per cache: a whole network's layers, train and eval batches
 
-CACHES = {}  # name -> the functools wrapper, for cache_stats and clear_caches
+CACHES = {}  # name -> its cache (functools wrapper or SignatureCache): cache_stats, clear_caches
 TABLES_BUILT = {}  # device_table name -> tables built (each one host-to-device copy)
 CacheInfo = collections.namedtuple("CacheInfo", "hits misses maxsize currsize")  # functools'
 
@@ -69,7 +69,10 @@ class SignatureCache:
             self.misses += 1
             return None
         self.hits += 1
-        self._entries.move_to_end(key)
+        try:
+            self._entries.move_to_end(key)
+        except KeyError:  # evicted by another thread since the get: still a valid entry
+            pass
         return entry
 
     def put(self, key, entry):
