@@ -69,15 +69,15 @@ class Pool2dGeometry:
     padding: tuple = (0, 0)
     dilation: tuple = (1, 1)
     adaptive: bool = False
-    # Geometries key the launch caches: hash the eleven fields once, not on every lookup.
-    _hash: int = field(init=False, repr=False, compare=False, default=0)
-
-    def __post_init__(self):
-        object.__setattr__(self, "_hash", hash((
-            self.batch, self.channels, self.height, self.width, self.out_h, self.out_w,
-            self.kernel, self.stride, self.padding, self.dilation, self.adaptive)))
+    # Geometries key the launch caches: hash the eleven fields once, not on every lookup (and
+    # not at all for the fakes' geometries, whose sizes may be symbolic and unhashable).
+    _hash: int | None = field(init=False, repr=False, compare=False, default=None)
 
     def __hash__(self) -> int:
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash((
+                self.batch, self.channels, self.height, self.width, self.out_h, self.out_w,
+                self.kernel, self.stride, self.padding, self.dilation, self.adaptive)))
         return self._hash
 
     @classmethod
