@@ -152,15 +152,19 @@ class VerifiedAutotuner(Autotuner):
     def verified(self, configs: list, kwargs: dict, reference: Reference) -> list:
         """The configs whose results agree with ``reference``; one warning per other one."""
         launch = {**self.nargs, **kwargs}
-        with torch._C.DisableTorchFunction():  # torch's own op, even under cnn's routing
-            expected = reference.torch_result(torch.float64)
         same = []
+
+        def torch_result(dtype):
+            # torch's own op even under cnn's routing (a TorchFunctionMode), and no graph.
+            with torch._C.DisableTorchFunction(), torch.no_grad():
+                return reference.torch_result(dtype)
 
         def torch_same():
             if not same:
-                with torch._C.DisableTorchFunction():
-                    same.append(reference.torch_result(reference.dtype))
+                same.append(torch_result(reference.dtype))
             return same[0]
+
+        expected = torch_result(torch.float64)
 
         kept, dropped = [], []
         for config in configs:

@@ -81,8 +81,8 @@ def input_grad_reference(grad_output, weight, geometry: Conv2dGeometry) -> Refer
     def torch_result(dtype):
         with torch.enable_grad():
             x = torch.zeros(shape, dtype=dtype, device=grad_output.device, requires_grad=True)
-            y = _conv(x, weight.to(dtype), g)
-            (dx,) = torch.autograd.grad(y, x, grad_output.to(dtype))
+            y = _conv(x, weight.detach().to(dtype), g)
+            (dx,) = torch.autograd.grad(y, x, grad_output.detach().to(dtype))
         return {"grad_input": dx}
 
     return Reference(torch_result, lambda args: {"grad_input": args["dx_ptr"]},
@@ -97,8 +97,8 @@ def weight_grad_reference(grad_output, input, weight, geometry: Conv2dGeometry,
     def torch_result(dtype):
         with torch.enable_grad():
             w = torch.zeros(weight.shape, dtype=dtype, device=weight.device, requires_grad=True)
-            y = _conv(input.to(dtype), w, geometry)
-            (dw,) = torch.autograd.grad(y, w, grad_output.to(dtype))
+            y = _conv(input.detach().to(dtype), w, geometry)
+            (dw,) = torch.autograd.grad(y, w, grad_output.detach().to(dtype))
         out = {"grad_weight": dw}
         if need_bias:
             out["grad_bias"] = grad_output.to(dtype).sum((0, 2, 3))

@@ -11,6 +11,7 @@ import warnings
 import pytest
 import support
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 from cnn.kernels.conv2d import depthwise
@@ -126,6 +127,17 @@ def test_no_agreeing_config_is_an_error():
     with pytest.warns(RuntimeWarning), \
             pytest.raises(RuntimeError, match="no config of _double agrees with torch"):
         launch(kernel, torch.arange(40.0, device=DEVICE), [], factor=3.0)
+
+
+def test_the_reference_is_torchs_own_op_under_cnns_routing():
+    kernel, x = tuner([GOOD_SMALL, WRONG]), torch.arange(-20.0, 20.0, device=DEVICE)
+    y = torch.zeros_like(x)
+    reference = lambda: Reference(lambda dtype: {"y": 2 * F.relu(x.to(dtype))},  # noqa: E731
+                                  lambda args: {"y": args["y_ptr"]}, x.dtype)
+    with cnn.enabled() as report, pytest.warns(RuntimeWarning, match="WRONG=True"):
+        kernel[(3,)](x.relu(), y, x.numel(), ACCUMULATE=False, reference=reference)
+    assert report.routed("relu") == 1  # x.relu() above; the reference's F.relu is torch's
+    assert torch.equal(y, 2 * x.relu())
 
 
 def test_a_result_no_farther_than_torchs_own_agrees():
