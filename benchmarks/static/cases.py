@@ -45,9 +45,23 @@ def _resnet18(name: str) -> ConvShape:
     return next(s for s in shapes.resnet18_convs() if s.name == f"resnet18.{name}.b32")
 
 
+def transposed(name: str, batch: int, c_in: int, c_out: int, size: int, kernel: int,
+               stride: int, padding: int = 0) -> ConvShape:
+    """conv_transpose2d(x: (batch, c_in, size, size), w: (c_in, c_out, kernel, kernel)) as the
+    conv2d whose input gradient it is (cnn/ops/conv_transpose2d.py): c_out -> c_in channels on
+    the transposed layer's output size, same kernel, stride and padding. That conv's dgrad case
+    is then the transposed layer's forward, its forward case the layer's input gradient and its
+    wgrad the layer's weight gradient; no bias, since the transposed layer's bias gradient is a
+    torch sum and its bias is added after the launch."""
+    out = (size - 1) * stride - 2 * padding + kernel
+    return ConvShape(name, batch, c_out, out, out, c_in, kernel, stride, padding, bias=False)
+
+
 # The layers: benchmarks/shapes.py's, plus the example layer (ResNet-18's first-stage 3x3,
-# 64->64 on 56x56 at batch 32, with a bias: every autotune config is compiled for it) and a
-# depthwise 3x3.
+# 64->64 on 56x56 at batch 32, with a bias: every autotune config is compiled for it), a
+# depthwise 3x3 and two transposed convs: U-Net's 2x2/2 up-sampling (a decoder stage, 256->128
+# channels, 32x32 -> 64x64) and a DCGAN generator layer (4x4/2 pad 1, 256->128, 8x8 -> 16x16,
+# DCGAN's batch of 128).
 EXAMPLE = replace(_resnet18("layer1.3x3"), name="example.resnet.3x3.b32", bias=True)
 LAYERS = [
     EXAMPLE,
@@ -55,6 +69,8 @@ LAYERS = [
     *(_resnet18(name) for name in ("stem7x7s2", "layer2.3x3", "layer3.3x3", "layer4.3x3",
                                    "layer2.down1x1s2")),
     ConvShape("depthwise.3x3.b32", 32, 128, 56, 56, 128, 3, 1, 1, groups=128),
+    transposed("unet.up2x2s2.transposed.b16", 16, 256, 128, 32, 2, 2),
+    transposed("dcgan.g4x4s2.transposed.b128", 128, 256, 128, 8, 4, 2, 1),
 ]
 # (name, input channels_last, weight channels_last). The fast layout first.
 LAYOUTS = [("channels_last", True, True), ("nchw", False, False),

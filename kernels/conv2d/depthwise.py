@@ -21,6 +21,8 @@ slot fills the GPU).
 Autotune keys hold no raw batch or image size, as the implicit GEMM's: the pixel count enters
 bucketed by powers of two, and the batch size is not integer-specialised.
 """
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -32,9 +34,11 @@ from ..runtime import (
     multiprocessor_count,
     output_memory_format,
 )
+from ..verified_tuning import verified_autotune
 from .configs import autotuned, m_bucket
 from .epilogue import conv_epilogue
 from .geometry import Conv2dGeometry
+from .references import forward_reference, input_grad_reference, weight_grad_reference
 from .weight_grad import empty_weight_grads, partial_sum_launch, run_weight_grad
 
 # Pixels x channels per program. The interpreter pays per program, so it gets one tall tile.
@@ -72,10 +76,10 @@ def _prune_for_stats(configs, named_args, **kwargs):
     return configs
 
 
-@triton.autotune(configs=_tile_configs("BLOCK_P"),
-                 key=["P_BUCKET", "C_out", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
-                      "dil_w", "HAS_BIAS", "STATS", "BN_EVAL", "RELU"],
-                 prune_configs_by={"early_config_prune": _prune_for_stats})
+@verified_autotune(configs=_tile_configs("BLOCK_P"),
+                   key=["P_BUCKET", "C_out", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
+                        "dil_w", "HAS_BIAS", "STATS", "BN_EVAL", "RELU"],
+                   prune_configs_by={"early_config_prune": _prune_for_stats})
 @triton.jit(do_not_specialize=["N", "P_BUCKET"])
 def depthwise_forward_kernel(
     # pointers
@@ -122,9 +126,9 @@ def depthwise_forward_kernel(
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
 
 
-@triton.autotune(configs=_tile_configs("BLOCK_P"),
-                 key=["P_BUCKET", "C_in", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
-                      "dil_w"])
+@verified_autotune(configs=_tile_configs("BLOCK_P"),
+                   key=["P_BUCKET", "C_in", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
+                        "dil_w"])
 @triton.jit(do_not_specialize=["N", "P_BUCKET"])
 def depthwise_input_grad_kernel(
     # pointers
@@ -166,9 +170,9 @@ def depthwise_input_grad_kernel(
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
 
 
-@triton.autotune(configs=_tile_configs("BLOCK_R"),
-                 key=["R_BUCKET", "C_out", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
-                      "dil_w", "HAS_BIAS"])
+@verified_autotune(configs=_tile_configs("BLOCK_R"),
+                   key=["R_BUCKET", "C_out", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
+                        "dil_w", "HAS_BIAS"])
 @triton.jit(do_not_specialize=["N", "R_PER_SPLIT", "R_BUCKET"])
 def depthwise_weight_grad_kernel(
     # pointers
@@ -230,7 +234,8 @@ def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Con
     y, stats_buf, grid, args = forward_launch_arguments(x, weight, bias, geometry, relu=relu,
                                                         bn_eval=bn_eval, stats=stats)
     if y.numel() > 0:
-        depthwise_forward_kernel[grid](**args)
+        depthwise_forward_kernel[grid](**args, reference=functools.partial(
+            forward_reference, x, weight, bias, geometry, relu=relu, bn_eval=bn_eval, stats=stats))
     return (y, stats_buf) if stats else y
 
 
@@ -239,7 +244,8 @@ def depthwise_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input:
     """dx: (N, C, H, W) in the input's memory format from grad_output (N, C*mult, OH, OW)."""
     grad_input, grid, args = input_grad_launch_arguments(grad_output, weight, input, geometry)
     if grad_input.numel() > 0:
-        depthwise_input_grad_kernel[grid](**args)
+        depthwise_input_grad_kernel[grid](**args, reference=functools.partial(
+            input_grad_reference, grad_output, weight, geometry))
     return grad_input
 
 
@@ -249,7 +255,9 @@ def depthwise_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight
     the partial slots' launch, then (with more than one slot) their sum."""
     return run_weight_grad(*weight_grad_launch_arguments(grad_output, input, weight, geometry,
                                                          need_bias),
-                           empty=grad_output.numel() == 0 or input.numel() == 0)
+                           empty=grad_output.numel() == 0 or input.numel() == 0,
+                           reference=functools.partial(weight_grad_reference, grad_output,
+                                                       input, weight, geometry, need_bias))
 
 
 # The launchers' arguments, by name, apart from the launches: the compile check builds its

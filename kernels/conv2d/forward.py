@@ -50,6 +50,7 @@ from ..runtime import (
     output_memory_format,
     upcast_dot,
 )
+from ..verified_tuning import verified_autotune
 from .configs import (
     K_TABLE_PAD,
     K_TABLE_PAD_,
@@ -64,6 +65,7 @@ from .configs import (
 from .epilogue import conv_epilogue
 from .geometry import Conv2dGeometry
 from .layout import to_channels_last
+from .references import forward_reference
 from .tap_bits import ascending_range
 from .tap_bits import tap_bits as tap_bits_of
 from .tap_walk import load_step_tiles, next_step, walk_steps
@@ -84,7 +86,7 @@ def _prune(configs, named_args, **kwargs):
     return prune_implicit_gemm(configs, args, "C_out_g", "x_ptr")
 
 
-@triton.autotune(
+@verified_autotune(
     configs=implicit_gemm_configs(),
     # No batch or image size: M enters bucketed, so a new batch size reuses the tuned tile.
     key=["M_BUCKET", "c_in_g", "C_out_g", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
@@ -250,7 +252,8 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2d
     y, stats_buf, grid, args = launch_arguments(x, weight, bias, geometry, relu=relu,
                                                 bn_eval=bn_eval, stats=stats)
     if y.numel() > 0:
-        conv2d_forward_kernel[grid](**args)
+        conv2d_forward_kernel[grid](**args, reference=functools.partial(
+            forward_reference, x, weight, bias, geometry, relu=relu, bn_eval=bn_eval, stats=stats))
     return (y, stats_buf) if stats else y
 
 

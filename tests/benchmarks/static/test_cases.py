@@ -46,6 +46,13 @@ def test_conv_cases_are_specialised_as_a_launch_specialises_them(probe):
                   "conv2d_weight_grad_kernel"]
     assert wgrad["signature"]["dw_ptr"] == "*fp32" and "SPLIT" not in wgrad["ints"]
     assert cases["conv2d_forward_kernel mnist.conv1.b64 nchw tf32 forward"]["configs"] == "first"
+    # A transposed conv's forward is the input-gradient kernel of the conv it transposes: per
+    # stride phase, the transposed layer's input pixels by its output channels, reducing over
+    # its input channels (and the taps of the phase).
+    unet = cases["conv2d_input_grad_kernel unet.up2x2s2.transposed.b16 channels_last fp16 dgrad"]
+    assert unet["gemm"] == [16 * 32 * 32, 128, 256]
+    dcgan = cases["conv2d_input_grad_kernel dcgan.g4x4s2.transposed.b128 nchw bf16 dgrad"]
+    assert dcgan["gemm"] == [128 * 8 * 8, 128, 2 * 2 * 256]
     for layer in found["layers"]:
         for layout in found["layouts"]:
             for dtype in ("fp16", "bf16", "tf32"):
