@@ -2,7 +2,7 @@
 from .batch_norm import batch_norm
 from .conv1d import conv1d, conv_transpose1d
 from .conv2d import conv2d
-from .conv_bn_relu import conv_bn_relu2d
+from .conv_bn_act import conv_bn_relu2d
 from .conv_transpose2d import conv_transpose2d
 from .pool2d import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d
 from .relu import relu

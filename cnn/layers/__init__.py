@@ -2,7 +2,7 @@
 from .batch_norm import BatchNorm2d
 from .conv1d import Conv1d, ConvTranspose1d
 from .conv2d import Conv2d
-from .conv_bn_relu import ConvBNReLU2d
+from .conv_bn_act import ConvBNReLU2d
 from .conv_transpose2d import ConvTranspose2d
 from .pool2d import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 from .relu import ReLU

@@ -136,7 +136,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
 
 class SyncConvBNReLUFunction(torch.autograd.Function):
     """z = relu(sync_batch_norm(conv2d(x, w) + b)) in training mode: the fused layer's
-    launches (kernels/conv_bn_relu.py) with the group's statistics between them.
+    launches (kernels/conv_bn_act.py) with the group's statistics between them.
 
     Forward: conv with the statistics epilogue -> merge -> all_gather -> finalize ->
     normalize + ReLU. Backward: ReLU mask and batch-norm reductions, all_reduce of the two

@@ -1,10 +1,10 @@
 """Fused conv2d + batch norm + ReLU: arguments checked here, then
-``torch.ops.cnn.conv_bn_relu2d_train`` / ``conv_bn_relu2d_eval`` (cnn/ops/conv_bn_relu.py)."""
+``torch.ops.cnn.conv_bn_act2d_train`` / ``conv_bn_act2d_eval`` (cnn/ops/conv_bn_act.py)."""
 import torch
 
 from ..kernels.conv2d.geometry import Conv2dGeometry
 from ..kernels.runtime import check_device
-from ..ops import conv_bn_relu as ops
+from ..ops import conv_bn_act as ops
 from .batch_norm import check_batch_norm_args, empty_batch_norm
 from .conv2d import autocast_to_lower_precision, conv2d
 from .conv2d_args import check_conv2d_args, check_conv2d_types
@@ -54,9 +54,9 @@ def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None
     check_device(input, weight, bias, running_mean, running_var, bn_weight, bn_bias)
     args = (list(stride), list(padding4), list(dilation), groups)
     if not training:
-        return ops.conv_bn_relu2d_eval(input, weight, bias, bn_weight, bn_bias, running_mean,
+        return ops.conv_bn_act2d_eval(input, weight, bias, bn_weight, bn_bias, running_mean,
                                        running_var, *args, float(eps))
-    z, _, _, _ = ops.conv_bn_relu2d_train(input, weight, bias, bn_weight, bn_bias, running_mean,
+    z, _, _, _ = ops.conv_bn_act2d_train(input, weight, bias, bn_weight, bn_bias, running_mean,
                                           running_var, num_batches_tracked, *args,
                                           None if momentum is None else float(momentum),
                                           float(eps))

@@ -1,11 +1,11 @@
-"""Fused conv2d + batch norm + ReLU as ``torch.ops.cnn`` ops over cnn.kernels.conv_bn_relu.
+"""Fused conv2d + batch norm + ReLU as ``torch.ops.cnn`` ops over cnn.kernels.conv_bn_act.
 
-    cnn::conv_bn_relu2d_train(x, w, b?, gamma?, beta?, running_mean!?, running_var!?,
+    cnn::conv_bn_act2d_train(x, w, b?, gamma?, beta?, running_mean!?, running_var!?,
                               num_batches_tracked!?, stride, padding4, dilation, groups,
                               momentum?, eps) -> (z, y, mean, invstd)
-    cnn::conv_bn_relu2d_eval(x, w, b?, gamma?, beta?, running_mean, running_var, stride,
+    cnn::conv_bn_act2d_eval(x, w, b?, gamma?, beta?, running_mean, running_var, stride,
                              padding4, dilation, groups, eps) -> z
-    cnn::conv_bn_relu2d_backward(dz, x, w, b?, gamma?, beta?, mean, scale, y?, stride,
+    cnn::conv_bn_act2d_backward(dz, x, w, b?, gamma?, beta?, mean, scale, y?, stride,
                                  padding4, dilation, groups, eps, training, needs[5])
         -> (dx, dw, db, dgamma, dbeta), each (0,) unless asked for
 
@@ -16,7 +16,7 @@ torch's "no autograd formula" error (the unfused layers support it).
 """
 import torch
 
-from ..kernels import conv_bn_relu as launchers
+from ..kernels import conv_bn_act as launchers
 from ..kernels.batch_norm.forward import stats_dtype
 from ..kernels.runtime import output_memory_format
 from .conv2d import declared, geometry, weight_grad_format
@@ -51,7 +51,7 @@ def _train(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
             num_batches_tracked.add_(1)
         zeros = input.new_zeros((g.out_channels,), dtype=stats_dtype(input.dtype))
         return _output(input, weight, g), _output(input, weight, g), zeros, zeros.clone()
-    z, y, mean, invstd = launchers.conv_bn_relu_train_forward(
+    z, y, mean, invstd = launchers.conv_bn_act_train_forward(
         input, weight, bias, g, bn_weight, bn_bias, running_mean, running_var,
         num_batches_tracked, momentum, eps)
     fmt = _output_format(input, weight)
@@ -78,7 +78,7 @@ def _eval(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
           running_mean: torch.Tensor, running_var: torch.Tensor, stride: list[int],
           padding: list[int], dilation: list[int], groups: int, eps: float) -> torch.Tensor:
     g = geometry(input.shape, weight.shape, stride, padding, dilation, groups)
-    z = launchers.conv_bn_relu_eval_forward(input, weight, bias, g, bn_weight, bn_bias,
+    z = launchers.conv_bn_act_eval_forward(input, weight, bias, g, bn_weight, bn_bias,
                                             running_mean, running_var, eps)
     return declared(z, _output_format(input, weight))
 
@@ -108,7 +108,7 @@ def _forward_backward(ctx, grad_z, *_):
     rest = (None,) * (9 if ctx.training else 7)
     if not any(needs):
         return (None,) * 5 + rest
-    grads = conv_bn_relu2d_backward(grad_z, input, weight, bias, bn_weight, bn_bias, mean,
+    grads = conv_bn_act2d_backward(grad_z, input, weight, bias, bn_weight, bn_bias, mean,
                                     scale, y, *ctx.args, ctx.eps, ctx.training, needs)
     return (*(none_unless(n, t) for n, t in zip(needs, grads, strict=True)), *rest)
 
@@ -121,7 +121,7 @@ def _backward(grad_z: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
               needs: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                           torch.Tensor, torch.Tensor]:
     g = geometry(input.shape, weight.shape, stride, padding, dilation, groups)
-    dx, dw, db, dgamma, dbeta = launchers.conv_bn_relu_backward(
+    dx, dw, db, dgamma, dbeta = launchers.conv_bn_act_backward(
         grad_z, input, weight, bias, g, bn_weight, bn_bias, mean, scale, eps=eps,
         training=training, y=y, needs=tuple(needs))
     if dx is not None:
@@ -141,14 +141,14 @@ def _backward_fake(grad_z, input, weight, bias, bn_weight, bn_bias, mean, scale,
                  for n, t in zip(needs, out, strict=True))
 
 
-conv_bn_relu2d_train = LibraryOp(
-    "conv_bn_relu2d_train", _train, _train_fake, setup_context=_train_setup,
+conv_bn_act2d_train = LibraryOp(
+    "conv_bn_act2d_train", _train, _train_fake, setup_context=_train_setup,
     backward=_forward_backward,
     mutates_args=("running_mean", "running_var", "num_batches_tracked"))
-conv_bn_relu2d_eval = LibraryOp("conv_bn_relu2d_eval", _eval, _eval_fake,
+conv_bn_act2d_eval = LibraryOp("conv_bn_act2d_eval", _eval, _eval_fake,
                                 setup_context=_eval_setup, backward=_forward_backward)
-conv_bn_relu2d_backward = LibraryOp("conv_bn_relu2d_backward", _backward, _backward_fake)
-conv_bn_relu2d_train.register_autocast(cast=3)
-conv_bn_relu2d_eval.register_autocast(cast=3)
+conv_bn_act2d_backward = LibraryOp("conv_bn_act2d_backward", _backward, _backward_fake)
+conv_bn_act2d_train.register_autocast(cast=3)
+conv_bn_act2d_eval.register_autocast(cast=3)
 
-__all__ = ["conv_bn_relu2d_train", "conv_bn_relu2d_eval", "conv_bn_relu2d_backward"]
+__all__ = ["conv_bn_act2d_train", "conv_bn_act2d_eval", "conv_bn_act2d_backward"]

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from ..functional.conv_bn_relu import conv_bn_relu2d
+from ..functional.conv_bn_act import conv_bn_relu2d
 from ..functional.sync_batch_norm import sync_conv_bn_relu2d
 from .batch_norm import batch_norm_mode
 from .relu import ReLU

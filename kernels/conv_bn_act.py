@@ -28,7 +28,7 @@ from .conv2d.dispatch import conv2d_forward, conv2d_input_grad, conv2d_weight_gr
 from .conv2d.geometry import Conv2dGeometry
 
 
-def conv_bn_relu_train_forward(x: torch.Tensor, weight: torch.Tensor, bias,
+def conv_bn_act_train_forward(x: torch.Tensor, weight: torch.Tensor, bias,
                                geometry: Conv2dGeometry, bn_weight=None, bn_bias=None,
                                running_mean=None, running_var=None, num_batches_tracked=None,
                                momentum=0.1, eps: float = 1e-5):
@@ -50,7 +50,7 @@ def conv_bn_relu_train_forward(x: torch.Tensor, weight: torch.Tensor, bias,
     return z, y, mean, invstd
 
 
-def conv_bn_relu_eval_forward(x: torch.Tensor, weight: torch.Tensor, bias,
+def conv_bn_act_eval_forward(x: torch.Tensor, weight: torch.Tensor, bias,
                               geometry: Conv2dGeometry, bn_weight, bn_bias,
                               running_mean: torch.Tensor, running_var: torch.Tensor,
                               eps: float = 1e-5) -> torch.Tensor:
@@ -59,7 +59,7 @@ def conv_bn_relu_eval_forward(x: torch.Tensor, weight: torch.Tensor, bias,
                           bn_eval=(running_mean, running_var, bn_weight, bn_bias, eps))
 
 
-def conv_bn_relu_backward(grad_z: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias,
+def conv_bn_act_backward(grad_z: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias,
                           geometry: Conv2dGeometry, bn_weight, bn_bias, mean: torch.Tensor,
                           scale: torch.Tensor, *, eps: float, training: bool, y=None,
                           needs=(True,) * 5):
@@ -95,4 +95,4 @@ def conv_bn_relu_backward(grad_z: torch.Tensor, x: torch.Tensor, weight: torch.T
     return dx, dw if need_w else None, db, dgamma, dbeta
 
 
-__all__ = ["conv_bn_relu_train_forward", "conv_bn_relu_eval_forward", "conv_bn_relu_backward"]
+__all__ = ["conv_bn_act_train_forward", "conv_bn_act_eval_forward", "conv_bn_act_backward"]
