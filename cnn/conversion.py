@@ -30,7 +30,7 @@ from .fusion import fuse as fuse_chains
 from .layers.batch_norm import BatchNorm2d
 from .layers.conv1d import Conv1d, ConvTranspose1d
 from .layers.conv2d import Conv2d
-from .layers.conv_bn_relu import ConvBNReLU2d
+from .layers.conv_bn_act import ConvBNReLU2d
 from .layers.conv_transpose2d import ConvTranspose2d
 from .layers.pool2d import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 from .layers.relu import ReLU

@@ -28,7 +28,7 @@ from torch import fx, nn
 
 from .layers.batch_norm import BatchNorm2d
 from .layers.conv2d import Conv2d
-from .layers.conv_bn_relu import ConvBNReLU2d
+from .layers.conv_bn_act import ConvBNReLU2d
 from .layers.relu import ReLU
 
 _CONV_FORWARDS = (nn.Conv2d.forward, Conv2d.forward)

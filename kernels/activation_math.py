@@ -16,8 +16,8 @@ one it uses. Each follows torch's definition, NaN and signed zeros included:
 (NaN: every forward returns NaN; the gradient at NaN is torch's vectorised CPU and CUDA one:
 RELU passes it, RELU6 gives 0, LEAKY_RELU multiplies by slope, the others give NaN. torch's
 scalar CPU loop, used for short tensors, differs for RELU6 and HARDSWISH.) The backward of a
-fused op recomputes the pre-activation x and applies ``activation_grad``; ReLU alone can also use
-its output (``a(x) > 0`` iff ``x > 0``).
+fused op recomputes the pre-activation x and applies ``activation_grad``; ReLU alone can also
+use its output (``a(x) > 0`` iff ``x > 0``).
 """
 import triton
 import triton.language as tl

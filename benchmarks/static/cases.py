@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from cnn.kernels import runtime
+from cnn.kernels.activation_math import NONE, RELU
 from cnn.kernels.conv2d.geometry import Conv2dGeometry
 from cnn.kernels.conv2d.layout import conversion_bytes, is_channels_last_dense
 
@@ -282,7 +283,7 @@ def _implicit_gemm_launch(layer, conv_pass, x, weight, bias, epilogue):
             options = dict(stats=True)
         elif epilogue == "bn_eval+relu":
             running = torch.empty((layer.c_out,), device="meta", dtype=x.dtype)
-            options = dict(relu=True, bn_eval=(running, running, running, running, 1e-5))
+            options = dict(activation=RELU, bn_eval=(running, running, running, running, 1e-5))
         result = module.launch_arguments(x, weight, bias, g, **options)
     elif conv_pass == "dgrad":
         module = importlib.import_module("cnn.kernels.conv2d.input_grad")
@@ -520,7 +521,8 @@ def _batch_norm_forward_launches():
             for from_var, relu in ((False, True), (True, False)):
                 yield (f"batch_norm_normalize[{ty},{kind},from_var={from_var},relu={relu}]",
                        functools.partial(batch_norm_normalize, x, out, mean, scale, weight, bias,
-                                         eps=1e-5, from_var=from_var, relu=relu,
+                                         eps=1e-5, from_var=from_var,
+                                         activation=RELU if relu else NONE,
                                          num_batches_tracked=None if from_var else nbt))
         stats = _partials(dtype, 3)
         sty = str(stats.dtype).replace("torch.float", "fp")
@@ -535,8 +537,6 @@ def _batch_norm_backward_launches():
     """Reduce (training with the ReLU mask, evaluation without) and input gradient (training,
     evaluation) for flat and strided tiles, and the sums; every dtype."""
     from cnn.kernels.batch_norm.backward import (
-        MASK_NONE,
-        MASK_RECOMPUTE,
         batch_norm_backward_input,
         batch_norm_backward_reduce,
         batch_norm_backward_sums,
@@ -548,18 +548,19 @@ def _batch_norm_backward_launches():
         for flat in (True, False):
             kind = "flat" if flat else "strided"
             dy, x, dx = (_activation(dtype, flat, channels_last=not flat) for _ in range(3))
-            for from_var, relu_mask in ((False, MASK_RECOMPUTE), (True, MASK_NONE)):
+            # The labels keep the former relu_mask flag (1: ReLU) so results stay comparable.
+            for from_var, relu_mask in ((False, 1), (True, 0)):
                 yield (f"batch_norm_backward_reduce[{ty},{kind},from_var={from_var},"
                        f"relu_mask={relu_mask}]",
                        functools.partial(batch_norm_backward_reduce, dy, x, mean, scale, weight,
-                                         bias, eps=1e-5, from_var=from_var, relu_mask=relu_mask))
-            for training, from_var, relu_mask in ((True, False, MASK_RECOMPUTE),
-                                                  (False, True, MASK_RECOMPUTE)):
+                                         bias, eps=1e-5, from_var=from_var,
+                                         activation=RELU if relu_mask else NONE))
+            for training, from_var, relu_mask in ((True, False, 1), (False, True, 1)):
                 yield (f"batch_norm_backward_input[{ty},{kind},training={training},"
                        f"relu_mask={relu_mask}]",
                        functools.partial(batch_norm_backward_input, dy, x, dx, mean, scale,
                                          weight, bias, sums if training else None, eps=1e-5,
-                                         from_var=from_var, relu_mask=relu_mask,
+                                         from_var=from_var, activation=RELU,
                                          training=training))
         yield f"batch_norm_backward_sums[{ty}]", functools.partial(
             batch_norm_backward_sums, _partials(dtype, 2), weight, bias, need_weight=True,

@@ -1,9 +1,10 @@
-"""Batch norm forward over (N, C, H, W): statistics, finalize, normalize (+ ReLU).
+"""Batch norm forward over (N, C, H, W): statistics, finalize, normalize (+ residual, activation).
 
 Per channel c, over the M = N*H*W values x[:, c, :, :]:
     mean = sum x / M,      var = sum (x - mean)^2 / M           (biased: it normalises)
     invstd = 1 / sqrt(var + eps),   xhat = (x - mean) * invstd
-    y = gamma * xhat + beta          (then max(y, 0) with RELU; gamma, beta optional)
+    y = gamma * xhat + beta          (gamma, beta optional; a fused block then gives
+                                      act(y + residual), ``cnn.kernels.activation_math``)
     running_mean <- (1 - f) * running_mean + f * mean
     running_var  <- (1 - f) * running_var  + f * sum (x - mean)^2 / (M - 1)   (unbiased)
     f = momentum, or 1 / num_batches_tracked (a cumulative average) when momentum is None.
@@ -14,7 +15,7 @@ Three kernels, three launches in training:
              layout conv2d_forward's STATS epilogue writes, so fused conv + BN shares the rest.
   finalize   one program per channel block merges the partials with Chan's parallel formula
              (``cnn.kernels.batch_norm.statistics``), writes mean and invstd, updates running stats.
-  normalize  y = (x - mean) * invstd * gamma + beta (+ ReLU); in evaluation it reads the
+  normalize  y = act((x - mean) * invstd * gamma + beta + residual); in evaluation it reads the
              running stats directly (FROM_VAR), so evaluation is this one launch. It also
              advances num_batches_tracked (program 0), after finalize has read it.
 Statistics are fp32 (fp64 for fp64 input); x and y keep their dtype and any strides.
@@ -23,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..activation_math import NONE, activate
+from ..activation_slope import joined_slope, slope_parts
 from ..runtime import INTERPRET, accumulator_dtype, cdiv, next_power_of_2
 from .statistics import channel_block, merge_partials, write_partial
 
@@ -148,20 +151,22 @@ def batch_norm_finalize_kernel(
 @triton.jit
 def batch_norm_normalize_kernel(
     # pointers
-    x_ptr, y_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, nbt_ptr,
+    x_ptr, y_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, nbt_ptr, res_ptr,
     # strides
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
+    srn, src, srh, srw,
     # sizes and scalars
-    N, C, H, W, eps,
+    N, C, H, W, eps, slope_hi, slope_lo,
     # meta-parameters
     FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-    RELU: tl.constexpr, COUNT_BATCH: tl.constexpr, HW_FLAT: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, ACT: tl.constexpr, COUNT_BATCH: tl.constexpr,
+    HW_FLAT: tl.constexpr, ACC_DTYPE: tl.constexpr,
     # tiles
     BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """y = (x - mean) * invstd * gamma + beta, then ReLU; y may have other strides than x."""
+    """y = act((x - mean) * invstd * gamma + beta + residual); y and the residual may have
+    other strides than x."""
     pid = tl.program_id(0)
     pid_c = tl.program_id(1)
     c, mask_c = channel_block(pid_c, C, BLOCK_C)
@@ -174,8 +179,11 @@ def batch_norm_normalize_kernel(
     mask = mask_hw[:, None] & mask_c[None, :]
     x = tl.load(x_ptr + x_offs, mask=mask, other=0.0).to(ACC_DTYPE)
     y = normalized(x, mean, a, b)
-    if RELU:
-        y = tl.where(y < 0.0, 0.0, y)  # torch's relu: NaN and -0.0 pass through
+    if HAS_RESIDUAL:
+        r_offs, _, _ = tile_offsets(pid, srn, src, srh, srw, pid_c, H * W, W, C,
+                                    HW_FLAT, BLOCK_HW, BLOCK_C)
+        y += tl.load(res_ptr + r_offs, mask=mask, other=0.0).to(ACC_DTYPE)
+    y = activate(y, joined_slope(slope_hi, slope_lo, ACC_DTYPE), ACT)
     tl.store(y_ptr + y_offs, y.to(y_ptr.dtype.element_ty), mask=mask)
     if COUNT_BATCH:
         if (pid == 0) & (pid_c == 0):
@@ -283,24 +291,30 @@ def batch_norm_finalize(stats: torch.Tensor, running_mean=None, running_var=None
 
 def batch_norm_normalize(x: torch.Tensor, out: torch.Tensor, mean: torch.Tensor,
                          scale: torch.Tensor, weight=None, bias=None, *, eps: float = 0.0,
-                         from_var: bool = False, relu: bool = False,
+                         from_var: bool = False, activation: int = NONE,
+                         negative_slope: float = 0.0, residual=None,
                          num_batches_tracked=None) -> torch.Tensor:
-    """out (N, C, H, W) = (x - mean) * invstd * weight + bias (then ReLU), written in place.
+    """out (N, C, H, W) = act((x - mean) * invstd * weight + bias + residual), written in
+    place.
 
-    x, out: (N, C, H, W), any strides each; mean, scale, weight, bias: (C,). scale is invstd,
-    or the variance (with eps) when from_var. num_batches_tracked: 0-dim int64 tensor to
-    advance by one, or None."""
+    x, out, residual (or None): (N, C, H, W), any strides each; mean, scale, weight, bias:
+    (C,). scale is invstd, or the variance (with eps) when from_var. activation: an ACT code
+    of ``cnn.kernels.activation_math`` (negative_slope: LEAKY_RELU's). num_batches_tracked:
+    0-dim int64 tensor to advance by one, or None."""
     n, c, h, w = x.shape
     if x.numel() == 0:
         return out
-    grid, strides, options = tile_launch(x, x, out)
+    has_residual = residual is not None
+    grid, strides, options = tile_launch(x, x, out, residual if has_residual else out)
     batch_norm_normalize_kernel[grid](
         x, out, mean, scale,
         weight if weight is not None else mean, bias if bias is not None else mean,
         num_batches_tracked if num_batches_tracked is not None else mean,
-        *strides, n, c, h, w, float(eps),
+        residual if has_residual else out,
+        *strides, n, c, h, w, float(eps), *slope_parts(negative_slope),
         FROM_VAR=from_var, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-        RELU=relu, COUNT_BATCH=num_batches_tracked is not None,
+        HAS_RESIDUAL=has_residual, ACT=activation,
+        COUNT_BATCH=num_batches_tracked is not None,
         ACC_DTYPE=accumulator_dtype(x.dtype), **options,
     )
     return out

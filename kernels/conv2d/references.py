@@ -11,6 +11,7 @@ that tunes nothing builds none.
 import torch
 import torch.nn.functional as F
 
+from .. import activation_math as act
 from ..runtime import dot_precision
 from ..verified_tuning import Reference
 from .geometry import Conv2dGeometry
@@ -39,11 +40,22 @@ def _channel_stats(stats: torch.Tensor) -> dict:
     return {"stats.count": total, "stats.mean": merged, "stats.var": var}
 
 
-def forward_reference(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, bn_eval=None,
-                      stats=False) -> Reference:
-    """conv2d_forward's / depthwise_forward's result: y (N, C_out, OH, OW) = relu(bn_eval(conv
-    + bias)) and, with ``stats``, the per-channel count, mean and variance of conv + bias, read
-    from the kernel's y_ptr and stats_ptr."""
+# torch's function for each activation code of ``cnn.kernels.activation_math``.
+_TORCH_ACTIVATIONS = {
+    act.NONE: lambda y, slope: y, act.RELU: lambda y, slope: F.relu(y),
+    act.RELU6: lambda y, slope: F.relu6(y), act.LEAKY_RELU: F.leaky_relu,
+    act.SILU: lambda y, slope: F.silu(y), act.HARDSWISH: lambda y, slope: F.hardswish(y),
+    act.GELU: lambda y, slope: F.gelu(y),
+}
+
+
+def forward_reference(x, weight, bias, geometry: Conv2dGeometry, *, activation=act.NONE,
+                      negative_slope=0.0, residual=None, bn_eval=None, stats=False,
+                      keep_pre=False) -> Reference:
+    """conv2d_forward's / depthwise_forward's result: y (N, C_out, OH, OW) =
+    act(bn_eval(conv + bias) + residual), the pre-activation value with ``keep_pre``, and,
+    with ``stats``, the per-channel count, mean and variance of conv + bias, read from the
+    kernel's y_ptr, pre_ptr and stats_ptr."""
     def torch_result(dtype):
         y = _conv(x.to(dtype), weight.to(dtype), geometry)
         if bias is not None:
@@ -59,12 +71,16 @@ def forward_reference(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, 
             y = F.batch_norm(y, mean.to(dtype), var.to(dtype),
                              None if gamma is None else gamma.to(dtype),
                              None if beta is None else beta.to(dtype), False, 0.0, eps)
-        if relu:
-            y = F.relu(y)
-        return {"y": y, **out}
+        if residual is not None:
+            y = y + residual.to(dtype)
+        if keep_pre:
+            out["pre"] = y
+        return {"y": _TORCH_ACTIVATIONS[activation](y, negative_slope), **out}
 
     def kernel_result(args):
         out = {"y": args["y_ptr"]}
+        if keep_pre:
+            out["pre"] = args["pre_ptr"]
         if stats:
             out.update(_channel_stats(args["stats_ptr"]))
         return out

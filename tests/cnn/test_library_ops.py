@@ -120,25 +120,38 @@ def fused_samples():
     geo = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
     stats = lambda: (torch.zeros(c, device=DEVICE), torch.ones(c, device=DEVICE))
     counter = torch.zeros((), dtype=torch.int64, device=DEVICE)
-    yield "conv_bn_relu2d_train", ops.conv_bn_relu2d_train, (
-        t(2, 3, 4, 4), t(c, 3, 3, 3), t(c), t(c), t(c), *stats(), counter, *geo, 0.1, 1e-5)
-    yield "conv_bn_relu2d_train[channels_last,empty_batch]", ops.conv_bn_relu2d_train, (
-        t(0, 3, 4, 4, layout=CL), t(c, 3, 3, 3), None, t(c), t(c), *stats(), counter, *geo,
-        0.1, 1e-5)
-    yield "conv_bn_relu2d_eval", ops.conv_bn_relu2d_eval, (
+    yield "conv_bn_act2d_train", ops.conv_bn_act2d_train, (
+        t(2, 3, 4, 4), t(c, 3, 3, 3), t(c), t(c), t(c), *stats(), counter, None, *geo, 0.1,
+        1e-5, "relu", 0.0)
+    yield "conv_bn_act2d_train[silu,channels_last_residual]", ops.conv_bn_act2d_train, (
+        t(2, 3, 4, 4), t(c, 3, 3, 3), t(c), t(c), t(c), *stats(), counter,
+        t(2, c, 4, 4, layout=CL), *geo, 0.1, 1e-5, "silu", 0.0)
+    yield "conv_bn_act2d_train[channels_last,empty_batch]", ops.conv_bn_act2d_train, (
+        t(0, 3, 4, 4, layout=CL), t(c, 3, 3, 3), None, t(c), t(c), *stats(), counter, None,
+        *geo, 0.1, 1e-5, "relu", 0.0)
+    yield "conv_bn_act2d_eval", ops.conv_bn_act2d_eval, (
         t(2, 3, 4, 4, grad=True, layout=CL), t(c, 3, 3, 3, grad=True), t(c, grad=True),
         t(c, grad=True), t(c, grad=True), torch.randn(c, device=DEVICE),
-        torch.rand(c, device=DEVICE) + 0.5, *geo, 1e-5)
+        torch.rand(c, device=DEVICE) + 0.5, t(2, c, 4, 4, grad=True), *geo, 1e-5,
+        "leaky_relu", 0.2)
     x, w = t(2, 3, 4, 4), t(c, 3, 3, 3)
     y = torch.nn.functional.conv2d(x, w, padding=1)
     mean, invstd = y.mean((0, 2, 3)), y.var((0, 2, 3)).add(1e-5).rsqrt()
-    yield "conv_bn_relu2d_backward[training]", ops.conv_bn_relu2d_backward, (
-        t(2, c, 4, 4), x, w, t(c), t(c), t(c), mean, invstd, y, *geo, 1e-5, True,
-        [True, True, True, True, True])
-    yield "conv_bn_relu2d_backward[eval,input_only]", ops.conv_bn_relu2d_backward, (
+    yield "conv_bn_act2d_backward[training]", ops.conv_bn_act2d_backward, (
+        t(2, c, 4, 4), x, w, t(c), t(c), t(c), mean, invstd, y, t(2, c, 4, 4, layout=CL), *geo,
+        1e-5, True, "gelu", 0.0, [True, True, True, True, True, True])
+    yield "conv_bn_act2d_backward[eval,input_only]", ops.conv_bn_act2d_backward, (
         t(2, c, 4, 4), x, w, None, t(c), t(c), torch.zeros(c, device=DEVICE),
-        torch.ones(c, device=DEVICE), None, *geo, 1e-5, False,
-        [True, False, False, False, False])
+        torch.ones(c, device=DEVICE), None, None, *geo, 1e-5, False, "relu", 0.0,
+        [True, False, False, False, False, False])
+    yield "conv_act2d[hardswish,residual,keep_pre]", ops.conv_act2d, (
+        t(2, 3, 4, 4, grad=True), t(c, 3, 3, 3, grad=True), t(c, grad=True),
+        t(2, c, 4, 4, grad=True, layout=CL), *geo, "hardswish", 0.0, True)
+    yield "conv_act2d[relu,channels_last]", ops.conv_act2d, (
+        t(2, 3, 4, 4, layout=CL), t(c, 3, 3, 3), None, None, *geo, "relu", 0.0, False)
+    yield "conv_act2d_backward", ops.conv_act2d_backward, (
+        t(2, c, 4, 4), x, w, t(c), y, t(2, c, 4, 4, layout=CL), *geo, "silu", 0.0,
+        [True, True, True, True])
 
 
 SAMPLES = {name: (op, args) for family in (conv_samples, pool_samples, norm_samples,

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from cnn.kernels.activation_math import RELU
 from cnn.kernels.conv2d import depthwise
 from cnn.kernels.conv2d import weight_grad as implicit_weight_grad
 from cnn.kernels.conv2d.geometry import Conv2dGeometry
@@ -191,7 +192,7 @@ def test_the_implicit_gemm_launchers_references(references):
     g = Conv2dGeometry.from_shapes(x.shape, w.shape, (2, 1), (1, 0, 2, 1), (1, 1), 1)
     y, _ = kernels.conv2d.conv2d_forward(x, w, b, g, stats=True)
     bn = (_randn(4), _randn(4).abs() + 0.5, _randn(4), _randn(4), 1e-5)
-    kernels.conv2d.conv2d_forward(x, w, b, g, relu=True, bn_eval=bn)
+    kernels.conv2d.conv2d_forward(x, w, b, g, activation=RELU, bn_eval=bn)
     dy = _randn(*y.shape)
     kernels.conv2d.conv2d_input_grad(dy, w, x, g)
     grad_weight, grad_bias, launches = implicit_weight_grad.launch_arguments(dy, x, w, g, True,
@@ -209,7 +210,7 @@ def test_the_depthwise_launchers_references(references):
     # A 1x2 kernel: the interpreter's depthwise tiles are large, and each tap costs.
     x, w = _randn(2, 3, 5, 5), _randn(6, 1, 1, 2)
     g = Conv2dGeometry.from_shapes(x.shape, w.shape, (1, 1), (0, 0, 1, 0), (1, 1), 3)
-    y, _ = kernels.conv2d.conv2d_forward(x, w, None, g, stats=True, relu=True)
+    y, _ = kernels.conv2d.conv2d_forward(x, w, None, g, stats=True, activation=RELU)
     dy = _randn(*y.shape)
     kernels.conv2d.conv2d_input_grad(dy, w, x, g)
     grad_weight, grad_bias, launches = depthwise.weight_grad_launch_arguments(dy, x, w, g, True,
