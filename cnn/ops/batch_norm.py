@@ -105,7 +105,7 @@ def empty_grad_input(input: torch.Tensor, grad_output: torch.Tensor) -> torch.Te
 
 
 def _stats(input: torch.Tensor) -> torch.Tensor:
-    return input.new_empty((input.shape[1],), dtype=stats_dtype(input.dtype))
+    return torch.empty((input.shape[1],), device=input.device, dtype=stats_dtype(input.dtype))
 
 
 def _no_stats(input: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,23 @@ def is_traced(args) -> bool:
     return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN for a in args)
 
 
+# The modes that trace (make_fx), fake (FakeTensor) or functionalize; a user's own dispatch
+# mode (one that records the ops, say) is none of them.
+_TRACING_MODES = tuple(torch._C._TorchDispatchModeKey.__members__.values())
+
+
+def must_be_functional(args) -> bool:
+    """Whether a call must run functional library ops only, because something records or
+    transforms it as a graph: Dynamo or export, a functorch transform, a tracing, fake or
+    functionalizing mode, or any tensor that is not a plain one. Unlike ``is_traced``, a
+    user's own dispatch mode alone does not count: eager code stays eager under it."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return True
+    if any(torch._C._get_dispatch_mode(key) is not None for key in _TRACING_MODES):
+        return True
+    return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN for a in args)
+
+
 def _under_func_grad() -> bool:
     """Whether the innermost active torch.func transform differentiates (grad, vjp, jvp):
     vmap, functionalization (AOTAutograd's tracing) and plain eager calls take the other
@@ -137,13 +154,14 @@ class StatefulOp:
     op: a LibraryOp that mutates nothing, its autograd registered with torch.library, so
     torch.compile, export, AOTAutograd and opcheck can differentiate it. update: a LibraryOp
     that mutates the state and has nothing to differentiate. Traced or under torch.func, a
-    call runs exactly that pair.
+    call runs exactly that pair (``must_be_functional``).
 
-    In plain eager mode the update would cost a launch of its own (and a launch is most of a
-    small layer's time), so there one autograd.Function runs ``fused(*op_args, *state)``: op's
-    outputs with the state updated inside op's own launches, differentiated by op's own
-    setup_context and backward (the state gets no gradient). ``fused`` must give the very
-    bits of the pair, outputs and state alike; the op's tests run both paths and compare.
+    In eager mode (a user's own dispatch mode included) the update would cost a launch of its
+    own, and a launch is most of a small layer's time; there one autograd.Function runs
+    ``fused(*op_args, *state)`` instead: op's outputs with the state updated inside op's own
+    launches, differentiated by op's own setup_context and backward (the state gets no
+    gradient). ``fused`` must give the very bits of the pair, outputs and state alike; the
+    op's tests run both paths and compare them.
     """
 
     def __init__(self, op: LibraryOp, update: LibraryOp, fused, update_args):
@@ -174,7 +192,7 @@ class StatefulOp:
         return output
 
     def __call__(self, *args):
-        if _under_func_grad() or is_traced(args):
+        if must_be_functional(args):
             return self.call_pair(*args)
         return self.function.apply(*args)
 
