@@ -109,7 +109,7 @@ def _stats(input: torch.Tensor) -> torch.Tensor:
 
 
 def _no_stats(input: torch.Tensor) -> torch.Tensor:
-    """An empty batch's mean and invstd: zeros (never read; deterministic for comparisons)."""
+    """An empty batch's mean, invstd and var: zeros (never read; deterministic for comparisons)."""
     return input.new_zeros((input.shape[1],), dtype=stats_dtype(input.dtype))
 
 
