@@ -576,6 +576,20 @@ def _batch_norm_merge_launches():
                                                             _partials(dtype, 3))
 
 
+def _batch_norm_running_launches():
+    """The running-statistics update from a batch's (mean, var), with a momentum and
+    cumulative, in both statistics dtypes (running stats in the model's dtype)."""
+    from cnn.kernels.batch_norm.running import batch_norm_update_stats
+
+    for sty, dtype in (("fp32", torch.float32), ("fp64", torch.float64)):
+        mean, var, running_mean, running_var, nbt = _channel_tensors(dtype)
+        for cumulative in (False, True):
+            yield (f"batch_norm_update_stats[{sty},cumulative={cumulative}]",
+                   functools.partial(batch_norm_update_stats, running_mean, running_var, nbt,
+                                     mean=mean, var=var,
+                                     momentum=None if cumulative else 0.1))
+
+
 def _relu_launches():
     """Forward and backward, dense (flat storage) and strided, every dtype."""
     from cnn.kernels.relu import relu_backward, relu_forward
@@ -601,6 +615,7 @@ OP_CASES = {
     "cnn.kernels.batch_norm.backward": _batch_norm_backward_launches,
     "cnn.kernels.relu": _relu_launches,
     "cnn.kernels.batch_norm.merge": _batch_norm_merge_launches,
+    "cnn.kernels.batch_norm.running": _batch_norm_running_launches,
 }
 KERNEL_MODULES = CONV_MODULES + list(OP_CASES)
 

@@ -81,16 +81,25 @@ def norm_samples():
     c = 3
     stats = lambda: (torch.zeros(c, device=DEVICE), torch.ones(c, device=DEVICE))
     counter = lambda: torch.zeros((), dtype=torch.int64, device=DEVICE)
-    # The training ops mutate the running stats: their autograd is the Function around them
-    # (torch.library refuses a formula for a mutating op), checked in test_torch_compile.
-    yield "batch_norm_train[stats,momentum]", ops.batch_norm_train, (
-        t(2, c, 3, 3), t(c), t(c), *stats(), counter(), 0.1, 1e-5)
-    yield "batch_norm_train[channels_last,cumulative]", ops.batch_norm_train, (
-        t(2, c, 3, 3, layout=CL), None, None, *stats(), counter(), None, 1e-5)
-    yield "batch_norm_train[2d,no_stats]", ops.batch_norm_train, (t(4, c), t(c), t(c), None,
-                                                                  None, None, 0.1, 1e-5)
+    # Training is functional (differentiable, so its samples require grad); the running
+    # statistics are updated by batch_norm_update_stats, which mutates and has no autograd.
+    yield "batch_norm_train[affine]", ops.batch_norm_train, (
+        t(2, c, 3, 3, grad=True), t(c, grad=True), t(c, grad=True), 1e-5)
+    yield "batch_norm_train[channels_last,no_affine]", ops.batch_norm_train, (
+        t(2, c, 3, 3, grad=True, layout=CL), None, None, 1e-5)
+    yield "batch_norm_train[2d,weight_only]", ops.batch_norm_train, (
+        t(4, c, grad=True), t(c, grad=True), None, 1e-3)
     yield "batch_norm_train[empty_batch]", ops.batch_norm_train, (
-        t(0, c, 3, 3), t(c), t(c), *stats(), counter(), 0.1, 1e-5)
+        t(0, c, 3, 3, grad=True), t(c, grad=True), t(c, grad=True), 1e-5)
+    batch = lambda: (torch.randn(c, device=DEVICE), torch.rand(c, device=DEVICE))
+    yield "batch_norm_update_stats[momentum]", ops.batch_norm_update_stats, (
+        *stats(), counter(), *batch(), 18, 0.1)
+    yield "batch_norm_update_stats[cumulative]", ops.batch_norm_update_stats, (
+        *stats(), counter() + 2, *batch(), 18, None)
+    yield "batch_norm_update_stats[no_counter]", ops.batch_norm_update_stats, (
+        *stats(), None, *batch(), 4, 0.3)
+    yield "batch_norm_update_stats[empty_batch,counter_only]", ops.batch_norm_update_stats, (
+        *stats(), counter(), *batch(), 0, None)
     yield "batch_norm_eval", ops.batch_norm_eval, (t(2, c, 3, 3, grad=True, layout=CL),
                                                    t(c, grad=True), t(c, grad=True),
                                                    torch.randn(c, device=DEVICE),
