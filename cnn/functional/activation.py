@@ -40,8 +40,9 @@ def _apply(input: torch.Tensor, act: int, slope: float, inplace: bool) -> torch.
     if not inplace:
         return ops.activation(input, act, slope)
     if traced:
-        # A custom op may not return its input: compute, then copy back (functionalized).
-        return input.copy_(ops.activation(input, act, slope))
+        # A custom op may not return its input: compute, then copy back (functionalized). The
+        # op saves its input for backward, so it gets a copy that the write leaves intact.
+        return input.copy_(ops.activation(input.clone(), act, slope))
     return ops.InplaceActivationFunction.apply(input, act, slope)
 
 

@@ -145,6 +145,18 @@ def test_inplace_on_non_leaf_then_backward(name):
     assert_matches(plain, theirs(src.double()))
 
 
+def test_inplace_under_torch_func_grad():
+    """Traced in-place forms (torch.func, torch.compile) compute, then copy back: the op's saved
+    input must survive that write."""
+    def loss(fn, x):
+        h = x * 2
+        fn(h, inplace=True)
+        return (h * h).sum()
+    x = make((3, 4))
+    ours = torch.func.grad(lambda x: loss(F.hardswish, x))(x)
+    assert_matches(ours, torch.func.grad(lambda x: loss(TF.hardswish, x))(x.double()))
+
+
 def test_inplace_errors_like_torch():
     x = torch.randn(4, device=DEVICE, requires_grad=True)
     for ours, theirs in INPLACE.values():
