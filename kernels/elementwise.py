@@ -14,7 +14,7 @@ from .runtime import INTERPRET, next_power_of_2
 GPU_BLOCK = 1024
 BLOCK = 65536 if INTERPRET else GPU_BLOCK  # the interpreter's cost is per program instance
 GPU_WARPS = 4
-MAX_DIMS = 4
+MAX_DIMS = 4  # up to 4 sizes and strides per tensor in the strided walk
 
 
 @triton.jit
@@ -51,4 +51,5 @@ def dims4(t: torch.Tensor):
     return (0,) * pad + tuple(t.stride()), (1,) * pad + tuple(t.shape)
 
 
-__all__ = ["BLOCK", "GPU_WARPS", "MAX_DIMS", "block_for", "strided_offsets", "is_dense", "dims4"]
+__all__ = ["BLOCK", "GPU_BLOCK", "GPU_WARPS", "MAX_DIMS", "block_for", "strided_offsets",
+           "is_dense", "dims4"]

@@ -11,8 +11,12 @@ import torch
 import triton
 import triton.language as tl
 
-from .elementwise import BLOCK, GPU_WARPS, MAX_DIMS, dims4, is_dense, strided_offsets
-from .runtime import cdiv, dot_upcast
+from .elementwise import MAX_DIMS, dims4, is_dense, strided_offsets
+from .runtime import INTERPRET, cdiv, dot_upcast
+
+GPU_BLOCK = 1024
+BLOCK = 65536 if INTERPRET else GPU_BLOCK
+GPU_WARPS = 4
 
 
 @triton.jit

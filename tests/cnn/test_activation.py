@@ -3,6 +3,7 @@ values (NaN, -0.0), gradients (fp32, and fp64 gradcheck/gradgradcheck), layouts,
 torch's errors before any launch, the modules, cnn.convert and routing under cnn.enabled().
 
 Tiny tensors: each interpreted launch costs ~20 ms whatever its size."""
+import cnn.kernels.activation as activation_kernels
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -90,6 +91,20 @@ def test_nan_inf_and_signed_zero_forward():
         assert torch.equal(y.isnan(), y_ref.isnan()), name
         torch.testing.assert_close(y.nan_to_num(), y_ref.nan_to_num(), msg=name)
         assert torch.equal(y.signbit() | y.isnan(), y_ref.signbit() | y_ref.isnan()), name
+
+
+def test_several_programs_with_a_partial_last_block(monkeypatch):
+    """The GPU walks a tensor in many blocks (the interpreter in one): blocks of 64 over 120
+    elements, flat and strided."""
+    monkeypatch.setattr(activation_kernels, "block_for", lambda numel: 64)
+    for layout in ("contiguous", "non_contiguous"):
+        x = make((2, 3, 4, 5), layout).requires_grad_()
+        x_ref = x.detach().double().requires_grad_()
+        y, y_ref = F.silu(x), TF.silu(x_ref)
+        assert_matches(y, y_ref, what=layout)
+        y.backward(torch.ones_like(y))
+        y_ref.backward(torch.ones_like(y_ref))
+        assert_matches(x.grad, x_ref.grad, what=layout)
 
 
 def test_empty_tensor_launches_nothing():
