@@ -6,8 +6,9 @@
 
 Every module whose type is exactly one of torch's ``nn.Conv2d``, ``nn.Conv1d``,
 ``nn.ConvTranspose2d``, ``nn.ConvTranspose1d``, ``nn.BatchNorm2d``, ``nn.MaxPool2d``,
-``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.AdaptiveMaxPool2d`` or ``nn.ReLU`` becomes the
-cnn module of the same name. Our modules subclass torch's and override forward only, so the
+``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.AdaptiveMaxPool2d``, ``nn.ReLU``, ``nn.ReLU6``,
+``nn.LeakyReLU``, ``nn.SiLU``, ``nn.Hardswish`` or ``nn.GELU`` becomes the cnn module of the
+same name. Our modules subclass torch's and override forward only, so the
 conversion swaps the module's class and nothing else: the same parameter and buffer tensors
 (device, dtype, memory format), training flag, hooks and attributes, and state_dict keys are
 unchanged, so checkpoints load both ways.
@@ -16,7 +17,7 @@ Left as they are (and listed in the report, which is also logged at INFO level o
 ``cnn.convert`` logger):
   subclasses of those classes (they may override forward or the helpers forward calls,
   e.g. ``_conv_forward``), lazy modules not yet initialised (initialised ones have become the
-  plain torch class and are converted), and every other leaf layer (nn.Linear, nn.ReLU6,
+  plain torch class and are converted), and every other leaf layer (nn.Linear, nn.Hardtanh,
   nn.Dropout, ...), which keeps running on torch. Functional calls inside a forward
   (``F.relu``, ``torch.cat``) are code, not modules: they stay torch's.
 """
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .fusion import fuse as fuse_chains
+from .layers.activation import GELU, Hardswish, LeakyReLU, ReLU6, SiLU
 from .layers.batch_norm import BatchNorm2d
 from .layers.conv1d import Conv1d, ConvTranspose1d
 from .layers.conv2d import Conv2d
@@ -49,6 +51,11 @@ CONVERSIONS = {
     nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d,
     nn.AdaptiveMaxPool2d: AdaptiveMaxPool2d,
     nn.ReLU: ReLU,
+    nn.ReLU6: ReLU6,
+    nn.LeakyReLU: LeakyReLU,
+    nn.SiLU: SiLU,
+    nn.Hardswish: Hardswish,
+    nn.GELU: GELU,
 }
 OURS = (*CONVERSIONS.values(), ConvBNReLU2d)
 

@@ -26,7 +26,7 @@ following nn.ReLU(inplace=True)), so its backward recomputes y with one more con
 conv_act, forward: one launch (conv2d_forward with residual and activation in its epilogue);
 with a backward to come, the same launch also stores p = conv(x, w) + b + r (not needed
 without an activation). Backward:
-    g = dz * act'(p)    (activation_backward_kernel below; dr = g, in r's layout)
+    g = dz * act'(p)    (gated_gradient_kernel below; dr = g, in r's layout)
     dx = conv2d_input_grad(g, w),  (dw, db) = conv2d_weight_grad(g, x)
 """
 import torch
@@ -52,7 +52,7 @@ from .runtime import accumulator_dtype
 
 
 @triton.jit
-def activation_backward_kernel(
+def gated_gradient_kernel(
     # pointers
     dz_ptr, pre_ptr, g_ptr, dres_ptr,
     # strides
@@ -90,7 +90,7 @@ def activation_backward_kernel(
         tl.store(dres_ptr + dr_offs, g.to(dres_ptr.dtype.element_ty), mask=mask)
 
 
-def activation_backward(grad_z: torch.Tensor, pre: torch.Tensor, *, activation: int,
+def gated_gradient(grad_z: torch.Tensor, pre: torch.Tensor, *, activation: int,
                         negative_slope: float = 0.0, need_g: bool = True,
                         residual_grad=None):
     """g = grad_z * act'(pre), (N, C, H, W) laid out as pre (None unless need_g); also
@@ -101,7 +101,7 @@ def activation_backward(grad_z: torch.Tensor, pre: torch.Tensor, *, activation: 
         return g
     outs = [t if t is not None else pre for t in (g, residual_grad)]
     grid, strides, options = tile_launch(pre, grad_z, pre, *outs)
-    activation_backward_kernel[grid](
+    gated_gradient_kernel[grid](
         grad_z, pre, *outs, *strides, n, c, h, w, *slope_parts(negative_slope),
         ACT=activation, WRITE_G=need_g, WRITE_DRES=residual_grad is not None,
         ACC_DTYPE=accumulator_dtype(pre.dtype), **options)
@@ -206,9 +206,9 @@ def conv_act_backward(grad_z: torch.Tensor, x: torch.Tensor, weight: torch.Tenso
     dres = torch.empty_like(residual) if need_res else None
     if activation == NONE:
         g = grad_z  # z = p: the conv's gradient is dz itself, and so is the residual's
-        activation_backward(grad_z, grad_z, activation=NONE, need_g=False, residual_grad=dres)
+        gated_gradient(grad_z, grad_z, activation=NONE, need_g=False, residual_grad=dres)
     else:
-        g = activation_backward(grad_z, pre, activation=activation,
+        g = gated_gradient(grad_z, pre, activation=activation,
                                 negative_slope=negative_slope, need_g=need_conv,
                                 residual_grad=dres)
     dx = dw = db = None
@@ -220,5 +220,5 @@ def conv_act_backward(grad_z: torch.Tensor, x: torch.Tensor, weight: torch.Tenso
 
 
 __all__ = ["conv_bn_act_train_forward", "conv_bn_act_eval_forward", "conv_bn_act_backward",
-           "conv_act_forward", "conv_act_backward", "activation_backward",
-           "activation_backward_kernel"]
+           "conv_act_forward", "conv_act_backward", "gated_gradient",
+           "gated_gradient_kernel"]

@@ -11,22 +11,12 @@ import torch
 import triton
 import triton.language as tl
 
+from .elementwise import MAX_DIMS, dims4, is_dense, strided_offsets
 from .runtime import INTERPRET, cdiv, dot_upcast
 
 GPU_BLOCK = 1024
 BLOCK = 65536 if INTERPRET else GPU_BLOCK
 GPU_WARPS = 4
-MAX_DIMS = 4
-
-
-@triton.jit
-def strided_offsets(idx, s0, s1, s2, s3, S1, S2, S3):
-    """Storage offsets of logical (row-major) indices idx of a 4D tensor."""
-    i3 = idx % S3
-    i2 = (idx // S3) % S2
-    i1 = (idx // (S3 * S2)) % S1
-    i0 = idx // (S3 * S2 * S1)
-    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
 
 
 @triton.jit
@@ -66,23 +56,6 @@ def relu_kernel(
     tl.store(out_ptr + o_offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def is_dense(t: torch.Tensor) -> bool:
-    """Non-overlapping and dense: the elements fill [data_ptr, data_ptr + numel) exactly."""
-    expected = 1
-    for stride, size in sorted((st, s) for s, st in zip(t.shape, t.stride(), strict=True)
-                               if s != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _dims4(t: torch.Tensor):
-    """(strides padded to 4, sizes padded to 4) of a tensor of at most 4 dimensions."""
-    pad = MAX_DIMS - t.dim()
-    return (0,) * pad + tuple(t.stride()), (1,) * pad + tuple(t.shape)
-
-
 def _launch(x, grad, out, backward: bool):
     numel = out.numel()
     if numel == 0:
@@ -95,9 +68,9 @@ def _launch(x, grad, out, backward: bool):
         sx = sg = so = (0,) * MAX_DIMS
         sizes = (1,) * MAX_DIMS
     else:
-        sx, sizes = _dims4(x)
-        sg, _ = _dims4(grad if grad is not None else x)
-        so, _ = _dims4(out)
+        sx, sizes = dims4(x)
+        sg, _ = dims4(grad if grad is not None else x)
+        so, _ = dims4(out)
     relu_kernel[(cdiv(numel, BLOCK),)](
         x, grad if grad is not None else x, out, *sx, *sg, *so, *sizes[1:], numel,
         BACKWARD=backward, DENSE=dense, UPCAST=dot_upcast(out.dtype), BLOCK=BLOCK,

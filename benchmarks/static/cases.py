@@ -149,12 +149,14 @@ def launch_signature(kernel, args, overrides=None):
         int equal to 1            the constexpr 1 (a unit stride, padding or dilation of 1)
         int divisible by 16       "i32:16" (i64 past int32): known divisibility, which lets
                                   contiguous offsets become vector loads
-        other int / float         i32 (i64) / fp32
+        other int / float         i32 (i64) / fp32, or the parameter's annotation
+                                  (``slope: tl.float64``)
     ``args`` holds the kernel's constexprs too; ``overrides`` replaces those of them the kernel
     has (e.g. the tl.dot precision, which a launcher on a CPU would choose for the interpreter).
     """
     fn = unwrap(kernel)[0]
     constexpr_names = {p.name for p in fn.params if p.is_constexpr}
+    annotated = {p.name: p.annotation_type for p in fn.params if not p.is_constexpr}
     signature, constexprs = {}, {}
     for name, value in args.items():
         if name in constexpr_names:
@@ -169,7 +171,7 @@ def launch_signature(kernel, args, overrides=None):
             width = "i32" if -2**31 <= value < 2**31 else "i64"
             signature[name] = width + (":16" if value % 16 == 0 else "")
         else:
-            signature[name] = "fp32"
+            signature[name] = annotated.get(name) or "fp32"
     constexprs.update({k: v for k, v in (overrides or {}).items() if k in constexpr_names})
     return signature, constexprs
 
@@ -606,6 +608,53 @@ def _relu_launches():
                     yield label, functools.partial(relu_forward, x)
 
 
+def _activation_launches():
+    """Each standalone activation forward and backward (fp32, fp16) and its second derivative
+    (fp32), dense; the strided walk and fp64 for GELU's tanh form (the longest)."""
+    from cnn.kernels.activation import (
+        activation_backward,
+        activation_forward,
+        activation_second_grad,
+    )
+    from cnn.kernels.activation_math import ACTIVATIONS
+
+    passes = (("forward", lambda x, act: activation_forward(x, act, 0.01)),
+              ("backward", lambda x, act: activation_backward(_activation(x.dtype), x, act, 0.01)),
+              ("second", lambda x, act: activation_second_grad(_activation(x.dtype), x, act, 0.01)))
+    for name in ("relu6", "leaky_relu", "silu", "hardswish", "gelu", "gelu_tanh"):
+        variants = [("fp32", torch.float32, True), ("fp16", torch.float16, True)]
+        if name == "gelu_tanh":
+            variants += [("fp64", torch.float64, True), ("fp32", torch.float32, False)]
+        for ty, dtype, dense in variants:
+            for label, launch in passes:
+                if label == "second" and ty == "fp16":
+                    continue
+                yield (f"activation[{name},{ty},{label},{'dense' if dense else 'strided'}]",
+                       functools.partial(launch, _activation(dtype, flat=dense),
+                                         ACTIVATIONS[name]))
+
+
+def _conv_act_launches():
+    """The fused conv + activation backward's gradient through the activation (and into the
+    residual): ReLU and SiLU (a mask, a smooth function) in every dtype, NCHW and channels_last;
+    the residual-only pass without an activation."""
+    from cnn.kernels.activation_math import ACTIVATIONS
+    from cnn.kernels.conv_bn_act import gated_gradient
+
+    for ty, dtype in FP32_FIRST_DTYPES:
+        for name in ("relu", "silu"):
+            for channels_last in (False, True):
+                pre = _activation(dtype, channels_last=channels_last)
+                yield (f"gated_gradient[{name},{ty},{'nhwc' if channels_last else 'nchw'}]",
+                       functools.partial(gated_gradient, _activation(dtype), pre,
+                                         activation=ACTIVATIONS[name],
+                                         residual_grad=torch.empty_like(pre)))
+        grad = _activation(dtype)
+        yield (f"gated_gradient[none,{ty},residual only]",
+               functools.partial(gated_gradient, grad, grad, activation=ACTIVATIONS["none"],
+                                 need_g=False, residual_grad=torch.empty_like(grad)))
+
+
 # module -> the launches of its cases, each (label, a call of a public launcher that launches
 # one kernel of the module), in report order.
 OP_CASES = {
@@ -614,6 +663,8 @@ OP_CASES = {
     "cnn.kernels.batch_norm.forward": _batch_norm_forward_launches,
     "cnn.kernels.batch_norm.backward": _batch_norm_backward_launches,
     "cnn.kernels.relu": _relu_launches,
+    "cnn.kernels.activation": _activation_launches,
+    "cnn.kernels.conv_bn_act": _conv_act_launches,
     "cnn.kernels.batch_norm.merge": _batch_norm_merge_launches,
     "cnn.kernels.batch_norm.running": _batch_norm_running_launches,
 }

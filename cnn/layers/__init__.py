@@ -1,4 +1,5 @@
 """nn.Modules that subclass torch's and override forward only."""
+from .activation import GELU, Hardswish, LeakyReLU, ReLU6, SiLU
 from .batch_norm import BatchNorm2d
 from .conv1d import Conv1d, ConvTranspose1d
 from .conv2d import Conv2d
@@ -10,7 +11,7 @@ from .sync_batch_norm import SyncBatchNorm
 
 __all__ = ["Conv2d", "Conv1d", "ConvTranspose2d", "ConvTranspose1d", "AdaptiveAvgPool2d",
            "AdaptiveMaxPool2d", "AvgPool2d", "MaxPool2d", "ReLU", "BatchNorm2d", "ConvBNAct2d",
-           "ConvBNReLU2d", "SyncBatchNorm"]
+           "ConvBNReLU2d", "SyncBatchNorm", "ReLU6", "LeakyReLU", "SiLU", "Hardswish", "GELU"]
 
 # Every module class, for torch's allow-list: a whole model saved with torch.save loads with
 # weights_only=True (torch's default) only inside
@@ -18,4 +19,4 @@ __all__ = ["Conv2d", "Conv1d", "ConvTranspose2d", "ConvTranspose1d", "AdaptiveAv
 # as for torch's own modules (torch allow-lists none of its nn.Modules either).
 MODULES = (Conv2d, Conv1d, ConvTranspose2d, ConvTranspose1d, AdaptiveAvgPool2d,
            AdaptiveMaxPool2d, AvgPool2d, MaxPool2d, ReLU, BatchNorm2d, ConvBNAct2d, ConvBNReLU2d,
-           SyncBatchNorm)
+           SyncBatchNorm, ReLU6, LeakyReLU, SiLU, Hardswish, GELU)

@@ -121,6 +121,16 @@ def elementwise_samples():
     yield "relu[5d_non_dense]", ops.relu, (t(2, 3, 2, 4, 4, grad=True)[..., ::2],)
     y = torch.relu(t(2, 3, 4, 4))
     yield "relu_backward", ops.relu_backward, (t(2, 3, 4, 4, grad=True), y)
+    # (x, act, slope): act 3 LEAKY_RELU, 4 SILU, 7 GELU_TANH (cnn.kernels.activation_math)
+    yield "activation[leaky_relu,channels_last]", ops.activation, (
+        t(2, 3, 4, 4, grad=True, layout=CL), 3, 0.2)
+    yield "activation[gelu_tanh,fp64,strided]", ops.activation, (
+        t(3, 8, dtype=torch.float64, grad=True)[:, ::2], 7, 0.0)
+    x = t(2, 3, 4, 4, grad=True)
+    yield "activation_backward[silu]", ops.activation_backward, (t(2, 3, 4, 4, grad=True), x, 4,
+                                                                 0.0)
+    yield "activation_second_grad[silu]", ops.activation_second_grad, (t(2, 3, 4, 4), x.detach(),
+                                                                       4, 0.0)
 
 
 def fused_samples():

@@ -111,7 +111,7 @@ def test_every_kernel_a_launcher_launches_has_cases(probe):
     it) is in the case list, and only those; the recording leaves every kernel as it was."""
     found = probe(_OPS_PROBE)
     assert found["cased"] == found["launched"]
-    assert len(found["launched"]) == 20
+    assert len(found["launched"]) == 22
     assert found["modules"] == found["kernel_modules"]
     assert found["patched"] == []
 
@@ -134,7 +134,8 @@ def test_op_cases_come_from_the_launchers_launches(probe):
         "batch_norm_stats_kernel": 8, "batch_norm_normalize_kernel": 16,
         "batch_norm_finalize_kernel": 8, "batch_norm_backward_reduce_kernel": 16,
         "batch_norm_backward_input_kernel": 16, "batch_norm_backward_sums_kernel": 4,
-        "relu_kernel": 16, "batch_norm_merge_kernel": 2, "batch_norm_update_stats_kernel": 4}
+        "relu_kernel": 16, "activation_kernel": 36, "batch_norm_merge_kernel": 2,
+        "batch_norm_update_stats_kernel": 4, "gated_gradient_kernel": 20}
     assert all(op["options"] == {"num_warps": 4} for op in ops.values())
     first = next(iter(ops))
     assert first.startswith("max_pool2d_forward_kernel forward[fp16,window,nchw] ")
