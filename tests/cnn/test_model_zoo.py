@@ -18,12 +18,12 @@ import cnn
 from cnn.fusion import FusedGraphModule
 from cnn.models import MyCNN
 
-# One depth each (the interpreter's cost is per launch). ResNets at 64x64: at 16x16 layer3 and
+# One depth each (the interpreter's cost is per launch). ResNet at 64x64: at 16x16 layer3 and
 # layer4 are 1x1, batch norm in training then normalises 2 values, and torch's own float32
-# is 3e-4 off its float64 there; a 64x64 tile is still one program per launch.
+# is 3e-4 off its float64 there; a 64x64 tile is still one program per launch. The ResNet-18
+# structure (BasicBlock) trains fused in test_conversion.py (convert(fuse=True)) and
+# test_fusion.py (one block), and is checked fused in evaluation in test_resnet.py.
 MODELS = {
-    "resnet18": (lambda: tv.ResNet(tv.BasicBlock, [1, 1, 1, 1], num_classes=5, width=4),
-                 (2, 3, 64, 64)),
     "resnet50": (lambda: tv.ResNet(tv.Bottleneck, [1, 1, 1, 1], num_classes=5, width=4),
                  (2, 3, 64, 64)),
     "mobilenet_v2": (lambda: tv.MobileNetV2(), (2, 3, 16, 16)),
