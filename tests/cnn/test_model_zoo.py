@@ -125,8 +125,9 @@ def assert_every_conv_fused(model: nn.Module, convs: int) -> None:
                          ids=["resnet18", "resnet50"])
 def test_every_resnet_conv_is_fused_with_its_add_and_relu(block, layers, convs):
     block = {"basic": tv.BasicBlock, "bottleneck": tv.Bottleneck}[block]
-    fused = cnn.fuse(tv.ResNet(block, layers, width=4))
+    fused, report = cnn.convert(tv.ResNet(block, layers, width=4), fuse=True, report=True)
     assert_every_conv_fused(fused, convs)
+    assert len(report.fused) == convs and f"{convs} convs fused" in str(report)
     downsample = fused.layer2[0].downsample[0]
     assert isinstance(downsample[2], nn.Identity)  # conv + bn, no activation
     assert isinstance(fused.layer2[0], FusedGraphModule)
