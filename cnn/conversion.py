@@ -32,7 +32,7 @@ from .layers.activation import GELU, Hardswish, LeakyReLU, ReLU6, SiLU
 from .layers.batch_norm import BatchNorm2d
 from .layers.conv1d import Conv1d, ConvTranspose1d
 from .layers.conv2d import Conv2d
-from .layers.conv_bn_act import ConvBNReLU2d
+from .layers.conv_bn_act import ConvBNAct2d, ConvBNReLU2d
 from .layers.conv_transpose2d import ConvTranspose2d
 from .layers.pool2d import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 from .layers.relu import ReLU
@@ -66,7 +66,7 @@ class ConversionReport:
 
     converted  [(name, torch class name)] modules now on our kernels
     left       [(name, class name, reason)] leaf modules still running torch's code
-    fused      [name] ConvBNReLU2d modules after ``fuse=True``
+    fused      [name] ConvBNAct2d modules (one fused conv each) after ``fuse=True``
     """
 
     converted: list = field(default_factory=list)
@@ -75,7 +75,7 @@ class ConversionReport:
 
     def __str__(self) -> str:
         lines = [f"cnn.convert: {len(self.converted)} modules on our kernels"
-                 + (f", {len(self.fused)} conv+BN+ReLU chains fused" if self.fused else "")
+                 + (f", {len(self.fused)} convs fused (ConvBNAct2d)" if self.fused else "")
                  + f", {len(self.left)} left on torch"]
         lines += [f"  left {name or '(model)'}: {cls} ({reason})"
                   for name, cls, reason in self.left]
@@ -105,9 +105,10 @@ def convert(model: nn.Module, inplace: bool = False, *, fuse: bool = False,
 
     inplace=False (default): a deep copy is converted, ``model`` is untouched.
     inplace=True: ``model`` itself is converted and returned.
-    fuse=True: then ``cnn.fuse`` replaces each Conv2d -> BatchNorm2d -> ReLU chain by a
-    ConvBNReLU2d (names of the bn and relu slots then hold nn.Identity; state_dict keys of the
-    fused modules are those of ``nn.Sequential(conv, bn, relu)``, see ``cnn.fuse``).
+    fuse=True: then ``cnn.fuse`` puts each conv -> [bn] -> [+ residual] -> [activation]
+    chain in one ConvBNAct2d (the bn and activation slots then hold nn.Identity; state_dict
+    keys of the fused modules are those of ``nn.Sequential(conv, bn, act)``; modules whose
+    forward must change become fx GraphModules, see ``cnn.fuse``).
     report=True: return ``(model, ConversionReport)`` instead of the model alone.
     """
     if not isinstance(model, nn.Module):
@@ -127,7 +128,7 @@ def convert(model: nn.Module, inplace: bool = False, *, fuse: bool = False,
             result.left.append((name, type(module).__name__, reason))
     if fuse:
         model = fuse_chains(model, inplace=True)
-        result.fused = [n for n, m in model.named_modules() if isinstance(m, ConvBNReLU2d)]
+        result.fused = [n for n, m in model.named_modules() if isinstance(m, ConvBNAct2d)]
     log.info("%s", result)
     return (model, result) if report else model
 

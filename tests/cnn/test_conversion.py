@@ -93,8 +93,8 @@ def test_convert_then_fuse_matches_torch():
     build, shape = MODELS["resnet_basic"]
     ours = compare_with_torch(randomize_batch_norm(build()), torch.randn(shape), True,
                               fuse=True)
-    assert isinstance(ours.conv1, cnn.ConvBNReLU2d)
-    assert isinstance(ours.layer1[0].conv1, cnn.ConvBNReLU2d)
+    assert isinstance(ours.conv1, cnn.ConvBNAct2d)
+    assert isinstance(ours.layer1[0].conv1, cnn.ConvBNAct2d)
 
 
 UPSAMPLING = {
