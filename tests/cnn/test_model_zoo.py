@@ -139,7 +139,6 @@ def test_mobilenet_and_efficientnet_residuals_are_fused():
         assert_every_conv_fused(cnn.fuse(model), convs)
 
 
-@pytest.mark.skip(reason="needs the fused kernels (lands with conv_bn_act)")
 @pytest.mark.parametrize("name,pools", [("resnet18", 2), ("mobilenet_v2", 0)])
 def test_fused_eval_forward_launches_one_kernel_per_conv(name, pools):
     """Linear layers and MobileNetV2's functional pooling are torch's: no launch."""
