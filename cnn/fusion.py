@@ -5,8 +5,8 @@ activation into one ConvBNAct2d, so each such block is one fused call.
     cnn.fuse(model, inplace=True)          # or fuse model itself (and return it)
 
 Chains, as torchvision's models are built (conv: nn.Conv2d, depthwise included; bn:
-nn.BatchNorm2d; act: nn.ReLU, ReLU6, LeakyReLU, SiLU, Hardswish, GELU(approximate='none'), as
-modules or as their functional forms):
+nn.BatchNorm2d; act: nn.ReLU, ReLU6, LeakyReLU, SiLU, Hardswish, GELU, as modules or as their
+functional forms):
   conv -> act                    seed's MyCNN, VGG, SqueezeNet
   conv -> bn [-> act]            most blocks; ResNet's downsample
   conv -> bn -> add -> act       end of ResNet's BasicBlock and Bottleneck
@@ -72,8 +72,6 @@ def _is_bn(m, channels: int) -> bool:
 
 
 def _is_activation(m) -> bool:
-    if isinstance(m, nn.GELU) and m.approximate != "none":
-        return False
     return any(isinstance(m, cls) and _forward_is_known(m, cls) for cls in ACTIVATIONS)
 
 
@@ -81,7 +79,7 @@ def _is_plain_sequential(m) -> bool:
     return isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
 
 
-# Functional activations -> the module that computes the same (None: not fusable, e.g. tanh GELU)
+# Functional activations -> the module that computes the same
 _FUNCTIONAL_ACTIVATIONS = {
     nn.functional.relu: lambda inplace=False: nn.ReLU(),
     nn.functional.relu_: lambda: nn.ReLU(),
@@ -92,7 +90,7 @@ _FUNCTIONAL_ACTIVATIONS = {
         nn.LeakyReLU(negative_slope),
     nn.functional.silu: lambda inplace=False: nn.SiLU(),
     nn.functional.hardswish: lambda inplace=False: nn.Hardswish(),
-    nn.functional.gelu: lambda approximate="none": nn.GELU() if approximate == "none" else None,
+    nn.functional.gelu: lambda approximate="none": nn.GELU(approximate=approximate),
 }
 _METHOD_ACTIVATIONS = {"relu": lambda: nn.ReLU(), "relu_": lambda: nn.ReLU()}
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)

@@ -12,8 +12,7 @@ from .batch_norm import check_batch_norm_args, empty_batch_norm
 from .conv2d import autocast_to_lower_precision, conv2d
 from .conv2d_args import check_conv2d_args, check_conv2d_types
 
-# torch's own activations, for results that need no kernel (an empty output) and for the
-# unfused fallback of cnn.layers (a synced batch norm followed by another activation).
+# torch's own activations, for results that need no kernel (an empty output).
 TORCH_ACTIVATIONS = {
     "none": lambda t, slope: t,
     "relu": lambda t, slope: F.relu(t),
@@ -22,6 +21,7 @@ TORCH_ACTIVATIONS = {
     "silu": lambda t, slope: F.silu(t),
     "hardswish": lambda t, slope: F.hardswish(t),
     "gelu": lambda t, slope: F.gelu(t),
+    "gelu_tanh": lambda t, slope: F.gelu(t, approximate="tanh"),
 }
 
 
@@ -147,5 +147,4 @@ def conv_act2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups
     return z.squeeze(0) if unbatched else z
 
 
-__all__ = ["conv_bn_act2d", "conv_bn_relu2d", "conv_act2d", "check_residual",
-           "TORCH_ACTIVATIONS"]
+__all__ = ["conv_bn_act2d", "conv_bn_relu2d", "conv_act2d", "check_residual"]

@@ -3,8 +3,9 @@ residual added before the activation, as one fused module; ConvBNReLU2d, its ReL
 import torch
 from torch import nn
 
+from ..functional import activation as activations
 from ..functional.conv2d import conv2d
-from ..functional.conv_bn_act import TORCH_ACTIVATIONS, conv_act2d, conv_bn_act2d
+from ..functional.conv_bn_act import conv_act2d, conv_bn_act2d
 from ..functional.relu import relu
 from ..functional.sync_batch_norm import sync_batch_norm, sync_conv_bn_relu2d
 from .batch_norm import batch_norm_mode
@@ -17,17 +18,29 @@ _ACTIVATION_MODULES = ((nn.ReLU6, "relu6"), (nn.ReLU, "relu"), (nn.LeakyReLU, "l
                        (nn.Identity, "none"))
 
 
+# cnn.functional's activation for each name, for the unfused (synced batch norm) sequence.
+_UNFUSED_ACTIVATIONS = {
+    "none": lambda z, slope: z, "relu": lambda z, slope: relu(z),
+    "relu6": lambda z, slope: activations.relu6(z),
+    "leaky_relu": lambda z, slope: activations.leaky_relu(z, slope),
+    "silu": lambda z, slope: activations.silu(z),
+    "hardswish": lambda z, slope: activations.hardswish(z),
+    "gelu": lambda z, slope: activations.gelu(z),
+    "gelu_tanh": lambda z, slope: activations.gelu(z, approximate="tanh"),
+}
+
+
 def activation_of(module: nn.Module) -> tuple[str, float]:
     """(activation name, negative slope) of an activation module we fuse; TypeError naming
     any other. ``inplace`` is ignored: the fused output is a new tensor anyway."""
     for cls, name in _ACTIVATION_MODULES:
         if isinstance(module, cls):
-            if name == "gelu" and module.approximate != "none":
-                break
+            if name == "gelu" and module.approximate == "tanh":
+                return "gelu_tanh", 0.0
             return name, float(module.negative_slope) if name == "leaky_relu" else 0.0
     raise TypeError(f"ConvBNAct2d: cannot fuse the activation {module!r}; expected None, "
                     "nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.Hardswish or "
-                    "nn.GELU(approximate='none')")
+                    "nn.GELU")
 
 
 class ConvBNAct2d(nn.Sequential):
@@ -39,7 +52,7 @@ class ConvBNAct2d(nn.Sequential):
     "1.running_mean", ...) are those of ``nn.Sequential(conv, bn, act)`` and
     ``nn.Sequential(conv, act)`` (with Identity slots) and load both ways; only forward
     differs. activation: None, nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU,
-    nn.Hardswish, nn.GELU(approximate='none') or cnn's subclasses of those. The batch norm's
+    nn.Hardswish, nn.GELU (either approximation) or cnn's subclasses of those. The batch norm's
     own ``training`` flag picks the mode, as in the unfused sequence:
       training    conv with a statistics epilogue, finalize, normalize + residual +
                   activation (3 launches); running stats and num_batches_tracked updated as
@@ -109,10 +122,7 @@ class ConvBNAct2d(nn.Sequential):
                             *group, num_batches_tracked=counter)
         if residual is not None:
             z = z + residual
-        if activation == "relu":
-            return relu(z)
-        # cnn.functional has only relu among these activations: the others run torch's.
-        return TORCH_ACTIVATIONS[activation](z, slope)
+        return _UNFUSED_ACTIVATIONS[activation](z, slope)
 
 
 class ConvBNReLU2d(ConvBNAct2d):

@@ -443,8 +443,20 @@ def test_activation_and_residual_errors(launched):
     assert launched == []
     with pytest.raises(TypeError, match="Sigmoid"):
         cnn.ConvBNAct2d(nn.Conv2d(3, 4, 3), None, nn.Sigmoid())
-    with pytest.raises(TypeError, match="tanh"):
-        cnn.ConvBNAct2d(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.GELU(approximate="tanh"))
+
+
+def test_gelu_tanh_block_in_evaluation():
+    """nn.GELU(approximate='tanh') fuses too: one launch, torch's result."""
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 4, 3).to(DEVICE), nn.BatchNorm2d(4).to(DEVICE).eval()
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 5, 5, device=DEVICE)
+    block = cnn.ConvBNAct2d(conv, bn, nn.GELU(approximate="tanh"))
+    with launches() as launched:
+        y = block(x)
+    assert launched == ["conv2d_forward_kernel"]
+    torch.testing.assert_close(y, F.gelu(bn(conv(x)), approximate="tanh"), rtol=1e-4, atol=1e-5)
 
 
 def test_conv_bn_act_module():

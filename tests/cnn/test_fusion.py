@@ -267,7 +267,7 @@ FUNCTIONAL = {
     "F.leaky_relu(x, 0.2)": (lambda x: F.leaky_relu(x, 0.2), nn.LeakyReLU),
     "torch.relu": (torch.relu, nn.ReLU),
     "x.relu()": (lambda x: x.relu(), nn.ReLU),
-    "F.gelu(x, approximate='tanh')": (lambda x: F.gelu(x, approximate="tanh"), None),
+    "F.gelu(x, approximate='tanh')": (lambda x: F.gelu(x, approximate="tanh"), nn.GELU),
 }
 
 
@@ -283,6 +283,8 @@ def test_functional_activations(form):
         assert type(fused.conv[2]) is fused_as
     if form == "F.leaky_relu(x, 0.2)":
         assert fused.conv[2].negative_slope == 0.2
+    if form == "F.gelu(x, approximate='tanh')":
+        assert fused.conv[2].approximate == "tanh"
 
 
 def test_conv_activation_without_batch_norm():
