@@ -309,7 +309,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.configs_check",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="folder for the rows and the merged files")
-    p.add_argument("--jobs", type=int, default=min(12, os.cpu_count() or 1),
+    p.add_argument("--jobs", type=int, default=min(16, os.cpu_count() or 1),
                    help="processes, each compiling and running a share of the cases")
     p.add_argument("--rehearse", action="store_true", help=f"only {REHEARSAL_SUBSET}")
     p.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # k/J: one worker's share

@@ -62,18 +62,18 @@ def _pythonpath() -> dict:
 
 
 @functools.lru_cache(maxsize=1)
-def _train_help() -> str:
+def _train_options() -> frozenset:
+    """The option strings of ``python -m cnn.train``, read from its parser (no process)."""
     try:
-        out = subprocess.run([sys.executable, "-m", "cnn.train", "--help"], cwd=REPO,
-                             env=_pythonpath(), capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout
+        from cnn.train.cli import build_parser
+    except ImportError:
+        return frozenset()
+    return frozenset(o for action in build_parser()._actions for o in action.option_strings)
 
 
 def train_supports(option: str) -> bool:
-    """Whether ``python -m cnn.train --help`` lists ``option`` (e.g. '--compile')."""
-    return option in _train_help()
+    """Whether ``python -m cnn.train`` has ``option`` (e.g. '--compile')."""
+    return option in _train_options()
 
 
 def seconds_to_accuracy(history: dict, target: float = 0.99):
@@ -167,7 +167,7 @@ def recipe_runs(recipe: str, epochs: int, common: list, compile_ok: bool,
 
 # Shares of the time left that each run gets, its warm-up included: ours pays Triton's
 # compilation and autotuning, torch.compile inductor's; torch eager compiles nothing.
-RUN_WEIGHTS = {"triton": 2.0, "torch": 0.6, "torch_compile": 1.4}
+RUN_WEIGHTS = {"triton": 2.5, "torch": 0.6, "torch_compile": 1.4}
 WARMUP_FRACTION = 0.6  # of a run's share, for its warm-up; what it leaves goes to the run
 WARMUPS = ("all", "compiled", "none")
 

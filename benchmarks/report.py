@@ -93,7 +93,9 @@ def _cell(row: dict) -> str:
     if row.get("check") in ("MISMATCH", "ERROR"):
         return row["check"]
     speedup = row.get("speedup")
-    return f"{float(speedup):.2f}" if speedup not in (None, "") else "?"
+    if speedup in (None, ""):
+        return "?"
+    return f"{float(speedup):.2f}" if float(speedup) >= 0.1 else f"{float(speedup):.2g}"
 
 
 def speed_table(rows) -> str:
