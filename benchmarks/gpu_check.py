@@ -408,7 +408,9 @@ def main(argv=None) -> int:
     for i, stage in enumerate(stages):
         later = sum(shares[s] for s in stages[i + 1:])
         limit = max(20.0, deadline - time.perf_counter() - later)
-        report["stages"][stage] = {"status": "running", "time_limit_s": round(limit)}
+        # What a kill of the whole check leaves: this stage ran out of time.
+        report["stages"][stage] = {"status": "timeout", "time_limit_s": round(limit),
+                                   "note": "in progress when the check stopped"}
         save()
         print(f"[gpu_check] {stage}: up to {limit:.0f} s", flush=True)
         if stage == "configs":

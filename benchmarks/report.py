@@ -140,7 +140,8 @@ def gpu_check_summary(report: dict, bench_rows) -> str:
             detail = f"{r['rows']} rows, {r['mismatches']} mismatches, {r['errors']} errors" \
                      + (f", {r['left_out_by_budget']} left out by the budget"
                         if r.get("left_out_by_budget") else "")
-        lines.append(f"  {name:8s}{r.get('status')}" + (f": {detail}" if detail else ""))
+        took = f" in {r['seconds']} s" if "seconds" in r else ""
+        lines.append(f"  {name:8s}{r.get('status')}{took}" + (f": {detail}" if detail else ""))
     timed = [r for r in bench_rows if r.get("check") in ("ok", "MISMATCH", "ERROR")]
     if timed:
         lines += ["", "ours/cuDNN speed per layer (torch time / our time, > 1: ours faster; "

@@ -129,3 +129,31 @@ def test_overall_status():
     assert gpu_check.overall_status({"a": ok, "b": {"status": "skipped: no pytest"}}) == 0
     assert gpu_check.overall_status({"a": ok, "b": cut}) == 3
     assert gpu_check.overall_status({"a": {"status": "failed"}, "b": cut}) == 1
+
+
+def test_closing_table_reads_ratios_and_time_to_99():
+    """What a GPU run's table shows, from stand-in rows (no figure here is a measurement)."""
+    from benchmarks.report import gpu_check_summary
+    meta = {"gpu": "a GPU", "torch_version": "t", "triton_version": "tr", "date": "d",
+            "git_commit": "c"}
+    run = lambda s: {"status": "ok", "seconds_to_99_val": s}
+    report = {"meta": meta, "mode": "gpu", "stages": {
+        "bench": {"status": "timeout", "seconds": 80, "rows": 3, "mismatches": 1, "errors": 0,
+                  "left_out_by_budget": 9},
+        "mnist": {"status": "ok", "fast_recipe": {
+            "ours": run(12.5), "torch_eager": run(25.0),
+            "torch_compile": {"status": "timeout"}, "ours_over_torch_time": 0.5}}}}
+    rows = [{"op": "conv2d.fwd", "shape": "L", "dtype": "bf16", "layout": "channels_last",
+             "check": "ok", "speedup": "0.8"},
+            {"op": "conv2d.dgrad", "shape": "L", "dtype": "bf16", "layout": "channels_last",
+             "check": "MISMATCH", "speedup": "2.0"},
+            {"op": "batch_norm.fwd", "shape": "A", "dtype": "bf16", "layout": "channels_last",
+             "check": "ok", "speedup": "1.25"}]
+    table = gpu_check_summary(report, rows).splitlines()
+    assert "bench   timeout in 80 s: 3 rows, 1 mismatches, 0 errors, 9 left out" in table[1]
+    header = next(line for line in table if line.startswith("layer"))
+    assert header.split() == ["layer", "dtype", "fwd", "dgrad", "bn"]
+    assert next(line for line in table if line.startswith("L ")).split() == [
+        "L", "bf16", "channels_last", "0.80", "MISMATCH", "."]
+    assert table[-1] == ("  ours 12.5 s | torch eager 25.0 s | torch.compile timeout  "
+                         "(ours / torch eager time 0.5)")
