@@ -149,7 +149,8 @@ def _conv_case(case, device, dtype):
     dy = _randn(y_ref.shape, device, dtype, case["layout"])
     module = importlib.import_module(f"cnn.kernels.conv2d.{case['kernel']}")
     if case["kernel"] == "forward":
-        y, _, grid, args = module.launch_arguments(x, weight, bias, g, relu=True)
+        from cnn.kernels.activation_math import RELU
+        y, _, grid, args = module.launch_arguments(x, weight, bias, g, activation=RELU)
         _launch_tiles(module.conv2d_forward_kernel, grid, args, case["config"])
         return relative_error(y, y_ref.relu())
     if case["kernel"] == "input_grad":

@@ -58,12 +58,14 @@ GRACE_S = 10
 # The op tests that run compiled on a GPU with fp16/bf16 and bigger shapes, most important
 # first (a budget cut skips the last). test_conv2d_gpu_tiles is left out: the configs stage
 # runs every tile.
-GPU_TESTS = ("tests/cnn/test_conv2d.py", "tests/cnn/test_conv_bn_relu.py",
+GPU_TESTS = ("tests/cnn/test_conv2d.py", "tests/cnn/test_conv_bn_act.py",
              "tests/cnn/test_pool2d.py", "tests/cnn/test_batch_norm.py",
-             "tests/kernels/test_gpu_blocks.py", "tests/cnn/test_conv2d_depthwise.py",
+             "tests/kernels/test_gpu_blocks.py", "tests/kernels/test_verified_tuning.py",
+             "tests/cnn/test_conv2d_depthwise.py",
              "tests/cnn/test_relu.py", "tests/cnn/test_conv_transpose2d.py",
              "tests/cnn/test_conv1d.py", "tests/cnn/test_sync_batch_norm.py",
              "tests/cnn/test_double_backward.py", "tests/cnn/test_torch_compile.py")
+TEST_WORKERS = 8  # pytest-xdist processes on the GPU host, where it is installed
 # The CPU rehearsal: the same stages and files, scaled to the interpreter.
 REHEARSAL = {
     "shares": {"configs": 90.0, "tests": 60.0, "bench": 60.0, "mnist": 90.0},
@@ -165,6 +167,8 @@ def tests_stage(out: Path, timeout_s: float, rehearse: bool = False) -> dict:
            f"--junitxml={out / 'pytest.xml'}"]
     # One config per kernel: every new shape compiles once instead of autotuning all tiles
     # (the results do not depend on the tile; the configs stage runs each one).
+    if not rehearse and importlib.util.find_spec("xdist") is not None:
+        cmd += ["-n", str(TEST_WORKERS)]  # compiles are CPU work: spread them over the cores
     result = run_stage("tests", cmd, out / "pytest.log", timeout_s, env={"CNN_AUTOTUNE": "0"})
     result.update(_junit_counts(out / "pytest.xml"))
     left_out = result.get("counts", {}).get("left_out_by_budget", 0)
