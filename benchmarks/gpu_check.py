@@ -13,9 +13,10 @@ fits. Stages, in order (a stage's unused time passes to the ones after it):
              parallel processes; before anything is timed -> DIR/configs/
     tests    a GPU-focused subset of the tests (GPU_TESTS: the op tests that add fp16/bf16 and
              bigger shapes on CUDA), compiled, CNN_AUTOTUNE=0 (one tile a kernel; the configs
-             stage ran every tile); tests that would start after the stage's budget are
-             skipped as 'time budget spent' (benchmarks/pytest_budget.py), so pytest ends
-             with its junit XML -> DIR/pytest.log, DIR/pytest.xml. The CPU suite is CI's job.
+             stage ran every tile), over TEST_WORKERS pytest-xdist processes if installed;
+             tests that would start after the stage's budget are skipped as 'time budget
+             spent' (benchmarks/pytest_budget.py), so pytest ends with its junit XML
+             -> DIR/pytest.log, DIR/pytest.xml. The CPU suite is CI's job.
     bench    python -m benchmarks --budget-s: ours against torch/cuDNN, one row of every op
              family first (bf16 channels_last, then TF32 NCHW), then layer by layer
              -> DIR/bench/benchmarks.csv (row by row), benchmarks.json, plots/
