@@ -4,7 +4,7 @@
     conv = cnn.Conv2d(1, 32, 3, padding=1)        # a torch.nn.Conv2d, Triton forward/backward
     y = cnn.functional.conv2d(x, w, b, stride=2)  # torch.nn.functional.conv2d's signature
     model = cnn.fuse(model)                       # conv -> [bn] -> [+ residual] -> [act] fused
-    with cnn.enabled():                           # torch's own conv/pool/BN/activation calls on ours
+    with cnn.enabled():                           # torch's own conv/pool/BN/act calls on ours
 """
 # isort: off
 from . import checkout  # noqa: F401  (cnn.kernels: installed, or the checkout's folder kernels/)
