@@ -34,18 +34,53 @@ def build_benches(op_names, shape_filter, dtypes, layouts, conv_shapes, activati
     return benches
 
 
+# (dtype, layout) in the order a time-limited run measures them: the fast path, then the
+# layout and precision most torch code runs in, then the rest.
+TIERS = (("bf16", "channels_last"), ("tf32", "nchw"), ("fp16", "channels_last"),
+         ("fp32", "nchw"), ("tf32", "channels_last"), ("bf16", "nchw"), ("fp16", "nchw"),
+         ("fp32", "channels_last"))
+# The layers measured first, in this order (a typical 3x3 ResNet layer and its activation),
+# then ResNet-18's others, the MNIST layers at batch 256, the rest.
+LEAD_SHAPES = ("resnet18.layer1.3x3.", "resnet18.layer1_out.")
+
+
+def _shape_priority(name: str) -> int:
+    for i, lead in enumerate(LEAD_SHAPES):
+        if name.startswith(lead):
+            return i
+    if name.startswith("resnet18"):
+        return len(LEAD_SHAPES)
+    return len(LEAD_SHAPES) + (1 if ".b256" in name else 2)
+
+
 def budget_order(benches):
-    """Priority for a time-limited run: the fast path first (bf16 channels_last on ResNet-18
-    and the batch-256 MNIST layers), then TF32 NCHW, fp16 channels_last, fp32 NCHW, the rest."""
-    tiers = [("bf16", "channels_last"), ("tf32", "nchw"), ("fp16", "channels_last"),
-             ("fp32", "nchw")]
+    """The order of a time-limited run, so that every op family is measured early: first
+    every op once on its lead shape in the first two (dtype, layout) tiers present (bf16
+    channels_last, TF32 NCHW), then every op layer by layer in the first tier, then the other
+    tiers on the lead shape, then everything else layer by layer."""
+    ops_order = list(dict.fromkeys(b.op for b in benches))
+    shapes_of = {}
+    for b in benches:
+        names = shapes_of.setdefault(b.op, [])
+        if b.shape.name not in names:
+            names.append(b.shape.name)
+    rank = {op: {n: i for i, n in enumerate(sorted(names, key=_shape_priority))}
+            for op, names in shapes_of.items()}
+    present = sorted({(b.dtype, b.layout) for b in benches},
+                     key=lambda t: TIERS.index(t) if t in TIERS else len(TIERS))
 
     def key(b):
-        core = b.shape.name.startswith("resnet18") or ".b256" in b.shape.name
-        tier = tiers.index((b.dtype, b.layout)) if (b.dtype, b.layout) in tiers else len(tiers)
-        return (0 if core else 1, tier)
+        r, tier, op = rank[b.op][b.shape.name], present.index((b.dtype, b.layout)), \
+            ops_order.index(b.op)
+        if r == 0 and tier < 2:
+            return (0, tier, 0, op)
+        if tier == 0:
+            return (1, r, 0, op)
+        if r == 0:
+            return (2, tier, 0, op)
+        return (3, r, tier, op)
 
-    return sorted(benches, key=key)  # stable: keeps op order inside a tier
+    return sorted(benches, key=key)
 
 
 def parse_args(argv=None):
@@ -68,6 +103,10 @@ def parse_args(argv=None):
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--list", action="store_true", help="list the rows and their roofline "
                    "arithmetic, run nothing")
+    p.add_argument("--rehearse", action="store_true", help="the GPU run's code path on a CPU "
+                   "(the GPU check's rehearsal): every op on the tiny smoke shapes through the "
+                   "interpreter, timed by the wall clock (not a performance figure), the same "
+                   "files; needs --out")
     a = p.parse_args(argv)
     a.ops, a.shapes = ops.select_ops(_split(a.ops)), _split(a.shapes)
     a.dtypes, a.layouts = _split(a.dtypes), _split(a.layouts)
@@ -80,13 +119,22 @@ def parse_args(argv=None):
     return a
 
 
-def run_gpu(a) -> int:
-    torch.backends.cudnn.benchmark = True
-    env = environment()
+REHEARSAL_GPU = "none (CPU rehearsal: interpreter, wall-clock times, not performance figures)"
+
+
+def run_gpu(a, rehearse: bool = False) -> int:
+    """The timed run; with ``rehearse``, its code path on a CPU (see --rehearse)."""
+    if rehearse:
+        env, device = dict(environment(), gpu=REHEARSAL_GPU), torch.device("cpu")
+        conv_shapes, activation_shapes = [shapes.SMOKE_CONV], [shapes.SMOKE_ACTIVATION]
+    else:
+        torch.backends.cudnn.benchmark = True
+        env, device = environment(), torch.device("cuda")
+        conv_shapes, activation_shapes = shapes.conv_shapes(), shapes.activation_shapes()
     peak = roofline.peak_for(env["gpu"])
     out = Path(a.out or REPO / "benchmarks" / "results" / time.strftime("run-%Y%m%d-%H%M%S"))
-    benches = build_benches(a.ops, a.shapes, a.dtypes, a.layouts, shapes.conv_shapes(),
-                            shapes.activation_shapes())
+    benches = build_benches(a.ops, [] if rehearse else a.shapes, a.dtypes, a.layouts,
+                            conv_shapes, activation_shapes)
     if a.budget_s is not None:
         benches = budget_order(benches)
     print(f"{env['gpu']}: torch {env['torch_version']}, triton {env['triton_version']}; "
@@ -98,8 +146,8 @@ def run_gpu(a) -> int:
         log.write(row)
         print(report.format_table([row], TIMED_COLUMNS).splitlines()[1], flush=True)
 
-    rows, left = runner.run_rows(benches, torch.device("cuda"), peak, a.budget_s, on_row,
-                                 a.warmup_ms, a.rep_ms)
+    rows, left = runner.run_rows(benches, device, peak, a.budget_s, on_row, a.warmup_ms,
+                                 a.rep_ms, timed=True)
     log.close()
     print(report.format_table(rows, TIMED_COLUMNS))
     plots = [] if a.no_plots else report.plot_speedups(rows, out / "plots")
@@ -107,7 +155,7 @@ def run_gpu(a) -> int:
     (out / "benchmarks.json").write_text(json.dumps({
         "meta": env, "peak": vars(peak) if peak else None,
         "peak_sources": roofline.__doc__, "rows": rows, "left_out_by_budget": left_out,
-        "plots": plots}, indent=1, default=str))
+        "budget_order": a.budget_s is not None, "plots": plots}, indent=1, default=str))
     return _summary(rows, left_out)
 
 
@@ -201,6 +249,11 @@ def main(argv=None) -> int:
         print(report.format_table([runner.arithmetic(b) for b in benches],
                                   ARITHMETIC_COLUMNS + ("layout",)))
         return 0
+    if a.rehearse:
+        if not a.out:
+            print("--rehearse writes the GPU run's files: give --out DIR", file=sys.stderr)
+            return 2
+        return run_gpu(a, rehearse=True)
     if torch.cuda.is_available() and not kernels.runtime.INTERPRET:
         return run_gpu(a)
     return run_cpu(a)

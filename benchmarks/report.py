@@ -76,3 +76,85 @@ def plot_speedups(rows, out_dir) -> list:
         plt.close(fig)
         files.append(str(path))
     return files
+
+
+# The GPU check's closing table: one column per op, short names.
+SUMMARY_COLUMNS = (("conv2d.fwd", "fwd"), ("conv2d.dgrad", "dgrad"), ("conv2d.wgrad", "wgrad"),
+                   ("conv2d.fwd+bwd", "fwd+bwd"), ("conv_bn_relu.train.fwd+bwd", "fused"),
+                   ("conv_bn_relu.train.fwd", "fusedF"), ("conv_bn_relu.eval.fwd", "fusedE"),
+                   ("max_pool2d.fwd", "maxpool"), ("max_pool2d.bwd", "maxpool.b"),
+                   ("avg_pool2d.fwd", "avgpool"), ("avg_pool2d.bwd", "avgpool.b"),
+                   ("batch_norm.fwd", "bn"), ("batch_norm.bwd", "bn.b"), ("relu.fwd", "relu"))
+MNIST_NAMES = (("ours", "ours"), ("torch_eager", "torch eager"),
+               ("torch_compile", "torch.compile"))
+
+
+def _cell(row: dict) -> str:
+    if row.get("check") in ("MISMATCH", "ERROR"):
+        return row["check"]
+    speedup = row.get("speedup")
+    if speedup in (None, ""):
+        return "?"
+    return f"{float(speedup):.2f}" if float(speedup) >= 0.1 else f"{float(speedup):.2g}"
+
+
+def speed_table(rows) -> str:
+    """ours/cuDNN speed (torch time / our time) per layer (shape), dtype and layout, one column
+    per op measured; '.' where a row was not measured."""
+    cells, columns = {}, []
+    for r in rows:
+        key = (r["shape"], r["dtype"], r["layout"])
+        cells.setdefault(key, {})[r["op"]] = _cell(r)
+    for op, label in SUMMARY_COLUMNS:
+        if any(op in c for c in cells.values()):
+            columns.append((op, label))
+    table = [{"layer": shape, "dtype": f"{dtype} {layout}",
+              **{label: c.get(op, ".") for op, label in columns}}
+             for (shape, dtype, layout), c in cells.items()]
+    return format_table(table, ["layer", "dtype"] + [label for _, label in columns])
+
+
+def _mnist_cell(run: dict) -> str:
+    if run.get("seconds_to_99_val") is not None:
+        return f"{run['seconds_to_99_val']:.1f} s"
+    if run.get("status") == "ok":
+        val = run.get("val_accuracy")
+        return "not reached" + (f" (val {100 * val:.1f}%)" if val is not None else "")
+    return str(run.get("status", "not run"))
+
+
+def gpu_check_summary(report: dict, bench_rows) -> str:
+    """The table that ends the GPU check's output: each stage's status, ours/cuDNN per layer
+    and op, MNIST time to 99% for ours, torch eager and torch.compile."""
+    meta, stages = report["meta"], report["stages"]
+    lines = [f"GPU check ({report['mode']}): {meta['gpu']}, torch {meta['torch_version']}, "
+             f"triton {meta['triton_version']}, {meta['date']}, commit {meta['git_commit']}"]
+    for name, r in stages.items():
+        detail = ""
+        if name == "configs" and "run" in r:
+            detail = f"{r['ok']}/{r['run']} configs match torch ({r['enumerated']} enumerated" \
+                     + (f"; rehearsal subset: {r['subset']})" if r.get("subset") else ")")
+        elif name == "tests" and "counts" in r:
+            detail = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in r["counts"].items())
+        elif name == "bench" and "rows" in r:
+            detail = f"{r['rows']} rows, {r['mismatches']} mismatches, {r['errors']} errors" \
+                     + (f", {r['left_out_by_budget']} left out by the budget"
+                        if r.get("left_out_by_budget") else "")
+        took = f" in {r['seconds']} s" if "seconds" in r else ""
+        lines.append(f"  {name:8s}{r.get('status')}{took}" + (f": {detail}" if detail else ""))
+    timed = [r for r in bench_rows if r.get("check") in ("ok", "MISMATCH", "ERROR")]
+    if timed:
+        lines += ["", "ours/cuDNN speed per layer (torch time / our time, > 1: ours faster; "
+                  "MISMATCH/ERROR: the row failed its check against torch):",
+                  speed_table(timed)]
+    fast = (stages.get("mnist") or {}).get("fast_recipe")
+    if fast:
+        cells = [f"{label} {_mnist_cell(fast.get(key, {}))}" for key, label in MNIST_NAMES]
+        ratio = fast.get("ours_over_torch_time")
+        lines += ["", "MNIST, cnn.train --recipe fast, training seconds to 99% validation "
+                  "accuracy (warm-up excluded):", "  " + " | ".join(cells)
+                  + (f"  (ours / torch eager time {ratio})" if ratio else "")]
+    if report["mode"] == "rehearsal":
+        lines += ["", "REHEARSAL on a CPU through Triton's interpreter: every time above is "
+                  "the interpreter's, not a performance figure."]
+    return "\n".join(lines)

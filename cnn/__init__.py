@@ -1,10 +1,10 @@
-"""cnn: PyTorch layers whose convolution, pooling, batch norm and ReLU run on Triton kernels.
+"""cnn: convolution, pooling, batch norm and activations for PyTorch, on Triton kernels.
 
     import cnn
     conv = cnn.Conv2d(1, 32, 3, padding=1)        # a torch.nn.Conv2d, Triton forward/backward
     y = cnn.functional.conv2d(x, w, b, stride=2)  # torch.nn.functional.conv2d's signature
-    model = cnn.fuse(model)                       # Conv2d -> BatchNorm2d -> ReLU -> ConvBNReLU2d
-    with cnn.enabled():                           # torch's own conv/pool/BN/ReLU calls on ours
+    model = cnn.fuse(model)                       # conv -> [bn] -> [+ residual] -> [act] fused
+    with cnn.enabled():                           # torch's own conv/pool/BN/act calls on ours
 """
 # isort: off
 from . import checkout  # noqa: F401  (cnn.kernels: installed, or the checkout's folder kernels/)

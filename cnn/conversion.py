@@ -6,8 +6,9 @@
 
 Every module whose type is exactly one of torch's ``nn.Conv2d``, ``nn.Conv1d``,
 ``nn.ConvTranspose2d``, ``nn.ConvTranspose1d``, ``nn.BatchNorm2d``, ``nn.MaxPool2d``,
-``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.AdaptiveMaxPool2d`` or ``nn.ReLU`` becomes the
-cnn module of the same name. Our modules subclass torch's and override forward only, so the
+``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.AdaptiveMaxPool2d``, ``nn.ReLU``, ``nn.ReLU6``,
+``nn.LeakyReLU``, ``nn.SiLU``, ``nn.Hardswish`` or ``nn.GELU`` becomes the cnn module of the
+same name. Our modules subclass torch's and override forward only, so the
 conversion swaps the module's class and nothing else: the same parameter and buffer tensors
 (device, dtype, memory format), training flag, hooks and attributes, and state_dict keys are
 unchanged, so checkpoints load both ways.
@@ -16,7 +17,7 @@ Left as they are (and listed in the report, which is also logged at INFO level o
 ``cnn.convert`` logger):
   subclasses of those classes (they may override forward or the helpers forward calls,
   e.g. ``_conv_forward``), lazy modules not yet initialised (initialised ones have become the
-  plain torch class and are converted), and every other leaf layer (nn.Linear, nn.ReLU6,
+  plain torch class and are converted), and every other leaf layer (nn.Linear, nn.Hardtanh,
   nn.Dropout, ...), which keeps running on torch. Functional calls inside a forward
   (``F.relu``, ``torch.cat``) are code, not modules: they stay torch's.
 """
@@ -27,10 +28,11 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .fusion import fuse as fuse_chains
+from .layers.activation import GELU, Hardswish, LeakyReLU, ReLU6, SiLU
 from .layers.batch_norm import BatchNorm2d
 from .layers.conv1d import Conv1d, ConvTranspose1d
 from .layers.conv2d import Conv2d
-from .layers.conv_bn_relu import ConvBNReLU2d
+from .layers.conv_bn_act import ConvBNAct2d, ConvBNReLU2d
 from .layers.conv_transpose2d import ConvTranspose2d
 from .layers.pool2d import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 from .layers.relu import ReLU
@@ -49,6 +51,11 @@ CONVERSIONS = {
     nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d,
     nn.AdaptiveMaxPool2d: AdaptiveMaxPool2d,
     nn.ReLU: ReLU,
+    nn.ReLU6: ReLU6,
+    nn.LeakyReLU: LeakyReLU,
+    nn.SiLU: SiLU,
+    nn.Hardswish: Hardswish,
+    nn.GELU: GELU,
 }
 OURS = (*CONVERSIONS.values(), ConvBNReLU2d)
 
@@ -59,7 +66,7 @@ class ConversionReport:
 
     converted  [(name, torch class name)] modules now on our kernels
     left       [(name, class name, reason)] leaf modules still running torch's code
-    fused      [name] ConvBNReLU2d modules after ``fuse=True``
+    fused      [name] ConvBNAct2d modules (one fused conv each) after ``fuse=True``
     """
 
     converted: list = field(default_factory=list)
@@ -68,7 +75,7 @@ class ConversionReport:
 
     def __str__(self) -> str:
         lines = [f"cnn.convert: {len(self.converted)} modules on our kernels"
-                 + (f", {len(self.fused)} conv+BN+ReLU chains fused" if self.fused else "")
+                 + (f", {len(self.fused)} convs fused (ConvBNAct2d)" if self.fused else "")
                  + f", {len(self.left)} left on torch"]
         lines += [f"  left {name or '(model)'}: {cls} ({reason})"
                   for name, cls, reason in self.left]
@@ -98,9 +105,10 @@ def convert(model: nn.Module, inplace: bool = False, *, fuse: bool = False,
 
     inplace=False (default): a deep copy is converted, ``model`` is untouched.
     inplace=True: ``model`` itself is converted and returned.
-    fuse=True: then ``cnn.fuse`` replaces each Conv2d -> BatchNorm2d -> ReLU chain by a
-    ConvBNReLU2d (names of the bn and relu slots then hold nn.Identity; state_dict keys of the
-    fused modules are those of ``nn.Sequential(conv, bn, relu)``, see ``cnn.fuse``).
+    fuse=True: then ``cnn.fuse`` puts each conv -> [bn] -> [+ residual] -> [activation]
+    chain in one ConvBNAct2d (the bn and activation slots then hold nn.Identity; state_dict
+    keys of the fused modules are those of ``nn.Sequential(conv, bn, act)``; modules whose
+    forward must change become fx GraphModules, see ``cnn.fuse``).
     report=True: return ``(model, ConversionReport)`` instead of the model alone.
     """
     if not isinstance(model, nn.Module):
@@ -120,7 +128,7 @@ def convert(model: nn.Module, inplace: bool = False, *, fuse: bool = False,
             result.left.append((name, type(module).__name__, reason))
     if fuse:
         model = fuse_chains(model, inplace=True)
-        result.fused = [n for n, m in model.named_modules() if isinstance(m, ConvBNReLU2d)]
+        result.fused = [n for n, m in model.named_modules() if isinstance(m, ConvBNAct2d)]
     log.info("%s", result)
     return (model, result) if report else model
 

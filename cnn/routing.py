@@ -14,7 +14,9 @@ torch function and Tensor method called while the mode is on the current thread'
 stack; the mode looks the function up in a table (``ROUTES``) and, for the ones we implement
 (torch.conv1d, conv2d, conv_transpose1d, conv_transpose2d; F.max_pool2d(_with_indices),
 torch.max_pool2d, avg_pool2d, F/torch adaptive avg and max pooling 2-D; F.batch_norm,
-torch.batch_norm; F.relu, torch.relu, Tensor.relu and their in-place forms), calls
+torch.batch_norm; F.relu, torch.relu, Tensor.relu and their in-place forms; F.relu6,
+F.hardtanh(x, 0, 6) (nn.ReLU6's call), F.leaky_relu, F.silu, F.hardswish, F.gelu and
+F.leaky_relu_, F.hardtanh_), calls
 ``cnn.functional``'s function instead, so forward and backward run on our kernels. torch's
 nn modules reach these functions (nn.Conv2d -> torch.conv2d, nn.BatchNorm2d -> F.batch_norm,
 nn.ReLU -> F.relu, nn.MaxPool2d -> F.max_pool2d, nn.AvgPool2d -> torch._C._nn.avg_pool2d, ...),
@@ -95,6 +97,24 @@ def _relu_(input):
     return ours.relu(input, inplace=True)
 
 
+def _hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    """nn.ReLU6 calls F.hardtanh(x, 0, 6): that is relu6; other bounds are torch's."""
+    if min_val > max_val:
+        raise ValueError("min_val cannot be greater than max_val")
+    if (min_val, max_val) != (0.0, 6.0):
+        raise NotImplementedError("cnn implements hardtanh only as relu6 (min_val=0, "
+                                  "max_val=6)")
+    return ours.relu6(input, inplace)
+
+
+def _hardtanh_(input, min_val=-1.0, max_val=1.0):
+    return _hardtanh(input, min_val, max_val, inplace=True)
+
+
+def _leaky_relu_(input, negative_slope=0.01):
+    return ours.leaky_relu(input, negative_slope, inplace=True)
+
+
 ROUTES = {
     torch.conv1d: ("conv1d", ours.conv1d),
     torch.conv2d: ("conv2d", ours.conv2d),
@@ -118,6 +138,14 @@ ROUTES = {
     torch.Tensor.relu: ("relu", ours.relu),
     torch.relu_: ("relu", _relu_),
     torch.Tensor.relu_: ("relu", _relu_),
+    F.relu6: ("relu6", ours.relu6),
+    F.hardtanh: ("hardtanh", _hardtanh),
+    F.hardtanh_: ("hardtanh", _hardtanh_),
+    F.leaky_relu: ("leaky_relu", ours.leaky_relu),
+    F.leaky_relu_: ("leaky_relu", _leaky_relu_),
+    F.silu: ("silu", ours.silu),
+    F.hardswish: ("hardswish", ours.hardswish),
+    F.gelu: ("gelu", ours.gelu),
 }
 
 # Torch's neighbours of the routed ops that we do not implement: always torch's, counted.

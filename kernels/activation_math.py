@@ -12,20 +12,25 @@ one it uses. Each follows torch's definition, NaN and signed zeros included:
     HARDSWISH    x * min(max(x + 3, 0), 6) / 6          0 if x <= -3; 1 if x >= 3; else x / 3 + 1/2
     GELU         x * Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2
                                                         Phi(x) + x * exp(-x^2 / 2) / sqrt(2 pi)
+    GELU_TANH    x * (1 + tanh(u)) / 2 = x * s          s + 2 x s (1 - s) u'
+                 u = sqrt(2/pi) (x + 0.044715 x^3), s = sigmoid(2u) = (1 + tanh(u)) / 2,
+                 u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)  (torch's approximate='tanh')
 
 (NaN: every forward returns NaN; the gradient at NaN is torch's vectorised CPU and CUDA one:
 RELU passes it, RELU6 gives 0, LEAKY_RELU multiplies by slope, the others give NaN. torch's
-scalar CPU loop, used for short tensors, differs for RELU6 and HARDSWISH.) The backward of a fused op
-recomputes the pre-activation x and applies ``activation_grad``; ReLU alone can also use its
-output (``a(x) > 0`` iff ``x > 0``).
+scalar CPU loop, used for short tensors, differs for RELU6 and HARDSWISH.) The backward of a
+fused op recomputes the pre-activation x and applies ``activation_grad``; ReLU alone can also
+use its output (``a(x) > 0`` iff ``x > 0``). GELU_TANH's tanh is written with exp, as
+sigmoid(2u), which both Triton 3.6 and 3.9 compile and which does not cancel in 1 + tanh(u) as
+tanh(u) -> -1.
 """
 import triton
 import triton.language as tl
 
-NONE, RELU, RELU6, LEAKY_RELU, SILU, HARDSWISH, GELU = range(7)
+NONE, RELU, RELU6, LEAKY_RELU, SILU, HARDSWISH, GELU, GELU_TANH = range(8)
 
 ACTIVATIONS = {"none": NONE, "relu": RELU, "relu6": RELU6, "leaky_relu": LEAKY_RELU,
-               "silu": SILU, "hardswish": HARDSWISH, "gelu": GELU}
+               "silu": SILU, "hardswish": HARDSWISH, "gelu": GELU, "gelu_tanh": GELU_TANH}
 """torch.nn.functional's name of each activation -> its ACT code."""
 
 
@@ -53,6 +58,9 @@ def activate(x, slope, ACT: tl.constexpr):
         x = x * tl.where(x + 3.0 < 0.0, 0.0, tl.where(x + 3.0 > 6.0, 6.0, x + 3.0)) / 6.0
     elif ACT == 6:  # GELU
         x = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
+    elif ACT == 7:  # GELU_TANH
+        u = 0.7978845608028654 * (x + 0.044715 * x * x * x)
+        x = x / (1.0 + tl.exp(-2.0 * u))
     return x
 
 
@@ -74,8 +82,13 @@ def activation_grad(x, grad, slope, ACT: tl.constexpr):
         cdf = 0.5 * (1.0 + tl.math.erf(x * 0.7071067811865476))
         pdf = tl.exp(-0.5 * x * x) * 0.3989422804014327
         grad = grad * (cdf + x * pdf)
+    elif ACT == 7:  # GELU_TANH
+        u = 0.7978845608028654 * (x + 0.044715 * x * x * x)
+        du = 0.7978845608028654 * (1.0 + 0.134145 * x * x)
+        s = 1.0 / (1.0 + tl.exp(-2.0 * u))
+        grad = grad * (s + 2.0 * x * s * (1.0 - s) * du)
     return grad
 
 
-__all__ = ["NONE", "RELU", "RELU6", "LEAKY_RELU", "SILU", "HARDSWISH", "GELU", "ACTIVATIONS",
-           "activation_code", "activate", "activation_grad"]
+__all__ = ["NONE", "RELU", "RELU6", "LEAKY_RELU", "SILU", "HARDSWISH", "GELU", "GELU_TANH",
+           "ACTIVATIONS", "activation_code", "activate", "activation_grad"]

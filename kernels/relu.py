@@ -13,23 +13,13 @@ import torch
 import triton
 import triton.language as tl
 
+from .elementwise import MAX_DIMS, dims4, is_dense, strided_offsets
 from .host_cache import host_cached
 from .runtime import INTERPRET, cdiv, dot_upcast
 
 GPU_BLOCK = 1024
 BLOCK = 65536 if INTERPRET else GPU_BLOCK
 GPU_WARPS = 4
-MAX_DIMS = 4
-
-
-@triton.jit
-def strided_offsets(idx, s0, s1, s2, s3, S1, S2, S3):
-    """Storage offsets of logical (row-major) indices idx of a 4D tensor."""
-    i3 = idx % S3
-    i2 = (idx // S3) % S2
-    i1 = (idx // (S3 * S2)) % S1
-    i0 = idx // (S3 * S2 * S1)
-    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
 
 
 @triton.jit
@@ -69,23 +59,6 @@ def relu_kernel(
     tl.store(out_ptr + o_offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def is_dense(t: torch.Tensor) -> bool:
-    """Non-overlapping and dense: the elements fill [data_ptr, data_ptr + numel) exactly."""
-    expected = 1
-    for stride, size in sorted((st, s) for s, st in zip(t.shape, t.stride(), strict=True)
-                               if s != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _dims4(shape: tuple, strides: tuple):
-    """(strides padded to 4, sizes padded to 4) of a tensor of at most 4 dimensions."""
-    pad = MAX_DIMS - len(shape)
-    return (0,) * pad + tuple(strides), (1,) * pad + tuple(shape)
-
-
 @host_cached()
 def launch_plan(shape: tuple, x_strides: tuple, grad_strides: tuple | None, out_strides: tuple,
                 dtype: torch.dtype, backward: bool, block: int):
@@ -102,9 +75,10 @@ def launch_plan(shape: tuple, x_strides: tuple, grad_strides: tuple | None, out_
         sx = sg = so = (0,) * MAX_DIMS
         sizes = (1,) * MAX_DIMS
     else:
-        sx, sizes = _dims4(shape, x_strides)
-        sg, _ = _dims4(shape, grad_strides if grad_strides is not None else x_strides)
-        so, _ = _dims4(shape, out_strides)
+        sx, sizes = dims4(torch.empty_strided(shape, x_strides, device="meta"))
+        sg, _ = dims4(torch.empty_strided(
+            shape, grad_strides if grad_strides is not None else x_strides, device="meta"))
+        so, _ = dims4(torch.empty_strided(shape, out_strides, device="meta"))
     return (cdiv(numel, block),), (*sx, *sg, *so, *sizes[1:], numel), dict(
         BACKWARD=backward, DENSE=dense, UPCAST=dot_upcast(dtype), BLOCK=block,
         num_warps=GPU_WARPS)

@@ -23,7 +23,7 @@ KERNELS = "cnn.kernels"
 # What the library outside cnn.ops may take from the kernels: the package itself (importing it
 # decides compiled or interpreted), its runtime and the geometry classes (no launcher in them).
 ARGUMENT_HELPERS = (KERNELS, "cnn.kernels.runtime", "cnn.kernels.conv2d.geometry",
-                    "cnn.kernels.pool2d.geometry")
+                    "cnn.kernels.pool2d.geometry", "cnn.kernels.activation_math")
 # cnn.functional is torch.nn.functional's API (plus sync_batch_norm in the same style): its
 # conv2d, relu, batch_norm, ... are the functions of the modules of the same family name, and
 # nothing needs those modules as attributes.

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from cnn.kernels import runtime
+from cnn.kernels.activation_math import NONE, RELU
 from cnn.kernels.conv2d.geometry import Conv2dGeometry
 from cnn.kernels.conv2d.layout import conversion_bytes, is_channels_last_dense
 
@@ -45,9 +46,23 @@ def _resnet18(name: str) -> ConvShape:
     return next(s for s in shapes.resnet18_convs() if s.name == f"resnet18.{name}.b32")
 
 
+def transposed(name: str, batch: int, c_in: int, c_out: int, size: int, kernel: int,
+               stride: int, padding: int = 0) -> ConvShape:
+    """conv_transpose2d(x: (batch, c_in, size, size), w: (c_in, c_out, kernel, kernel)) as the
+    conv2d whose input gradient it is (cnn/ops/conv_transpose2d.py): c_out -> c_in channels on
+    the transposed layer's output size, same kernel, stride and padding. That conv's dgrad case
+    is then the transposed layer's forward, its forward case the layer's input gradient and its
+    wgrad the layer's weight gradient; no bias, since the transposed layer's bias gradient is a
+    torch sum and its bias is added after the launch."""
+    out = (size - 1) * stride - 2 * padding + kernel
+    return ConvShape(name, batch, c_out, out, out, c_in, kernel, stride, padding, bias=False)
+
+
 # The layers: benchmarks/shapes.py's, plus the example layer (ResNet-18's first-stage 3x3,
-# 64->64 on 56x56 at batch 32, with a bias: every autotune config is compiled for it) and a
-# depthwise 3x3.
+# 64->64 on 56x56 at batch 32, with a bias: every autotune config is compiled for it), a
+# depthwise 3x3 and two transposed convs: U-Net's 2x2/2 up-sampling (a decoder stage, 256->128
+# channels, 32x32 -> 64x64) and a DCGAN generator layer (4x4/2 pad 1, 256->128, 8x8 -> 16x16,
+# DCGAN's batch of 128).
 EXAMPLE = replace(_resnet18("layer1.3x3"), name="example.resnet.3x3.b32", bias=True)
 LAYERS = [
     EXAMPLE,
@@ -55,6 +70,8 @@ LAYERS = [
     *(_resnet18(name) for name in ("stem7x7s2", "layer2.3x3", "layer3.3x3", "layer4.3x3",
                                    "layer2.down1x1s2")),
     ConvShape("depthwise.3x3.b32", 32, 128, 56, 56, 128, 3, 1, 1, groups=128),
+    transposed("unet.up2x2s2.transposed.b16", 16, 256, 128, 32, 2, 2),
+    transposed("dcgan.g4x4s2.transposed.b128", 128, 256, 128, 8, 4, 2, 1),
 ]
 # (name, input channels_last, weight channels_last). The fast layout first.
 LAYOUTS = [("channels_last", True, True), ("nchw", False, False),
@@ -132,12 +149,14 @@ def launch_signature(kernel, args, overrides=None):
         int equal to 1            the constexpr 1 (a unit stride, padding or dilation of 1)
         int divisible by 16       "i32:16" (i64 past int32): known divisibility, which lets
                                   contiguous offsets become vector loads
-        other int / float         i32 (i64) / fp32
+        other int / float         i32 (i64) / fp32, or the parameter's annotation
+                                  (``slope: tl.float64``)
     ``args`` holds the kernel's constexprs too; ``overrides`` replaces those of them the kernel
     has (e.g. the tl.dot precision, which a launcher on a CPU would choose for the interpreter).
     """
     fn = unwrap(kernel)[0]
     constexpr_names = {p.name for p in fn.params if p.is_constexpr}
+    annotated = {p.name: p.annotation_type for p in fn.params if not p.is_constexpr}
     signature, constexprs = {}, {}
     for name, value in args.items():
         if name in constexpr_names:
@@ -152,7 +171,7 @@ def launch_signature(kernel, args, overrides=None):
             width = "i32" if -2**31 <= value < 2**31 else "i64"
             signature[name] = width + (":16" if value % 16 == 0 else "")
         else:
-            signature[name] = "fp32"
+            signature[name] = annotated.get(name) or "fp32"
     constexprs.update({k: v for k, v in (overrides or {}).items() if k in constexpr_names})
     return signature, constexprs
 
@@ -266,7 +285,7 @@ def _implicit_gemm_launch(layer, conv_pass, x, weight, bias, epilogue):
             options = dict(stats=True)
         elif epilogue == "bn_eval+relu":
             running = torch.empty((layer.c_out,), device="meta", dtype=x.dtype)
-            options = dict(relu=True, bn_eval=(running, running, running, running, 1e-5))
+            options = dict(activation=RELU, bn_eval=(running, running, running, running, 1e-5))
         result = module.launch_arguments(x, weight, bias, g, **options)
     elif conv_pass == "dgrad":
         module = importlib.import_module("cnn.kernels.conv2d.input_grad")
@@ -504,7 +523,8 @@ def _batch_norm_forward_launches():
             for from_var, relu in ((False, True), (True, False)):
                 yield (f"batch_norm_normalize[{ty},{kind},from_var={from_var},relu={relu}]",
                        functools.partial(batch_norm_normalize, x, out, mean, scale, weight, bias,
-                                         eps=1e-5, from_var=from_var, relu=relu,
+                                         eps=1e-5, from_var=from_var,
+                                         activation=RELU if relu else NONE,
                                          num_batches_tracked=None if from_var else nbt))
         stats = _partials(dtype, 3)
         sty = str(stats.dtype).replace("torch.float", "fp")
@@ -519,8 +539,6 @@ def _batch_norm_backward_launches():
     """Reduce (training with the ReLU mask, evaluation without) and input gradient (training,
     evaluation) for flat and strided tiles, and the sums; every dtype."""
     from cnn.kernels.batch_norm.backward import (
-        MASK_NONE,
-        MASK_RECOMPUTE,
         batch_norm_backward_input,
         batch_norm_backward_reduce,
         batch_norm_backward_sums,
@@ -532,18 +550,19 @@ def _batch_norm_backward_launches():
         for flat in (True, False):
             kind = "flat" if flat else "strided"
             dy, x, dx = (_activation(dtype, flat, channels_last=not flat) for _ in range(3))
-            for from_var, relu_mask in ((False, MASK_RECOMPUTE), (True, MASK_NONE)):
+            # The labels keep the former relu_mask flag (1: ReLU) so results stay comparable.
+            for from_var, relu_mask in ((False, 1), (True, 0)):
                 yield (f"batch_norm_backward_reduce[{ty},{kind},from_var={from_var},"
                        f"relu_mask={relu_mask}]",
                        functools.partial(batch_norm_backward_reduce, dy, x, mean, scale, weight,
-                                         bias, eps=1e-5, from_var=from_var, relu_mask=relu_mask))
-            for training, from_var, relu_mask in ((True, False, MASK_RECOMPUTE),
-                                                  (False, True, MASK_RECOMPUTE)):
+                                         bias, eps=1e-5, from_var=from_var,
+                                         activation=RELU if relu_mask else NONE))
+            for training, from_var, relu_mask in ((True, False, 1), (False, True, 1)):
                 yield (f"batch_norm_backward_input[{ty},{kind},training={training},"
                        f"relu_mask={relu_mask}]",
                        functools.partial(batch_norm_backward_input, dy, x, dx, mean, scale,
                                          weight, bias, sums if training else None, eps=1e-5,
-                                         from_var=from_var, relu_mask=relu_mask,
+                                         from_var=from_var, activation=RELU,
                                          training=training))
         yield f"batch_norm_backward_sums[{ty}]", functools.partial(
             batch_norm_backward_sums, _partials(dtype, 2), weight, bias, need_weight=True,
@@ -557,6 +576,20 @@ def _batch_norm_merge_launches():
     for sty, dtype in (("fp32", torch.float32), ("fp64", torch.float64)):
         yield f"batch_norm_merge[{sty}]", functools.partial(batch_norm_merge_stats,
                                                             _partials(dtype, 3))
+
+
+def _batch_norm_running_launches():
+    """The running-statistics update from a batch's (mean, var), with a momentum and
+    cumulative, in both statistics dtypes (running stats in the model's dtype)."""
+    from cnn.kernels.batch_norm.running import batch_norm_update_stats
+
+    for sty, dtype in (("fp32", torch.float32), ("fp64", torch.float64)):
+        mean, var, running_mean, running_var, nbt = _channel_tensors(dtype)
+        for cumulative in (False, True):
+            yield (f"batch_norm_update_stats[{sty},cumulative={cumulative}]",
+                   functools.partial(batch_norm_update_stats, running_mean, running_var, nbt,
+                                     mean=mean, var=var,
+                                     momentum=None if cumulative else 0.1))
 
 
 def _relu_launches():
@@ -575,6 +608,53 @@ def _relu_launches():
                     yield label, functools.partial(relu_forward, x)
 
 
+def _activation_launches():
+    """Each standalone activation forward and backward (fp32, fp16) and its second derivative
+    (fp32), dense; the strided walk and fp64 for GELU's tanh form (the longest)."""
+    from cnn.kernels.activation import (
+        activation_backward,
+        activation_forward,
+        activation_second_grad,
+    )
+    from cnn.kernels.activation_math import ACTIVATIONS
+
+    passes = (("forward", lambda x, act: activation_forward(x, act, 0.01)),
+              ("backward", lambda x, act: activation_backward(_activation(x.dtype), x, act, 0.01)),
+              ("second", lambda x, act: activation_second_grad(_activation(x.dtype), x, act, 0.01)))
+    for name in ("relu6", "leaky_relu", "silu", "hardswish", "gelu", "gelu_tanh"):
+        variants = [("fp32", torch.float32, True), ("fp16", torch.float16, True)]
+        if name == "gelu_tanh":
+            variants += [("fp64", torch.float64, True), ("fp32", torch.float32, False)]
+        for ty, dtype, dense in variants:
+            for label, launch in passes:
+                if label == "second" and ty == "fp16":
+                    continue
+                yield (f"activation[{name},{ty},{label},{'dense' if dense else 'strided'}]",
+                       functools.partial(launch, _activation(dtype, flat=dense),
+                                         ACTIVATIONS[name]))
+
+
+def _conv_act_launches():
+    """The fused conv + activation backward's gradient through the activation (and into the
+    residual): ReLU and SiLU (a mask, a smooth function) in every dtype, NCHW and channels_last;
+    the residual-only pass without an activation."""
+    from cnn.kernels.activation_math import ACTIVATIONS
+    from cnn.kernels.conv_bn_act import gated_gradient
+
+    for ty, dtype in FP32_FIRST_DTYPES:
+        for name in ("relu", "silu"):
+            for channels_last in (False, True):
+                pre = _activation(dtype, channels_last=channels_last)
+                yield (f"gated_gradient[{name},{ty},{'nhwc' if channels_last else 'nchw'}]",
+                       functools.partial(gated_gradient, _activation(dtype), pre,
+                                         activation=ACTIVATIONS[name],
+                                         residual_grad=torch.empty_like(pre)))
+        grad = _activation(dtype)
+        yield (f"gated_gradient[none,{ty},residual only]",
+               functools.partial(gated_gradient, grad, grad, activation=ACTIVATIONS["none"],
+                                 need_g=False, residual_grad=torch.empty_like(grad)))
+
+
 # module -> the launches of its cases, each (label, a call of a public launcher that launches
 # one kernel of the module), in report order.
 OP_CASES = {
@@ -583,7 +663,10 @@ OP_CASES = {
     "cnn.kernels.batch_norm.forward": _batch_norm_forward_launches,
     "cnn.kernels.batch_norm.backward": _batch_norm_backward_launches,
     "cnn.kernels.relu": _relu_launches,
+    "cnn.kernels.activation": _activation_launches,
+    "cnn.kernels.conv_bn_act": _conv_act_launches,
     "cnn.kernels.batch_norm.merge": _batch_norm_merge_launches,
+    "cnn.kernels.batch_norm.running": _batch_norm_running_launches,
 }
 KERNEL_MODULES = CONV_MODULES + list(OP_CASES)
 

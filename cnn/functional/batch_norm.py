@@ -1,5 +1,6 @@
 """batch_norm shaped like torch.nn.functional: arguments checked here, then
-``torch.ops.cnn.batch_norm_train`` / ``batch_norm_eval`` (cnn/ops/batch_norm.py).
+``torch.ops.cnn.batch_norm_train`` (with ``batch_norm_update_stats`` where there are running
+statistics or a counter to update) / ``batch_norm_eval`` (cnn/ops/batch_norm.py).
 
 The kernels see every input as (N, C, H, W) through a view: (N, C) as (1, C, N, 1),
 (N, C, L) as (N, C, L, 1), higher ranks as (N, C, prod(rest), 1).
@@ -136,8 +137,8 @@ def empty_batch_norm(input, weight, bias, num_batches_tracked):
 def tracked_batch_norm(input, running_mean, running_var, weight, bias, training, momentum,
                        eps, num_batches_tracked=None):
     """batch_norm with the module's extras (cnn.BatchNorm2d's forward): num_batches_tracked
-    (0-dim int64) is advanced by one inside the last launch, and momentum=None means the
-    cumulative average over it."""
+    (0-dim int64) is advanced by one (eager: inside the last launch), and momentum=None means
+    the cumulative average over it."""
     if not check_batch_norm_args(input.shape, input.dtype, input.device, running_mean,
                                  running_var, weight, bias, training, eps=eps,
                                  momentum=momentum, num_batches_tracked=num_batches_tracked,
@@ -154,15 +155,19 @@ def tracked_batch_norm(input, running_mean, running_var, weight, bias, training,
         running_mean, running_var = flat_param(running_mean), flat_param(running_var)
         out = ops.batch_norm_eval(input, weight, bias, running_mean, running_var, float(eps))
         return _in_format(out, fmt, input, weight, bias, running_mean, running_var)
+    if not update and num_batches_tracked is None:
+        out, _, _, _ = ops.batch_norm_train(input, weight, bias, float(eps))
+        return _in_format(out, fmt, input, weight, bias)
     # Training updates the running stats in place; strided ones go through a copy.
     stats = [running_mean, running_var] if update else [None, None]
     flat = [flat_param(t) for t in stats]
-    out, _, _ = ops.batch_norm_train(input, weight, bias, *flat, num_batches_tracked,
-                                     None if momentum is None else float(momentum), float(eps))
+    out, _, _, _ = ops.batch_norm_train_and_update(
+        input, weight, bias, float(eps), *flat, num_batches_tracked,
+        None if momentum is None else float(momentum))
     for original, used in zip(stats, flat, strict=True):
         if used is not original:
             original.copy_(used.view_as(original))
-    return _in_format(out, fmt, input, weight, bias, *flat)
+    return _in_format(out, fmt, input, weight, bias)
 
 
 def _in_format(out, fmt, input, *flat_params):

@@ -10,6 +10,12 @@ shape changes, global average pool, ``fc``), with our Conv2d, BatchNorm2d, ReLU,
 AdaptiveAvgPool2d; the same initialisation (kaiming normal fan_out for convs, batch norm weight
 1 and bias 0, torch's default for ``fc``). ``width`` (64 in torchvision) scales every stage, so
 tests can build small ones; the published architectures use 64.
+
+Fused (``cnn.fuse(model)``): every conv runs in one ConvBNAct2d with its batch norm: the stem
+and each block's inner convs with their ReLU, each block's last conv with the residual add and
+the ReLU in its epilogue (``relu(bn(conv(out)) + identity)``: the blocks write the sum with the
+main path first, so the add goes to it), the downsample conv with its batch norm only. The
+blocks then become fx GraphModules keeping their names and keys (see ``cnn.fuse``).
 """
 from pathlib import Path
 
@@ -47,7 +53,7 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return self.relu(out + identity)  # main path first: cnn.fuse gives it the add
 
 
 class Bottleneck(nn.Module):

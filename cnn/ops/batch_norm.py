@@ -1,14 +1,20 @@
 """Batch norm as ``torch.ops.cnn`` ops over the launchers in cnn.kernels.batch_norm_*.
 
-    cnn::batch_norm_train(x, w?, b?, running_mean!?, running_var!?, num_batches_tracked!?,
-                          momentum?, eps) -> (y, mean, invstd)
+    cnn::batch_norm_train(x, w?, b?, eps) -> (y, mean, invstd, var)
+    cnn::batch_norm_update_stats(running_mean!?, running_var!?, num_batches_tracked!?, mean,
+                                 var, count, momentum?) -> ()
     cnn::batch_norm_eval(x, w?, b?, running_mean, running_var, eps) -> y
     cnn::batch_norm_backward(dy, x, w?, b?, mean, scale, training, eps, need x/w/b)
         -> (dx, dw, db), each (0,) unless asked for
 
-Training updates the running statistics and the counter in place: declared mutations, so
-torch.compile and export functionalize them. x is any (N, C, ...), seen by the kernels
-through as_4d; mean and invstd are (C,) fp32 (fp64 for fp64).
+A training step is batch_norm_train, functional and differentiable (its autograd registered,
+so anything that reaches the op differentiates it), then batch_norm_update_stats, which
+updates the running statistics and the counter in place from the batch's mean and unbiased
+variance var (declared mutations, functionalized by torch.compile and export; no autograd);
+count is the number of values per channel (0: an empty batch, which only counts the batch).
+``batch_norm_train_and_update`` calls the two as one (a StatefulOp: eager, the same three
+launches as the op alone). x is any (N, C, ...), seen by the kernels through as_4d; mean,
+invstd and var are (C,) fp32 (fp64 for fp64).
 batch_norm_backward has no derivative registered: differentiating it (double backward)
 raises torch's "no autograd formula was registered" error.
 """
@@ -16,8 +22,9 @@ import torch
 
 from ..kernels.batch_norm import backward as backward_launchers
 from ..kernels.batch_norm import forward as forward_launchers
+from ..kernels.batch_norm import running as running_launchers
 from ..kernels.batch_norm.forward import stats_dtype
-from .registry import LibraryOp, none_unless, placeholder
+from .registry import LibraryOp, StatefulOp, none_unless, placeholder
 
 
 def as_4d(t: torch.Tensor) -> torch.Tensor:
@@ -98,47 +105,77 @@ def empty_grad_input(input: torch.Tensor, grad_output: torch.Tensor) -> torch.Te
 
 
 def _stats(input: torch.Tensor) -> torch.Tensor:
-    return input.new_empty((input.shape[1],), dtype=stats_dtype(input.dtype))
+    return torch.empty((input.shape[1],), device=input.device, dtype=stats_dtype(input.dtype))
 
 
 def _no_stats(input: torch.Tensor) -> torch.Tensor:
-    """An empty batch's mean and invstd: zeros (never read; deterministic for comparisons)."""
+    """An empty batch's mean, invstd and var: zeros (never read; deterministic for comparisons)."""
     return input.new_zeros((input.shape[1],), dtype=stats_dtype(input.dtype))
 
 
 # ------------------------------------------------------------------------------- training
 
 def _train(input: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-           running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
-           num_batches_tracked: torch.Tensor | None, momentum: float | None,
-           eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    out = empty_output(input, weight, bias, running_mean, running_var)
+           eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _train_and_update(input, weight, bias, eps)
+
+
+def _train_and_update(input: torch.Tensor, weight: torch.Tensor | None,
+                      bias: torch.Tensor | None, eps: float,
+                      running_mean: torch.Tensor | None = None,
+                      running_var: torch.Tensor | None = None,
+                      num_batches_tracked: torch.Tensor | None = None,
+                      momentum: float | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """batch_norm_train, and batch_norm_update_stats inside its launches: finalize updates the
+    running stats, normalize advances the counter (the eager path; no state: the op)."""
+    out = empty_output(input, weight, bias)
     if input.numel() == 0:
         # Nothing to normalise and no statistics: torch leaves the running stats.
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
-        return out, _no_stats(input), _no_stats(input)
+        return out, _no_stats(input), _no_stats(input), _no_stats(input)
     x4 = as_4d(input)
+    var = _stats(input)
     mean, invstd = forward_launchers.batch_norm_finalize(
         forward_launchers.batch_norm_stats(x4), running_mean, running_var, num_batches_tracked,
-        momentum, eps)
+        momentum, eps, var_out=var)
     forward_launchers.batch_norm_normalize(x4, as_4d(out), mean, invstd, weight, bias,
                                            num_batches_tracked=num_batches_tracked)
-    return out, mean, invstd
+    return out, mean, invstd, var
 
 
-def _train_fake(input, weight, bias, running_mean, running_var, num_batches_tracked, momentum,
-                eps):
-    return (empty_output(input, weight, bias, running_mean, running_var), _stats(input),
-            _stats(input))
+def _train_fake(input, weight, bias, eps):
+    return empty_output(input, weight, bias), _stats(input), _stats(input), _stats(input)
 
 
 def _train_setup(ctx, inputs, output):
-    input, weight, bias, *_, eps = inputs
-    _, mean, invstd = output
-    ctx.mark_non_differentiable(mean, invstd)
+    input, weight, bias, eps = inputs
+    _, mean, invstd, var = output
+    ctx.mark_non_differentiable(mean, invstd, var)
     ctx.eps, ctx.training = eps, True
     ctx.save_for_backward(input, weight, bias, mean, invstd)
+
+
+def _update_stats(running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+                  num_batches_tracked: torch.Tensor | None, mean: torch.Tensor,
+                  var: torch.Tensor, count: int, momentum: float | None) -> None:
+    if count == 0:
+        running_mean = running_var = None  # an empty batch: torch only counts it
+    running_launchers.batch_norm_update_stats(running_mean, running_var, num_batches_tracked,
+                                              mean=mean, var=var, momentum=momentum)
+
+
+def _update_stats_fake(running_mean, running_var, num_batches_tracked, mean, var, count,
+                       momentum):
+    return None
+
+
+def _update_args(op_args, state, output):
+    """batch_norm_update_stats's arguments after batch_norm_train(*op_args) gave output."""
+    input = op_args[0]
+    _, mean, _, var = output
+    return (*state[:3], mean, var, input.numel() // max(input.shape[1], 1), state[3])
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -170,7 +207,7 @@ def _forward_backward(ctx, grad_output, *_):
     need_w, need_b = need_w and weight is not None, need_b and bias is not None
     dx, dw, db = batch_norm_backward(grad_output, input, weight, bias, mean, scale,
                                      ctx.training, ctx.eps, need_x, need_w, need_b)
-    rest = (None,) * (5 if ctx.training else 3)
+    rest = (None,) * (1 if ctx.training else 3)  # eps; the running stats and eps
     return (none_unless(need_x, dx), none_unless(need_w, dw), none_unless(need_b, db), *rest)
 
 
@@ -204,13 +241,18 @@ def _backward_fake(grad_output, input, weight, bias, mean, scale, training, eps,
     return dx, dw, db
 
 
-batch_norm_train = LibraryOp(
-    "batch_norm_train", _train, _train_fake, setup_context=_train_setup,
-    backward=_forward_backward,
+batch_norm_train = LibraryOp("batch_norm_train", _train, _train_fake,
+                             setup_context=_train_setup, backward=_forward_backward)
+batch_norm_update_stats = LibraryOp(
+    "batch_norm_update_stats", _update_stats, _update_stats_fake,
     mutates_args=("running_mean", "running_var", "num_batches_tracked"))
+# (x, w, b, eps, running_mean, running_var, num_batches_tracked, momentum)
+batch_norm_train_and_update = StatefulOp(batch_norm_train, batch_norm_update_stats,
+                                         _train_and_update, _update_args)
 batch_norm_eval = LibraryOp("batch_norm_eval", _eval, _eval_fake, setup_context=_eval_setup,
                             backward=_forward_backward)
 batch_norm_backward = LibraryOp("batch_norm_backward", _backward, _backward_fake)
 
-__all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_backward", "as_4d", "empty_output",
-           "output_format", "is_dense",           "empty_grad_input", "suggest_memory_format"]
+__all__ = ["batch_norm_train", "batch_norm_update_stats", "batch_norm_train_and_update",
+           "batch_norm_eval", "batch_norm_backward", "as_4d", "empty_output", "output_format",
+           "is_dense", "empty_grad_input", "suggest_memory_format"]

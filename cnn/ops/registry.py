@@ -10,6 +10,13 @@ time instead of the custom op's ~18 us. Under torch.func's grad/vjp/jvp a third 
 call: the same Function with a separate setup_context, which those transforms require (neither
 the ctx-style Function nor torch.library's autograd runs under them); vmap stays on the library
 op. Same code every way; only the dispatch differs.
+
+An op that both computes and updates state in place (training-mode batch norm: its output and
+the running statistics) is two library ops, because torch.library registers no autograd
+formula for an op that mutates its arguments: a functional op with its autograd, and an
+update that mutates the state and needs none. ``StatefulOp`` calls the pair as one; in plain
+eager mode it runs one Function over a fused implementation instead, which updates the state
+inside the functional op's own launches (see its docstring for why, and what it guarantees).
 """
 import torch
 
@@ -24,6 +31,23 @@ def is_traced(args) -> bool:
     any tensor that is not a plain one (FakeTensor, FunctionalTensor, other subclasses)."""
     if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
             or torch._C._are_functorch_transforms_active()):
+        return True
+    return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN for a in args)
+
+
+# The modes that trace (make_fx), fake (FakeTensor) or functionalize; a user's own dispatch
+# mode (one that records the ops, say) is none of them.
+_TRACING_MODES = tuple(torch._C._TorchDispatchModeKey.__members__.values())
+
+
+def must_be_functional(args) -> bool:
+    """Whether a call must run functional library ops only, because something records or
+    transforms it as a graph: Dynamo or export, a functorch transform, a tracing, fake or
+    functionalizing mode, or any tensor that is not a plain one. Unlike ``is_traced``, a
+    user's own dispatch mode alone does not count: eager code stays eager under it."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return True
+    if any(torch._C._get_dispatch_mode(key) is not None for key in _TRACING_MODES):
         return True
     return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN for a in args)
 
@@ -80,14 +104,16 @@ class LibraryOp:
         self.overload = getattr(getattr(torch.ops, NAMESPACE), name).default
         self.impl = impl
         self.mutates = bool(mutates_args)
+        self.setup_context, self.backward = setup_context, backward
         self.function = None
         if backward is None:
             return
         forward = impl
         if self.mutates:
-            # torch.library gives no autograd formula to an op that mutates its inputs (the
-            # running statistics), so its autograd lives in the Function, which Dynamo traces
-            # and whose forward calls the op itself under tracing.
+            # torch.library gives no autograd formula to an op that mutates its inputs, so its
+            # autograd lives in the Function, which Dynamo traces and whose forward calls the
+            # op itself under tracing; nothing below the Function can differentiate it (a
+            # StatefulOp avoids that).
             forward = self.call_op
         else:
             self.custom_op.register_autograd(backward, setup_context=setup_context)
@@ -145,6 +171,57 @@ class LibraryOp:
             overload.py_impl(getattr(torch._C.DispatchKey, key))(autocast)
             LIBRARY.impl(self.name, lambda _keyset, *args, f=autocast: f(*args), key,
                          with_keyset=True)
+
+
+class StatefulOp:
+    """A functional op and the in-place update of state that its outputs feed, called as one:
+    ``stateful(*op_args, *state)`` returns ``op(*op_args)`` after ``update(*update_args(op_args,
+    state, outputs))`` (e.g. batch norm's output, then its running statistics).
+
+    op: a LibraryOp that mutates nothing, its autograd registered with torch.library, so
+    torch.compile, export, AOTAutograd and opcheck can differentiate it. update: a LibraryOp
+    that mutates the state and has nothing to differentiate. Traced or under torch.func, a
+    call runs exactly that pair (``must_be_functional``).
+
+    In eager mode (a user's own dispatch mode included) the update would cost a launch of its
+    own, and a launch is most of a small layer's time; there one autograd.Function runs
+    ``fused(*op_args, *state)`` instead: op's outputs with the state updated inside op's own
+    launches, differentiated by op's own setup_context and backward (the state gets no
+    gradient). ``fused`` must give the very bits of the pair, outputs and state alike; the
+    op's tests run both paths and compare them.
+    """
+
+    def __init__(self, op: LibraryOp, update: LibraryOp, fused, update_args):
+        self.op, self.update, self.update_args = op, update, update_args
+        arity = len(op.overload._schema.arguments)
+        setup_context, backward = op.setup_context, op.backward
+
+        def forward(ctx, *args):
+            output = fused(*args)
+            setup_context(ctx, args[:arity], output)
+            return output
+
+        def backward_and_state(ctx, *grads):
+            grads = backward(ctx, *grads)
+            return (*grads, *(None,) * (len(ctx.needs_input_grad) - len(grads)))
+
+        name = _camel(op.name)
+        self.function = type(f"{name}StatefulFunction", (torch.autograd.Function,), {
+            "forward": staticmethod(forward), "backward": staticmethod(backward_and_state),
+            "__doc__": f"Eager autograd of torch.ops.{NAMESPACE}.{op.name} with its update."})
+        self.arity = arity
+
+    def call_pair(self, *args):
+        """The functional op, then the update: what tracing sees (also usable eagerly)."""
+        op_args, state = args[:self.arity], args[self.arity:]
+        output = self.op(*op_args)
+        self.update(*self.update_args(op_args, state, output))
+        return output
+
+    def __call__(self, *args):
+        if must_be_functional(args):
+            return self.call_pair(*args)
+        return self.function.apply(*args)
 
 
 def _camel(name: str) -> str:

@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
+from ..kernels.activation_math import RELU
 from ..kernels.batch_norm.backward import (
-    MASK_RECOMPUTE,
     batch_norm_backward_input,
     batch_norm_backward_reduce,
     batch_norm_backward_sums,
@@ -68,14 +68,15 @@ def global_statistics(stats, shape, like, running_mean, running_var, num_batches
 
 
 def local_sums(grad_output: torch.Tensor, x: torch.Tensor, mean, invstd, weight, bias,
-               need_weight: bool, need_bias: bool, **mask):
+               need_weight: bool, need_bias: bool, **act):
     """(sums, grad_weight, grad_bias) of this process: sums (2, C) [sum g, sum g * xhat] for
     all_reduce_sums, and the parameter gradients asked for (else None), of (N, C, H, W) x.
     An empty local batch still joins the collective; its parameter gradients are zero (not
-    None, so DistributedDataParallel's gradient hooks fire on every process). mask: the
-    reduction's ReLU mask, if any."""
+    None, so DistributedDataParallel's gradient hooks fire on every process). act: the
+    activation that followed the batch norm, if any (``batch_norm_backward_reduce``'s
+    keywords)."""
     if x.numel() > 0:
-        partial = batch_norm_backward_reduce(grad_output, x, mean, invstd, weight, bias, **mask)
+        partial = batch_norm_backward_reduce(grad_output, x, mean, invstd, weight, bias, **act)
         return batch_norm_backward_sums(partial, weight, bias, need_weight=need_weight,
                                         need_bias=need_bias)
     sums = torch.zeros((2, x.shape[1]), device=x.device, dtype=mean.dtype)
@@ -136,7 +137,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
 
 class SyncConvBNReLUFunction(torch.autograd.Function):
     """z = relu(sync_batch_norm(conv2d(x, w) + b)) in training mode: the fused layer's
-    launches (kernels/conv_bn_relu.py) with the group's statistics between them.
+    launches (kernels/conv_bn_act.py) with the group's statistics between them.
 
     Forward: conv with the statistics epilogue -> merge -> all_gather -> finalize ->
     normalize + ReLU. Backward: ReLU mask and batch-norm reductions, all_reduce of the two
@@ -159,7 +160,7 @@ class SyncConvBNReLUFunction(torch.autograd.Function):
             eps, process_group, world_size)
         z = torch.empty_like(y)
         if not empty:
-            batch_norm_normalize(y, z, mean, invstd, bn_weight, bn_bias, relu=True,
+            batch_norm_normalize(y, z, mean, invstd, bn_weight, bn_bias, activation=RELU,
                                  num_batches_tracked=num_batches_tracked)
         elif num_batches_tracked is not None:
             num_batches_tracked.add_(1)
@@ -179,14 +180,14 @@ class SyncConvBNReLUFunction(torch.autograd.Function):
         need_beta = need_beta and bn_bias is not None
         need_conv = need_x or need_w or need_b
         sums, dgamma, dbeta = local_sums(grad_z, y, mean, invstd, bn_weight, bn_bias,
-                                         need_gamma, need_beta, relu_mask=MASK_RECOMPUTE)
+                                         need_gamma, need_beta, activation=RELU)
         dx = dw = db = None
         if need_conv:
             all_reduce_sums(sums, ctx.process_group)
             if y.numel() > 0:
                 dy = batch_norm_backward_input(grad_z, y, torch.empty_like(y), mean, invstd,
                                                bn_weight, bn_bias, sums * local_share,
-                                               relu_mask=MASK_RECOMPUTE, training=True)
+                                               activation=RELU, training=True)
                 if need_x:
                     dx = conv2d_input_grad(dy, weight, input, ctx.geometry)
                 if need_w or need_b:

@@ -1,8 +1,9 @@
-"""Batch norm backward over (N, C, H, W), with the ReLU that may follow it.
+"""Batch norm backward over (N, C, H, W), with the residual add and activation that may follow.
 
-Forward (batch_norm_forward.py): xhat = (x - mean) * invstd, y = gamma * xhat + beta, and
-z = max(y, 0) under ReLU. With g = dz * (y > 0) under ReLU (else g = dy), per channel over the
-M = N*H*W pixels:
+Forward (forward.py): xhat = (x - mean) * invstd, y = gamma * xhat + beta, and in a fused block
+p = y + r (r a residual input, or none), z = act(p) (ACT, ``cnn.kernels.activation_math``).
+With g = dz * act'(p) (g = dz without an activation), per channel over the M = N*H*W pixels:
+    dr     = g                                    (the residual's gradient, elementwise)
     dbeta  = sum g,        dgamma = sum g * xhat
 Training (mean and invstd are functions of x: d mean / d x_i = 1/M,
 d invstd / d x_i = -invstd^3 (x_i - mean) / M):
@@ -11,13 +12,16 @@ Evaluation (running statistics are constants):
     dx = gamma * invstd * g
 Launches: reduce (each tile's partial sums of g and g * xhat, (tiles, 2, C)); sums (a
 fixed-order sum over tiles, so the result is deterministic without atomics; writes dgamma and
-dbeta); input (dx). The ReLU mask is recomputed from x with the normalize kernel's own
-expression, so no output needs keeping.
+dbeta); input (dx, and dr where asked for). p is recomputed from x (and r) with the normalize
+kernel's own expression, so no output needs keeping; under ReLU that costs what the ReLU mask
+always did (the mask is p > 0).
 """
 import torch
 import triton
 import triton.language as tl
 
+from ..activation_math import NONE, activation_grad
+from ..activation_slope import joined_slope, slope_parts
 from ..runtime import accumulator_dtype
 from .forward import (
     channel_affine,
@@ -29,20 +33,21 @@ from .forward import (
 )
 from .statistics import channel_block, partial_rows
 
-MASK_NONE, MASK_RECOMPUTE = 0, 1  # RELU_MASK: no ReLU, or ReLU mask recomputed from x
-
 
 @triton.jit
-def gated_tile(dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr,
-               sdyn, sdyc, sdyh, sdyw, sxn, sxc, sxh, sxw, son, soc, soh, sow, C, H, W, eps,
+def gated_tile(dy_ptr, x_ptr, res_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr,
+               sdyn, sdyc, sdyh, sdyw, sxn, sxc, sxh, sxw, srn, src, srh, srw,
+               son, soc, soh, sow, C, H, W, eps, slope,
                FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-               RELU_MASK: tl.constexpr, HW_FLAT: tl.constexpr, HAS_OUT: tl.constexpr,
-               ACC_DTYPE: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+               ACT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HW_FLAT: tl.constexpr,
+               HAS_OUT: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_HW: tl.constexpr,
+               BLOCK_C: tl.constexpr):
     """Where both backward kernels start, on tile (program_id(0), program_id(1)):
-    (g, x, mask, c, mask_c, mean, invstd, a, out_offs) with g = dy where the forward's ReLU
-    passed its input (y > 0, y recomputed from x with the normalize kernel's expression), else
-    0; the tile's mask; the channels c, mask_c and their mean, invstd and a = invstd * gamma;
-    with HAS_OUT the tile's offsets in an output of strides (son, soc, soh, sow), else x's."""
+    (g, x, mask, c, mask_c, mean, invstd, a, out_offs) with g = dy * act'(p), p the forward's
+    pre-activation recomputed from x (and the residual, strides (srn, src, srh, srw)) with the
+    normalize kernel's expression; the tile's mask; the channels c, mask_c and their mean,
+    invstd and a = invstd * gamma; with HAS_OUT the tile's offsets in an output of strides
+    (son, soc, soh, sow), else x's."""
     pid = tl.program_id(0)
     pid_c = tl.program_id(1)
     c, mask_c = channel_block(pid_c, C, BLOCK_C)
@@ -59,31 +64,39 @@ def gated_tile(dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr,
     mask = mask_hw[:, None] & mask_c[None, :]
     dy = tl.load(dy_ptr + dy_offs, mask=mask, other=0.0).to(ACC_DTYPE)
     x = tl.load(x_ptr + x_offs, mask=mask, other=0.0).to(ACC_DTYPE)
-    if RELU_MASK == 1:
-        dy = tl.where(normalized(x, mean, a, b) > 0.0, dy, 0.0)
+    if ACT != 0:  # not NONE: the gradient goes through the activation at p
+        p = normalized(x, mean, a, b)
+        if HAS_RESIDUAL:
+            r_offs, _, _ = tile_offsets(pid, srn, src, srh, srw, pid_c, H * W, W, C,
+                                        HW_FLAT, BLOCK_HW, BLOCK_C)
+            p += tl.load(res_ptr + r_offs, mask=mask, other=0.0).to(ACC_DTYPE)
+        dy = activation_grad(p, dy, slope, ACT)
     return dy, x, mask, c, mask_c, mean, invstd, a, out_offs
 
 
 @triton.jit
 def batch_norm_backward_reduce_kernel(
     # pointers
-    dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, partial_ptr,
+    dy_ptr, x_ptr, res_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, partial_ptr,
     # strides
     sdyn, sdyc, sdyh, sdyw,
     sxn, sxc, sxh, sxw,
+    srn, src, srh, srw,
     # sizes and scalars
-    N, C, H, W, eps,
+    N, C, H, W, eps, slope_hi, slope_lo,
     # meta-parameters
     FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-    RELU_MASK: tl.constexpr, HW_FLAT: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    ACT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HW_FLAT: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
     # tiles
     BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """partial[tile, 0, c] = sum g, partial[tile, 1, c] = sum g * xhat over one tile."""
     g, x, mask, c, mask_c, mean, invstd, _, _ = gated_tile(
-        dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, sdyn, sdyc, sdyh, sdyw,
-        sxn, sxc, sxh, sxw, 0, 0, 0, 0, C, H, W, eps, FROM_VAR, HAS_WEIGHT, HAS_BIAS,
-        RELU_MASK, HW_FLAT, False, ACC_DTYPE, BLOCK_HW, BLOCK_C)
+        dy_ptr, x_ptr, res_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr,
+        sdyn, sdyc, sdyh, sdyw, sxn, sxc, sxh, sxw, srn, src, srh, srw, 0, 0, 0, 0,
+        C, H, W, eps, joined_slope(slope_hi, slope_lo, ACC_DTYPE), FROM_VAR, HAS_WEIGHT,
+        HAS_BIAS, ACT, HAS_RESIDUAL, HW_FLAT, False, ACC_DTYPE, BLOCK_HW, BLOCK_C)
     g = tl.where(mask, g, 0.0)
     xhat = (x - mean[None, :]) * invstd[None, :]
     row = partial_ptr + tl.program_id(0).to(tl.int64) * 2 * C + c
@@ -122,35 +135,47 @@ def batch_norm_backward_sums_kernel(
 @triton.jit
 def batch_norm_backward_input_kernel(
     # pointers
-    dy_ptr, x_ptr, dx_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, sums_ptr,
+    dy_ptr, x_ptr, dx_ptr, res_ptr, dres_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr,
+    sums_ptr,
     # strides
     sdyn, sdyc, sdyh, sdyw,
     sxn, sxc, sxh, sxw,
     sdxn, sdxc, sdxh, sdxw,
+    srn, src, srh, srw,
+    sdrn, sdrc, sdrh, sdrw,
     # sizes and scalars
-    N, C, H, W, eps,
+    N, C, H, W, eps, slope_hi, slope_lo,
     # meta-parameters
     TRAINING: tl.constexpr, FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr,
-    HAS_BIAS: tl.constexpr, RELU_MASK: tl.constexpr, HW_FLAT: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    WRITE_DX: tl.constexpr, WRITE_DRES: tl.constexpr, HW_FLAT: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     # tiles
     BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """dx = gamma * invstd * (g - dbeta / M - xhat * dgamma / M) (training), or
-    gamma * invstd * g (evaluation)."""
+    gamma * invstd * g (evaluation), where WRITE_DX; the residual's gradient g where
+    WRITE_DRES (strides (sdrn, sdrc, sdrh, sdrw))."""
     g, x, mask, c, mask_c, mean, invstd, a, dx_offs = gated_tile(
-        dy_ptr, x_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, sdyn, sdyc, sdyh, sdyw,
-        sxn, sxc, sxh, sxw, sdxn, sdxc, sdxh, sdxw, C, H, W, eps, FROM_VAR, HAS_WEIGHT,
-        HAS_BIAS, RELU_MASK, HW_FLAT, True, ACC_DTYPE, BLOCK_HW, BLOCK_C)
-    if TRAINING:
-        # M in ACC_DTYPE without an int32 product (sizes of 1 arrive as constexprs)
-        inv_m = 1.0 / ((tl.zeros((BLOCK_C,), dtype=ACC_DTYPE) + N) * H * W)
-        mean_g = tl.load(sums_ptr + c, mask=mask_c, other=0.0).to(ACC_DTYPE) * inv_m
-        mean_gx = tl.load(sums_ptr + C + c, mask=mask_c, other=0.0).to(ACC_DTYPE) * inv_m
-        xhat = (x - mean[None, :]) * invstd[None, :]
-        g = g - mean_g[None, :] - xhat * mean_gx[None, :]
-    dx = g * a[None, :]
-    tl.store(dx_ptr + dx_offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        dy_ptr, x_ptr, res_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr,
+        sdyn, sdyc, sdyh, sdyw, sxn, sxc, sxh, sxw, srn, src, srh, srw,
+        sdxn, sdxc, sdxh, sdxw, C, H, W, eps, joined_slope(slope_hi, slope_lo, ACC_DTYPE),
+        FROM_VAR, HAS_WEIGHT, HAS_BIAS, ACT, HAS_RESIDUAL, HW_FLAT, True, ACC_DTYPE,
+        BLOCK_HW, BLOCK_C)
+    if WRITE_DRES:
+        dr_offs, _, _ = tile_offsets(tl.program_id(0), sdrn, sdrc, sdrh, sdrw,
+                                     tl.program_id(1), H * W, W, C, HW_FLAT, BLOCK_HW, BLOCK_C)
+        tl.store(dres_ptr + dr_offs, g.to(dres_ptr.dtype.element_ty), mask=mask)
+    if WRITE_DX:
+        if TRAINING:
+            # M in ACC_DTYPE without an int32 product (sizes of 1 arrive as constexprs)
+            inv_m = 1.0 / ((tl.zeros((BLOCK_C,), dtype=ACC_DTYPE) + N) * H * W)
+            mean_g = tl.load(sums_ptr + c, mask=mask_c, other=0.0).to(ACC_DTYPE) * inv_m
+            mean_gx = tl.load(sums_ptr + C + c, mask=mask_c, other=0.0).to(ACC_DTYPE) * inv_m
+            xhat = (x - mean[None, :]) * invstd[None, :]
+            g = g - mean_g[None, :] - xhat * mean_gx[None, :]
+        dx = g * a[None, :]
+        tl.store(dx_ptr + dx_offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -158,21 +183,26 @@ def batch_norm_backward_input_kernel(
 def batch_norm_backward_reduce(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor,
                                scale: torch.Tensor, weight=None, bias=None, *,
                                eps: float = 0.0, from_var: bool = False,
-                               relu_mask: int = MASK_NONE) -> torch.Tensor:
+                               activation: int = NONE, negative_slope: float = 0.0,
+                               residual=None) -> torch.Tensor:
     """Per-tile partial sums of g and g * xhat: (tiles, 2, C), fp32 (fp64 for fp64).
 
-    dy, x: (N, C, H, W) any strides, not empty; mean, scale (invstd, or variance when
-    from_var), weight, bias: (C,) as in the forward."""
+    dy, x, residual (or None): (N, C, H, W) any strides, not empty; mean, scale (invstd, or
+    variance when from_var), weight, bias: (C,) as in the forward; activation and
+    negative_slope: the forward's (an ACT code)."""
     n, c, h, w = x.shape
-    grid, strides, options = tile_launch(x, dy, x)
+    has_residual = residual is not None and activation != NONE  # read only to recompute p
+    grid, strides, options = tile_launch(x, dy, x, residual if has_residual else x)
     partial = torch.empty((grid[0], 2, c), device=x.device, dtype=stats_dtype(x.dtype))
     if grid[0] == 0:
         return partial  # empty input: the sums come out zero
     batch_norm_backward_reduce_kernel[grid](
-        dy, x, mean, scale, weight if weight is not None else mean,
-        bias if bias is not None else mean, partial, *strides, n, c, h, w, float(eps),
+        dy, x, residual if has_residual else x, mean, scale,
+        weight if weight is not None else mean, bias if bias is not None else mean, partial,
+        *strides, n, c, h, w, float(eps), *slope_parts(negative_slope),
         FROM_VAR=from_var, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-        RELU_MASK=relu_mask, ACC_DTYPE=accumulator_dtype(x.dtype), **options,
+        ACT=activation, HAS_RESIDUAL=has_residual, ACC_DTYPE=accumulator_dtype(x.dtype),
+        **options,
     )
     return partial
 
@@ -195,28 +225,37 @@ def batch_norm_backward_sums(partial: torch.Tensor, weight=None, bias=None, *,
     return sums, dweight, dbias
 
 
-def batch_norm_backward_input(dy: torch.Tensor, x: torch.Tensor, out: torch.Tensor,
-                              mean: torch.Tensor, scale: torch.Tensor, weight=None, bias=None,
-                              sums=None, *, eps: float = 0.0, from_var: bool = False,
-                              relu_mask: int = MASK_NONE, training: bool = True):
+def batch_norm_backward_input(dy: torch.Tensor, x: torch.Tensor, out, mean: torch.Tensor,
+                              scale: torch.Tensor, weight=None, bias=None, sums=None, *,
+                              eps: float = 0.0, from_var: bool = False, activation: int = NONE,
+                              negative_slope: float = 0.0, residual=None,
+                              residual_grad=None, training: bool = True):
     """out (N, C, H, W), written in place: the input gradient, from dy and x (N, C, H, W);
-    sums (2, C) from batch_norm_backward_sums when training."""
+    sums (2, C) from batch_norm_backward_sums when training. out None: no input gradient.
+    residual_grad (N, C, H, W) or None: the residual's gradient g, written in place.
+    residual: the forward's (read to recompute p); any strides for every tensor."""
     n, c, h, w = x.shape
     if x.numel() == 0:
         return out
-    grid, strides, options = tile_launch(x, dy, x, out)
+    has_residual = residual is not None and activation != NONE  # read only to recompute p
+    write_dx = out is not None
+    grid, strides, options = tile_launch(
+        x, dy, x, out if write_dx else x, residual if has_residual else x,
+        residual_grad if residual_grad is not None else x)
     batch_norm_backward_input_kernel[grid](
-        dy, x, out, mean, scale, weight if weight is not None else mean,
-        bias if bias is not None else mean, sums if training else mean,
-        *strides, n, c, h, w, float(eps),
-        TRAINING=training, FROM_VAR=from_var, HAS_WEIGHT=weight is not None,
-        HAS_BIAS=bias is not None, RELU_MASK=relu_mask, ACC_DTYPE=accumulator_dtype(x.dtype),
-        **options,
+        dy, x, out if write_dx else x, residual if has_residual else x,
+        residual_grad if residual_grad is not None else x,
+        mean, scale, weight if weight is not None else mean,
+        bias if bias is not None else mean, sums if training and write_dx else mean,
+        *strides, n, c, h, w, float(eps), *slope_parts(negative_slope),
+        TRAINING=training and write_dx, FROM_VAR=from_var, HAS_WEIGHT=weight is not None,
+        HAS_BIAS=bias is not None, ACT=activation, HAS_RESIDUAL=has_residual,
+        WRITE_DX=write_dx, WRITE_DRES=residual_grad is not None,
+        ACC_DTYPE=accumulator_dtype(x.dtype), **options,
     )
     return out
 
 
 __all__ = ["batch_norm_backward_reduce", "batch_norm_backward_sums", "batch_norm_backward_input",
-           "MASK_NONE", "MASK_RECOMPUTE",
            "batch_norm_backward_reduce_kernel", "batch_norm_backward_sums_kernel",
            "batch_norm_backward_input_kernel"]

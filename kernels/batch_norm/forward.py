@@ -1,20 +1,22 @@
-"""Batch norm forward over (N, C, H, W): statistics, finalize, normalize (+ ReLU).
+"""Batch norm forward over (N, C, H, W): statistics, finalize, normalize (+ residual, activation).
 
 Per channel c, over the M = N*H*W values x[:, c, :, :]:
     mean = sum x / M,      var = sum (x - mean)^2 / M           (biased: it normalises)
     invstd = 1 / sqrt(var + eps),   xhat = (x - mean) * invstd
-    y = gamma * xhat + beta          (then max(y, 0) with RELU; gamma, beta optional)
+    y = gamma * xhat + beta          (gamma, beta optional; a fused block then gives
+                                      act(y + residual), ``cnn.kernels.activation_math``)
     running_mean <- (1 - f) * running_mean + f * mean
     running_var  <- (1 - f) * running_var  + f * sum (x - mean)^2 / (M - 1)   (unbiased)
     f = momentum, or 1 / num_batches_tracked (a cumulative average) when momentum is None.
 
-Three kernels, three launches in training:
+Three kernels, three launches in training (running.py holds the running-statistics update):
   stats      each (pixels x channels) tile writes its own count, mean and M2 (sum of squared
              deviations from the tile's mean) per channel into partials (tiles, 3, C): the
              layout conv2d_forward's STATS epilogue writes, so fused conv + BN shares the rest.
   finalize   one program per channel block merges the partials with Chan's parallel formula
-             (``cnn.kernels.batch_norm.statistics``), writes mean and invstd, updates running stats.
-  normalize  y = (x - mean) * invstd * gamma + beta (+ ReLU); in evaluation it reads the
+             (``cnn.kernels.batch_norm.statistics``), writes mean and invstd (and, if asked,
+             the unbiased variance), updates running stats (``cnn.kernels.batch_norm.running``).
+  normalize  y = act((x - mean) * invstd * gamma + beta + residual); in evaluation it reads the
              running stats directly (FROM_VAR), so evaluation is this one launch. It also
              advances num_batches_tracked (program 0), after finalize has read it.
 Statistics are fp32 (fp64 for fp64 input); x and y keep their dtype and any strides.
@@ -23,7 +25,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ..activation_math import NONE, activate
+from ..activation_slope import joined_slope, slope_parts
 from ..runtime import INTERPRET, accumulator_dtype, cdiv, next_power_of_2
+from .running import momentum_factor, running_update
 from .statistics import channel_block, merge_partials, write_partial
 
 # Elements per (pixels x channels) tile: the interpreter pays per program, so big tiles there;
@@ -112,56 +117,52 @@ def batch_norm_stats_kernel(
 @triton.jit
 def batch_norm_finalize_kernel(
     # pointers
-    stats_ptr, mean_ptr, invstd_ptr, running_mean_ptr, running_var_ptr, nbt_ptr,
+    stats_ptr, mean_ptr, invstd_ptr, var_ptr, running_mean_ptr, running_var_ptr, nbt_ptr,
     # sizes and scalars
     T, C, eps, momentum,
     # meta-parameters
-    UPDATE_RUNNING: tl.constexpr, CUMULATIVE: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    WRITE_VAR: tl.constexpr, UPDATE_RUNNING: tl.constexpr, CUMULATIVE: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
     # tiles
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """Merge stats (T, 3, C) into mean, invstd (C,) (``merge_partials``); update the running
-    stats."""
+    """Merge stats (T, 3, C) into mean, invstd (C,) (``merge_partials``); write the unbiased
+    variance (WRITE_VAR); update the running stats (``running_update``)."""
     c, mask_c = channel_block(tl.program_id(0), C, BLOCK_C)
     n_acc, mean_acc, m2_acc = merge_partials(stats_ptr, T, C, c, mask_c, ACC_DTYPE, BLOCK_T,
                                              BLOCK_C)
     invstd = 1.0 / tl.sqrt(m2_acc / tl.maximum(n_acc, 1.0) + eps)
     tl.store(mean_ptr + c, mean_acc, mask=mask_c)
     tl.store(invstd_ptr + c, invstd, mask=mask_c)
+    unbiased = m2_acc / tl.maximum(n_acc - 1.0, 1.0)  # M > 1: checked by the caller
+    if WRITE_VAR:
+        tl.store(var_ptr + c, unbiased, mask=mask_c)
     if UPDATE_RUNNING:
-        if CUMULATIVE:
-            # num_batches_tracked is advanced by the normalize launch, after this one.
-            f = 1.0 / (tl.load(nbt_ptr).to(ACC_DTYPE) + 1.0)
-        else:
-            f = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE) + momentum
-        unbiased = m2_acc / tl.maximum(n_acc - 1.0, 1.0)  # M > 1: checked by the caller
-        rm = tl.load(running_mean_ptr + c, mask=mask_c, other=0.0).to(ACC_DTYPE)
-        rv = tl.load(running_var_ptr + c, mask=mask_c, other=0.0).to(ACC_DTYPE)
-        tl.store(running_mean_ptr + c,
-                 (f * mean_acc + (1.0 - f) * rm).to(running_mean_ptr.dtype.element_ty),
-                 mask=mask_c)
-        tl.store(running_var_ptr + c,
-                 (f * unbiased + (1.0 - f) * rv).to(running_var_ptr.dtype.element_ty),
-                 mask=mask_c)
+        # num_batches_tracked is advanced by the normalize launch, after this one.
+        f = momentum_factor(nbt_ptr, momentum, CUMULATIVE, ACC_DTYPE, BLOCK_C)
+        running_update(running_mean_ptr, running_var_ptr, c, mask_c, mean_acc, unbiased, f,
+                       ACC_DTYPE)
 
 
 @triton.jit
 def batch_norm_normalize_kernel(
     # pointers
-    x_ptr, y_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, nbt_ptr,
+    x_ptr, y_ptr, mean_ptr, scale_ptr, weight_ptr, bias_ptr, nbt_ptr, res_ptr,
     # strides
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
+    srn, src, srh, srw,
     # sizes and scalars
-    N, C, H, W, eps,
+    N, C, H, W, eps, slope_hi, slope_lo,
     # meta-parameters
     FROM_VAR: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-    RELU: tl.constexpr, COUNT_BATCH: tl.constexpr, HW_FLAT: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, ACT: tl.constexpr, COUNT_BATCH: tl.constexpr,
+    HW_FLAT: tl.constexpr, ACC_DTYPE: tl.constexpr,
     # tiles
     BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """y = (x - mean) * invstd * gamma + beta, then ReLU; y may have other strides than x."""
+    """y = act((x - mean) * invstd * gamma + beta + residual); y and the residual may have
+    other strides than x."""
     pid = tl.program_id(0)
     pid_c = tl.program_id(1)
     c, mask_c = channel_block(pid_c, C, BLOCK_C)
@@ -174,8 +175,11 @@ def batch_norm_normalize_kernel(
     mask = mask_hw[:, None] & mask_c[None, :]
     x = tl.load(x_ptr + x_offs, mask=mask, other=0.0).to(ACC_DTYPE)
     y = normalized(x, mean, a, b)
-    if RELU:
-        y = tl.where(y < 0.0, 0.0, y)  # torch's relu: NaN and -0.0 pass through
+    if HAS_RESIDUAL:
+        r_offs, _, _ = tile_offsets(pid, srn, src, srh, srw, pid_c, H * W, W, C,
+                                    HW_FLAT, BLOCK_HW, BLOCK_C)
+        y += tl.load(res_ptr + r_offs, mask=mask, other=0.0).to(ACC_DTYPE)
+    y = activate(y, joined_slope(slope_hi, slope_lo, ACC_DTYPE), ACT)
     tl.store(y_ptr + y_offs, y.to(y_ptr.dtype.element_ty), mask=mask)
     if COUNT_BATCH:
         if (pid == 0) & (pid_c == 0):
@@ -256,12 +260,14 @@ def batch_norm_stats(x: torch.Tensor) -> torch.Tensor:
 
 
 def batch_norm_finalize(stats: torch.Tensor, running_mean=None, running_var=None,
-                        num_batches_tracked=None, momentum=0.1, eps: float = 1e-5):
+                        num_batches_tracked=None, momentum=0.1, eps: float = 1e-5, *,
+                        var_out=None):
     """mean, invstd: (C,) in the stats' dtype, from partials (tiles, 3, C).
 
     running_mean, running_var (C,) or None: updated in place with factor ``momentum``, or,
     when momentum is None, 1 / (num_batches_tracked + 1) (the caller's normalize launch then
-    advances num_batches_tracked, a 0-dim int64 tensor)."""
+    advances num_batches_tracked, a 0-dim int64 tensor). var_out (C,) in the stats' dtype, or
+    None: receives the unbiased batch variance (what ``batch_norm_update_stats`` takes)."""
     tiles, _, c = stats.shape
     mean = torch.empty((c,), device=stats.device, dtype=stats.dtype)
     invstd = torch.empty_like(mean)
@@ -271,36 +277,42 @@ def batch_norm_finalize(stats: torch.Tensor, running_mean=None, running_var=None
         raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
     grid, options = reduce_launch(tiles, c)
     batch_norm_finalize_kernel[grid](
-        stats, mean, invstd,
+        stats, mean, invstd, var_out if var_out is not None else mean,
         running_mean if update else mean, running_var if update else mean,
         num_batches_tracked if cumulative else mean,
         tiles, c, float(eps), float(momentum or 0.0),
-        UPDATE_RUNNING=update, CUMULATIVE=cumulative, ACC_DTYPE=accumulator_dtype(stats.dtype),
-        **options,
+        WRITE_VAR=var_out is not None, UPDATE_RUNNING=update, CUMULATIVE=cumulative,
+        ACC_DTYPE=accumulator_dtype(stats.dtype), **options,
     )
     return mean, invstd
 
 
 def batch_norm_normalize(x: torch.Tensor, out: torch.Tensor, mean: torch.Tensor,
                          scale: torch.Tensor, weight=None, bias=None, *, eps: float = 0.0,
-                         from_var: bool = False, relu: bool = False,
+                         from_var: bool = False, activation: int = NONE,
+                         negative_slope: float = 0.0, residual=None,
                          num_batches_tracked=None) -> torch.Tensor:
-    """out (N, C, H, W) = (x - mean) * invstd * weight + bias (then ReLU), written in place.
+    """out (N, C, H, W) = act((x - mean) * invstd * weight + bias + residual), written in
+    place.
 
-    x, out: (N, C, H, W), any strides each; mean, scale, weight, bias: (C,). scale is invstd,
-    or the variance (with eps) when from_var. num_batches_tracked: 0-dim int64 tensor to
-    advance by one, or None."""
+    x, out, residual (or None): (N, C, H, W), any strides each; mean, scale, weight, bias:
+    (C,). scale is invstd, or the variance (with eps) when from_var. activation: an ACT code
+    of ``cnn.kernels.activation_math`` (negative_slope: LEAKY_RELU's). num_batches_tracked:
+    0-dim int64 tensor to advance by one, or None."""
     n, c, h, w = x.shape
     if x.numel() == 0:
         return out
-    grid, strides, options = tile_launch(x, x, out)
+    has_residual = residual is not None
+    grid, strides, options = tile_launch(x, x, out, residual if has_residual else out)
     batch_norm_normalize_kernel[grid](
         x, out, mean, scale,
         weight if weight is not None else mean, bias if bias is not None else mean,
         num_batches_tracked if num_batches_tracked is not None else mean,
-        *strides, n, c, h, w, float(eps),
+        residual if has_residual else out,
+        *strides, n, c, h, w, float(eps), *slope_parts(negative_slope),
         FROM_VAR=from_var, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-        RELU=relu, COUNT_BATCH=num_batches_tracked is not None,
+        HAS_RESIDUAL=has_residual, ACT=activation,
+        COUNT_BATCH=num_batches_tracked is not None,
         ACC_DTYPE=accumulator_dtype(x.dtype), **options,
     )
     return out

@@ -9,6 +9,9 @@ only waste time. Every GPU config here fits sm_80's shared memory for fp32 opera
 ``CNN_AUTOTUNE=0`` keeps only the first GPU config of each kernel: no tuning runs and one
 compile per shape. It is for correctness runs on a GPU (the GPU check's tests), where the tile
 does not change the result and ``tests/kernels/test_conv2d_gpu_tiles.py`` runs every tile.
+With tuning on, the conv kernels' autotuners are verified ones (``cnn.kernels.verified_tuning``):
+a new key's candidates are first checked against torch, and one that disagrees is dropped for
+that key with a warning (``CNN_VERIFY_TUNING=0`` skips the check).
 """
 import os
 

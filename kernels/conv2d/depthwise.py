@@ -21,10 +21,14 @@ slot fills the GPU).
 Autotune keys hold no raw batch or image size, as the implicit GEMM's: the pixel count enters
 bucketed by powers of two, and the batch size is not integer-specialised.
 """
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
+from ..activation_math import NONE, activate
+from ..activation_slope import joined_slope, slope_parts
 from ..runtime import (
     INTERPRET,
     accumulator_dtype,
@@ -32,9 +36,12 @@ from ..runtime import (
     multiprocessor_count,
     output_memory_format,
 )
+from ..verified_tuning import verified_autotune
 from .configs import autotuned, m_bucket
 from .epilogue import conv_epilogue
+from .forward import forward_results
 from .geometry import Conv2dGeometry
+from .references import forward_reference, input_grad_reference, weight_grad_reference
 from .weight_grad import empty_weight_grads, partial_sum_launch, run_weight_grad
 
 # Pixels x channels per program. The interpreter pays per program, so it gets one tall tile.
@@ -72,31 +79,34 @@ def _prune_for_stats(configs, named_args, **kwargs):
     return configs
 
 
-@triton.autotune(configs=_tile_configs("BLOCK_P"),
-                 key=["P_BUCKET", "C_out", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
-                      "dil_w", "HAS_BIAS", "STATS", "BN_EVAL", "RELU"],
-                 prune_configs_by={"early_config_prune": _prune_for_stats})
+@verified_autotune(configs=_tile_configs("BLOCK_P"),
+                   key=["P_BUCKET", "C_out", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
+                        "dil_w", "HAS_BIAS", "STATS", "BN_EVAL", "HAS_RESIDUAL", "ACT"],
+                   prune_configs_by={"early_config_prune": _prune_for_stats})
 @triton.jit(do_not_specialize=["N", "P_BUCKET"])
 def depthwise_forward_kernel(
     # pointers
     x_ptr, w_ptr, b_ptr, y_ptr,
-    bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, stats_ptr,
+    bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, stats_ptr, res_ptr, pre_ptr,
     # strides
     sxn, sxc, sxh, sxw,
     swo, swh, sww, sb,
     syn, syc, syh, syw,
+    srn, src, srh, srw,
     # sizes, the convolution's geometry and scalars
     N, H, W, C_out, OH, OW, KH, KW, MULT,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, eps, P_BUCKET,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, eps, slope_hi, slope_lo, P_BUCKET,
     # meta-parameters
     HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
-    BN_AFFINE: tl.constexpr, RELU: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BN_AFFINE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACT: tl.constexpr,
+    SAVE_PRE: tl.constexpr, ACC_DTYPE: tl.constexpr,
     # tiles
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """The implicit GEMM's epilogue (cnn.kernels.conv2d.epilogue): + bias, per-tile batch-norm
     statistics (STATS: stats[pixel tile, {count, mean, m2}, channel]), folded eval batch norm
-    (BN_EVAL), ReLU."""
+    (BN_EVAL), + residual, the activation ACT (the value before it stored to pre when
+    SAVE_PRE; pre is laid out as y)."""
     pid_p = tl.program_id(0)
     offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     co = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -117,14 +127,19 @@ def depthwise_forward_kernel(
             acc += xv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)[None, :]
     acc = conv_epilogue(acc, co, mask_p, mask_c, pid_p, C_out, b_ptr, sb, stats_ptr,
                         bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, eps,
-                        HAS_BIAS, STATS, BN_EVAL, BN_AFFINE, RELU)
-    y_ptrs = y_ptr + (n * syn + oh * syh + ow * syw)[:, None] + (co * syc)[None, :]
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
+                        res_ptr, n * srn + oh * srh + ow * srw, src,
+                        HAS_BIAS, STATS, BN_EVAL, BN_AFFINE, HAS_RESIDUAL)
+    y_offs = (n * syn + oh * syh + ow * syw)[:, None] + (co * syc)[None, :]
+    mask = mask_p[:, None] & mask_c[None, :]
+    if SAVE_PRE:
+        tl.store(pre_ptr + y_offs, acc.to(pre_ptr.dtype.element_ty), mask=mask)
+    acc = activate(acc, joined_slope(slope_hi, slope_lo, ACC_DTYPE), ACT)
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.autotune(configs=_tile_configs("BLOCK_P"),
-                 key=["P_BUCKET", "C_in", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
-                      "dil_w"])
+@verified_autotune(configs=_tile_configs("BLOCK_P"),
+                   key=["P_BUCKET", "C_in", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
+                        "dil_w"])
 @triton.jit(do_not_specialize=["N", "P_BUCKET"])
 def depthwise_input_grad_kernel(
     # pointers
@@ -166,9 +181,9 @@ def depthwise_input_grad_kernel(
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
 
 
-@triton.autotune(configs=_tile_configs("BLOCK_R"),
-                 key=["R_BUCKET", "C_out", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
-                      "dil_w", "HAS_BIAS"])
+@verified_autotune(configs=_tile_configs("BLOCK_R"),
+                   key=["R_BUCKET", "C_out", "KH", "KW", "MULT", "stride_h", "stride_w", "dil_h",
+                        "dil_w", "HAS_BIAS"])
 @triton.jit(do_not_specialize=["N", "R_PER_SPLIT", "R_BUCKET"])
 def depthwise_weight_grad_kernel(
     # pointers
@@ -223,15 +238,21 @@ def depthwise_weight_grad_kernel(
 
 
 def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2dGeometry, *,
-                      relu: bool = False, bn_eval=None, stats: bool = False):
+                      activation: int = NONE, negative_slope: float = 0.0, residual=None,
+                      bn_eval=None, stats: bool = False, keep_pre: bool = False):
     """x: (N, C, H, W), weight: (C*mult, 1, KH, KW), bias: (C*mult,) or None
-    -> y: (N, C*mult, OH, OW) in x's memory format; with ``stats`` also the per-tile
-    statistics (tiles, 3, C*mult). relu, bn_eval, stats: the epilogues of conv2d_forward."""
-    y, stats_buf, grid, args = forward_launch_arguments(x, weight, bias, geometry, relu=relu,
-                                                        bn_eval=bn_eval, stats=stats)
+    -> y: (N, C*mult, OH, OW) in x's memory format; then, where asked for, the per-tile
+    statistics (tiles, 3, C*mult) and the pre-activation value. activation, negative_slope,
+    residual, bn_eval, stats, keep_pre: the epilogues of conv2d_forward."""
+    y, stats_buf, grid, args = forward_launch_arguments(
+        x, weight, bias, geometry, activation=activation, negative_slope=negative_slope,
+        residual=residual, bn_eval=bn_eval, stats=stats, keep_pre=keep_pre)
     if y.numel() > 0:
-        depthwise_forward_kernel[grid](**args)
-    return (y, stats_buf) if stats else y
+        depthwise_forward_kernel[grid](**args, reference=functools.partial(
+            forward_reference, x, weight, bias, geometry, activation=activation,
+            negative_slope=negative_slope, residual=residual, bn_eval=bn_eval,
+            stats=stats, keep_pre=keep_pre))
+    return forward_results(y, stats_buf, args["pre_ptr"] if keep_pre else None)
 
 
 def depthwise_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input: torch.Tensor,
@@ -239,7 +260,8 @@ def depthwise_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input:
     """dx: (N, C, H, W) in the input's memory format from grad_output (N, C*mult, OH, OW)."""
     grad_input, grid, args = input_grad_launch_arguments(grad_output, weight, input, geometry)
     if grad_input.numel() > 0:
-        depthwise_input_grad_kernel[grid](**args)
+        depthwise_input_grad_kernel[grid](**args, reference=functools.partial(
+            input_grad_reference, grad_output, weight, geometry))
     return grad_input
 
 
@@ -249,7 +271,9 @@ def depthwise_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight
     the partial slots' launch, then (with more than one slot) their sum."""
     return run_weight_grad(*weight_grad_launch_arguments(grad_output, input, weight, geometry,
                                                          need_bias),
-                           empty=grad_output.numel() == 0 or input.numel() == 0)
+                           empty=grad_output.numel() == 0 or input.numel() == 0,
+                           reference=functools.partial(weight_grad_reference, grad_output,
+                                                       input, weight, geometry, need_bias))
 
 
 # The launchers' arguments, by name, apart from the launches: the compile check builds its
@@ -265,14 +289,17 @@ def _strides(prefix: str, t: torch.Tensor, axes="nchw") -> dict:
     return {f"s{prefix}{axis}": t.stride(i) for i, axis in enumerate("nchw") if axis in axes}
 
 
-def forward_launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False,
-                             bn_eval=None, stats=False):
+def forward_launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, activation=NONE,
+                             negative_slope=0.0, residual=None, bn_eval=None, stats=False,
+                             keep_pre=False):
     """(y, stats or None, grid, args) of the forward launch. bn_eval: None or (running_mean,
     running_var, gamma or None, beta or None, eps); stats: (tiles of STATS_BLOCK_P pixels, 3,
-    C_out), fp32 (fp64 for fp64 input)."""
+    C_out), fp32 (fp64 for fp64 input); keep_pre: the pre-activation output is
+    args["pre_ptr"]."""
     g = geometry
     y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype,
                     memory_format=output_memory_format(x, weight))
+    pre = torch.empty_like(y) if keep_pre else None
     pixels = g.batch * g.out_h * g.out_w
     stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     stats_buf = torch.empty((cdiv(pixels, STATS_BLOCK_P), 3, g.out_channels), device=x.device,
@@ -285,12 +312,15 @@ def forward_launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=
     args = dict(x_ptr=x, w_ptr=weight, b_ptr=pointer(bias), y_ptr=y, P_BUCKET=m_bucket(pixels),
                 bn_mean_ptr=pointer(mean), bn_var_ptr=pointer(var),
                 bn_weight_ptr=pointer(gamma), bn_bias_ptr=pointer(beta),
-                stats_ptr=pointer(stats_buf),
+                stats_ptr=pointer(stats_buf), res_ptr=pointer(residual), pre_ptr=pointer(pre),
                 **_strides("x", x), swo=weight.stride(0), swh=weight.stride(2),
                 sww=weight.stride(3), sb=bias.stride(0) if bias is not None else 0,
-                **_strides("y", y), C_out=g.out_channels, **_geometry_args(g), eps=float(eps),
+                **_strides("y", y), **_strides("r", residual if residual is not None else y),
+                C_out=g.out_channels, **_geometry_args(g), eps=float(eps),
+                **dict(zip(("slope_hi", "slope_lo"), slope_parts(negative_slope), strict=True)),
                 HAS_BIAS=bias is not None, STATS=stats, BN_EVAL=bn_eval is not None,
-                BN_AFFINE=gamma is not None, RELU=relu, ACC_DTYPE=accumulator_dtype(x.dtype))
+                BN_AFFINE=gamma is not None, HAS_RESIDUAL=residual is not None, ACT=activation,
+                SAVE_PRE=keep_pre, ACC_DTYPE=accumulator_dtype(x.dtype))
     grid = lambda meta: (cdiv(pixels, meta["BLOCK_P"]), cdiv(g.out_channels, meta["BLOCK_C"]))
     return y, stats_buf, grid, args
 

@@ -9,16 +9,14 @@ from . import weight_grad as implicit_gemm_weight_grad
 from .geometry import Conv2dGeometry
 
 
-def conv2d_forward(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, bn_eval=None,
-                   stats=False):
-    """y = epilogue(conv2d(x, weight) + bias); see kernels/conv2d/forward.py. Depthwise convs
-    run on the direct depthwise kernel with the same epilogues (ReLU, folded batch norm,
-    statistics), everything else on the implicit GEMM."""
+def conv2d_forward(x, weight, bias, geometry: Conv2dGeometry, **epilogue):
+    """y = epilogue(conv2d(x, weight) + bias); see kernels/conv2d/forward.py for the
+    epilogue's keywords (activation, negative_slope, residual, bn_eval, stats, keep_pre) and
+    what it returns. Depthwise convs run on the direct depthwise kernel with the same
+    epilogues, everything else on the implicit GEMM."""
     if depthwise.is_depthwise(geometry):
-        return depthwise.depthwise_forward(x, weight, bias, geometry, relu=relu, bn_eval=bn_eval,
-                                           stats=stats)
-    return implicit_gemm_forward.conv2d_forward(x, weight, bias, geometry, relu=relu,
-                                                bn_eval=bn_eval, stats=stats)
+        return depthwise.depthwise_forward(x, weight, bias, geometry, **epilogue)
+    return implicit_gemm_forward.conv2d_forward(x, weight, bias, geometry, **epilogue)
 
 
 def conv2d_input_grad(grad_output, weight, input, geometry: Conv2dGeometry):

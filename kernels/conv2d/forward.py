@@ -29,16 +29,21 @@ Three reductions, chosen by the launcher:
 
 Epilogue, applied to the fp32 accumulator before the single store (``cnn.kernels.conv2d.epilogue``,
 shared with the depthwise kernel): + bias, per-tile batch-norm statistics (STATS), folded
-evaluation batch norm (BN_EVAL), ReLU.
+evaluation batch norm (BN_EVAL), + residual (HAS_RESIDUAL), the activation (ACT; the
+pre-activation value also stored when SAVE_PRE, for a backward).
 The output is stored in torch's layout for the call (channels_last if x or the weight is), an
 NCHW one by vectors along the pixels where the plane allows (``cnn.kernels.conv2d.tile_store``).
 The backward of this kernel lives in conv2d_input_grad.py and conv2d_weight_grad.py.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from ..activation_math import NONE, activate
+from ..activation_slope import joined_slope, slope_parts
 from ..host_cache import device_table
 from ..runtime import (
     accumulator_dtype,
@@ -49,6 +54,7 @@ from ..runtime import (
     output_memory_format,
     upcast_dot,
 )
+from ..verified_tuning import verified_autotune
 from .configs import (
     K_TABLE_PAD,
     K_TABLE_PAD_,
@@ -63,6 +69,7 @@ from .configs import (
 from .epilogue import conv_epilogue
 from .geometry import Conv2dGeometry
 from .layout import to_channels_last
+from .references import forward_reference
 from .tap_bits import ascending_range
 from .tap_bits import tap_bits as tap_bits_of
 from .tap_walk import load_step_tiles, next_step, walk_steps
@@ -83,7 +90,7 @@ def _prune(configs, named_args, **kwargs):
     return prune_implicit_gemm(configs, args, "C_out_g", "x_ptr")
 
 
-@triton.autotune(
+@verified_autotune(
     configs=implicit_gemm_configs(),
     # No batch or image size: M enters bucketed, so a new batch size reuses the tuned tile.
     key=["M_BUCKET", "c_in_g", "C_out_g", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
@@ -96,17 +103,21 @@ def conv2d_forward_kernel(
     # pointers
     x_ptr, w_ptr, y_ptr, bias_ptr,
     bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, stats_ptr, k_table_ptr,
+    res_ptr, pre_ptr,
     # strides
     sxn, sxc, sxh, sxw,
     swo, swi, swh, sww,
     syn, syc, syh, syw,
+    srn, src, srh, srw,
     sb,
     # sizes, the convolution's geometry and scalars
     N, H, W, C_out, OH, OW, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, c_in_g, C_out_g, K, M_BUCKET, eps,
+    slope_hi, slope_lo,
     # meta-parameters
     INDEX_64: tl.constexpr, HAS_BIAS: tl.constexpr, STATS: tl.constexpr, BN_EVAL: tl.constexpr,
-    BN_AFFINE: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    BN_AFFINE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACT: tl.constexpr,
+    SAVE_PRE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
     TAP_MAJOR: tl.constexpr, PACKED: tl.constexpr, C_BLOCK: tl.constexpr,
     EVEN_C: tl.constexpr,
     TAP_BITS: tl.constexpr, ROW_VEC: tl.constexpr,
@@ -229,28 +240,46 @@ def conv2d_forward_kernel(
 
     acc = conv_epilogue(acc, co, mask_m, mask_n, pid_m, C_out, bias_ptr, sb, stats_ptr,
                         bn_mean_ptr, bn_var_ptr, bn_weight_ptr, bn_bias_ptr, eps,
-                        HAS_BIAS, STATS, BN_EVAL, BN_AFFINE, RELU)
-    store_tile(y_ptr, acc.to(y_ptr.dtype.element_ty), n * syn + oh * syh + ow * syw, co * syc,
+                        res_ptr, n * srn + oh * srh + ow * srw, src,
+                        HAS_BIAS, STATS, BN_EVAL, BN_AFFINE, HAS_RESIDUAL)
+    y_rows = n * syn + oh * syh + ow * syw
+    if SAVE_PRE:  # pre is laid out as y
+        store_tile(pre_ptr, acc.to(pre_ptr.dtype.element_ty), y_rows, co * syc, offs_m, M,
+                   mask_m, mask_n, ROW_VEC, CHANNELS_LAST)
+    acc = activate(acc, joined_slope(slope_hi, slope_lo, ACC_DTYPE), ACT)
+    store_tile(y_ptr, acc.to(y_ptr.dtype.element_ty), y_rows, co * syc,
                offs_m, M, mask_m, mask_n, ROW_VEC, CHANNELS_LAST)
 
 
 def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias, geometry: Conv2dGeometry, *,
-                   relu: bool = False, bn_eval=None, stats: bool = False):
-    """Launch the forward convolution.
+                   activation: int = NONE, negative_slope: float = 0.0, residual=None,
+                   bn_eval=None, stats: bool = False, keep_pre: bool = False):
+    """Launch the forward convolution: y = act(bn_eval(conv2d(x, weight) + bias) + residual).
 
     x: (N, C_in, H, W), any strides; weight: (C_out, C_in/groups, KH, KW), any strides;
-    bias: (C_out,) or None, any stride.
+    bias: (C_out,) or None, any stride; residual: None or (N, C_out, OH, OW), any strides.
+    activation: an ACT code of ``cnn.kernels.activation_math`` (negative_slope: LEAKY_RELU's).
     bn_eval: None or (running_mean, running_var, gamma or None, beta or None, eps), folded
     into the epilogue. stats: also return per-tile statistics, shape (tiles, 3, C_out), fp32
-    (fp64 for fp64 input).
+    (fp64 for fp64 input). keep_pre: also return the pre-activation value, laid out as y.
     Returns y: (N, C_out, OH, OW) in x's dtype, channels_last if x or the weight is (torch's
-    rule), else contiguous (and the statistics).
+    rule), else contiguous; then the statistics and pre where asked for: (y, stats, pre).
     """
-    y, stats_buf, grid, args = launch_arguments(x, weight, bias, geometry, relu=relu,
-                                                bn_eval=bn_eval, stats=stats)
+    y, stats_buf, grid, args = launch_arguments(
+        x, weight, bias, geometry, activation=activation, negative_slope=negative_slope,
+        residual=residual, bn_eval=bn_eval, stats=stats, keep_pre=keep_pre)
     if y.numel() > 0:
-        conv2d_forward_kernel[grid](**args)
-    return (y, stats_buf) if stats else y
+        conv2d_forward_kernel[grid](**args, reference=functools.partial(
+            forward_reference, x, weight, bias, geometry, activation=activation,
+            negative_slope=negative_slope, residual=residual, bn_eval=bn_eval,
+            stats=stats, keep_pre=keep_pre))
+    return forward_results(y, stats_buf, args["pre_ptr"] if keep_pre else None)
+
+
+def forward_results(y, stats_buf, pre):
+    """y alone, or (y, stats and/or pre): the forward launchers' return."""
+    extra = tuple(t for t in (stats_buf, pre) if t is not None)
+    return (y, *extra) if extra else y
 
 
 @device_table(maxsize=64)
@@ -313,15 +342,18 @@ def pack_pixels(x: torch.Tensor) -> torch.Tensor:
     return to_channels_last(x)
 
 
-def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, bn_eval=None,
-                     stats=False):
+def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, activation=NONE,
+                     negative_slope=0.0, residual=None, bn_eval=None, stats=False,
+                     keep_pre=False):
     """Allocate the outputs and name every kernel argument: (y, stats or None, grid, args),
-    with x and the weight already in the kernel's layout. Separate from the launch so the
-    compile check builds exactly what a launch would."""
+    with x and the weight already in the kernel's layout (keep_pre: the pre-activation output
+    is args["pre_ptr"]). Separate from the launch so the compile check builds exactly what a
+    launch would."""
     g = geometry
     oh, ow = g.out_h, g.out_w
     layout = output_memory_format(x, weight)
     y = torch.empty(g.output_shape, device=x.device, dtype=x.dtype, memory_format=layout)
+    pre = torch.empty_like(y) if keep_pre else None
     packed = packs_pixels(g)
     tap_major = g.in_per_group >= TAP_MAJOR_MIN_CHANNELS
     if tap_major:
@@ -352,17 +384,22 @@ def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, b
         x_ptr=x, w_ptr=weight, y_ptr=y, bias_ptr=pointer(bias),
         bn_mean_ptr=pointer(mean), bn_var_ptr=pointer(var), bn_weight_ptr=pointer(gamma),
         bn_bias_ptr=pointer(beta), stats_ptr=pointer(stats_buf), k_table_ptr=pointer(table),
+        res_ptr=pointer(residual), pre_ptr=pointer(pre),
         sxn=sxn, sxc=sxc, sxh=sxh, sxw=sxw, swo=swo, swi=swi, swh=swh, sww=sww,
         **dict(zip(("syn", "syc", "syh", "syw"), y.stride(), strict=True)),
+        **dict(zip(("srn", "src", "srh", "srw"),
+                   residual.stride() if residual is not None else (0,) * 4, strict=True)),
         sb=bias.stride(0) if bias is not None else 1,
         N=g.batch, H=g.height, W=g.width, C_out=g.out_channels, OH=oh, OW=ow,
         KH=g.kernel_h, KW=g.kernel_w, stride_h=g.stride[0], stride_w=g.stride[1],
         pad_h=g.padding[0], pad_w=g.padding[2], dil_h=g.dilation[0], dil_w=g.dilation[1],
         groups=g.groups, c_in_g=g.in_per_group, C_out_g=g.out_per_group,
         K=g.kernel_h * g.kernel_w * (4 if packed else g.in_per_group), M_BUCKET=m_bucket(m),
-        eps=float(eps),
-        INDEX_64=needs_int64(x, weight, y), HAS_BIAS=bias is not None, STATS=stats,
-        BN_EVAL=bn_eval is not None, BN_AFFINE=gamma is not None, RELU=relu,
+        eps=float(eps), **dict(zip(("slope_hi", "slope_lo"), slope_parts(negative_slope),
+                                   strict=True)),
+        INDEX_64=needs_int64(x, weight, y, residual), HAS_BIAS=bias is not None, STATS=stats,
+        BN_EVAL=bn_eval is not None, BN_AFFINE=gamma is not None,
+        HAS_RESIDUAL=residual is not None, ACT=activation, SAVE_PRE=keep_pre,
         CHANNELS_LAST=layout == torch.channels_last,  # only keys autotuning: the output store
         TAP_MAJOR=tap_major, PACKED=packed, C_BLOCK=c_block, EVEN_C=even_c,
         TAP_BITS=g.kernel_h * g.kernel_w <= 32,  # every tap's bounds fit one int32 per row
@@ -375,5 +412,5 @@ def launch_arguments(x, weight, bias, geometry: Conv2dGeometry, *, relu=False, b
     return y, stats_buf, grid, args
 
 
-__all__ = ["conv2d_forward", "conv2d_forward_kernel", "STATS_BLOCK_M"]
+__all__ = ["conv2d_forward", "conv2d_forward_kernel", "forward_results", "STATS_BLOCK_M"]
 

@@ -23,6 +23,7 @@ tap-major when C_out/groups >= 16 (taps outside, blocks of output channels insid
 dx is stored in the input's layout; an NCHW one by vectors along the pixels when the phase is the
 whole plane (stride 1; ``cnn.kernels.conv2d.tile_store``).
 """
+import functools
 import math
 
 import torch
@@ -32,10 +33,12 @@ import triton.language as tl
 from .. import runtime
 from ..host_cache import device_table
 from ..runtime import cdiv, dot_precision, needs_int64, upcast_dot
+from ..verified_tuning import verified_autotune
 from . import configs as gemm
 from .configs import K_TABLE_PAD_
 from .geometry import Conv2dGeometry
 from .layout import output_channels_last, to_channels_last
+from .references import input_grad_reference
 from .tap_bits import descending_range
 from .tap_bits import tap_bits as tap_bits_of
 from .tap_walk import load_step_tiles, next_step, walk_steps
@@ -57,7 +60,7 @@ def _prune(configs, named_args, **kwargs):
     return gemm.prune_implicit_gemm(configs, dict(named_args, **kwargs), "C_in_g", "dy_ptr")
 
 
-@triton.autotune(
+@verified_autotune(
     configs=gemm.implicit_gemm_configs(),
     # No batch or image size: M enters bucketed, so a new batch size reuses the tuned tile.
     key=["M_BUCKET", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w", "C_in_g", "C_out_g",
@@ -208,7 +211,8 @@ def conv2d_input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input: to
         return grad_input
     if grad_output.numel() == 0:
         return grad_input.zero_()
-    conv2d_input_grad_kernel[grid](**args)
+    conv2d_input_grad_kernel[grid](**args, reference=functools.partial(
+        input_grad_reference, grad_output, weight, geometry))
     return grad_input
 
 

@@ -26,6 +26,8 @@ The bias gradient has its own programs (one extra column tile) that sum dy with 
 compensation, so a long reduction (a bias followed by batch norm, whose gradient is zero in
 exact arithmetic) keeps fp32's precision instead of growing with R.
 """
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -42,6 +44,7 @@ from ..runtime import (
     next_power_of_2,
     upcast_dot,
 )
+from ..verified_tuning import verified_autotune
 from .configs import (
     TAP_MAJOR_MIN_CHANNELS,
     gemm_tile_configs,
@@ -50,6 +53,7 @@ from .configs import (
 )
 from .geometry import Conv2dGeometry
 from .layout import to_channels_last
+from .references import weight_grad_reference
 
 # (BLOCK_M output channels, BLOCK_N input channels or flattened taps, BLOCK_K reduction rows,
 #  num_warps, num_stages). Every config fits sm_80's shared memory with fp32 operands.
@@ -246,7 +250,7 @@ def _reduce_rows_table(acc, r_begin, r_end, dy_ptr, x_ptr, table_ptr, table_stri
     return acc
 
 
-@triton.autotune(
+@verified_autotune(
     configs=implicit_gemm_configs({"BLOCK_K": INTERPRET_BLOCK_K}, WGRAD_TILES_GPU),
     # No raw batch or image size: R is bucketed by powers of two, so a last partial batch or
     # another eval batch reuses the tuned tile.
@@ -501,18 +505,23 @@ def conv2d_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, weight: t
     dtype, db (C_out,) or None; from grad_output (N, C_out, OH, OW) and input (N, C_in, H, W).
     At most two launches: the split GEMM, then the fixed-order sum of its partial slots."""
     return run_weight_grad(*launch_arguments(grad_output, input, weight, geometry, need_bias),
-                           empty=grad_output.numel() == 0 or input.numel() == 0)
+                           empty=grad_output.numel() == 0 or input.numel() == 0,
+                           reference=functools.partial(weight_grad_reference, grad_output,
+                                                       input, weight, geometry, need_bias))
 
 
-def run_weight_grad(grad_weight, grad_bias, launches, *, empty: bool):
+def run_weight_grad(grad_weight, grad_bias, launches, *, empty: bool, reference=None):
     """Run a weight gradient's launches (``launch_arguments``' or the depthwise one's) and
-    return (grad_weight, grad_bias); an empty reduction is zeros, with no launch."""
+    return (grad_weight, grad_bias); an empty reduction is zeros, with no launch. reference:
+    the tuned first launch's (``cnn.kernels.conv2d.references``)."""
     if empty:
         grad_weight.zero_()
         if grad_bias is not None:
             grad_bias.zero_()
         return grad_weight, grad_bias
-    for kernel, grid, args in launches:
+    (kernel, grid, args), *rest = launches
+    kernel[grid](**args, reference=reference)
+    for kernel, grid, args in rest:
         kernel[grid](**args)
     return grad_weight, grad_bias
 

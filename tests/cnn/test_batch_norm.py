@@ -197,6 +197,68 @@ def test_empty_batch():
     assert ours.num_batches_tracked.item() == ref.num_batches_tracked.item() == 1
 
 
+def _state(momentum_none: bool):
+    """(running_mean, running_var, num_batches_tracked) after some batches (fixed values)."""
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(3, generator=g).to(DEVICE), (torch.rand(3, generator=g) + 0.5).to(DEVICE),
+            torch.tensor(4 if momentum_none else 0, device=DEVICE)]
+
+
+@pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum", "cumulative"])
+def test_eager_training_step_is_the_op_pair_bit_for_bit(momentum):
+    """Eager training runs one fused implementation (the running stats updated inside the
+    three launches); traced code runs torch.ops.cnn.batch_norm_train, then
+    batch_norm_update_stats (one more launch). Same outputs, gradients and state, bit for bit."""
+    step = cnn.ops.batch_norm.batch_norm_train_and_update
+    x = make_input((3, 3, 2, 5), "channels_last")
+    results = []
+    for run, expected in ((step, ["batch_norm_stats_kernel", "batch_norm_finalize_kernel",
+                                  "batch_norm_normalize_kernel"]),
+                          (step.call_pair, ["batch_norm_stats_kernel",
+                                            "batch_norm_finalize_kernel",
+                                            "batch_norm_normalize_kernel",
+                                            "batch_norm_update_stats_kernel"])):
+        xa = x.detach().clone().requires_grad_()
+        w = torch.linspace(0.5, 1.5, 3, device=DEVICE).requires_grad_()
+        state = _state(momentum is None)
+        with launches() as launched:
+            outputs = run(xa, w, None, 1e-5, *state, momentum)
+        assert launched == expected
+        outputs[0].backward(torch.linspace(-1, 1, x.numel(), device=DEVICE).view_as(x))
+        results.append([*outputs, xa.grad, w.grad, *state])
+    for ours, pair in zip(*results, strict=True):
+        assert torch.equal(ours, pair)
+
+
+@pytest.mark.parametrize("momentum", [0.3, None], ids=["momentum", "cumulative"])
+def test_library_ops_differentiate_and_update_as_torch(momentum):
+    """torch.ops.cnn.batch_norm_train differentiated below any Function (its registered
+    autograd), then batch_norm_update_stats: torch's output, gradients and running stats."""
+    x = make_input((4, 3, 2, 3))
+    w = torch.rand(3, device=DEVICE) + 0.5
+    b = torch.randn(3, device=DEVICE)
+    ours, theirs = [t.clone().requires_grad_() for t in (x, w, b)], \
+        [t.double().requires_grad_() for t in (x, w, b)]
+    state, ref_state = _state(momentum is None), [t.clone() for t in _state(momentum is None)]
+    y, mean, _, var = torch.ops.cnn.batch_norm_train(*ours, 1e-5)
+    torch.ops.cnn.batch_norm_update_stats(*state, mean, var, x.numel() // 3, momentum)
+    ref = nn.BatchNorm2d(3, momentum=momentum, device=DEVICE, dtype=torch.float64)
+    with torch.no_grad():
+        for buffer, value in zip(ref.buffers(), ref_state, strict=True):
+            buffer.copy_(value)
+    y_ref = F.batch_norm(theirs[0], ref.running_mean, ref.running_var, *theirs[1:], True,
+                         ref.momentum if momentum is not None else 1 / (ref_state[2].item() + 1))
+    grad = torch.randn_like(y_ref)
+    y.backward(grad.float())
+    y_ref.backward(grad)
+    assert_matches(y, y_ref, what="output")
+    for name, a, e in zip(("input", "weight", "bias"), ours, theirs, strict=True):
+        assert_matches(a.grad, e.grad, torch.float32, f"grad_{name}")
+    assert_matches(state[0], ref.running_mean, torch.float32, "running_mean")
+    assert_matches(state[1], ref.running_var, torch.float32, "running_var")
+    assert state[2].item() == ref_state[2].item() + 1
+
+
 def test_state_dict_and_repr_are_torchs():
     ours = cnn.BatchNorm2d(7, momentum=None, affine=False)
     theirs = nn.BatchNorm2d(7, momentum=None, affine=False)

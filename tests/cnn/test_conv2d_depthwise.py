@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from cnn.kernels.activation_math import RELU
 from support import DEVICE, assert_matches
 from torch import nn
 
@@ -85,8 +86,8 @@ def test_depthwise_epilogues_through_the_dispatch():
     assert_matches(var, y_ref.var((0, 2, 3), unbiased=False), what="statistics: variance")
     running_mean, running_var = torch.randn(15, device=DEVICE), torch.rand(15, device=DEVICE) + .5
     gamma, beta = torch.randn(15, device=DEVICE), torch.randn(15, device=DEVICE)
-    z = kernels.conv2d.conv2d_forward(x, weight, bias, g, relu=True,
-                               bn_eval=(running_mean, running_var, gamma, beta, 1e-3))
+    z = kernels.conv2d.conv2d_forward(x, weight, bias, g, activation=RELU,
+                                      bn_eval=(running_mean, running_var, gamma, beta, 1e-3))
     z_ref = F.relu(F.batch_norm(y_ref, running_mean.double(), running_var.double(),
                                 gamma.double(), beta.double(), eps=1e-3))
     assert_matches(z, z_ref, what="folded batch norm + ReLU")

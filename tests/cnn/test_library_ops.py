@@ -81,16 +81,25 @@ def norm_samples():
     c = 3
     stats = lambda: (torch.zeros(c, device=DEVICE), torch.ones(c, device=DEVICE))
     counter = lambda: torch.zeros((), dtype=torch.int64, device=DEVICE)
-    # The training ops mutate the running stats: their autograd is the Function around them
-    # (torch.library refuses a formula for a mutating op), checked in test_torch_compile.
-    yield "batch_norm_train[stats,momentum]", ops.batch_norm_train, (
-        t(2, c, 3, 3), t(c), t(c), *stats(), counter(), 0.1, 1e-5)
-    yield "batch_norm_train[channels_last,cumulative]", ops.batch_norm_train, (
-        t(2, c, 3, 3, layout=CL), None, None, *stats(), counter(), None, 1e-5)
-    yield "batch_norm_train[2d,no_stats]", ops.batch_norm_train, (t(4, c), t(c), t(c), None,
-                                                                  None, None, 0.1, 1e-5)
+    # Training is functional (differentiable, so its samples require grad); the running
+    # statistics are updated by batch_norm_update_stats, which mutates and has no autograd.
+    yield "batch_norm_train[affine]", ops.batch_norm_train, (
+        t(2, c, 3, 3, grad=True), t(c, grad=True), t(c, grad=True), 1e-5)
+    yield "batch_norm_train[channels_last,no_affine]", ops.batch_norm_train, (
+        t(2, c, 3, 3, grad=True, layout=CL), None, None, 1e-5)
+    yield "batch_norm_train[2d,weight_only]", ops.batch_norm_train, (
+        t(4, c, grad=True), t(c, grad=True), None, 1e-3)
     yield "batch_norm_train[empty_batch]", ops.batch_norm_train, (
-        t(0, c, 3, 3), t(c), t(c), *stats(), counter(), 0.1, 1e-5)
+        t(0, c, 3, 3, grad=True), t(c, grad=True), t(c, grad=True), 1e-5)
+    batch = lambda: (torch.randn(c, device=DEVICE), torch.rand(c, device=DEVICE))
+    yield "batch_norm_update_stats[momentum]", ops.batch_norm_update_stats, (
+        *stats(), counter(), *batch(), 18, 0.1)
+    yield "batch_norm_update_stats[cumulative]", ops.batch_norm_update_stats, (
+        *stats(), counter() + 2, *batch(), 18, None)
+    yield "batch_norm_update_stats[no_counter]", ops.batch_norm_update_stats, (
+        *stats(), None, *batch(), 4, 0.3)
+    yield "batch_norm_update_stats[empty_batch,counter_only]", ops.batch_norm_update_stats, (
+        *stats(), counter(), *batch(), 0, None)
     yield "batch_norm_eval", ops.batch_norm_eval, (t(2, c, 3, 3, grad=True, layout=CL),
                                                    t(c, grad=True), t(c, grad=True),
                                                    torch.randn(c, device=DEVICE),
@@ -112,6 +121,16 @@ def elementwise_samples():
     yield "relu[5d_non_dense]", ops.relu, (t(2, 3, 2, 4, 4, grad=True)[..., ::2],)
     y = torch.relu(t(2, 3, 4, 4))
     yield "relu_backward", ops.relu_backward, (t(2, 3, 4, 4, grad=True), y)
+    # (x, act, slope): act 3 LEAKY_RELU, 4 SILU, 7 GELU_TANH (cnn.kernels.activation_math)
+    yield "activation[leaky_relu,channels_last]", ops.activation, (
+        t(2, 3, 4, 4, grad=True, layout=CL), 3, 0.2)
+    yield "activation[gelu_tanh,fp64,strided]", ops.activation, (
+        t(3, 8, dtype=torch.float64, grad=True)[:, ::2], 7, 0.0)
+    x = t(2, 3, 4, 4, grad=True)
+    yield "activation_backward[silu]", ops.activation_backward, (t(2, 3, 4, 4, grad=True), x, 4,
+                                                                 0.0)
+    yield "activation_second_grad[silu]", ops.activation_second_grad, (t(2, 3, 4, 4), x.detach(),
+                                                                       4, 0.0)
 
 
 def fused_samples():
@@ -120,25 +139,38 @@ def fused_samples():
     geo = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
     stats = lambda: (torch.zeros(c, device=DEVICE), torch.ones(c, device=DEVICE))
     counter = torch.zeros((), dtype=torch.int64, device=DEVICE)
-    yield "conv_bn_relu2d_train", ops.conv_bn_relu2d_train, (
-        t(2, 3, 4, 4), t(c, 3, 3, 3), t(c), t(c), t(c), *stats(), counter, *geo, 0.1, 1e-5)
-    yield "conv_bn_relu2d_train[channels_last,empty_batch]", ops.conv_bn_relu2d_train, (
-        t(0, 3, 4, 4, layout=CL), t(c, 3, 3, 3), None, t(c), t(c), *stats(), counter, *geo,
-        0.1, 1e-5)
-    yield "conv_bn_relu2d_eval", ops.conv_bn_relu2d_eval, (
+    yield "conv_bn_act2d_train", ops.conv_bn_act2d_train, (
+        t(2, 3, 4, 4), t(c, 3, 3, 3), t(c), t(c), t(c), *stats(), counter, None, *geo, 0.1,
+        1e-5, "relu", 0.0)
+    yield "conv_bn_act2d_train[silu,channels_last_residual]", ops.conv_bn_act2d_train, (
+        t(2, 3, 4, 4), t(c, 3, 3, 3), t(c), t(c), t(c), *stats(), counter,
+        t(2, c, 4, 4, layout=CL), *geo, 0.1, 1e-5, "silu", 0.0)
+    yield "conv_bn_act2d_train[channels_last,empty_batch]", ops.conv_bn_act2d_train, (
+        t(0, 3, 4, 4, layout=CL), t(c, 3, 3, 3), None, t(c), t(c), *stats(), counter, None,
+        *geo, 0.1, 1e-5, "relu", 0.0)
+    yield "conv_bn_act2d_eval", ops.conv_bn_act2d_eval, (
         t(2, 3, 4, 4, grad=True, layout=CL), t(c, 3, 3, 3, grad=True), t(c, grad=True),
         t(c, grad=True), t(c, grad=True), torch.randn(c, device=DEVICE),
-        torch.rand(c, device=DEVICE) + 0.5, *geo, 1e-5)
+        torch.rand(c, device=DEVICE) + 0.5, t(2, c, 4, 4, grad=True), *geo, 1e-5,
+        "leaky_relu", 0.2)
     x, w = t(2, 3, 4, 4), t(c, 3, 3, 3)
     y = torch.nn.functional.conv2d(x, w, padding=1)
     mean, invstd = y.mean((0, 2, 3)), y.var((0, 2, 3)).add(1e-5).rsqrt()
-    yield "conv_bn_relu2d_backward[training]", ops.conv_bn_relu2d_backward, (
-        t(2, c, 4, 4), x, w, t(c), t(c), t(c), mean, invstd, y, *geo, 1e-5, True,
-        [True, True, True, True, True])
-    yield "conv_bn_relu2d_backward[eval,input_only]", ops.conv_bn_relu2d_backward, (
+    yield "conv_bn_act2d_backward[training]", ops.conv_bn_act2d_backward, (
+        t(2, c, 4, 4), x, w, t(c), t(c), t(c), mean, invstd, y, t(2, c, 4, 4, layout=CL), *geo,
+        1e-5, True, "gelu", 0.0, [True, True, True, True, True, True])
+    yield "conv_bn_act2d_backward[eval,input_only]", ops.conv_bn_act2d_backward, (
         t(2, c, 4, 4), x, w, None, t(c), t(c), torch.zeros(c, device=DEVICE),
-        torch.ones(c, device=DEVICE), None, *geo, 1e-5, False,
-        [True, False, False, False, False])
+        torch.ones(c, device=DEVICE), None, None, *geo, 1e-5, False, "relu", 0.0,
+        [True, False, False, False, False, False])
+    yield "conv_act2d[hardswish,residual,keep_pre]", ops.conv_act2d, (
+        t(2, 3, 4, 4, grad=True), t(c, 3, 3, 3, grad=True), t(c, grad=True),
+        t(2, c, 4, 4, grad=True, layout=CL), *geo, "hardswish", 0.0, True)
+    yield "conv_act2d[relu,channels_last]", ops.conv_act2d, (
+        t(2, 3, 4, 4, layout=CL), t(c, 3, 3, 3), None, None, *geo, "relu", 0.0, False)
+    yield "conv_act2d_backward", ops.conv_act2d_backward, (
+        t(2, c, 4, 4), x, w, t(c), y, t(2, c, 4, 4, layout=CL), *geo, "silu", 0.0,
+        [True, True, True, True])
 
 
 SAMPLES = {name: (op, args) for family in (conv_samples, pool_samples, norm_samples,

@@ -145,7 +145,7 @@ KNOWN = [
      "on integers, avg_pool2d on int64, conv2d on integers and complex): the kernels are "
      "float-only and raise NotImplementedError"),
     (("conv_bn_relu2d",), _fused_contract,
-     "cnn/functional/conv_bn_relu.py: the fused op takes 4D input, unit-stride 1-D batch-norm "
+     "cnn/functional/conv_bn_act.py: the fused op takes 4D input, unit-stride 1-D batch-norm "
      "tensors and an affine pair or none, and raises ValueError otherwise; relu(batch_norm("
      "conv2d(...))) in torch takes any"),
     (("conv2d", "conv_bn_relu2d"), _empty_conv_dtypes,

@@ -3,6 +3,7 @@ torchvision-structured model's state_dict (the format of torchvision's checkpoin
 with strict=True, and the outputs, gradients and running statistics then match it (torch in
 float64 as the reference) in evaluation and training."""
 import copy
+import re
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from support import torchvision_structures as tv
 from support.torchvision_structures import randomize_batch_norm
 
 import cnn
+from cnn.fusion import FusedGraphModule
 from cnn.models import ResNet, resnet18, resnet34, resnet50
 from cnn.models.resnet import BasicBlock, Bottleneck, load_pretrained
 
@@ -106,3 +108,45 @@ def test_pretrained_with_wrong_keys_raises():
 
 def test_models_are_exported():
     assert cnn.models.resnet50 is resnet50
+
+
+@pytest.mark.parametrize("arch,convs", [("resnet18", 20), ("resnet50", 53)])
+def test_fused_resnet_runs_each_conv_with_its_add_and_relu_in_one_call(arch, convs):
+    fused = cnn.fuse(ARCHS[arch][0](width=4))
+    assert sum(isinstance(m, cnn.ConvBNAct2d) for m in fused.modules()) == convs
+    inside = {id(p) for m in fused.modules() if isinstance(m, cnn.ConvBNAct2d)
+              for p in m.modules()}
+    assert all(id(m) in inside for m in fused.modules() if isinstance(m, torch.nn.Conv2d))
+    for layer in (fused.layer1, fused.layer2, fused.layer3, fused.layer4):
+        for block in layer:
+            assert isinstance(block, FusedGraphModule), type(block)
+            calls = [n for n in block.graph.nodes if n.op not in ("placeholder", "output")]
+            # only fused convs are called: the add and every ReLU are inside them
+            assert all(n.op == "call_module" and
+                       isinstance(block.get_submodule(n.target), cnn.ConvBNAct2d)
+                       for n in calls), block.code
+            last = block.get_submodule(calls[-1].target)
+            assert calls[-1].kwargs.get("residual") is not None and \
+                isinstance(last[2], torch.nn.ReLU)
+    downsample = fused.layer2[0].downsample[0]
+    assert isinstance(downsample[1], torch.nn.BatchNorm2d)
+    assert isinstance(downsample[2], torch.nn.Identity)  # conv + bn, no activation
+
+
+def test_fused_resnet18_keeps_torchvisions_keys_and_results_in_eval():
+    reference = randomize_batch_norm(tv.ResNet(tv.BasicBlock, [2, 2, 2, 2], num_classes=5,
+                                               width=4)).eval()
+    ours = resnet18(num_classes=5, width=4, weights=reference.state_dict()).to(DEVICE)
+    keys = list(ours.state_dict())
+    fused = cnn.fuse(ours).eval()
+    # the fused module in each conv's slot: conv1.weight -> conv1.0.weight, bn1.bias ->
+    # conv1.1.bias, downsample.1.running_mean -> downsample.0.1.running_mean; order kept
+    renamed = [re.sub(r"(^|\.)bn(\d)\.", r"\1conv\2.1.",
+                      re.sub(r"(^|\.)conv(\d)\.", r"\1conv\2.0.", key))
+               .replace("downsample.0.", "downsample.0.0.").replace("downsample.1.",
+                                                                    "downsample.0.1.")
+               for key in keys]
+    assert list(fused.state_dict()) == renamed
+    x = torch.randn(2, 3, 64, 64, device=DEVICE)
+    with torch.no_grad():
+        assert_matches(fused(x), reference.to(DEVICE).double()(x.double()), what="logits")

@@ -101,7 +101,7 @@ def test_graph_holds_our_ops():
     torch.compile(model, backend=backend, fullgraph=True)(torch.randn(1, 3, 16, 16,
                                                                      device=DEVICE))
     targets = {str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"}
-    assert {"cnn.conv_bn_relu2d_eval.default", "cnn.max_pool2d.default", "cnn.conv2d.default",
+    assert {"cnn.conv_bn_act2d_eval.default", "cnn.max_pool2d.default", "cnn.conv2d.default",
             "cnn.batch_norm_eval.default", "cnn.adaptive_avg_pool2d.default"} <= targets, targets
 
 

@@ -11,6 +11,7 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
+from cnn.kernels.activation_math import RELU
 from cnn.kernels.batch_norm.forward import batch_norm_finalize
 from cnn.kernels.conv2d.configs import IMPLICIT_GEMM_TILES_GPU
 from cnn.kernels.conv2d.depthwise import DEPTHWISE_TILES_GPU
@@ -76,7 +77,7 @@ def test_implicit_gemm_tiles(cfg, problem, layout):
     x64, w64, b64 = x.double(), weight.double(), bias.double()
     y_ref = F.conv2d(x64, w64, b64, **options)
 
-    y, _, grid, args = forward.launch_arguments(x, weight, bias, g, relu=True)
+    y, _, grid, args = forward.launch_arguments(x, weight, bias, g, activation=RELU)
     launch(forward.conv2d_forward_kernel, grid, args, cfg)
     assert_matches(y, y_ref.relu(), what="forward + bias + relu")
 
@@ -226,7 +227,7 @@ def test_depthwise_tiles(tiles, layout):
     running_mean, running_var = torch.randn(c * mult), torch.rand(c * mult) + 0.5
     gamma, beta = torch.randn(c * mult), torch.randn(c * mult)
     bn_eval = tuple(t.to(DEVICE) for t in (running_mean, running_var, gamma, beta)) + (1e-5,)
-    y, _, grid, args = depthwise.forward_launch_arguments(x, weight, bias, g, relu=True,
+    y, _, grid, args = depthwise.forward_launch_arguments(x, weight, bias, g, activation=RELU,
                                                           bn_eval=bn_eval)
     innermost(depthwise.depthwise_forward_kernel)[grid](**args, BLOCK_P=pixels, BLOCK_C=block_c,
                                                          num_warps=warps)

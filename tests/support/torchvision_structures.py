@@ -5,9 +5,12 @@ models are small enough for Triton's interpreter (torchvision's own widths by de
     ResNet(BasicBlock or Bottleneck, layers, width=64)  torchvision.models.resnet.ResNet
     vgg_bn(cfg)                                        torchvision.models.vgg (VGG, make_layers)
     MobileNetV2(input_channel, last_channel, setting)  torchvision.models.mobilenetv2
+    EfficientNet(setting, stem, head)                  torchvision.models.efficientnet (MBConv
+                                                       without squeeze-excitation)
     DenseNet(growth_rate, block_config, ...)           torchvision.models.densenet
 """
 from collections import OrderedDict
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -143,11 +146,15 @@ def vgg_bn(cfg, num_classes=10, hidden=16, dropout=0.5):
 # --- MobileNetV2 (torchvision/models/mobilenetv2.py, ops/misc.py) -----------------------------
 
 class Conv2dNormActivation(nn.Sequential):
-    def __init__(self, in_planes, out_planes, kernel_size=3, stride=1, groups=1):
+    # MobileNetV2 passes ReLU6; activation_layer=None appends none, as torchvision's
+    def __init__(self, in_planes, out_planes, kernel_size=3, stride=1, groups=1,
+                 norm_layer=nn.BatchNorm2d, activation_layer=nn.ReLU6):
         padding = (kernel_size - 1) // 2
-        super().__init__(nn.Conv2d(in_planes, out_planes, kernel_size, stride, padding,
-                                   groups=groups, bias=False),
-                         nn.BatchNorm2d(out_planes), nn.ReLU6(inplace=True))
+        layers = [nn.Conv2d(in_planes, out_planes, kernel_size, stride, padding, groups=groups,
+                            bias=False), norm_layer(out_planes)]
+        if activation_layer is not None:
+            layers.append(activation_layer(inplace=True))
+        super().__init__(*layers)
         self.out_channels = out_planes
 
 
@@ -192,6 +199,62 @@ class MobileNetV2(nn.Module):
         x = self.features(x)
         x = nn.functional.adaptive_avg_pool2d(x, (1, 1))
         return self.classifier(torch.flatten(x, 1))
+
+
+# --- EfficientNet (torchvision/models/efficientnet.py) ----------------------------------------
+# MBConv without its squeeze-excitation and stochastic depth (identity in evaluation; a random
+# drop of the branch in training), so the block ends conv -> bn -> += input.
+
+class MBConv(nn.Module):
+    def __init__(self, input_channels, out_channels, expand_ratio, kernel, stride,
+                 norm_layer=nn.BatchNorm2d):
+        super().__init__()
+        self.use_res_connect = stride == 1 and input_channels == out_channels
+        layers = []
+        expanded_channels = input_channels * expand_ratio
+        if expanded_channels != input_channels:
+            layers.append(Conv2dNormActivation(input_channels, expanded_channels, kernel_size=1,
+                                               norm_layer=norm_layer, activation_layer=nn.SiLU))
+        layers.append(Conv2dNormActivation(expanded_channels, expanded_channels,
+                                           kernel_size=kernel, stride=stride,
+                                           groups=expanded_channels, norm_layer=norm_layer,
+                                           activation_layer=nn.SiLU))
+        layers.append(Conv2dNormActivation(expanded_channels, out_channels, kernel_size=1,
+                                           norm_layer=norm_layer, activation_layer=None))
+        self.block = nn.Sequential(*layers)
+        self.out_channels = out_channels
+
+    def forward(self, input):
+        result = self.block(input)
+        if self.use_res_connect:
+            result += input
+        return result
+
+
+class EfficientNet(nn.Module):
+    # setting: (expand_ratio, kernel, stride, input_channels, out_channels, num_layers)
+    def __init__(self, setting=((1, 3, 1, 4, 4, 1), (4, 3, 2, 4, 8, 2)), stem=4, head=16,
+                 num_classes=10, dropout=0.2):
+        super().__init__()
+        norm_layer = partial(nn.BatchNorm2d, eps=1e-3)  # B0-B7's
+        layers = [Conv2dNormActivation(3, stem, stride=2, norm_layer=norm_layer,
+                                       activation_layer=nn.SiLU)]
+        for expand_ratio, kernel, stride, input_channels, out_channels, num_layers in setting:
+            stage = []
+            for i in range(num_layers):
+                stage.append(MBConv(input_channels if i == 0 else out_channels, out_channels,
+                                    expand_ratio, kernel, stride if i == 0 else 1, norm_layer))
+            layers.append(nn.Sequential(*stage))
+        layers.append(Conv2dNormActivation(setting[-1][4], head, kernel_size=1,
+                                           norm_layer=norm_layer, activation_layer=nn.SiLU))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout, inplace=True),
+                                        nn.Linear(head, num_classes))
+
+    def forward(self, x):
+        x = torch.flatten(self.avgpool(self.features(x)), 1)
+        return self.classifier(x)
 
 
 # --- DenseNet (torchvision/models/densenet.py) ------------------------------------------------

@@ -46,6 +46,13 @@ def test_conv_cases_are_specialised_as_a_launch_specialises_them(probe):
                   "conv2d_weight_grad_kernel"]
     assert wgrad["signature"]["dw_ptr"] == "*fp32" and "SPLIT" not in wgrad["ints"]
     assert cases["conv2d_forward_kernel mnist.conv1.b64 nchw tf32 forward"]["configs"] == "first"
+    # A transposed conv's forward is the input-gradient kernel of the conv it transposes: per
+    # stride phase, the transposed layer's input pixels by its output channels, reducing over
+    # its input channels (and the taps of the phase).
+    unet = cases["conv2d_input_grad_kernel unet.up2x2s2.transposed.b16 channels_last fp16 dgrad"]
+    assert unet["gemm"] == [16 * 32 * 32, 128, 256]
+    dcgan = cases["conv2d_input_grad_kernel dcgan.g4x4s2.transposed.b128 nchw bf16 dgrad"]
+    assert dcgan["gemm"] == [128 * 8 * 8, 128, 2 * 2 * 256]
     for layer in found["layers"]:
         for layout in found["layouts"]:
             for dtype in ("fp16", "bf16", "tf32"):
@@ -104,7 +111,7 @@ def test_every_kernel_a_launcher_launches_has_cases(probe):
     it) is in the case list, and only those; the recording leaves every kernel as it was."""
     found = probe(_OPS_PROBE)
     assert found["cased"] == found["launched"]
-    assert len(found["launched"]) == 19
+    assert len(found["launched"]) == 22
     assert found["modules"] == found["kernel_modules"]
     assert found["patched"] == []
 
@@ -127,7 +134,8 @@ def test_op_cases_come_from_the_launchers_launches(probe):
         "batch_norm_stats_kernel": 8, "batch_norm_normalize_kernel": 16,
         "batch_norm_finalize_kernel": 8, "batch_norm_backward_reduce_kernel": 16,
         "batch_norm_backward_input_kernel": 16, "batch_norm_backward_sums_kernel": 4,
-        "relu_kernel": 16, "batch_norm_merge_kernel": 2}
+        "relu_kernel": 16, "activation_kernel": 36, "batch_norm_merge_kernel": 2,
+        "batch_norm_update_stats_kernel": 4, "gated_gradient_kernel": 20}
     assert all(op["options"] == {"num_warps": 4} for op in ops.values())
     first = next(iter(ops))
     assert first.startswith("max_pool2d_forward_kernel forward[fp16,window,nchw] ")

@@ -2,17 +2,20 @@
 in float64 on the same values: training steps (output, every gradient, running stats,
 num_batches_tracked), then evaluation; conv bias or none, groups, stride, momentum None,
 channels_last; launches per forward and no torch compute ops; state_dict both ways;
-needs_input_grad; gradcheck; torch's errors."""
+needs_input_grad; gradcheck; torch's errors. Then the other activations and the residual input
+(conv_bn_act2d, conv_act2d, cnn.ConvBNAct2d) against torch's composite."""
 import contextlib
 import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from support import DEVICE, assert_matches, launches
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import cnn
+from cnn import functional as F_ours
 
 # id: (N, C_in, H, W, C_out, kernel, stride, padding, groups, conv bias, momentum)
 CASES = {
@@ -297,3 +300,180 @@ def test_output_layout_is_unfused_torchs(layouts, training):
         torch.nn.functional.conv2d(x, weight), *stats(), training=training))
     assert y.stride() == want.stride()
     torch.testing.assert_close(y, want)
+
+
+# ------------------------------------- activations, residual, conv_act2d (cnn.ConvBNAct2d)
+
+ACTIVATIONS = ["none", "relu", "relu6", "leaky_relu", "silu", "hardswish", "gelu"]
+TORCH_ACT = {"none": lambda t: t, "relu": F.relu, "relu6": F.relu6,
+             "leaky_relu": lambda t: F.leaky_relu(t, 0.2), "silu": F.silu,
+             "hardswish": F.hardswish, "gelu": F.gelu}
+F64 = torch.float64
+
+
+def t64(*shape, layout=torch.contiguous_format, scale=1.0):
+    x = (torch.randn(shape, device=DEVICE, dtype=F64) * scale)
+    return x.contiguous(memory_format=layout).requires_grad_()
+
+
+def check_grads(ours, theirs, inputs, what):
+    """Outputs and the gradients of every input, against torch's composite on the same
+    values (float64 both: the interpreter is exact there, so the tolerance is fp64's).
+    Returns our gradients."""
+    assert_matches(ours, theirs, what=f"{what}: output")
+    grad = torch.randn_like(theirs)
+    grads = torch.autograd.grad(ours, inputs, grad)
+    for i, (a, b) in enumerate(zip(grads, torch.autograd.grad(theirs, inputs, grad),
+                                   strict=True)):
+        assert_matches(a, b, what=f"{what}: grad of input {i}")
+    return grads
+
+
+# Each activation in training and in evaluation, once with a residual and once without
+# (alternating which mode gets it): every pair of the grid is covered in 14 cases, not 28.
+ACTIVATION_CASES = [(act, training, (i + training) % 2 == 0)
+                    for i, act in enumerate(ACTIVATIONS) for training in (True, False)]
+
+
+@pytest.mark.parametrize("activation, training, residual", ACTIVATION_CASES,
+                         ids=[f"{a}-{'train' if t else 'eval'}-{'residual' if r else 'none'}"
+                              for a, t, r in ACTIVATION_CASES])
+def test_activation_and_residual_match_torch(activation, training, residual):
+    """act(bn(conv(x)) + r) against F.conv2d -> F.batch_norm -> + r -> activation: output,
+    dx, dw, db, dgamma, dbeta, d residual (a channels_last residual under NCHW input, so its
+    gradient must come back in its own layout), running stats, num_batches_tracked."""
+    x, w, b = t64(2, 3, 5, 5), t64(4, 3, 3, 3), t64(4)
+    gamma, beta = (t64(4, scale=0.5) + 1).detach().requires_grad_(), t64(4)
+    r = t64(2, 4, 5, 5, layout=torch.channels_last) if residual else None
+    stats = [torch.randn(4, device=DEVICE, dtype=F64), torch.rand(4, device=DEVICE,
+                                                                   dtype=F64) + 0.5]
+    ref_stats = [s.clone() for s in stats]
+    counter = torch.zeros((), dtype=torch.int64, device=DEVICE)
+    z = F_ours.conv_bn_act2d(x, w, b, *stats, gamma, beta, padding=1, training=training,
+                             momentum=0.3, num_batches_tracked=counter, activation=activation,
+                             negative_slope=0.2, residual=r)
+    pre = F.batch_norm(F.conv2d(x, w, b, padding=1), *ref_stats, gamma, beta, training=training,
+                       momentum=0.3)
+    want = TORCH_ACT[activation](pre if r is None else pre + r)
+    grads = check_grads(z, want, [x, w, b, gamma, beta] + ([r] if residual else []),
+                        activation)
+    assert z.stride() == want.stride()
+    if residual:
+        assert grads[-1].stride() == r.stride()  # channels_last, unlike z
+    for ours, theirs in zip(stats, ref_stats, strict=True):
+        assert_matches(ours, theirs, what="running statistics")
+    assert counter.item() == int(training)
+
+
+@pytest.mark.parametrize("activation, residual, layout", [
+    ("relu", True, "nchw"), ("hardswish", False, "channels_last"), ("none", True, "nchw"),
+    ("leaky_relu", False, "unbatched")])
+def test_conv_act2d_matches_torch(activation, residual, layout):
+    """act(conv(x) + r): MyCNN's and VGG's conv -> activation, without batch norm."""
+    shape = (3, 5, 5) if layout == "unbatched" else (2, 3, 5, 5)
+    x = t64(*shape, layout=torch.channels_last if layout == "channels_last"
+            else torch.contiguous_format)
+    w, b = t64(4, 3, 3, 3), t64(4)
+    r = t64(*((4, 3, 3) if layout == "unbatched" else (2, 4, 3, 3))) if residual else None
+    z = F_ours.conv_act2d(x, w, b, stride=1, activation=activation, negative_slope=0.2,
+                          residual=r)
+    conv = F.conv2d(x, w, b)
+    want = TORCH_ACT[activation](conv if r is None else conv + r)
+    check_grads(z, want, [x, w, b] + ([r] if residual else []), activation)
+    assert z.stride() == want.stride()
+
+
+def test_depthwise_carries_the_epilogue():
+    """Depthwise convs run the direct kernel with the same residual + activation epilogue
+    (here with the pre-activation value kept for the backward; the folded batch norm is
+    tested with the depthwise kernels)."""
+    x, w = t64(2, 4, 5, 5), t64(8, 1, 3, 3)
+    r = t64(2, 8, 5, 5, layout=torch.channels_last)
+    z = F_ours.conv_act2d(x, w, None, padding=1, groups=4, activation="leaky_relu",
+                          negative_slope=0.2, residual=r)
+    want = F.leaky_relu(F.conv2d(x, w, padding=1, groups=4) + r, 0.2)
+    check_grads(z, want, [x, w, r], "depthwise")
+
+
+def test_launches_with_activation_and_residual(launched):
+    """Training 3 launches, evaluation 1, conv + activation 1 (with or without a gradient
+    to come: the pre-activation value is stored by the same launch)."""
+    x, w = torch.randn(2, 3, 5, 5, device=DEVICE), torch.randn(4, 3, 3, 3, device=DEVICE)
+    r = torch.randn(2, 4, 5, 5, device=DEVICE)
+    stats = torch.zeros(4, device=DEVICE), torch.ones(4, device=DEVICE)
+    for training in (True, False):
+        F_ours.conv_bn_act2d(x, w, None, *stats, padding=1, training=training,
+                             activation="silu", residual=r)  # warm-up: autotuning (GPU)
+        launched.clear()
+        F_ours.conv_bn_act2d(x, w, None, *stats, padding=1, training=training,
+                             activation="silu", residual=r)
+        assert launched == ["conv2d_forward_kernel", "batch_norm_finalize_kernel",
+                            "batch_norm_normalize_kernel"][:3 if training else 1], launched
+    for grad in (False, True):
+        F_ours.conv_act2d(x, w.requires_grad_(grad), padding=1, activation="gelu", residual=r)
+        launched.clear()
+        F_ours.conv_act2d(x, w, padding=1, activation="gelu", residual=r)
+        assert launched == ["conv2d_forward_kernel"], launched
+
+
+def test_gradcheck_silu_with_residual():
+    # x, gamma and the residual: every stage of the chain (each forward costs 3 launches)
+    x, gamma, r = (torch.randn(s, dtype=F64, device=DEVICE, requires_grad=True)
+                   for s in ((2, 2, 3, 3), (4,), (2, 4, 4, 4)))
+    w, b, beta = (torch.randn(s, dtype=F64, device=DEVICE) for s in ((4, 1, 2, 2), (4,), (4,)))
+    fn = lambda x, g, r: F_ours.conv_bn_act2d(x, w, b, None, None, g, beta, padding=1,
+                                              groups=2, training=True, activation="silu",
+                                              residual=r)
+    assert torch.autograd.gradcheck(fn, (x, gamma, r), fast_mode=True)
+
+
+def test_activation_and_residual_errors(launched):
+    x, w = torch.randn(2, 3, 5, 5, device=DEVICE), torch.randn(4, 3, 3, 3, device=DEVICE)
+    with pytest.raises(ValueError, match="'tanh'"):
+        F_ours.conv_bn_act2d(x, w, training=True, activation="tanh")
+    with pytest.raises(ValueError, match="'swish'"):
+        F_ours.conv_act2d(x, w, activation="swish")
+    # torch's error type for an add whose shapes do not match
+    with pytest.raises(RuntimeError):
+        F.conv2d(x, w) + torch.randn(2, 4, 3, 2)
+    with pytest.raises(RuntimeError, match="residual"):
+        F_ours.conv_bn_act2d(x, w, training=True, residual=torch.randn(2, 4, 3, 2))
+    with pytest.raises(RuntimeError, match="residual"):
+        F_ours.conv_act2d(x, w, residual=torch.randn(4, 3, 3))
+    assert launched == []
+    with pytest.raises(TypeError, match="Sigmoid"):
+        cnn.ConvBNAct2d(nn.Conv2d(3, 4, 3), None, nn.Sigmoid())
+
+
+def test_gelu_tanh_block_in_evaluation():
+    """nn.GELU(approximate='tanh') fuses too: one launch, torch's result."""
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 4, 3).to(DEVICE), nn.BatchNorm2d(4).to(DEVICE).eval()
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 5, 5, device=DEVICE)
+    block = cnn.ConvBNAct2d(conv, bn, nn.GELU(approximate="tanh"))
+    with launches() as launched:
+        y = block(x)
+    assert launched == ["conv2d_forward_kernel"]
+    torch.testing.assert_close(y, F.gelu(bn(conv(x)), approximate="tanh"), rtol=1e-4, atol=1e-5)
+
+
+def test_conv_bn_act_module():
+    """cnn.ConvBNAct2d: the keys of nn.Sequential(conv, bn, act) / (conv, act), the bn's
+    training flag picks the mode, forward(input, residual) against the unfused modules."""
+    conv, bn, act = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.LeakyReLU(0.3)
+    fused = cnn.ConvBNAct2d(copy.deepcopy(conv), copy.deepcopy(bn), cnn.ReLU() and act)
+    assert list(fused.state_dict()) == list(nn.Sequential(conv, bn, act).state_dict())
+    no_bn = cnn.ConvBNAct2d(copy.deepcopy(conv), activation=nn.SiLU(inplace=True))
+    assert list(no_bn.state_dict()) == list(nn.Sequential(conv, nn.SiLU()).state_dict())
+    assert isinstance(cnn.ConvBNReLU2d(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), cnn.ConvBNAct2d)
+    fused, no_bn, conv, bn = (m.to(DEVICE, F64) for m in (fused, no_bn, conv, bn))
+    x, r = t64(2, 3, 5, 5), t64(2, 4, 5, 5)
+    for training in (True, False):
+        fused.train(training)
+        bn.train(training)
+        check_grads(fused(x, r), act(bn(conv(x)) + r), [x, r], f"module training={training}")
+    assert_matches(fused[1].running_mean, bn.running_mean, what="running_mean")
+    assert fused[1].num_batches_tracked.item() == bn.num_batches_tracked.item() == 1
+    check_grads(no_bn(x), F.silu(conv(x)), [x], "no batch norm")
