@@ -124,7 +124,18 @@ def op_cases():
             lambda x, w, g, b, mean, var: F.relu(F.batch_norm(
                 F.conv2d(x, w, padding=1), mean, var, g, b, training=True)),
             lambda: ([x4(), leaf(4, 4, 3, 3), leaf(4), leaf(4)], bn_buffers())),
+        "conv_bn_act2d": Case(
+            lambda x, w, g, b, mean, var: fn.conv_bn_act2d(
+                x, w, None, mean, var, g, b, padding=1, training=True, activation="silu"),
+            lambda x, w, g, b, mean, var: F.silu(F.batch_norm(
+                F.conv2d(x, w, padding=1), mean, var, g, b, training=True)),
+            lambda: ([x4(), leaf(4, 4, 3, 3), leaf(4), leaf(4)], bn_buffers())),
+        "conv_act2d": Case(lambda x, w: fn.conv_act2d(x, w, padding=1),
+                           lambda x, w: F.relu(F.conv2d(x, w, padding=1)),
+                           lambda: ([x4(), leaf(4, 4, 3, 3)], [])),
     }
+    for name in ("relu6", "leaky_relu", "silu", "hardswish", "gelu"):
+        cases[name] = Case(getattr(fn, name), getattr(F, name), lambda: ([x4()], []))
     missing = set(fn.__all__) - set(cases)
     assert not missing, f"cnn.functional ops without a row: {sorted(missing)}"
     return cases
