@@ -293,11 +293,12 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
             y, indices = ops.max_pool2d(batched, list(g.kernel), list(g.stride),
                                         list(g.padding), list(g.dilation), ceil_mode, store)
             return _unbatch((y, indices) if return_indices else y, unbatched)
-        planned = EAGER_CALLS.put(key, (unbatched,
-                                        ops.plan_max_pool2d(batched, g, ceil_mode, store)))
+        planned = EAGER_CALLS.put(key, (unbatched, ops.plan_max_pool2d(
+            batched, g, ceil_mode, store, bool(return_indices))))
     unbatched, plan = planned
-    y, indices = ops.max_pool2d_eager(input.unsqueeze(0) if unbatched else input, plan)
-    return _unbatch((y, indices) if return_indices else y, unbatched)
+    # y, or (y, indices) with return_indices
+    return _unbatch(ops.max_pool2d_eager(input.unsqueeze(0) if unbatched else input, plan),
+                    unbatched)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -373,11 +374,12 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
             y, indices = ops.adaptive_max_pool2d(batched, out_size, store)
             return _refuse_empty_backward(
                 _unbatch((y, indices) if return_indices else y, unbatched), op)
-        planned = EAGER_CALLS.put(key, (unbatched, ops.plan_max_pool2d(batched, g, False,
-                                                                       store)))
+        planned = EAGER_CALLS.put(key, (unbatched, ops.plan_max_pool2d(
+            batched, g, False, store, bool(return_indices))))
     unbatched, plan = planned
-    y, indices = ops.max_pool2d_eager(input.unsqueeze(0) if unbatched else input, plan)
-    return _unbatch((y, indices) if return_indices else y, unbatched)
+    # y, or (y, indices) with return_indices
+    return _unbatch(ops.max_pool2d_eager(input.unsqueeze(0) if unbatched else input, plan),
+                    unbatched)
 
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"]

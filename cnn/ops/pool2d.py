@@ -291,6 +291,8 @@ class PoolPlan:
     forward: ElementwiseLaunch
     backward: ElementwiseLaunch
     backward_args: tuple
+    store_indices: bool = False  # max pooling: the forward writes the indices too,
+    return_indices: bool = False  # and returns them
 
 
 def _layout(input: torch.Tensor):
@@ -299,7 +301,7 @@ def _layout(input: torch.Tensor):
 
 
 def plan_max_pool2d(input: torch.Tensor, geometry: Pool2dGeometry, ceil_mode: bool,
-                    store_indices: bool) -> PoolPlan:
+                    store_indices: bool, return_indices: bool) -> PoolPlan:
     """The PoolPlan of max pooling (window or adaptive geometry) of input (N, C, H, W)."""
     g = geometry
     channels_last, fmt = _layout(input)
@@ -308,7 +310,8 @@ def plan_max_pool2d(input: torch.Tensor, geometry: Pool2dGeometry, ceil_mode: bo
     return PoolPlan(
         max_launchers.forward_plan(g, input.stride(), input.dtype, store_indices, knobs()),
         max_launchers.backward_plan(g, fmt, input.dtype, knobs()),
-        (list(input.shape), channels_last, *window_args, g.adaptive))
+        (list(input.shape), channels_last, *window_args, g.adaptive), store_indices,
+        return_indices)
 
 
 def plan_avg_pool2d(input: torch.Tensor, geometry: Pool2dGeometry, ceil_mode: bool,
@@ -328,24 +331,25 @@ def plan_avg_pool2d(input: torch.Tensor, geometry: Pool2dGeometry, ceil_mode: bo
 
 
 class MaxPool2dEager(torch.autograd.Function):
-    """max_pool2d (and adaptive_max_pool2d) of a plain eager call: (input, PoolPlan) ->
-    (y, indices), indices a (0,) placeholder unless the plan stores them."""
+    """max_pool2d (and adaptive_max_pool2d) of a plain eager call: (input, PoolPlan) -> y, or
+    (y, indices) when the plan returns them (a second output costs autograd work per call)."""
 
     @staticmethod
     def forward(ctx, input, plan):
-        y, indices = max_launchers.launch_forward(input, plan.forward,
-                                                  plan.forward.options["STORE_INDICES"])
-        if indices is None:
-            indices = placeholder(y).long()
-        ctx.mark_non_differentiable(indices)
-        # The indices' gradient is never read: no zeros tensor made for it per backward.
-        ctx.set_materialize_grads(False)
+        y, indices = max_launchers.launch_forward(input, plan.forward, plan.store_indices)
         ctx.plan = plan
-        ctx.save_for_backward(indices)
-        return y, indices
+        if plan.return_indices:
+            ctx.mark_non_differentiable(indices)
+            # The indices' gradient is never read: no zeros tensor made for it per backward.
+            ctx.set_materialize_grads(False)
+            ctx.save_for_backward(indices)
+            return y, indices
+        if indices is not None:
+            ctx.save_for_backward(indices)  # kept for the backward only, returned to no one
+        return y
 
     @staticmethod
-    def backward(ctx, grad_output, grad_indices):
+    def backward(ctx, grad_output, *grad_indices):
         if grad_output is None:  # unmaterialised: y had no gradient (gradcheck tries that)
             return None, None
         (indices,) = ctx.saved_tensors

@@ -204,7 +204,8 @@ def knobs() -> tuple:
 def empty_grad_input(plan: ElementwiseLaunch, grad_output: torch.Tensor):
     """(dx, launch): dx (N, C, H, W) as the backward's plan lays it out, and whether a kernel
     must fill it: not when dx is empty, nor when grad_output is (dx is then zeros)."""
-    dx = plan.empty(grad_output.device)
+    dx = torch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype,
+                             device=grad_output.device)
     if plan.grid is None:
         return dx, False
     if grad_output.numel() == 0:

@@ -151,9 +151,10 @@ def backward_plan(geometry: Pool2dGeometry, memory_format: torch.memory_format,
 
 def launch_forward(x: torch.Tensor, plan: ElementwiseLaunch, store_indices: bool):
     """``max_pool2d_forward`` with its plan looked up already (``forward_plan``)."""
-    y = plan.empty(x.device)
+    device = x.device
+    y = torch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=device)
     indices = torch.empty_strided(plan.shape, plan.strides, dtype=torch.int64,
-                                  device=x.device) if store_indices else None
+                                  device=device) if store_indices else None
     if plan.grid is not None:
         # .run: kernel[grid](...) without the closure it builds on every call
         max_pool2d_forward_kernel.run(x, y, indices if store_indices else y, *plan.args,
