@@ -345,8 +345,8 @@ def adaptive_avg_pool2d(input, output_size):
     planned = None if key is None else EAGER_CALLS.get(key)
     if planned is None:
         batched, unbatched, out_size, size = _checked_adaptive(input, op, output_size)
-        g = adaptive_geometry(tuple(batched.shape), tuple(out_size))
-        if key is None or not _plannable(g):
+        g = None if key is None else adaptive_geometry(tuple(batched.shape), tuple(out_size))
+        if g is None or not _plannable(g):
             out = _unbatch(ops.adaptive_avg_pool2d(batched, out_size), unbatched)
             # torch computes output_size (1, 1) as a mean, whose backward takes empty channels.
             return out if size == (1, 1) else _refuse_empty_backward(out, op)
@@ -369,8 +369,8 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     if planned is None:
         batched, unbatched, out_size, _ = _checked_adaptive(input, op, output_size)
         store = _store_indices(batched, return_indices)
-        g = adaptive_geometry(tuple(batched.shape), tuple(out_size))
-        if key is None or not _plannable(g):
+        g = None if key is None else adaptive_geometry(tuple(batched.shape), tuple(out_size))
+        if g is None or not _plannable(g):
             y, indices = ops.adaptive_max_pool2d(batched, out_size, store)
             return _refuse_empty_backward(
                 _unbatch((y, indices) if return_indices else y, unbatched), op)
