@@ -119,17 +119,20 @@ def conv_bn_act_train_forward(x: torch.Tensor, weight: torch.Tensor, bias,
     running_mean, running_var: (C_out,) or None (running stats None: no update);
     num_batches_tracked: 0-dim int64 tensor advanced by one (and the cumulative average's
     count when momentum is None), or None; residual: (N, C_out, OH, OW), any strides, or None.
-    Returns (z, y, mean, invstd): z and the conv output y (N, C_out, OH, OW) in x's layout,
-    mean and invstd (C_out,) fp32 (fp64 for fp64) for the backward. y must not be empty.
+    Returns (z, y, mean, invstd, var): z and the conv output y (N, C_out, OH, OW) in x's
+    layout; mean and invstd (C_out,) fp32 (fp64 for fp64) for the backward, and var, the
+    unbiased batch variance, for a running-stats update done apart (batch_norm_update_stats).
+    y must not be empty.
     """
     y, stats = conv2d_forward(x, weight, bias, geometry, stats=True)
+    var = torch.empty((stats.shape[2],), device=stats.device, dtype=stats.dtype)
     mean, invstd = batch_norm_finalize(stats, running_mean, running_var, num_batches_tracked,
-                                       momentum, eps)
+                                       momentum, eps, var_out=var)
     z = torch.empty_like(y)
     batch_norm_normalize(y, z, mean, invstd, bn_weight, bn_bias, activation=activation,
                          negative_slope=negative_slope, residual=residual,
                          num_batches_tracked=num_batches_tracked)
-    return z, y, mean, invstd
+    return z, y, mean, invstd, var
 
 
 def conv_bn_act_eval_forward(x: torch.Tensor, weight: torch.Tensor, bias,

@@ -1,6 +1,7 @@
 """Fused conv2d + batch norm + activation (+ residual), and conv2d + activation (+ residual):
-arguments checked here, then ``torch.ops.cnn.conv_bn_act2d_train`` / ``conv_bn_act2d_eval`` /
-``conv_act2d`` (cnn/ops/conv_bn_act.py)."""
+arguments checked here, then ``torch.ops.cnn.conv_bn_act2d_train`` (with
+``batch_norm_update_stats`` where there are running statistics or a counter to update) /
+``conv_bn_act2d_eval`` / ``conv_act2d`` (cnn/ops/conv_bn_act.py)."""
 import torch
 import torch.nn.functional as F
 
@@ -97,11 +98,13 @@ def conv_bn_act2d(input, weight, bias=None, running_mean=None, running_var=None,
     if not training:
         return ops.conv_bn_act2d_eval(input, weight, bias, bn_weight, bn_bias, running_mean,
                                       running_var, residual, *args, float(eps), *act_args)
-    z, _, _, _ = ops.conv_bn_act2d_train(input, weight, bias, bn_weight, bn_bias, running_mean,
-                                         running_var, num_batches_tracked, residual, *args,
-                                         None if momentum is None else float(momentum),
-                                         float(eps), *act_args)
-    return z
+    op_args = (input, weight, bias, bn_weight, bn_bias, residual, *args, float(eps), *act_args)
+    if not update and num_batches_tracked is None:
+        return ops.conv_bn_act2d_train(*op_args)[0]
+    # The running stats (when updated) and the counter change in place after the op.
+    state = (running_mean, running_var) if update else (None, None)
+    return ops.conv_bn_act2d_train_and_update(
+        *op_args, *state, num_batches_tracked, None if momentum is None else float(momentum))[0]
 
 
 def conv_bn_relu2d(input, weight, bias=None, running_mean=None, running_var=None,

@@ -1,10 +1,9 @@
 """Fused conv2d + batch norm + activation (+ residual), and conv2d + activation (+ residual), as
 ``torch.ops.cnn`` ops over cnn.kernels.conv_bn_act.
 
-    cnn::conv_bn_act2d_train(x, w, b?, gamma?, beta?, running_mean!?, running_var!?,
-                             num_batches_tracked!?, residual?, stride, padding4, dilation,
-                             groups, momentum?, eps, activation, negative_slope)
-        -> (z, y, mean, invstd)
+    cnn::conv_bn_act2d_train(x, w, b?, gamma?, beta?, residual?, stride, padding4, dilation,
+                             groups, eps, activation, negative_slope)
+        -> (z, y, mean, invstd, var)
     cnn::conv_bn_act2d_eval(x, w, b?, gamma?, beta?, running_mean, running_var, residual?,
                             stride, padding4, dilation, groups, eps, activation,
                             negative_slope) -> z
@@ -22,8 +21,14 @@ z = act(bn(conv(x, w) + b) + residual), or act(conv(x, w) + b + residual); activ
 name of cnn.kernels.activation_math.ACTIVATIONS. z, the conv output y and pre (kept for the
 backwards) are (N, C_out, OH, OW) in conv2d's layout (channels_last when x or w suggests it);
 the residual has z's shape, any layout, and its gradient is laid out as it is; mean/invstd
-(C_out,) fp32 (fp64 for fp64). The backwards have no derivative registered: double backward
-through a fused op raises torch's "no autograd formula" error (the unfused layers support it).
+and var, the unbiased batch variance, (C_out,) fp32 (fp64 for fp64). The backwards have no
+derivative registered: double backward through a fused op raises torch's "no autograd formula"
+error (the unfused layers support it).
+
+Training is batch norm's pattern (cnn/ops/batch_norm.py): conv_bn_act2d_train is functional,
+its autograd registered, and the running statistics and the counter are updated apart by
+cnn::batch_norm_update_stats from its mean and var. ``conv_bn_act2d_train_and_update`` calls
+the two as one (a StatefulOp: eager, the same three launches as the op alone).
 """
 import torch
 
@@ -31,8 +36,9 @@ from ..kernels import conv_bn_act as launchers
 from ..kernels.activation_math import NONE, activation_code
 from ..kernels.batch_norm.forward import stats_dtype
 from ..kernels.runtime import output_memory_format
+from .batch_norm import batch_norm_update_stats
 from .conv2d import declared, geometry, weight_grad_format
-from .registry import LibraryOp, none_unless, placeholder
+from .registry import LibraryOp, StatefulOp, none_unless, placeholder
 
 
 def _output_format(input, weight):
@@ -57,12 +63,26 @@ def _act(activation: str, negative_slope: float) -> dict:
 
 def _train(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
            bn_weight: torch.Tensor | None, bn_bias: torch.Tensor | None,
-           running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
-           num_batches_tracked: torch.Tensor | None, residual: torch.Tensor | None,
-           stride: list[int], padding: list[int], dilation: list[int], groups: int,
-           momentum: float | None, eps: float, activation: str,
+           residual: torch.Tensor | None, stride: list[int], padding: list[int],
+           dilation: list[int], groups: int, eps: float, activation: str,
            negative_slope: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                           torch.Tensor]:
+                                           torch.Tensor, torch.Tensor]:
+    return _train_and_update(input, weight, bias, bn_weight, bn_bias, residual, stride,
+                             padding, dilation, groups, eps, activation, negative_slope)
+
+
+def _train_and_update(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      bn_weight: torch.Tensor | None, bn_bias: torch.Tensor | None,
+                      residual: torch.Tensor | None, stride: list[int], padding: list[int],
+                      dilation: list[int], groups: int, eps: float, activation: str,
+                      negative_slope: float, running_mean: torch.Tensor | None = None,
+                      running_var: torch.Tensor | None = None,
+                      num_batches_tracked: torch.Tensor | None = None,
+                      momentum: float | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                 torch.Tensor]:
+    """conv_bn_act2d_train, and batch_norm_update_stats inside its launches: finalize updates
+    the running stats, normalize advances the counter (the eager path; no state: the op)."""
     g = geometry(input.shape, weight.shape, stride, padding, dilation, groups)
     n, _, oh, ow = g.output_shape
     if n * oh * ow == 0:
@@ -70,30 +90,37 @@ def _train(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
         zeros = input.new_zeros((g.out_channels,), dtype=stats_dtype(input.dtype))
-        return _output(input, weight, g), _output(input, weight, g), zeros, zeros.clone()
-    z, y, mean, invstd = launchers.conv_bn_act_train_forward(
+        return _output(input, weight, g), _output(input, weight, g), zeros, zeros.clone(), \
+            zeros.clone()
+    z, y, mean, invstd, var = launchers.conv_bn_act_train_forward(
         input, weight, bias, g, bn_weight, bn_bias, running_mean, running_var,
         num_batches_tracked, momentum, eps, residual=residual,
         **_act(activation, negative_slope))
     fmt = _output_format(input, weight)
-    return declared(z, fmt), declared(y, fmt), mean, invstd
+    return declared(z, fmt), declared(y, fmt), mean, invstd, var
 
 
-def _train_fake(input, weight, bias, bn_weight, bn_bias, running_mean, running_var,
-                num_batches_tracked, residual, stride, padding, dilation, groups, momentum, eps,
-                activation, negative_slope):
+def _train_fake(input, weight, bias, bn_weight, bn_bias, residual, stride, padding, dilation,
+                groups, eps, activation, negative_slope):
     g = geometry(input.shape, weight.shape, stride, padding, dilation, groups)
     return _output(input, weight, g), _output(input, weight, g), _stats(input, g), \
-        _stats(input, g)
+        _stats(input, g), _stats(input, g)
 
 
 def _train_setup(ctx, inputs, output):
-    (input, weight, bias, bn_weight, bn_bias, _, _, _, residual, *ctx.args, _, ctx.eps,
-     ctx.activation, ctx.slope) = inputs
-    _, y, mean, invstd = output
-    ctx.mark_non_differentiable(y, mean, invstd)
+    (input, weight, bias, bn_weight, bn_bias, residual, *ctx.args, ctx.eps, ctx.activation,
+     ctx.slope) = inputs
+    _, y, mean, invstd, var = output
+    ctx.mark_non_differentiable(y, mean, invstd, var)
     ctx.training = True
     ctx.save_for_backward(input, weight, bias, bn_weight, bn_bias, mean, invstd, y, residual)
+
+
+def _update_args(op_args, state, output):
+    """batch_norm_update_stats's arguments after conv_bn_act2d_train(*op_args) gave output:
+    the count is the values per channel of the conv output, N * OH * OW."""
+    y, mean, var = output[1], output[2], output[4]
+    return (*state[:3], mean, var, y.numel() // max(y.shape[1], 1), state[3])
 
 
 def _eval(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -126,7 +153,7 @@ def _eval_setup(ctx, inputs, output):
 
 def _forward_backward(ctx, grad_z, *_):
     input, weight, bias, bn_weight, bn_bias, mean, scale, y, residual = ctx.saved_tensors
-    residual_at = 8 if ctx.training else 7  # the residual's position among the inputs
+    residual_at = 5 if ctx.training else 7  # the residual's position among the inputs
     needs = [*ctx.needs_input_grad[:5], ctx.needs_input_grad[residual_at]]
     needs[2] = needs[2] and bias is not None
     needs[3] = needs[3] and bn_weight is not None
@@ -180,10 +207,12 @@ def _backward_fake(grad_z, input, weight, bias, bn_weight, bn_bias, mean, scale,
     return _input_grads_fake(input, weight, (bias, bn_weight, bn_bias), residual, needs)
 
 
-conv_bn_act2d_train = LibraryOp(
-    "conv_bn_act2d_train", _train, _train_fake, setup_context=_train_setup,
-    backward=_forward_backward,
-    mutates_args=("running_mean", "running_var", "num_batches_tracked"))
+conv_bn_act2d_train = LibraryOp("conv_bn_act2d_train", _train, _train_fake,
+                                setup_context=_train_setup, backward=_forward_backward)
+# (x, w, b, gamma, beta, residual, stride, padding, dilation, groups, eps, activation,
+#  negative_slope, running_mean, running_var, num_batches_tracked, momentum)
+conv_bn_act2d_train_and_update = StatefulOp(conv_bn_act2d_train, batch_norm_update_stats,
+                                            _train_and_update, _update_args)
 conv_bn_act2d_eval = LibraryOp("conv_bn_act2d_eval", _eval, _eval_fake,
                                setup_context=_eval_setup, backward=_forward_backward)
 conv_bn_act2d_backward = LibraryOp("conv_bn_act2d_backward", _backward, _backward_fake)
@@ -264,5 +293,5 @@ conv_act2d_backward = LibraryOp("conv_act2d_backward", _conv_act_backward,
                                 _conv_act_backward_fake)
 conv_act2d.register_autocast(cast=4)  # x, w, b and the residual
 
-__all__ = ["conv_bn_act2d_train", "conv_bn_act2d_eval", "conv_bn_act2d_backward", "conv_act2d",
-           "conv_act2d_backward"]
+__all__ = ["conv_bn_act2d_train", "conv_bn_act2d_train_and_update", "conv_bn_act2d_eval",
+           "conv_bn_act2d_backward", "conv_act2d", "conv_act2d_backward"]

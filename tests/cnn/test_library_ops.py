@@ -137,17 +137,17 @@ def fused_samples():
     ops = torch.ops.cnn
     c = 4
     geo = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
-    stats = lambda: (torch.zeros(c, device=DEVICE), torch.ones(c, device=DEVICE))
-    counter = torch.zeros((), dtype=torch.int64, device=DEVICE)
+    # Training is functional (differentiable, so its samples require grad); the running
+    # statistics are updated by batch_norm_update_stats (norm_samples).
     yield "conv_bn_act2d_train", ops.conv_bn_act2d_train, (
-        t(2, 3, 4, 4), t(c, 3, 3, 3), t(c), t(c), t(c), *stats(), counter, None, *geo, 0.1,
-        1e-5, "relu", 0.0)
+        t(2, 3, 4, 4, grad=True), t(c, 3, 3, 3, grad=True), t(c, grad=True), t(c, grad=True),
+        t(c, grad=True), None, *geo, 1e-5, "relu", 0.0)
     yield "conv_bn_act2d_train[silu,channels_last_residual]", ops.conv_bn_act2d_train, (
-        t(2, 3, 4, 4), t(c, 3, 3, 3), t(c), t(c), t(c), *stats(), counter,
-        t(2, c, 4, 4, layout=CL), *geo, 0.1, 1e-5, "silu", 0.0)
+        t(2, 3, 4, 4, grad=True), t(c, 3, 3, 3, grad=True), t(c), t(c, grad=True),
+        t(c, grad=True), t(2, c, 4, 4, grad=True, layout=CL), *geo, 1e-5, "silu", 0.0)
     yield "conv_bn_act2d_train[channels_last,empty_batch]", ops.conv_bn_act2d_train, (
-        t(0, 3, 4, 4, layout=CL), t(c, 3, 3, 3), None, t(c), t(c), *stats(), counter, None,
-        *geo, 0.1, 1e-5, "relu", 0.0)
+        t(0, 3, 4, 4, grad=True, layout=CL), t(c, 3, 3, 3, grad=True), None, t(c, grad=True),
+        t(c, grad=True), None, *geo, 1e-5, "relu", 0.0)
     yield "conv_bn_act2d_eval", ops.conv_bn_act2d_eval, (
         t(2, 3, 4, 4, grad=True, layout=CL), t(c, 3, 3, 3, grad=True), t(c, grad=True),
         t(c, grad=True), t(c, grad=True), torch.randn(c, device=DEVICE),

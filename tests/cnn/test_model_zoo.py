@@ -1,10 +1,12 @@
-"""cnn.fuse on the blocks real CNNs are made of, in torchvision's module structure (ResNet's
-BasicBlock and Bottleneck, MobileNetV2's inverted residual with ReLU6, an EfficientNet-style
-MBConv stack with SiLU) and the seed's MyCNN (conv -> ReLU, no batch norm): every conv ends up
+"""Models as real networks are written, against torch. cnn.fuse on the blocks real CNNs are
+made of, in torchvision's module structure (ResNet's BasicBlock and Bottleneck, MobileNetV2's
+inverted residual with ReLU6, an EfficientNet-style MBConv stack with SiLU) and the seed's MyCNN (conv -> ReLU, no batch norm): every conv ends up
 in a ConvBNAct2d with its batch norm, residual add and activation; the converted and fused
 model gives torch's results (the unconverted model in float64) in training and evaluation:
 outputs, input and parameter gradients, running statistics, num_batches_tracked; no
-activation module runs outside a fused call; an eval forward launches one kernel per conv."""
+activation module runs outside a fused call; an eval forward launches one kernel per conv.
+Also the up-sampling networks (a U-Net, DCGAN's generator: transposed convs) converted and
+fused, and a 1-D audio-style stack of torch's own modules run under cnn.enabled()."""
 import copy
 
 import pytest
@@ -154,3 +156,108 @@ def test_fused_eval_forward_launches_one_kernel_per_conv(name, pools):
     assert len(launched) == convs + pools, launched
     with torch.no_grad():
         assert_matches(y, model.double()(x.double()), torch.float32, "eval output")
+
+
+# ------------------------------------------------------------------ up-sampling and 1-D models
+
+
+class UNet(nn.Module):
+    """A two-level U-Net: conv-BN-ReLU pairs, max-pool down, a 2x2 stride-2 transposed conv up,
+    the skip joined by torch.cat, a 1x1 head."""
+
+    def __init__(self, width: int = 4):
+        super().__init__()
+
+        def pair(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                                 nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        self.down = pair(1, width)
+        self.pool = nn.MaxPool2d(2)
+        self.bottom = pair(width, 2 * width)
+        self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
+        self.decode = pair(2 * width, width)
+        self.head = nn.Conv2d(width, 2, 1)
+
+    def forward(self, x):
+        skip = self.down(x)
+        x = self.up(self.bottom(self.pool(skip)))
+        return self.head(self.decode(torch.cat([x, skip], dim=1)))
+
+
+def dcgan_generator(latent: int = 8, width: int = 4) -> nn.Module:
+    """DCGAN's generator: 4x4 transposed convs (the first from 1x1, then stride 2 with padding 1)
+    with batch norm and ReLU, Tanh out (Tanh stays torch's)."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(latent, 4 * width, 4, 1, 0, bias=False), nn.BatchNorm2d(4 * width),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(2 * width, 1, 4, 2, 1, bias=False), nn.Tanh())
+
+
+UPSAMPLING_MODELS = {
+    "unet": (UNet, (2, 1, 16, 16), 6),          # every conv-BN-ReLU fused, the head conv not
+    "dcgan_generator": (dcgan_generator, (2, 8, 1, 1), 0),
+}
+
+
+@pytest.mark.parametrize("name", list(UPSAMPLING_MODELS))
+def test_upsampling_model_matches_torch_in_training_then_evaluation(name):
+    build, shape, fused = UPSAMPLING_MODELS[name]
+    torch.manual_seed(0)
+    model = randomize_batch_norm(build()).to(DEVICE)
+    reference = copy.deepcopy(model).double()
+    ours, names = convert_and_fuse(model)
+    assert sum(isinstance(m, cnn.ConvBNAct2d) for m in ours.modules()) == fused
+    assert all(type(m) is cnn.ConvTranspose2d
+               for m in ours.modules() if isinstance(m, nn.ConvTranspose2d))
+    x = torch.randn(shape, device=DEVICE)
+    step(ours, reference, names, x, train=True, what="train")
+    step(ours, reference, names, x, train=False, what="eval")
+
+
+class Routed(nn.Module):
+    """Runs ``inner`` (a plain torch model) inside cnn.enabled(); the report of every call."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.reports = []
+
+    def forward(self, x):
+        with cnn.enabled() as report:
+            y = self.inner(x)
+        self.reports.append(report.snapshot())
+        return y
+
+
+def audio_stack() -> nn.Module:
+    """A 1-D audio-style stack: a strided wide conv, a dilated conv, a depthwise conv, batch
+    norm and ReLU between them, global average pooling, a linear head."""
+    return nn.Sequential(
+        nn.Conv1d(1, 4, 9, stride=2, padding=4), nn.BatchNorm1d(4), nn.ReLU(),
+        nn.Conv1d(4, 8, 3, padding=2, dilation=2), nn.BatchNorm1d(8), nn.ReLU(),
+        nn.Conv1d(8, 8, 3, stride=2, padding=1, groups=8), nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 3))
+
+
+def test_audio_stack_under_enabled_matches_torch_in_training_then_evaluation():
+    """torch's own modules, untouched, routed by cnn.enabled(): its 1-D convs, batch norms and
+    ReLUs run on our kernels (1-D pooling falls back, counted with its reason)."""
+    torch.manual_seed(0)
+    model = randomize_batch_norm(audio_stack()).to(DEVICE)
+    reference = copy.deepcopy(model).double()
+    ours = Routed(model)
+    names = {id(t): n for n, t in (*model.named_parameters(), *model.named_buffers())}
+    x = torch.randn(2, 1, 32, device=DEVICE)
+    step(ours, reference, names, x, train=True, what="train")
+    step(ours, reference, names, x, train=False, what="eval")
+    for report in ours.reports:
+        assert {op: c["routed"] for op, c in report.items() if c["routed"]} == {
+            "conv1d": 3, "batch_norm": 2, "relu": 3}, report
+        assert {op: c["fallbacks"] for op, c in report.items() if c["fallbacks"]} == {
+            "adaptive_avg_pool1d": {"not implemented by cnn": 1}}, report
+        assert not any(c["errors"] for c in report.values()), report
