@@ -1,8 +1,10 @@
-"""Models as real networks are written, against torch. cnn.fuse on the blocks real CNNs are
-made of, in torchvision's module structure (ResNet's BasicBlock and Bottleneck, MobileNetV2's
-inverted residual with ReLU6, an EfficientNet-style MBConv stack with SiLU) and the seed's
-MyCNN (conv -> ReLU, no batch norm): every conv ends up in a ConvBNAct2d with its batch norm,
-residual add and activation; the converted and fused model gives torch's results (the unconverted model in float64) in training and evaluation:
+"""Models as real networks are written, against torch.
+
+cnn.fuse on the blocks real CNNs are made of, in torchvision's module structure (ResNet's
+BasicBlock and Bottleneck, MobileNetV2's inverted residual with ReLU6, an EfficientNet-style
+MBConv stack with SiLU) and the seed's MyCNN (conv -> ReLU, no batch norm): every conv ends up
+in a ConvBNAct2d with its batch norm, residual add and activation; the converted and fused
+model gives torch's results (the unconverted model in float64) in training and evaluation:
 outputs, input and parameter gradients, running statistics, num_batches_tracked; no
 activation module runs outside a fused call; an eval forward launches one kernel per conv.
 Also the up-sampling networks (a U-Net, DCGAN's generator: transposed convs) converted and
