@@ -21,7 +21,8 @@ FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 @dataclasses.dataclass(frozen=True)
 class T:
-    """A tensor argument, by description. ``positive``: values in [0.5, 2.5) (variances)."""
+    """A tensor argument, by description. ``positive``: values in [0.5, 2.5) (variances);
+    ``scale``: floating values times it (to reach an activation's far kinks)."""
     shape: tuple
     dtype: torch.dtype = torch.float32
     layout: str = "contiguous"
@@ -29,15 +30,17 @@ class T:
     device: str = None  # None: the test device (conftest.DEVICE)
     seed: int = 0
     positive: bool = False
+    scale: float = 1
 
     def __repr__(self):
         extras = [f"{k}={v!r}" for k, v in (("layout", self.layout),
                                              ("requires_grad", self.requires_grad),
                                              ("device", self.device),
                                              ("seed", self.seed),
-                                             ("positive", self.positive))
+                                             ("positive", self.positive),
+                                             ("scale", self.scale))
                   if v != {"layout": "contiguous", "requires_grad": False, "device": None,
-                           "seed": 0, "positive": False}[k]]
+                           "seed": 0, "positive": False, "scale": 1}[k]]
         return f"T({self.shape}, {str(self.dtype).replace('torch.', '')}" + \
             "".join(", " + e for e in extras) + ")"
 
@@ -84,6 +87,7 @@ def build(t: T, double: bool):
         v = torch.randn(shape, generator=g, dtype=torch.float64)
         if t.positive:
             v = v.abs() + 0.5
+        v = v * t.scale
         v = v.to(t.dtype)
         if double:
             v = v.double()
