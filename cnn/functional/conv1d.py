@@ -18,12 +18,17 @@ from .conv2d_args import check_conv2d_args, check_conv2d_types
 from .conv_transpose2d import check_conv_transpose_args, check_conv_transpose_types
 
 
-def _as_1d(out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """(N, C_out, 1, L_out) -> (N, C_out, L_out) in torch's 1-D layout: channels innermost
-    only when the weight has them innermost (a channels-innermost input alone, which makes
-    the 2-D op's output channels_last, gives a contiguous output in torch)."""
+def _as_1d(out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(N, C_out, 1, L_out) -> (N, C_out, L_out) in torch's 1-D layout. torch makes the
+    (batched) input contiguous before its 2-D view, so a channels-innermost input gives a
+    contiguous output, but a contiguous one whose view suggests channels_last anyway (L == 1
+    with channels innermost, e.g. a permuted (C, 1) unbatched input) gives channels
+    innermost, as a weight that has them innermost does. (A copy made contiguous never
+    suggests channels_last: no copy needed to tell.)"""
     out = out.squeeze(2)
-    if not out.is_contiguous() and not is_channels_last(weight.unsqueeze(2)):
+    channels_innermost = is_channels_last(weight.unsqueeze(2)) or \
+        input.is_contiguous() and is_channels_last(input.unsqueeze(2))
+    if not out.is_contiguous() and not channels_innermost:
         out = out.contiguous()
     return out
 
@@ -45,7 +50,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     check_device(batched, weight, bias)
     out = conv2d_ops.conv2d(batched.unsqueeze(2), weight.unsqueeze(2), bias, [1, s],
                             [0, 0, *padding], [1, d], groups)
-    out = _as_1d(out, weight)
+    out = _as_1d(out, batched, weight)
     return out.squeeze(0) if unbatched else out
 
 
@@ -68,5 +73,5 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     check_device(batched, weight, bias)
     out = conv_transpose2d_ops.conv_transpose2d(batched.unsqueeze(2), weight.unsqueeze(2), bias,
                                                 [1, s], [0, p], [0, op], groups, [1, d])
-    out = _as_1d(out, weight)
+    out = _as_1d(out, batched, weight)
     return out.squeeze(0) if unbatched else out

@@ -947,6 +947,16 @@ FIXED_CASES = {
          "bn_weight": T((2,), torch.float32, "offset", True, seed=5),
          "bn_bias": T((3,), torch.float32, "offset", True, seed=6), "stride": [2],
          "padding": 1, "groups": 2, "training": False}),
+    # A contiguous 1-D input whose 2-D view suggests channels_last (length 1, channels
+    # innermost: a permuted (C, 1) unbatched input) gives channels innermost in torch; ours
+    # gave a contiguous output (torch makes the input contiguous, which keeps these strides).
+    "conv_transpose1d_length1_permuted_input": (
+        "conv_transpose1d", (T((3, 1), torch.float32, "permuted", seed=17790),
+                             T((3, 1, 2), torch.float32, "strided", True, seed=302)),
+        {"stride": 2, "output_padding": 1, "groups": 3, "dilation": 2}),
+    "conv1d_length1_permuted_input": (
+        "conv1d", (T((3, 1), F64, "permuted", True, seed=1), T((2, 3, 1), F64, seed=2)),
+        {"padding": 1}),
     "adaptive_max_pool2d_size0_backward": (
         "adaptive_max_pool2d", (T((1, 2, 3, 3), F64, requires_grad=True),),
         {"output_size": (0, 2), "return_indices": True}),
