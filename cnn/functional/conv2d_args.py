@@ -181,4 +181,9 @@ def check_conv2d_args(input: torch.Tensor, weight: torch.Tensor, bias, stride, p
             f"Calculated padded input size per channel: ({' x '.join(map(str, padded))}). "
             f"Kernel size: ({' x '.join(map(str, effective))}). Kernel size can't be greater "
             "than actual input size")
+    if input.shape[0] and input.shape[1] and 0 in input.shape[2:]:
+        # torch names the 2-D view it runs a 1-D convolution as
+        shape = list(input.shape) if dims == 2 else [*input.shape[:2], 1, *input.shape[2:]]
+        raise RuntimeError("Only zero batch or zero channel inputs are supported, but got "
+                           f"input shape: {shape}")
     return stride, padding, dilation
