@@ -1076,6 +1076,10 @@ KNOWN_CASES = {
     "conv_transpose2d_output_size_zero": (
         "conv_transpose2d", (T((2, 1, 2, 3)), T((1, 1, 1, 1))), {"padding": 1},
         known_for(_output_size_zero)),
+    "conv_bn_act2d_broadcast_residual": (
+        "conv_bn_act2d", (_X, _W), {**_BN, "activation": "silu",
+                                    "residual": T((1, 4, 1, 1), F64, seed=8)},
+        known_for(_residual_contract)),
     "conv_transpose1d_bias_dtype_batch1": (
         "conv_transpose1d", (T((1, 2, 3)), T((2, 2, 1)), T((2,), torch.bfloat16)), {},
         known_for(_transposed_bias_dtype)),
