@@ -24,7 +24,8 @@ from ..kernels.batch_norm import backward as backward_launchers
 from ..kernels.batch_norm import forward as forward_launchers
 from ..kernels.batch_norm import running as running_launchers
 from ..kernels.batch_norm.forward import stats_dtype
-from .registry import LibraryOp, StatefulOp, none_unless, placeholder
+from ..kernels.host_cache import SignatureCache
+from .registry import LibraryOp, StatefulOp, direct_apply, none_unless, placeholder, plain_backward
 
 
 def as_4d(t: torch.Tensor) -> torch.Tensor:
@@ -205,8 +206,9 @@ def _forward_backward(ctx, grad_output, *_):
     input, weight, bias, mean, scale = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     need_w, need_b = need_w and weight is not None, need_b and bias is not None
-    dx, dw, db = batch_norm_backward(grad_output, input, weight, bias, mean, scale,
-                                     ctx.training, ctx.eps, need_x, need_w, need_b)
+    backward = _backward if plain_backward() else batch_norm_backward  # op: traced, or 2nd
+    dx, dw, db = backward(grad_output, input, weight, bias, mean, scale, ctx.training, ctx.eps,
+                          need_x, need_w, need_b)
     rest = (None,) * (1 if ctx.training else 3)  # eps; the running stats and eps
     return (none_unless(need_x, dx), none_unless(need_w, dw), none_unless(need_b, db), *rest)
 
@@ -253,6 +255,46 @@ batch_norm_eval = LibraryOp("batch_norm_eval", _eval, _eval_fake, setup_context=
                             backward=_forward_backward)
 batch_norm_backward = LibraryOp("batch_norm_backward", _backward, _backward_fake)
 
+
+# ------------------------------------------------------------------------ plain eager calls
+
+# cnn.functional's checked eager calls, by signature (every argument's type, shape, strides,
+# dtype and device, the options the checks read) -> whether the call may take
+# batch_norm_train_eager (see cnn.functional.batch_norm).
+EAGER_CALLS = SignatureCache("cnn.ops.batch_norm.EAGER_CALLS")
+
+
+class BatchNormTrainEager(torch.autograd.Function):
+    """batch_norm_train_and_update's eager Function for a plain eager call (no tracing, no
+    torch.func, plain tensors, unit-stride (C,) parameters and state: the functional checks),
+    returning y alone: the same fused implementation and launches (the state updated inside
+    them), and a backward that launches directly unless it is itself differentiated or traced
+    (then batch_norm_backward, the op). Arguments: batch_norm_train_and_update's."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, eps, running_mean, running_var, num_batches_tracked,
+                momentum):
+        out, mean, invstd, _ = _train_and_update(input, weight, bias, eps, running_mean,
+                                                 running_var, num_batches_tracked, momentum)
+        ctx.eps = eps
+        ctx.save_for_backward(input, weight, bias, mean, invstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight, bias, mean, invstd = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        need_w, need_b = need_w and weight is not None, need_b and bias is not None
+        backward = _backward if plain_backward() else batch_norm_backward
+        dx, dw, db = backward(grad_output, input, weight, bias, mean, invstd, True, ctx.eps,
+                              need_x, need_w, need_b)
+        return (none_unless(need_x, dx), none_unless(need_w, dw), none_unless(need_b, db),
+                None, None, None, None, None)
+
+
+batch_norm_train_eager = direct_apply(BatchNormTrainEager)
+
 __all__ = ["batch_norm_train", "batch_norm_update_stats", "batch_norm_train_and_update",
            "batch_norm_eval", "batch_norm_backward", "as_4d", "empty_output", "output_format",
-           "is_dense", "empty_grad_input", "suggest_memory_format"]
+           "is_dense", "empty_grad_input", "suggest_memory_format", "EAGER_CALLS",
+           "BatchNormTrainEager", "batch_norm_train_eager"]

@@ -21,10 +21,11 @@ import triton
 import triton.language as tl
 
 from ..activation_math import NONE, activation_grad
-from ..activation_slope import joined_slope, slope_parts
+from ..activation_slope import joined_slope
 from ..runtime import accumulator_dtype
 from .forward import (
     channel_affine,
+    launch_slope,
     normalized,
     reduce_launch,
     stats_dtype,
@@ -196,13 +197,13 @@ def batch_norm_backward_reduce(dy: torch.Tensor, x: torch.Tensor, mean: torch.Te
     partial = torch.empty((grid[0], 2, c), device=x.device, dtype=stats_dtype(x.dtype))
     if grid[0] == 0:
         return partial  # empty input: the sums come out zero
-    batch_norm_backward_reduce_kernel[grid](
+    batch_norm_backward_reduce_kernel.run(
         dy, x, residual if has_residual else x, mean, scale,
         weight if weight is not None else mean, bias if bias is not None else mean, partial,
-        *strides, n, c, h, w, float(eps), *slope_parts(negative_slope),
+        *strides, n, c, h, w, float(eps), *launch_slope(negative_slope),
         FROM_VAR=from_var, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
         ACT=activation, HAS_RESIDUAL=has_residual, ACC_DTYPE=accumulator_dtype(x.dtype),
-        **options,
+        grid=grid, warmup=False, **options,
     )
     return partial
 
@@ -216,11 +217,11 @@ def batch_norm_backward_sums(partial: torch.Tensor, weight=None, bias=None, *,
     dweight = torch.empty_like(weight) if need_weight else None
     dbias = torch.empty_like(bias) if need_bias else None
     grid, options = reduce_launch(tiles, c)
-    batch_norm_backward_sums_kernel[grid](
+    batch_norm_backward_sums_kernel.run(
         partial, sums, dweight if need_weight else sums, dbias if need_bias else sums,
         tiles, c,
         WRITE_WEIGHT=need_weight, WRITE_BIAS=need_bias,
-        ACC_DTYPE=accumulator_dtype(partial.dtype), **options,
+        ACC_DTYPE=accumulator_dtype(partial.dtype), grid=grid, warmup=False, **options,
     )
     return sums, dweight, dbias
 
@@ -242,16 +243,16 @@ def batch_norm_backward_input(dy: torch.Tensor, x: torch.Tensor, out, mean: torc
     grid, strides, options = tile_launch(
         x, dy, x, out if write_dx else x, residual if has_residual else x,
         residual_grad if residual_grad is not None else x)
-    batch_norm_backward_input_kernel[grid](
+    batch_norm_backward_input_kernel.run(
         dy, x, out if write_dx else x, residual if has_residual else x,
         residual_grad if residual_grad is not None else x,
         mean, scale, weight if weight is not None else mean,
         bias if bias is not None else mean, sums if training and write_dx else mean,
-        *strides, n, c, h, w, float(eps), *slope_parts(negative_slope),
+        *strides, n, c, h, w, float(eps), *launch_slope(negative_slope),
         TRAINING=training and write_dx, FROM_VAR=from_var, HAS_WEIGHT=weight is not None,
         HAS_BIAS=bias is not None, ACT=activation, HAS_RESIDUAL=has_residual,
         WRITE_DX=write_dx, WRITE_DRES=residual_grad is not None,
-        ACC_DTYPE=accumulator_dtype(x.dtype), **options,
+        ACC_DTYPE=accumulator_dtype(x.dtype), grid=grid, warmup=False, **options,
     )
     return out
 

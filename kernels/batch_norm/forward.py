@@ -21,12 +21,15 @@ Three kernels, three launches in training (running.py holds the running-statisti
              advances num_batches_tracked (program 0), after finalize has read it.
 Statistics are fp32 (fp64 for fp64 input); x and y keep their dtype and any strides.
 """
+import math
+
 import torch
 import triton
 import triton.language as tl
 
 from ..activation_math import NONE, activate
 from ..activation_slope import joined_slope, slope_parts
+from ..host_cache import host_cached
 from ..runtime import INTERPRET, accumulator_dtype, cdiv, next_power_of_2
 from .running import momentum_factor, running_update
 from .statistics import channel_block, merge_partials, write_partial
@@ -225,19 +228,28 @@ def tile_launch(x: torch.Tensor, *tensors: torch.Tensor):
     (``tile_config``) that reads or writes ``tensors`` of x's shape, any strides each: strides
     lists each tensor's (n, c, h, w) strides in turn (h and w as ``spatial_strides`` gives
     them), options the HW_FLAT (every tensor's h and w merge), BLOCK_HW, BLOCK_C and num_warps
-    launch arguments. grid[0] is the number of pixel tiles."""
-    n, c, h, w = x.shape
+    launch arguments. grid[0] is the number of pixel tiles. Planned once per signature."""
+    return tile_plan(tuple(x.shape), x.stride(1), tuple(t.stride() for t in tensors))
+
+
+@host_cached()
+def tile_plan(shape: tuple, channel_stride: int, tensor_strides: tuple):
+    """``tile_launch`` of an x of this shape and channel stride over tensors of these
+    strides (a function of the signature alone, so cached)."""
+    n, c, h, w = shape
+    x = torch.empty_strided(shape, (0, channel_stride, 0, 0), device="meta")
     block_hw, block_c = tile_config(x)
     strides, flat = [], True
-    for t in tensors:
-        sh, sw, t_flat = spatial_strides(t)
-        strides += [t.stride(0), t.stride(1), sh, sw]
+    for t_strides in tensor_strides:
+        sh, sw, t_flat = spatial_strides(torch.empty_strided(shape, t_strides, device="meta"))
+        strides += [t_strides[0], t_strides[1], sh, sw]
         flat = flat and t_flat
     grid = (n * cdiv(h * w, block_hw), cdiv(c, block_c))
-    return grid, strides, dict(HW_FLAT=flat, BLOCK_HW=block_hw, BLOCK_C=block_c,
-                               num_warps=GPU_WARPS)
+    return grid, tuple(strides), dict(HW_FLAT=flat, BLOCK_HW=block_hw, BLOCK_C=block_c,
+                                      num_warps=GPU_WARPS)
 
 
+@host_cached()
 def reduce_launch(tiles: int, channels: int):
     """(grid, options) of a launch that reduces partials (tiles, rows, channels) over the tiles:
     one program per REDUCE_BLOCK_C channels, REDUCE_BLOCK_T partials a step; options are the
@@ -248,14 +260,25 @@ def reduce_launch(tiles: int, channels: int):
                                             num_warps=GPU_WARPS)
 
 
+_ZERO_SLOPE = slope_parts(0.0)
+
+
+def launch_slope(negative_slope: float) -> tuple[float, float]:
+    """``slope_parts``, without its numpy round trip for the usual +0.0 (no LEAKY_RELU)."""
+    if negative_slope == 0.0 and math.copysign(1.0, negative_slope) > 0:
+        return _ZERO_SLOPE
+    return slope_parts(negative_slope)
+
+
 def batch_norm_stats(x: torch.Tensor) -> torch.Tensor:
     """Partial statistics of x (N, C, H, W), any strides: (tiles, 3, C) of (count, mean, M2),
     fp32 (fp64 for fp64). x must not be empty."""
     n, c, h, w = x.shape
     grid, strides, options = tile_launch(x, x)
     stats = torch.empty((grid[0], 3, c), device=x.device, dtype=stats_dtype(x.dtype))
-    batch_norm_stats_kernel[grid](x, stats, *strides, n, c, h, w,
-                                  ACC_DTYPE=accumulator_dtype(x.dtype), **options)
+    batch_norm_stats_kernel.run(x, stats, *strides, n, c, h, w,
+                                ACC_DTYPE=accumulator_dtype(x.dtype), grid=grid, warmup=False,
+                                **options)
     return stats
 
 
@@ -276,13 +299,13 @@ def batch_norm_finalize(stats: torch.Tensor, running_mean=None, running_var=None
     if cumulative and num_batches_tracked is None:
         raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
     grid, options = reduce_launch(tiles, c)
-    batch_norm_finalize_kernel[grid](
+    batch_norm_finalize_kernel.run(
         stats, mean, invstd, var_out if var_out is not None else mean,
         running_mean if update else mean, running_var if update else mean,
         num_batches_tracked if cumulative else mean,
         tiles, c, float(eps), float(momentum or 0.0),
         WRITE_VAR=var_out is not None, UPDATE_RUNNING=update, CUMULATIVE=cumulative,
-        ACC_DTYPE=accumulator_dtype(stats.dtype), **options,
+        ACC_DTYPE=accumulator_dtype(stats.dtype), grid=grid, warmup=False, **options,
     )
     return mean, invstd
 
@@ -304,20 +327,21 @@ def batch_norm_normalize(x: torch.Tensor, out: torch.Tensor, mean: torch.Tensor,
         return out
     has_residual = residual is not None
     grid, strides, options = tile_launch(x, x, out, residual if has_residual else out)
-    batch_norm_normalize_kernel[grid](
+    batch_norm_normalize_kernel.run(
         x, out, mean, scale,
         weight if weight is not None else mean, bias if bias is not None else mean,
         num_batches_tracked if num_batches_tracked is not None else mean,
         residual if has_residual else out,
-        *strides, n, c, h, w, float(eps), *slope_parts(negative_slope),
+        *strides, n, c, h, w, float(eps), *launch_slope(negative_slope),
         FROM_VAR=from_var, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
         HAS_RESIDUAL=has_residual, ACT=activation,
         COUNT_BATCH=num_batches_tracked is not None,
-        ACC_DTYPE=accumulator_dtype(x.dtype), **options,
+        ACC_DTYPE=accumulator_dtype(x.dtype), grid=grid, warmup=False, **options,
     )
     return out
 
 
 __all__ = ["batch_norm_stats", "batch_norm_finalize", "batch_norm_normalize", "stats_dtype",
-           "tile_config", "spatial_strides", "tile_launch", "reduce_launch",
+           "tile_config", "spatial_strides", "tile_launch", "tile_plan", "reduce_launch",
+           "launch_slope",
            "batch_norm_stats_kernel", "batch_norm_finalize_kernel", "batch_norm_normalize_kernel"]
