@@ -24,8 +24,16 @@ from ..kernels.batch_norm import backward as backward_launchers
 from ..kernels.batch_norm import forward as forward_launchers
 from ..kernels.batch_norm import running as running_launchers
 from ..kernels.batch_norm.forward import stats_dtype
-from ..kernels.host_cache import SignatureCache
-from .registry import LibraryOp, StatefulOp, direct_apply, none_unless, placeholder, plain_backward
+from ..kernels.host_cache import SignatureCache, host_cached
+from .registry import (
+    LibraryOp,
+    StatefulOp,
+    direct_apply,
+    none_unless,
+    placeholder,
+    plain_backward,
+    tracing,
+)
 
 
 def as_4d(t: torch.Tensor) -> torch.Tensor:
@@ -99,10 +107,33 @@ def empty_output(input: torch.Tensor, *params) -> torch.Tensor:
 
 def empty_grad_input(input: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
     """The backward's dx, as batch_norm_backward_cpu_template allocates it."""
+    if not tracing():  # sizes and strides are ints: by a plan of the strides
+        fmt = grad_input_format(input.shape, input.stride(), grad_output.stride())
+    else:
+        fmt = _grad_input_format(input, grad_output)
+    return torch.empty_like(input, memory_format=fmt)
+
+
+def _grad_input_format(input: torch.Tensor, grad_output: torch.Tensor) -> torch.memory_format:
     fmt = suggest_memory_format(input)
     if is_dense(input) and is_dense(grad_output) and fmt == suggest_memory_format(grad_output):
         fmt = _dense_format(input)
-    return torch.empty_like(input, memory_format=fmt)
+    return fmt
+
+
+@host_cached()
+def grad_input_format(shape: torch.Size, input_strides: tuple,
+                      grad_strides: tuple) -> torch.memory_format:
+    """``empty_grad_input``'s memory format for tensors of this shape and these strides."""
+    return _grad_input_format(torch.empty_strided(shape, input_strides, device="meta"),
+                              torch.empty_strided(shape, grad_strides, device="meta"))
+
+
+@host_cached()
+def lean_output_format(shape: torch.Size, strides: tuple) -> torch.memory_format:
+    """``output_format`` of an input of this shape and these strides with contiguous
+    parameters (batch_norm_train_eager's calls)."""
+    return output_format(torch.empty_strided(shape, strides, device="meta"))
 
 
 def _stats(input: torch.Tensor) -> torch.Tensor:
@@ -126,18 +157,23 @@ def _train_and_update(input: torch.Tensor, weight: torch.Tensor | None,
                       running_mean: torch.Tensor | None = None,
                       running_var: torch.Tensor | None = None,
                       num_batches_tracked: torch.Tensor | None = None,
-                      momentum: float | None = None
+                      momentum: float | None = None, out_format=None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """batch_norm_train, and batch_norm_update_stats inside its launches: finalize updates the
-    running stats, normalize advances the counter (the eager path; no state: the op)."""
-    out = empty_output(input, weight, bias)
+    running stats, normalize advances the counter (the eager path; no state: the op).
+    out_format: y's memory format when the caller planned it (``lean_output_format``); such
+    a caller (batch_norm_train_eager) takes y, mean and invstd only, so var is None then."""
+    if out_format is None:
+        out = empty_output(input, weight, bias)
+    else:
+        out = torch.empty_like(input, memory_format=out_format)
     if input.numel() == 0:
         # Nothing to normalise and no statistics: torch leaves the running stats.
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
         return out, _no_stats(input), _no_stats(input), _no_stats(input)
     x4 = as_4d(input)
-    var = _stats(input)
+    var = _stats(input) if out_format is None else None
     mean, invstd = forward_launchers.batch_norm_finalize(
         forward_launchers.batch_norm_stats(x4), running_mean, running_var, num_batches_tracked,
         momentum, eps, var_out=var)
@@ -274,8 +310,9 @@ class BatchNormTrainEager(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, weight, bias, eps, running_mean, running_var, num_batches_tracked,
                 momentum):
-        out, mean, invstd, _ = _train_and_update(input, weight, bias, eps, running_mean,
-                                                 running_var, num_batches_tracked, momentum)
+        out, mean, invstd, _ = _train_and_update(
+            input, weight, bias, eps, running_mean, running_var, num_batches_tracked, momentum,
+            lean_output_format(input.shape, input.stride()))
         ctx.eps = eps
         ctx.save_for_backward(input, weight, bias, mean, invstd)
         return out
@@ -297,4 +334,5 @@ batch_norm_train_eager = direct_apply(BatchNormTrainEager)
 __all__ = ["batch_norm_train", "batch_norm_update_stats", "batch_norm_train_and_update",
            "batch_norm_eval", "batch_norm_backward", "as_4d", "empty_output", "output_format",
            "is_dense", "empty_grad_input", "suggest_memory_format", "EAGER_CALLS",
-           "BatchNormTrainEager", "batch_norm_train_eager"]
+           "BatchNormTrainEager", "batch_norm_train_eager", "grad_input_format",
+           "lean_output_format"]

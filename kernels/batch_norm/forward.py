@@ -229,7 +229,7 @@ def tile_launch(x: torch.Tensor, *tensors: torch.Tensor):
     lists each tensor's (n, c, h, w) strides in turn (h and w as ``spatial_strides`` gives
     them), options the HW_FLAT (every tensor's h and w merge), BLOCK_HW, BLOCK_C and num_warps
     launch arguments. grid[0] is the number of pixel tiles. Planned once per signature."""
-    return tile_plan(tuple(x.shape), x.stride(1), tuple(t.stride() for t in tensors))
+    return tile_plan(x.shape, x.stride(1), tuple([t.stride() for t in tensors]))
 
 
 @host_cached()
