@@ -174,11 +174,9 @@ def _train_and_update(input: torch.Tensor, weight: torch.Tensor | None,
         return out, _no_stats(input), _no_stats(input), _no_stats(input)
     x4 = as_4d(input)
     var = _stats(input) if out_format is None else None
-    mean, invstd = forward_launchers.batch_norm_finalize(
-        forward_launchers.batch_norm_stats(x4), running_mean, running_var, num_batches_tracked,
-        momentum, eps, var_out=var)
-    forward_launchers.batch_norm_normalize(x4, as_4d(out), mean, invstd, weight, bias,
-                                           num_batches_tracked=num_batches_tracked)
+    mean, invstd = forward_launchers.batch_norm_train_forward(
+        x4, as_4d(out), weight, bias, running_mean, running_var, num_batches_tracked, momentum,
+        eps, var_out=var)
     return out, mean, invstd, var
 
 
@@ -255,6 +253,13 @@ def _backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tens
               need_bias: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """scale is invstd (training) or the running variance (evaluation)."""
     x4, dy4 = as_4d(input), as_4d(grad_output)
+    if training and input.numel() and (need_input or need_weight or need_bias):
+        dx = empty_grad_input(input, grad_output) if need_input else None
+        dw, db = backward_launchers.batch_norm_backward_training(
+            dy4, x4, as_4d(dx) if need_input else None, mean, scale, weight, bias, eps=eps,
+            need_weight=need_weight, need_bias=need_bias)
+        return (dx if need_input else placeholder(input),
+                dw if need_weight else placeholder(input), db if need_bias else placeholder(input))
     sums = dw = db = None
     if (training and need_input) or need_weight or need_bias:
         partial = backward_launchers.batch_norm_backward_reduce(

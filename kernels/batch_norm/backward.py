@@ -22,8 +22,10 @@ import triton.language as tl
 
 from ..activation_math import NONE, activation_grad
 from ..activation_slope import joined_slope
+from ..host_cache import host_cached
 from ..runtime import accumulator_dtype
 from .forward import (
+    ZERO_SLOPE,
     channel_affine,
     launch_slope,
     normalized,
@@ -31,6 +33,7 @@ from .forward import (
     stats_dtype,
     tile_launch,
     tile_offsets,
+    tile_plan,
 )
 from .statistics import channel_block, partial_rows
 
@@ -257,6 +260,61 @@ def batch_norm_backward_input(dy: torch.Tensor, x: torch.Tensor, out, mean: torc
     return out
 
 
+@host_cached()
+def train_backward_plan(shape: torch.Size, dy_strides: tuple, x_strides: tuple,
+                        dx_strides: tuple | None):
+    """The launches of ``batch_norm_backward_training`` over a dy, x and dx (None: no dx) of
+    this shape and these strides: (reduce launch, sums launch, input launch or None) as
+    ``tile_plan`` and ``reduce_launch`` give them."""
+    reduce = tile_plan(shape, x_strides[1], (dy_strides, x_strides, x_strides))
+    sums = reduce_launch(reduce[0][0], shape[1])
+    if dx_strides is None:
+        return reduce, sums, None
+    return reduce, sums, tile_plan(shape, x_strides[1], (dy_strides, x_strides, dx_strides,
+                                                         x_strides, x_strides))
+
+
+def batch_norm_backward_training(dy: torch.Tensor, x: torch.Tensor, out, mean: torch.Tensor,
+                                 invstd: torch.Tensor, weight=None, bias=None, *,
+                                 eps: float = 0.0, need_weight: bool = False,
+                                 need_bias: bool = False):
+    """A training step's batch_norm_backward_reduce, batch_norm_backward_sums and
+    batch_norm_backward_input (no residual, no activation) with one plan lookup: the same
+    launches with the same arguments, so the same bits. dy, x: (N, C, H, W), not empty; out:
+    the input gradient's (N, C, H, W), written in place, or None. Returns (dweight or None,
+    dbias or None)."""
+    n, c, h, w = x.shape
+    (r_grid, r_strides, r_options), (s_grid, s_options), input_launch = train_backward_plan(
+        x.shape, dy.stride(), x.stride(), None if out is None else out.stride())
+    dtype = stats_dtype(x.dtype)
+    acc = accumulator_dtype(x.dtype)
+    weight_or_mean = weight if weight is not None else mean
+    bias_or_mean = bias if bias is not None else mean
+    partial = torch.empty((r_grid[0], 2, c), device=x.device, dtype=dtype)
+    batch_norm_backward_reduce_kernel.run(
+        dy, x, x, mean, invstd, weight_or_mean, bias_or_mean, partial,
+        *r_strides, n, c, h, w, float(eps), *ZERO_SLOPE,
+        FROM_VAR=False, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+        ACT=NONE, HAS_RESIDUAL=False, ACC_DTYPE=acc, grid=r_grid, warmup=False, **r_options)
+    sums = torch.empty((2, c), device=x.device, dtype=dtype)
+    dweight = torch.empty_like(weight) if need_weight else None
+    dbias = torch.empty_like(bias) if need_bias else None
+    batch_norm_backward_sums_kernel.run(
+        partial, sums, dweight if need_weight else sums, dbias if need_bias else sums,
+        r_grid[0], c, WRITE_WEIGHT=need_weight, WRITE_BIAS=need_bias, ACC_DTYPE=acc,
+        grid=s_grid, warmup=False, **s_options)
+    if out is not None:
+        grid, strides, options = input_launch
+        batch_norm_backward_input_kernel.run(
+            dy, x, out, x, x, mean, invstd, weight_or_mean, bias_or_mean, sums,
+            *strides, n, c, h, w, float(eps), *ZERO_SLOPE,
+            TRAINING=True, FROM_VAR=False, HAS_WEIGHT=weight is not None,
+            HAS_BIAS=bias is not None, ACT=NONE, HAS_RESIDUAL=False, WRITE_DX=True,
+            WRITE_DRES=False, ACC_DTYPE=acc, grid=grid, warmup=False, **options)
+    return dweight, dbias
+
+
 __all__ = ["batch_norm_backward_reduce", "batch_norm_backward_sums", "batch_norm_backward_input",
            "batch_norm_backward_reduce_kernel", "batch_norm_backward_sums_kernel",
-           "batch_norm_backward_input_kernel"]
+           "batch_norm_backward_input_kernel", "batch_norm_backward_training",
+           "train_backward_plan"]

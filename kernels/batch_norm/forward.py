@@ -260,13 +260,13 @@ def reduce_launch(tiles: int, channels: int):
                                             num_warps=GPU_WARPS)
 
 
-_ZERO_SLOPE = slope_parts(0.0)
+ZERO_SLOPE = slope_parts(0.0)
 
 
 def launch_slope(negative_slope: float) -> tuple[float, float]:
     """``slope_parts``, without its numpy round trip for the usual +0.0 (no LEAKY_RELU)."""
     if negative_slope == 0.0 and math.copysign(1.0, negative_slope) > 0:
-        return _ZERO_SLOPE
+        return ZERO_SLOPE
     return slope_parts(negative_slope)
 
 
@@ -341,7 +341,58 @@ def batch_norm_normalize(x: torch.Tensor, out: torch.Tensor, mean: torch.Tensor,
     return out
 
 
+@host_cached()
+def train_forward_plan(shape: torch.Size, x_strides: tuple, out_strides: tuple):
+    """The three launches of ``batch_norm_train_forward`` over an x and out of this shape and
+    these strides: (stats launch, finalize launch, normalize launch) as ``tile_plan`` and
+    ``reduce_launch`` give them."""
+    stats = tile_plan(shape, x_strides[1], (x_strides,))
+    normalize = tile_plan(shape, x_strides[1], (x_strides, out_strides, out_strides))
+    return stats, reduce_launch(stats[0][0], shape[1]), normalize
+
+
+def batch_norm_train_forward(x: torch.Tensor, out: torch.Tensor, weight=None, bias=None,
+                             running_mean=None, running_var=None, num_batches_tracked=None,
+                             momentum=0.1, eps: float = 1e-5, *, var_out=None):
+    """A training step's batch_norm_stats, batch_norm_finalize and batch_norm_normalize (no
+    residual, no activation) with one plan lookup: the same launches with the same
+    arguments, so the same bits. x, out: (N, C, H, W), not empty; the rest as those take
+    them. Returns (mean, invstd)."""
+    n, c, h, w = x.shape
+    (s_grid, s_strides, s_options), (f_grid, f_options), (n_grid, n_strides, n_options) = \
+        train_forward_plan(x.shape, x.stride(), out.stride())
+    dtype = stats_dtype(x.dtype)
+    acc = accumulator_dtype(x.dtype)
+    stats = torch.empty((s_grid[0], 3, c), device=x.device, dtype=dtype)
+    batch_norm_stats_kernel.run(x, stats, *s_strides, n, c, h, w, ACC_DTYPE=acc, grid=s_grid,
+                                warmup=False, **s_options)
+    mean = torch.empty((c,), device=x.device, dtype=dtype)
+    invstd = torch.empty_like(mean)
+    update = running_mean is not None
+    cumulative = update and momentum is None
+    if cumulative and num_batches_tracked is None:
+        raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
+    batch_norm_finalize_kernel.run(
+        stats, mean, invstd, var_out if var_out is not None else mean,
+        running_mean if update else mean, running_var if update else mean,
+        num_batches_tracked if cumulative else mean,
+        s_grid[0], c, float(eps), float(momentum or 0.0),
+        WRITE_VAR=var_out is not None, UPDATE_RUNNING=update, CUMULATIVE=cumulative,
+        ACC_DTYPE=acc, grid=f_grid, warmup=False, **f_options,
+    )
+    batch_norm_normalize_kernel.run(
+        x, out, mean, invstd,
+        weight if weight is not None else mean, bias if bias is not None else mean,
+        num_batches_tracked if num_batches_tracked is not None else mean, out,
+        *n_strides, n, c, h, w, 0.0, *ZERO_SLOPE,
+        FROM_VAR=False, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+        HAS_RESIDUAL=False, ACT=NONE, COUNT_BATCH=num_batches_tracked is not None,
+        ACC_DTYPE=acc, grid=n_grid, warmup=False, **n_options,
+    )
+    return mean, invstd
+
+
 __all__ = ["batch_norm_stats", "batch_norm_finalize", "batch_norm_normalize", "stats_dtype",
            "tile_config", "spatial_strides", "tile_launch", "tile_plan", "reduce_launch",
-           "launch_slope",
+           "launch_slope", "ZERO_SLOPE", "batch_norm_train_forward", "train_forward_plan",
            "batch_norm_stats_kernel", "batch_norm_finalize_kernel", "batch_norm_normalize_kernel"]
