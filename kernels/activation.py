@@ -103,10 +103,11 @@ def activation_kernel(
 
 @host_cached()
 def launch_plan(shape: tuple, x_strides: tuple, grad_strides: tuple | None, out_strides: tuple,
-                fp64: bool):
-    """(grid, size and stride arguments, dense, block) of one launch over tensors of this
-    shape and these strides (grad_strides None in the forward), or None when there is
-    nothing to do."""
+                fp64: bool, tile_for):
+    """(grid, size and stride arguments, options) of one launch over tensors of this shape
+    and these strides (grad_strides None in the forward), tiles of ``tile_for(numel)``
+    elements (``block_for``, or what a test swaps in: part of the key), or None when there
+    is nothing to do."""
     numel = math.prod(shape)
     if numel == 0:
         return None
@@ -121,7 +122,7 @@ def launch_plan(shape: tuple, x_strides: tuple, grad_strides: tuple | None, out_
         sg, _ = dims4(torch.empty_strided(
             shape, grad_strides if grad_strides is not None else x_strides, device="meta"))
         so, _ = dims4(out)
-    block = block_for(numel)
+    block = tile_for(numel)
     return (cdiv(numel, block),), (*sx, *sg, *so, *sizes[1:], numel), dict(
         DENSE=dense, FP64=fp64, BLOCK=block, num_warps=GPU_WARPS)
 
@@ -130,10 +131,12 @@ def _launch(x, grad, out, act: int, slope: float, derivative: int):
     fp64 = x.dtype == torch.float64
     if out.is_contiguous() and x.is_contiguous() and (grad is None or grad.is_contiguous()):
         # The common case, planned as the flat walk it is: by element count alone.
-        plan = launch_plan((out.numel(),), (1,), None if grad is None else (1,), (1,), fp64)
+        plan = launch_plan((out.numel(),), (1,), None if grad is None else (1,), (1,), fp64,
+                           block_for)
     else:
         plan = launch_plan(tuple(out.shape), x.stride(),
-                           None if grad is None else grad.stride(), out.stride(), fp64)
+                           None if grad is None else grad.stride(), out.stride(), fp64,
+                           block_for)
     if plan is not None:
         grid, args, options = plan
         # .run: activation_kernel[grid](...) without the closure it builds on every call

@@ -27,9 +27,11 @@ from ..runtime import accumulator_dtype
 from .forward import (
     ZERO_SLOPE,
     channel_affine,
+    knobs,
     launch_slope,
     normalized,
     reduce_launch,
+    reduce_plan,
     stats_dtype,
     tile_launch,
     tile_offsets,
@@ -262,16 +264,16 @@ def batch_norm_backward_input(dy: torch.Tensor, x: torch.Tensor, out, mean: torc
 
 @host_cached()
 def train_backward_plan(shape: torch.Size, dy_strides: tuple, x_strides: tuple,
-                        dx_strides: tuple | None):
+                        dx_strides: tuple | None, knobs: tuple):
     """The launches of ``batch_norm_backward_training`` over a dy, x and dx (None: no dx) of
     this shape and these strides: (reduce launch, sums launch, input launch or None) as
-    ``tile_plan`` and ``reduce_launch`` give them."""
-    reduce = tile_plan(shape, x_strides[1], (dy_strides, x_strides, x_strides))
-    sums = reduce_launch(reduce[0][0], shape[1])
+    ``tile_plan`` and ``reduce_plan`` give them."""
+    reduce = tile_plan(shape, x_strides[1], (dy_strides, x_strides, x_strides), knobs)
+    sums = reduce_plan(reduce[0][0], shape[1], knobs)
     if dx_strides is None:
         return reduce, sums, None
     return reduce, sums, tile_plan(shape, x_strides[1], (dy_strides, x_strides, dx_strides,
-                                                         x_strides, x_strides))
+                                                         x_strides, x_strides), knobs)
 
 
 def batch_norm_backward_training(dy: torch.Tensor, x: torch.Tensor, out, mean: torch.Tensor,
@@ -285,7 +287,7 @@ def batch_norm_backward_training(dy: torch.Tensor, x: torch.Tensor, out, mean: t
     dbias or None)."""
     n, c, h, w = x.shape
     (r_grid, r_strides, r_options), (s_grid, s_options), input_launch = train_backward_plan(
-        x.shape, dy.stride(), x.stride(), None if out is None else out.stride())
+        x.shape, dy.stride(), x.stride(), None if out is None else out.stride(), knobs())
     dtype = stats_dtype(x.dtype)
     acc = accumulator_dtype(x.dtype)
     weight_or_mean = weight if weight is not None else mean

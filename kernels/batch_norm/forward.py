@@ -229,13 +229,18 @@ def tile_launch(x: torch.Tensor, *tensors: torch.Tensor):
     lists each tensor's (n, c, h, w) strides in turn (h and w as ``spatial_strides`` gives
     them), options the HW_FLAT (every tensor's h and w merge), BLOCK_HW, BLOCK_C and num_warps
     launch arguments. grid[0] is the number of pixel tiles. Planned once per signature."""
-    return tile_plan(x.shape, x.stride(1), tuple([t.stride() for t in tensors]))
+    return tile_plan(x.shape, x.stride(1), tuple([t.stride() for t in tensors]), knobs())
+
+
+def knobs() -> tuple:
+    """The module settings the plans read (tests swap in the GPU's): part of every key."""
+    return INTERPRET, TILE_ELEMENTS, REDUCE_BLOCK_T, REDUCE_BLOCK_C
 
 
 @host_cached()
-def tile_plan(shape: tuple, channel_stride: int, tensor_strides: tuple):
+def tile_plan(shape: tuple, channel_stride: int, tensor_strides: tuple, knobs: tuple):
     """``tile_launch`` of an x of this shape and channel stride over tensors of these
-    strides (a function of the signature alone, so cached)."""
+    strides (a function of the signature and the ``knobs`` alone, so cached)."""
     n, c, h, w = shape
     x = torch.empty_strided(shape, (0, channel_stride, 0, 0), device="meta")
     block_hw, block_c = tile_config(x)
@@ -249,11 +254,16 @@ def tile_plan(shape: tuple, channel_stride: int, tensor_strides: tuple):
                                       num_warps=GPU_WARPS)
 
 
-@host_cached()
 def reduce_launch(tiles: int, channels: int):
     """(grid, options) of a launch that reduces partials (tiles, rows, channels) over the tiles:
     one program per REDUCE_BLOCK_C channels, REDUCE_BLOCK_T partials a step; options are the
     BLOCK_T, BLOCK_C and num_warps launch arguments."""
+    return reduce_plan(tiles, channels, knobs())
+
+
+@host_cached()
+def reduce_plan(tiles: int, channels: int, knobs: tuple):
+    """``reduce_launch`` (a function of its arguments and the ``knobs`` alone, so cached)."""
     block_c = min(REDUCE_BLOCK_C, next_power_of_2(channels))
     block_t = min(REDUCE_BLOCK_T, next_power_of_2(tiles))
     return (cdiv(channels, block_c),), dict(BLOCK_T=block_t, BLOCK_C=block_c,
@@ -342,13 +352,13 @@ def batch_norm_normalize(x: torch.Tensor, out: torch.Tensor, mean: torch.Tensor,
 
 
 @host_cached()
-def train_forward_plan(shape: torch.Size, x_strides: tuple, out_strides: tuple):
+def train_forward_plan(shape: torch.Size, x_strides: tuple, out_strides: tuple, knobs: tuple):
     """The three launches of ``batch_norm_train_forward`` over an x and out of this shape and
     these strides: (stats launch, finalize launch, normalize launch) as ``tile_plan`` and
-    ``reduce_launch`` give them."""
-    stats = tile_plan(shape, x_strides[1], (x_strides,))
-    normalize = tile_plan(shape, x_strides[1], (x_strides, out_strides, out_strides))
-    return stats, reduce_launch(stats[0][0], shape[1]), normalize
+    ``reduce_plan`` give them."""
+    stats = tile_plan(shape, x_strides[1], (x_strides,), knobs)
+    normalize = tile_plan(shape, x_strides[1], (x_strides, out_strides, out_strides), knobs)
+    return stats, reduce_plan(stats[0][0], shape[1], knobs), normalize
 
 
 def batch_norm_train_forward(x: torch.Tensor, out: torch.Tensor, weight=None, bias=None,
@@ -360,7 +370,7 @@ def batch_norm_train_forward(x: torch.Tensor, out: torch.Tensor, weight=None, bi
     them. Returns (mean, invstd)."""
     n, c, h, w = x.shape
     (s_grid, s_strides, s_options), (f_grid, f_options), (n_grid, n_strides, n_options) = \
-        train_forward_plan(x.shape, x.stride(), out.stride())
+        train_forward_plan(x.shape, x.stride(), out.stride(), knobs())
     dtype = stats_dtype(x.dtype)
     acc = accumulator_dtype(x.dtype)
     stats = torch.empty((s_grid[0], 3, c), device=x.device, dtype=dtype)
@@ -394,5 +404,6 @@ def batch_norm_train_forward(x: torch.Tensor, out: torch.Tensor, weight=None, bi
 
 __all__ = ["batch_norm_stats", "batch_norm_finalize", "batch_norm_normalize", "stats_dtype",
            "tile_config", "spatial_strides", "tile_launch", "tile_plan", "reduce_launch",
+           "reduce_plan", "knobs",
            "launch_slope", "ZERO_SLOPE", "batch_norm_train_forward", "train_forward_plan",
            "batch_norm_stats_kernel", "batch_norm_finalize_kernel", "batch_norm_normalize_kernel"]

@@ -4,6 +4,8 @@ Without a GPU there is no capture to begin, so ``host_cache.capturing`` is swapp
 that says a capture is under way: a call made once before must then find every device table
 in its cache (nothing copied from the host), and a new one must refuse before any launch.
 """
+import cnn.kernels.activation as activation_kernels
+import cnn.kernels.batch_norm.forward as bn_forward
 import cnn.kernels.host_cache as host_cache
 import cnn.kernels.pool2d.geometry as pool_geometry
 import pytest
@@ -213,3 +215,20 @@ def test_a_repeated_activation_call_plans_nothing():
     F.silu(F.leaky_relu(expected, 0.2)).backward(torch.ones_like(y))
     torch.testing.assert_close(y, F.silu(F.leaky_relu(x.detach(), 0.2)))
     torch.testing.assert_close(x.grad, expected.grad)
+
+
+def test_swapped_batch_norm_and_activation_knobs_key_other_plans(monkeypatch):
+    """Tests swap in the GPU's tiles (batch norm's module settings, the activations' tile
+    function); cached plans must not hide that."""
+    assert bn_forward.reduce_launch(80, 5)[1]["BLOCK_T"] == min(128, bn_forward.REDUCE_BLOCK_T)
+    monkeypatch.setattr(bn_forward, "REDUCE_BLOCK_T", 32)
+    assert bn_forward.reduce_launch(80, 5)[1]["BLOCK_T"] == 32
+    x = torch.randn(120, device=DEVICE)
+    assert activation_kernels.launch_plan((120,), (1,), None, (1,), False,
+                                          activation_kernels.block_for)[0] == (1,)
+    monkeypatch.setattr(activation_kernels, "block_for", lambda numel: 64)
+    with launches() as launched:
+        cnn.functional.silu(x)
+    assert launched == ["activation_kernel"]
+    assert activation_kernels.launch_plan((120,), (1,), None, (1,), False,
+                                          activation_kernels.block_for)[0] == (2,)
