@@ -18,12 +18,15 @@ elementwise over tensors of any shape and strides (walked as in ``elementwise.py
 Half-precision inputs are computed in fp32, fp64 in fp64; integer inputs (ReLU6 only, as torch
 allows) in fp32, exact since the results are 0..6 or x itself.
 """
+import math
+
 import torch
 import triton
 import triton.language as tl
 
 from .activation_math import activate, activation_grad
 from .elementwise import GPU_WARPS, MAX_DIMS, block_for, dims4, is_dense, strided_offsets
+from .host_cache import host_cached
 from .runtime import cdiv
 
 VALUE, FIRST, SECOND = 0, 1, 2  # DERIVATIVE: a(x), grad * a'(x), grad * a''(x)
@@ -98,24 +101,48 @@ def activation_kernel(
     tl.store(out_ptr + o_offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _launch(x, grad, out, act: int, slope: float, derivative: int):
-    numel = out.numel()
+@host_cached()
+def launch_plan(shape: tuple, x_strides: tuple, grad_strides: tuple | None, out_strides: tuple,
+                fp64: bool, tile_for):
+    """(grid, size and stride arguments, options) of one launch over tensors of this shape
+    and these strides (grad_strides None in the forward), tiles of ``tile_for(numel)``
+    elements (``block_for``, or what a test swaps in: part of the key), or None when there
+    is nothing to do."""
+    numel = math.prod(shape)
     if numel == 0:
-        return out
-    dense = all(t.stride() == out.stride() for t in (x, grad) if t is not None) and is_dense(out)
+        return None
+    out = torch.empty_strided(shape, out_strides, device="meta")
+    dense = all(s == out_strides for s in (x_strides, grad_strides) if s is not None) \
+        and is_dense(out)
     if dense:  # flat storage: strides and sizes unused
         sx = sg = so = (0,) * MAX_DIMS
         sizes = (1,) * MAX_DIMS
     else:
-        sx, sizes = dims4(x)
-        sg, _ = dims4(grad if grad is not None else x)
+        sx, sizes = dims4(torch.empty_strided(shape, x_strides, device="meta"))
+        sg, _ = dims4(torch.empty_strided(
+            shape, grad_strides if grad_strides is not None else x_strides, device="meta"))
         so, _ = dims4(out)
-    block = block_for(numel)
-    activation_kernel[(cdiv(numel, block),)](
-        x, grad if grad is not None else x, out, *sx, *sg, *so, *sizes[1:], numel, float(slope),
-        ACT=act, DERIVATIVE=derivative, DENSE=dense, FP64=x.dtype == torch.float64,
-        BLOCK=block, num_warps=GPU_WARPS,
-    )
+    block = tile_for(numel)
+    return (cdiv(numel, block),), (*sx, *sg, *so, *sizes[1:], numel), dict(
+        DENSE=dense, FP64=fp64, BLOCK=block, num_warps=GPU_WARPS)
+
+
+def _launch(x, grad, out, act: int, slope: float, derivative: int):
+    fp64 = x.dtype == torch.float64
+    if out.is_contiguous() and x.is_contiguous() and (grad is None or grad.is_contiguous()):
+        # The common case, planned as the flat walk it is: by element count alone.
+        plan = launch_plan((out.numel(),), (1,), None if grad is None else (1,), (1,), fp64,
+                           block_for)
+    else:
+        plan = launch_plan(tuple(out.shape), x.stride(),
+                           None if grad is None else grad.stride(), out.stride(), fp64,
+                           block_for)
+    if plan is not None:
+        grid, args, options = plan
+        # .run: activation_kernel[grid](...) without the closure it builds on every call
+        activation_kernel.run(x, grad if grad is not None else x, out, *args, float(slope),
+                              ACT=act, DERIVATIVE=derivative, grid=grid, warmup=False,
+                              **options)
     return out
 
 
@@ -151,4 +178,4 @@ def activation_second_grad(grad: torch.Tensor, x: torch.Tensor, act: int,
 
 
 __all__ = ["activation_forward", "activation_backward", "activation_second_grad",
-           "activation_kernel"]
+           "activation_kernel", "launch_plan"]

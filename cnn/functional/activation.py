@@ -6,11 +6,21 @@ import torch
 
 from ..kernels.runtime import FLOAT_DTYPES, check_device
 from ..ops import activation as ops
-from ..ops.registry import is_traced
+from ..ops.registry import is_traced, tracing
 from .relu import check_inplace
 
 # relu6 is torch's hardtanh(x, 0, 6), which takes integer tensors too (the others refuse them).
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+_RELU6_DTYPES = FLOAT_DTYPES + _INTEGER_DTYPES
+_GELU_CODES = {"none": ops.GELU, "tanh": ops.GELU_TANH}
+
+
+def _plain_eager(input, inplace, dtypes=FLOAT_DTYPES) -> bool:
+    """Whether a call passes every check below and may go straight to the launchers'
+    autograd Function: out of place, a plain tensor of a dtype the kernel takes, nothing
+    tracing (LibraryOp's dispatch would ask again)."""
+    return type(input) is torch.Tensor and not inplace and input.dtype in dtypes \
+        and not tracing()
 
 
 def _check_input(name: str, input) -> None:
@@ -49,6 +59,9 @@ def _apply(input: torch.Tensor, act: int, slope: float, inplace: bool) -> torch.
 def relu6(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Drop-in for ``torch.nn.functional.relu6``: min(max(x, 0), 6), any shape and strides,
     float or integer dtypes; the result is laid out like input (inplace=True: input itself)."""
+    if _plain_eager(input, inplace, _RELU6_DTYPES):
+        check_device(input)
+        return ops.activation_eager(input, ops.RELU6, 0.0)
     _check_input("relu6", input)
     _check_dtype(input, torch._C._nn.relu6, FLOAT_DTYPES + _INTEGER_DTYPES)
     return _apply(input, ops.RELU6, 0.0, inplace)
@@ -70,6 +83,9 @@ def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01,
     """Drop-in for ``torch.nn.functional.leaky_relu``: x if x > 0 else negative_slope * x, any
     shape and strides, float dtypes; laid out like input (inplace=True: input itself; its
     backward with a negative slope raises torch's error)."""
+    if type(negative_slope) is float and _plain_eager(input, inplace):
+        check_device(input)
+        return ops.activation_eager(input, ops.LEAKY_RELU, negative_slope)
     _check_input("leaky_relu", input)
     slope = _slope(negative_slope)
     _check_dtype(input, torch._C._nn.leaky_relu)
@@ -79,6 +95,9 @@ def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01,
 def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Drop-in for ``torch.nn.functional.silu``: x * sigmoid(x), any shape and strides, float
     dtypes; laid out like input (inplace=True: input itself)."""
+    if _plain_eager(input, inplace):
+        check_device(input)
+        return ops.activation_eager(input, ops.SILU, 0.0)
     _check_input("silu", input)
     _check_dtype(input, torch._C._nn.silu)
     return _apply(input, ops.SILU, 0.0, inplace)
@@ -87,6 +106,9 @@ def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
 def hardswish(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Drop-in for ``torch.nn.functional.hardswish``: x * min(max(x + 3, 0), 6) / 6, any shape
     and strides, float dtypes; laid out like input (inplace=True: input itself)."""
+    if _plain_eager(input, inplace):
+        check_device(input)
+        return ops.activation_eager(input, ops.HARDSWISH, 0.0)
     _check_input("hardswish", input)
     _check_dtype(input, torch._C._nn.hardswish)
     return _apply(input, ops.HARDSWISH, 0.0, inplace)
@@ -96,6 +118,9 @@ def gelu(input: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     """Drop-in for ``torch.nn.functional.gelu``: x * Phi(x) (approximate='none') or its tanh
     approximation (approximate='tanh'), any shape and strides, float dtypes; laid out like
     input."""
+    if type(approximate) is str and approximate in _GELU_CODES and _plain_eager(input, False):
+        check_device(input)
+        return ops.activation_eager(input, _GELU_CODES[approximate], 0.0)
     _check_input("gelu", input)
     if not isinstance(approximate, str):
         raise TypeError(f"gelu(): argument 'approximate' must be str, not "

@@ -9,6 +9,9 @@ import torch
 
 from ..kernels.runtime import FLOAT_DTYPES, check_device
 from ..ops import batch_norm as ops
+from ..ops.registry import tracing
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 _TYPE_NAMES = {
     torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float32: "Float",
@@ -139,6 +142,13 @@ def tracked_batch_norm(input, running_mean, running_var, weight, bias, training,
     """batch_norm with the module's extras (cnn.BatchNorm2d's forward): num_batches_tracked
     (0-dim int64) is advanced by one (eager: inside the last launch), and momentum=None means
     the cumulative average over it."""
+    key = _eager_key(input, running_mean, running_var, weight, bias, training, eps,
+                     momentum, num_batches_tracked)
+    if key is not None and ops.EAGER_CALLS.get(key):
+        # Checked before, and a plain training call: straight to the lean eager Function.
+        return ops.batch_norm_train_eager(
+            input, weight, bias, float(eps), running_mean, running_var, num_batches_tracked,
+            None if momentum is None else float(momentum))
     if not check_batch_norm_args(input.shape, input.dtype, input.device, running_mean,
                                  running_var, weight, bias, training, eps=eps,
                                  momentum=momentum, num_batches_tracked=num_batches_tracked,
@@ -146,6 +156,9 @@ def tracked_batch_norm(input, running_mean, running_var, weight, bias, training,
         return empty_batch_norm(input, weight, bias, num_batches_tracked)
     update = training and running_mean is not None
     check_device(input, running_mean, running_var, weight, bias)
+    if key is not None:
+        ops.EAGER_CALLS.put(key, training and _lean(input, running_mean, running_var, weight,
+                                                     bias, num_batches_tracked))
     # torch lays the output out by the arguments as given (a strided parameter can change
     # it); the ops see unit-stride copies of strided parameters.
     fmt = ops.output_format(input, weight, bias, running_mean, running_var)
@@ -168,6 +181,36 @@ def tracked_batch_norm(input, running_mean, running_var, weight, bias, training,
         if used is not original:
             original.copy_(used.view_as(original))
     return _in_format(out, fmt, input, weight, bias)
+
+
+def _tensor_key(t):
+    return None if t is None else (type(t), t.shape, t.stride(), t.dtype, t.device)
+
+
+def _eager_key(input, running_mean, running_var, weight, bias, training, eps, momentum,
+               num_batches_tracked) -> tuple | None:
+    """The EAGER_CALLS key of an eager call: everything the checks and the choice of path
+    read (each tensor's type, shape, strides, dtype and device; training; eps; whether
+    momentum is None). None for a tensor subclass input, under tracing (sizes may be
+    symbolic, and the library ops must see the call), or for options not of the exact types
+    the key can tell apart (as a key True == 1 and 1 == 1.0)."""
+    if type(input) is not torch.Tensor or type(training) is not bool or tracing():
+        return None
+    if type(eps) is not float or not (momentum is None or type(momentum) is float):
+        return None
+    return (input.shape, input.stride(), input.dtype, input.device, training, eps,
+            momentum is None, _tensor_key(running_mean), _tensor_key(running_var),
+            _tensor_key(weight), _tensor_key(bias), _tensor_key(num_batches_tracked))
+
+
+def _lean(input, *tensors) -> bool:
+    """Whether a checked, non-empty training call may take batch_norm_train_eager: plain
+    tensors only, every (C,) one unit-stride (no copies, no change of output layout), the
+    state either both running stats or none."""
+    running_mean, running_var = tensors[:2]
+    return all(t is None or (type(t) in _PLAIN and (t.dim() != 1 or t.stride(0) == 1))
+               for t in tensors) and (running_mean is None) == (running_var is None) \
+        and all(t is None or t.dim() == 1 for t in tensors[:4])
 
 
 def _in_format(out, fmt, input, *flat_params):

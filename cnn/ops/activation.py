@@ -28,7 +28,7 @@ from ..kernels.activation_math import (
     SILU,
 )
 from ..kernels.elementwise import MAX_DIMS, is_dense
-from .registry import LibraryOp
+from .registry import LibraryOp, direct_apply, plain_backward
 
 # Where the output determines a'(x) as well as the input does (0 < y < 6 iff 0 < x < 6; for
 # slope >= 0, y > 0 iff x > 0): an in-place forward can save its output instead of a copy.
@@ -66,6 +66,8 @@ def _activation_backward_fn(ctx, grad_output):
     (x,) = ctx.saved_tensors
     if not ctx.needs_input_grad[0]:
         return None, None, None
+    if plain_backward():
+        return launchers.activation_backward(grad_output, x, ctx.act, ctx.slope), None, None
     return activation_backward(grad_output, x, ctx.act, ctx.slope), None, None
 
 
@@ -102,6 +104,29 @@ activation = LibraryOp("activation", _activation, _activation_fake, setup_contex
 activation_backward = LibraryOp("activation_backward", _backward, _backward_fake,
                                 setup_context=_backward_setup, backward=_backward_backward)
 activation_second_grad = LibraryOp("activation_second_grad", _second_grad, _backward_fake)
+
+
+
+class ActivationEager(torch.autograd.Function):
+    """cnn::activation of a plain eager call (no tracing, no torch.func, a plain tensor of a
+    dtype the kernel takes: the functional checks): the launchers straight, with the fewest
+    Python calls around them."""
+
+    @staticmethod
+    def forward(ctx, input, act, slope):
+        ctx.act, ctx.slope = act, slope
+        ctx.save_for_backward(input)
+        return launchers.activation_forward(input, act, slope)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        if plain_backward():
+            return launchers.activation_backward(grad_output, x, ctx.act, ctx.slope), None, None
+        return activation_backward(grad_output, x, ctx.act, ctx.slope), None, None
+
+
+activation_eager = direct_apply(ActivationEager)
 
 NEGATIVE_SLOPE_IN_PLACE = (
     "In-place leakyReLu backward calculation is triggered with a negative slope which is not "
@@ -140,5 +165,6 @@ class InplaceActivationFunction(torch.autograd.Function):
 
 
 __all__ = ["activation", "activation_backward", "activation_second_grad",
-           "InplaceActivationFunction", "ACTIVATIONS", "RELU6", "LEAKY_RELU", "SILU",
-           "HARDSWISH", "GELU", "GELU_TANH", "NEGATIVE_SLOPE_IN_PLACE"]
+           "InplaceActivationFunction", "ActivationEager", "activation_eager", "ACTIVATIONS",
+           "RELU6", "LEAKY_RELU", "SILU", "HARDSWISH", "GELU", "GELU_TANH",
+           "NEGATIVE_SLOPE_IN_PLACE"]

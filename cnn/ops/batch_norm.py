@@ -24,7 +24,16 @@ from ..kernels.batch_norm import backward as backward_launchers
 from ..kernels.batch_norm import forward as forward_launchers
 from ..kernels.batch_norm import running as running_launchers
 from ..kernels.batch_norm.forward import stats_dtype
-from .registry import LibraryOp, StatefulOp, none_unless, placeholder
+from ..kernels.host_cache import SignatureCache, host_cached
+from .registry import (
+    LibraryOp,
+    StatefulOp,
+    direct_apply,
+    none_unless,
+    placeholder,
+    plain_backward,
+    tracing,
+)
 
 
 def as_4d(t: torch.Tensor) -> torch.Tensor:
@@ -98,10 +107,33 @@ def empty_output(input: torch.Tensor, *params) -> torch.Tensor:
 
 def empty_grad_input(input: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
     """The backward's dx, as batch_norm_backward_cpu_template allocates it."""
+    if not tracing():  # sizes and strides are ints: by a plan of the strides
+        fmt = grad_input_format(input.shape, input.stride(), grad_output.stride())
+    else:
+        fmt = _grad_input_format(input, grad_output)
+    return torch.empty_like(input, memory_format=fmt)
+
+
+def _grad_input_format(input: torch.Tensor, grad_output: torch.Tensor) -> torch.memory_format:
     fmt = suggest_memory_format(input)
     if is_dense(input) and is_dense(grad_output) and fmt == suggest_memory_format(grad_output):
         fmt = _dense_format(input)
-    return torch.empty_like(input, memory_format=fmt)
+    return fmt
+
+
+@host_cached()
+def grad_input_format(shape: torch.Size, input_strides: tuple,
+                      grad_strides: tuple) -> torch.memory_format:
+    """``empty_grad_input``'s memory format for tensors of this shape and these strides."""
+    return _grad_input_format(torch.empty_strided(shape, input_strides, device="meta"),
+                              torch.empty_strided(shape, grad_strides, device="meta"))
+
+
+@host_cached()
+def lean_output_format(shape: torch.Size, strides: tuple) -> torch.memory_format:
+    """``output_format`` of an input of this shape and these strides with contiguous
+    parameters (batch_norm_train_eager's calls)."""
+    return output_format(torch.empty_strided(shape, strides, device="meta"))
 
 
 def _stats(input: torch.Tensor) -> torch.Tensor:
@@ -125,23 +157,26 @@ def _train_and_update(input: torch.Tensor, weight: torch.Tensor | None,
                       running_mean: torch.Tensor | None = None,
                       running_var: torch.Tensor | None = None,
                       num_batches_tracked: torch.Tensor | None = None,
-                      momentum: float | None = None
+                      momentum: float | None = None, out_format=None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """batch_norm_train, and batch_norm_update_stats inside its launches: finalize updates the
-    running stats, normalize advances the counter (the eager path; no state: the op)."""
-    out = empty_output(input, weight, bias)
+    running stats, normalize advances the counter (the eager path; no state: the op).
+    out_format: y's memory format when the caller planned it (``lean_output_format``); such
+    a caller (batch_norm_train_eager) takes y, mean and invstd only, so var is None then."""
+    if out_format is None:
+        out = empty_output(input, weight, bias)
+    else:
+        out = torch.empty_like(input, memory_format=out_format)
     if input.numel() == 0:
         # Nothing to normalise and no statistics: torch leaves the running stats.
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
         return out, _no_stats(input), _no_stats(input), _no_stats(input)
     x4 = as_4d(input)
-    var = _stats(input)
-    mean, invstd = forward_launchers.batch_norm_finalize(
-        forward_launchers.batch_norm_stats(x4), running_mean, running_var, num_batches_tracked,
-        momentum, eps, var_out=var)
-    forward_launchers.batch_norm_normalize(x4, as_4d(out), mean, invstd, weight, bias,
-                                           num_batches_tracked=num_batches_tracked)
+    var = _stats(input) if out_format is None else None
+    mean, invstd = forward_launchers.batch_norm_train_forward(
+        x4, as_4d(out), weight, bias, running_mean, running_var, num_batches_tracked, momentum,
+        eps, var_out=var)
     return out, mean, invstd, var
 
 
@@ -205,8 +240,9 @@ def _forward_backward(ctx, grad_output, *_):
     input, weight, bias, mean, scale = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     need_w, need_b = need_w and weight is not None, need_b and bias is not None
-    dx, dw, db = batch_norm_backward(grad_output, input, weight, bias, mean, scale,
-                                     ctx.training, ctx.eps, need_x, need_w, need_b)
+    backward = _backward if plain_backward() else batch_norm_backward  # op: traced, or 2nd
+    dx, dw, db = backward(grad_output, input, weight, bias, mean, scale, ctx.training, ctx.eps,
+                          need_x, need_w, need_b)
     rest = (None,) * (1 if ctx.training else 3)  # eps; the running stats and eps
     return (none_unless(need_x, dx), none_unless(need_w, dw), none_unless(need_b, db), *rest)
 
@@ -217,6 +253,13 @@ def _backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tens
               need_bias: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """scale is invstd (training) or the running variance (evaluation)."""
     x4, dy4 = as_4d(input), as_4d(grad_output)
+    if training and input.numel() and (need_input or need_weight or need_bias):
+        dx = empty_grad_input(input, grad_output) if need_input else None
+        dw, db = backward_launchers.batch_norm_backward_training(
+            dy4, x4, as_4d(dx) if need_input else None, mean, scale, weight, bias, eps=eps,
+            need_weight=need_weight, need_bias=need_bias)
+        return (dx if need_input else placeholder(input),
+                dw if need_weight else placeholder(input), db if need_bias else placeholder(input))
     sums = dw = db = None
     if (training and need_input) or need_weight or need_bias:
         partial = backward_launchers.batch_norm_backward_reduce(
@@ -253,6 +296,48 @@ batch_norm_eval = LibraryOp("batch_norm_eval", _eval, _eval_fake, setup_context=
                             backward=_forward_backward)
 batch_norm_backward = LibraryOp("batch_norm_backward", _backward, _backward_fake)
 
+
+# ------------------------------------------------------------------------ plain eager calls
+
+# cnn.functional's checked eager calls, by signature (every argument's type, shape, strides,
+# dtype and device, the options the checks read) -> whether the call may take
+# batch_norm_train_eager (see cnn.functional.batch_norm).
+EAGER_CALLS = SignatureCache("cnn.ops.batch_norm.EAGER_CALLS")
+
+
+class BatchNormTrainEager(torch.autograd.Function):
+    """batch_norm_train_and_update's eager Function for a plain eager call (no tracing, no
+    torch.func, plain tensors, unit-stride (C,) parameters and state: the functional checks),
+    returning y alone: the same fused implementation and launches (the state updated inside
+    them), and a backward that launches directly unless it is itself differentiated or traced
+    (then batch_norm_backward, the op). Arguments: batch_norm_train_and_update's."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, eps, running_mean, running_var, num_batches_tracked,
+                momentum):
+        out, mean, invstd, _ = _train_and_update(
+            input, weight, bias, eps, running_mean, running_var, num_batches_tracked, momentum,
+            lean_output_format(input.shape, input.stride()))
+        ctx.eps = eps
+        ctx.save_for_backward(input, weight, bias, mean, invstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight, bias, mean, invstd = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        need_w, need_b = need_w and weight is not None, need_b and bias is not None
+        backward = _backward if plain_backward() else batch_norm_backward
+        dx, dw, db = backward(grad_output, input, weight, bias, mean, invstd, True, ctx.eps,
+                              need_x, need_w, need_b)
+        return (none_unless(need_x, dx), none_unless(need_w, dw), none_unless(need_b, db),
+                None, None, None, None, None)
+
+
+batch_norm_train_eager = direct_apply(BatchNormTrainEager)
+
 __all__ = ["batch_norm_train", "batch_norm_update_stats", "batch_norm_train_and_update",
            "batch_norm_eval", "batch_norm_backward", "as_4d", "empty_output", "output_format",
-           "is_dense", "empty_grad_input", "suggest_memory_format"]
+           "is_dense", "empty_grad_input", "suggest_memory_format", "EAGER_CALLS",
+           "BatchNormTrainEager", "batch_norm_train_eager", "grad_input_format",
+           "lean_output_format"]

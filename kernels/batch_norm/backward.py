@@ -21,15 +21,21 @@ import triton
 import triton.language as tl
 
 from ..activation_math import NONE, activation_grad
-from ..activation_slope import joined_slope, slope_parts
+from ..activation_slope import joined_slope
+from ..host_cache import host_cached
 from ..runtime import accumulator_dtype
 from .forward import (
+    ZERO_SLOPE,
     channel_affine,
+    knobs,
+    launch_slope,
     normalized,
     reduce_launch,
+    reduce_plan,
     stats_dtype,
     tile_launch,
     tile_offsets,
+    tile_plan,
 )
 from .statistics import channel_block, partial_rows
 
@@ -196,13 +202,13 @@ def batch_norm_backward_reduce(dy: torch.Tensor, x: torch.Tensor, mean: torch.Te
     partial = torch.empty((grid[0], 2, c), device=x.device, dtype=stats_dtype(x.dtype))
     if grid[0] == 0:
         return partial  # empty input: the sums come out zero
-    batch_norm_backward_reduce_kernel[grid](
+    batch_norm_backward_reduce_kernel.run(
         dy, x, residual if has_residual else x, mean, scale,
         weight if weight is not None else mean, bias if bias is not None else mean, partial,
-        *strides, n, c, h, w, float(eps), *slope_parts(negative_slope),
+        *strides, n, c, h, w, float(eps), *launch_slope(negative_slope),
         FROM_VAR=from_var, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
         ACT=activation, HAS_RESIDUAL=has_residual, ACC_DTYPE=accumulator_dtype(x.dtype),
-        **options,
+        grid=grid, warmup=False, **options,
     )
     return partial
 
@@ -216,11 +222,11 @@ def batch_norm_backward_sums(partial: torch.Tensor, weight=None, bias=None, *,
     dweight = torch.empty_like(weight) if need_weight else None
     dbias = torch.empty_like(bias) if need_bias else None
     grid, options = reduce_launch(tiles, c)
-    batch_norm_backward_sums_kernel[grid](
+    batch_norm_backward_sums_kernel.run(
         partial, sums, dweight if need_weight else sums, dbias if need_bias else sums,
         tiles, c,
         WRITE_WEIGHT=need_weight, WRITE_BIAS=need_bias,
-        ACC_DTYPE=accumulator_dtype(partial.dtype), **options,
+        ACC_DTYPE=accumulator_dtype(partial.dtype), grid=grid, warmup=False, **options,
     )
     return sums, dweight, dbias
 
@@ -242,20 +248,75 @@ def batch_norm_backward_input(dy: torch.Tensor, x: torch.Tensor, out, mean: torc
     grid, strides, options = tile_launch(
         x, dy, x, out if write_dx else x, residual if has_residual else x,
         residual_grad if residual_grad is not None else x)
-    batch_norm_backward_input_kernel[grid](
+    batch_norm_backward_input_kernel.run(
         dy, x, out if write_dx else x, residual if has_residual else x,
         residual_grad if residual_grad is not None else x,
         mean, scale, weight if weight is not None else mean,
         bias if bias is not None else mean, sums if training and write_dx else mean,
-        *strides, n, c, h, w, float(eps), *slope_parts(negative_slope),
+        *strides, n, c, h, w, float(eps), *launch_slope(negative_slope),
         TRAINING=training and write_dx, FROM_VAR=from_var, HAS_WEIGHT=weight is not None,
         HAS_BIAS=bias is not None, ACT=activation, HAS_RESIDUAL=has_residual,
         WRITE_DX=write_dx, WRITE_DRES=residual_grad is not None,
-        ACC_DTYPE=accumulator_dtype(x.dtype), **options,
+        ACC_DTYPE=accumulator_dtype(x.dtype), grid=grid, warmup=False, **options,
     )
     return out
 
 
+@host_cached()
+def train_backward_plan(shape: torch.Size, dy_strides: tuple, x_strides: tuple,
+                        dx_strides: tuple | None, knobs: tuple):
+    """The launches of ``batch_norm_backward_training`` over a dy, x and dx (None: no dx) of
+    this shape and these strides: (reduce launch, sums launch, input launch or None) as
+    ``tile_plan`` and ``reduce_plan`` give them."""
+    reduce = tile_plan(shape, x_strides[1], (dy_strides, x_strides, x_strides), knobs)
+    sums = reduce_plan(reduce[0][0], shape[1], knobs)
+    if dx_strides is None:
+        return reduce, sums, None
+    return reduce, sums, tile_plan(shape, x_strides[1], (dy_strides, x_strides, dx_strides,
+                                                         x_strides, x_strides), knobs)
+
+
+def batch_norm_backward_training(dy: torch.Tensor, x: torch.Tensor, out, mean: torch.Tensor,
+                                 invstd: torch.Tensor, weight=None, bias=None, *,
+                                 eps: float = 0.0, need_weight: bool = False,
+                                 need_bias: bool = False):
+    """A training step's batch_norm_backward_reduce, batch_norm_backward_sums and
+    batch_norm_backward_input (no residual, no activation) with one plan lookup: the same
+    launches with the same arguments, so the same bits. dy, x: (N, C, H, W), not empty; out:
+    the input gradient's (N, C, H, W), written in place, or None. Returns (dweight or None,
+    dbias or None)."""
+    n, c, h, w = x.shape
+    (r_grid, r_strides, r_options), (s_grid, s_options), input_launch = train_backward_plan(
+        x.shape, dy.stride(), x.stride(), None if out is None else out.stride(), knobs())
+    dtype = stats_dtype(x.dtype)
+    acc = accumulator_dtype(x.dtype)
+    weight_or_mean = weight if weight is not None else mean
+    bias_or_mean = bias if bias is not None else mean
+    partial = torch.empty((r_grid[0], 2, c), device=x.device, dtype=dtype)
+    batch_norm_backward_reduce_kernel.run(
+        dy, x, x, mean, invstd, weight_or_mean, bias_or_mean, partial,
+        *r_strides, n, c, h, w, float(eps), *ZERO_SLOPE,
+        FROM_VAR=False, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+        ACT=NONE, HAS_RESIDUAL=False, ACC_DTYPE=acc, grid=r_grid, warmup=False, **r_options)
+    sums = torch.empty((2, c), device=x.device, dtype=dtype)
+    dweight = torch.empty_like(weight) if need_weight else None
+    dbias = torch.empty_like(bias) if need_bias else None
+    batch_norm_backward_sums_kernel.run(
+        partial, sums, dweight if need_weight else sums, dbias if need_bias else sums,
+        r_grid[0], c, WRITE_WEIGHT=need_weight, WRITE_BIAS=need_bias, ACC_DTYPE=acc,
+        grid=s_grid, warmup=False, **s_options)
+    if out is not None:
+        grid, strides, options = input_launch
+        batch_norm_backward_input_kernel.run(
+            dy, x, out, x, x, mean, invstd, weight_or_mean, bias_or_mean, sums,
+            *strides, n, c, h, w, float(eps), *ZERO_SLOPE,
+            TRAINING=True, FROM_VAR=False, HAS_WEIGHT=weight is not None,
+            HAS_BIAS=bias is not None, ACT=NONE, HAS_RESIDUAL=False, WRITE_DX=True,
+            WRITE_DRES=False, ACC_DTYPE=acc, grid=grid, warmup=False, **options)
+    return dweight, dbias
+
+
 __all__ = ["batch_norm_backward_reduce", "batch_norm_backward_sums", "batch_norm_backward_input",
            "batch_norm_backward_reduce_kernel", "batch_norm_backward_sums_kernel",
-           "batch_norm_backward_input_kernel"]
+           "batch_norm_backward_input_kernel", "batch_norm_backward_training",
+           "train_backward_plan"]

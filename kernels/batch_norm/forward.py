@@ -21,12 +21,15 @@ Three kernels, three launches in training (running.py holds the running-statisti
              advances num_batches_tracked (program 0), after finalize has read it.
 Statistics are fp32 (fp64 for fp64 input); x and y keep their dtype and any strides.
 """
+import math
+
 import torch
 import triton
 import triton.language as tl
 
 from ..activation_math import NONE, activate
 from ..activation_slope import joined_slope, slope_parts
+from ..host_cache import host_cached
 from ..runtime import INTERPRET, accumulator_dtype, cdiv, next_power_of_2
 from .running import momentum_factor, running_update
 from .statistics import channel_block, merge_partials, write_partial
@@ -225,27 +228,56 @@ def tile_launch(x: torch.Tensor, *tensors: torch.Tensor):
     (``tile_config``) that reads or writes ``tensors`` of x's shape, any strides each: strides
     lists each tensor's (n, c, h, w) strides in turn (h and w as ``spatial_strides`` gives
     them), options the HW_FLAT (every tensor's h and w merge), BLOCK_HW, BLOCK_C and num_warps
-    launch arguments. grid[0] is the number of pixel tiles."""
-    n, c, h, w = x.shape
+    launch arguments. grid[0] is the number of pixel tiles. Planned once per signature."""
+    return tile_plan(x.shape, x.stride(1), tuple([t.stride() for t in tensors]), knobs())
+
+
+def knobs() -> tuple:
+    """The module settings the plans read (tests swap in the GPU's): part of every key."""
+    return INTERPRET, TILE_ELEMENTS, REDUCE_BLOCK_T, REDUCE_BLOCK_C
+
+
+@host_cached()
+def tile_plan(shape: tuple, channel_stride: int, tensor_strides: tuple, knobs: tuple):
+    """``tile_launch`` of an x of this shape and channel stride over tensors of these
+    strides (a function of the signature and the ``knobs`` alone, so cached)."""
+    n, c, h, w = shape
+    x = torch.empty_strided(shape, (0, channel_stride, 0, 0), device="meta")
     block_hw, block_c = tile_config(x)
     strides, flat = [], True
-    for t in tensors:
-        sh, sw, t_flat = spatial_strides(t)
-        strides += [t.stride(0), t.stride(1), sh, sw]
+    for t_strides in tensor_strides:
+        sh, sw, t_flat = spatial_strides(torch.empty_strided(shape, t_strides, device="meta"))
+        strides += [t_strides[0], t_strides[1], sh, sw]
         flat = flat and t_flat
     grid = (n * cdiv(h * w, block_hw), cdiv(c, block_c))
-    return grid, strides, dict(HW_FLAT=flat, BLOCK_HW=block_hw, BLOCK_C=block_c,
-                               num_warps=GPU_WARPS)
+    return grid, tuple(strides), dict(HW_FLAT=flat, BLOCK_HW=block_hw, BLOCK_C=block_c,
+                                      num_warps=GPU_WARPS)
 
 
 def reduce_launch(tiles: int, channels: int):
     """(grid, options) of a launch that reduces partials (tiles, rows, channels) over the tiles:
     one program per REDUCE_BLOCK_C channels, REDUCE_BLOCK_T partials a step; options are the
     BLOCK_T, BLOCK_C and num_warps launch arguments."""
+    return reduce_plan(tiles, channels, knobs())
+
+
+@host_cached()
+def reduce_plan(tiles: int, channels: int, knobs: tuple):
+    """``reduce_launch`` (a function of its arguments and the ``knobs`` alone, so cached)."""
     block_c = min(REDUCE_BLOCK_C, next_power_of_2(channels))
     block_t = min(REDUCE_BLOCK_T, next_power_of_2(tiles))
     return (cdiv(channels, block_c),), dict(BLOCK_T=block_t, BLOCK_C=block_c,
                                             num_warps=GPU_WARPS)
+
+
+ZERO_SLOPE = slope_parts(0.0)
+
+
+def launch_slope(negative_slope: float) -> tuple[float, float]:
+    """``slope_parts``, without its numpy round trip for the usual +0.0 (no LEAKY_RELU)."""
+    if negative_slope == 0.0 and math.copysign(1.0, negative_slope) > 0:
+        return ZERO_SLOPE
+    return slope_parts(negative_slope)
 
 
 def batch_norm_stats(x: torch.Tensor) -> torch.Tensor:
@@ -254,8 +286,9 @@ def batch_norm_stats(x: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     grid, strides, options = tile_launch(x, x)
     stats = torch.empty((grid[0], 3, c), device=x.device, dtype=stats_dtype(x.dtype))
-    batch_norm_stats_kernel[grid](x, stats, *strides, n, c, h, w,
-                                  ACC_DTYPE=accumulator_dtype(x.dtype), **options)
+    batch_norm_stats_kernel.run(x, stats, *strides, n, c, h, w,
+                                ACC_DTYPE=accumulator_dtype(x.dtype), grid=grid, warmup=False,
+                                **options)
     return stats
 
 
@@ -276,13 +309,13 @@ def batch_norm_finalize(stats: torch.Tensor, running_mean=None, running_var=None
     if cumulative and num_batches_tracked is None:
         raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
     grid, options = reduce_launch(tiles, c)
-    batch_norm_finalize_kernel[grid](
+    batch_norm_finalize_kernel.run(
         stats, mean, invstd, var_out if var_out is not None else mean,
         running_mean if update else mean, running_var if update else mean,
         num_batches_tracked if cumulative else mean,
         tiles, c, float(eps), float(momentum or 0.0),
         WRITE_VAR=var_out is not None, UPDATE_RUNNING=update, CUMULATIVE=cumulative,
-        ACC_DTYPE=accumulator_dtype(stats.dtype), **options,
+        ACC_DTYPE=accumulator_dtype(stats.dtype), grid=grid, warmup=False, **options,
     )
     return mean, invstd
 
@@ -304,20 +337,73 @@ def batch_norm_normalize(x: torch.Tensor, out: torch.Tensor, mean: torch.Tensor,
         return out
     has_residual = residual is not None
     grid, strides, options = tile_launch(x, x, out, residual if has_residual else out)
-    batch_norm_normalize_kernel[grid](
+    batch_norm_normalize_kernel.run(
         x, out, mean, scale,
         weight if weight is not None else mean, bias if bias is not None else mean,
         num_batches_tracked if num_batches_tracked is not None else mean,
         residual if has_residual else out,
-        *strides, n, c, h, w, float(eps), *slope_parts(negative_slope),
+        *strides, n, c, h, w, float(eps), *launch_slope(negative_slope),
         FROM_VAR=from_var, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
         HAS_RESIDUAL=has_residual, ACT=activation,
         COUNT_BATCH=num_batches_tracked is not None,
-        ACC_DTYPE=accumulator_dtype(x.dtype), **options,
+        ACC_DTYPE=accumulator_dtype(x.dtype), grid=grid, warmup=False, **options,
     )
     return out
 
 
+@host_cached()
+def train_forward_plan(shape: torch.Size, x_strides: tuple, out_strides: tuple, knobs: tuple):
+    """The three launches of ``batch_norm_train_forward`` over an x and out of this shape and
+    these strides: (stats launch, finalize launch, normalize launch) as ``tile_plan`` and
+    ``reduce_plan`` give them."""
+    stats = tile_plan(shape, x_strides[1], (x_strides,), knobs)
+    normalize = tile_plan(shape, x_strides[1], (x_strides, out_strides, out_strides), knobs)
+    return stats, reduce_plan(stats[0][0], shape[1], knobs), normalize
+
+
+def batch_norm_train_forward(x: torch.Tensor, out: torch.Tensor, weight=None, bias=None,
+                             running_mean=None, running_var=None, num_batches_tracked=None,
+                             momentum=0.1, eps: float = 1e-5, *, var_out=None):
+    """A training step's batch_norm_stats, batch_norm_finalize and batch_norm_normalize (no
+    residual, no activation) with one plan lookup: the same launches with the same
+    arguments, so the same bits. x, out: (N, C, H, W), not empty; the rest as those take
+    them. Returns (mean, invstd)."""
+    n, c, h, w = x.shape
+    (s_grid, s_strides, s_options), (f_grid, f_options), (n_grid, n_strides, n_options) = \
+        train_forward_plan(x.shape, x.stride(), out.stride(), knobs())
+    dtype = stats_dtype(x.dtype)
+    acc = accumulator_dtype(x.dtype)
+    stats = torch.empty((s_grid[0], 3, c), device=x.device, dtype=dtype)
+    batch_norm_stats_kernel.run(x, stats, *s_strides, n, c, h, w, ACC_DTYPE=acc, grid=s_grid,
+                                warmup=False, **s_options)
+    mean = torch.empty((c,), device=x.device, dtype=dtype)
+    invstd = torch.empty_like(mean)
+    update = running_mean is not None
+    cumulative = update and momentum is None
+    if cumulative and num_batches_tracked is None:
+        raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
+    batch_norm_finalize_kernel.run(
+        stats, mean, invstd, var_out if var_out is not None else mean,
+        running_mean if update else mean, running_var if update else mean,
+        num_batches_tracked if cumulative else mean,
+        s_grid[0], c, float(eps), float(momentum or 0.0),
+        WRITE_VAR=var_out is not None, UPDATE_RUNNING=update, CUMULATIVE=cumulative,
+        ACC_DTYPE=acc, grid=f_grid, warmup=False, **f_options,
+    )
+    batch_norm_normalize_kernel.run(
+        x, out, mean, invstd,
+        weight if weight is not None else mean, bias if bias is not None else mean,
+        num_batches_tracked if num_batches_tracked is not None else mean, out,
+        *n_strides, n, c, h, w, 0.0, *ZERO_SLOPE,
+        FROM_VAR=False, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+        HAS_RESIDUAL=False, ACT=NONE, COUNT_BATCH=num_batches_tracked is not None,
+        ACC_DTYPE=acc, grid=n_grid, warmup=False, **n_options,
+    )
+    return mean, invstd
+
+
 __all__ = ["batch_norm_stats", "batch_norm_finalize", "batch_norm_normalize", "stats_dtype",
-           "tile_config", "spatial_strides", "tile_launch", "reduce_launch",
+           "tile_config", "spatial_strides", "tile_launch", "tile_plan", "reduce_launch",
+           "reduce_plan", "knobs",
+           "launch_slope", "ZERO_SLOPE", "batch_norm_train_forward", "train_forward_plan",
            "batch_norm_stats_kernel", "batch_norm_finalize_kernel", "batch_norm_normalize_kernel"]

@@ -4,6 +4,8 @@ Without a GPU there is no capture to begin, so ``host_cache.capturing`` is swapp
 that says a capture is under way: a call made once before must then find every device table
 in its cache (nothing copied from the host), and a new one must refuse before any launch.
 """
+import cnn.kernels.activation as activation_kernels
+import cnn.kernels.batch_norm.forward as bn_forward
 import cnn.kernels.host_cache as host_cache
 import cnn.kernels.pool2d.geometry as pool_geometry
 import pytest
@@ -11,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from cnn.kernels.pool2d import max_pool2d as max_launchers
 from support import DEVICE
+from support.tripwire import launches
 
 import cnn
+from cnn.ops import batch_norm as bn_ops
 from cnn.ops import pool2d as pool_ops
 
 
@@ -143,3 +147,88 @@ def test_a_checked_signature_does_not_let_other_option_types_through(options):
         F.max_pool2d(x, **options)
     with pytest.raises(theirs.type):
         cnn.functional.max_pool2d(x, **options)
+
+
+def test_a_repeated_batch_norm_training_call_is_the_op_pair_bit_for_bit():
+    """The second eager call finds its checked signature and takes the lean Function: the
+    same three launches, and outputs, gradients and state bit for bit as the traced path's
+    op pair (batch_norm_train, then batch_norm_update_stats)."""
+    x = torch.randn(2, 3, 2, 2, device=DEVICE).to(memory_format=torch.channels_last)
+    dy = torch.linspace(-1, 1, x.numel(), device=DEVICE).view_as(x)
+
+    def step(run):
+        xa = x.clone().requires_grad_()
+        w = torch.linspace(0.5, 1.5, 3, device=DEVICE).requires_grad_()
+        state = [torch.zeros(3, device=DEVICE), torch.ones(3, device=DEVICE)]
+        with launches() as launched:
+            y = run(xa, w, state)
+        y.backward(dy)
+        return launched, [y, xa.grad, w.grad, *state]
+
+    def functional(xa, w, state):
+        return cnn.functional.batch_norm(xa, *state, w, None, training=True, momentum=0.2)
+
+    def pair(xa, w, state):
+        return bn_ops.batch_norm_train_and_update.call_pair(xa, w, None, 1e-5, *state, None,
+                                                            0.2)[0]
+
+    step(functional)
+    hits = bn_ops.EAGER_CALLS.hits
+    launched, ours = step(functional)
+    assert bn_ops.EAGER_CALLS.hits == hits + 1
+    assert launched == ["batch_norm_stats_kernel", "batch_norm_finalize_kernel",
+                        "batch_norm_normalize_kernel"]
+    for mine, theirs in zip(ours, step(pair)[1], strict=True):
+        assert torch.equal(mine, theirs)
+
+
+def test_a_checked_batch_norm_signature_keeps_torchs_results_and_refusals():
+    """A signature checked once must not let another through: eps 0 is refused; an int
+    momentum, a strided weight (copied by the slow path) and evaluation give torch's
+    results and running stats."""
+    x = torch.randn(2, 3, 2, 2, device=DEVICE)
+    strided = torch.linspace(0.5, 1.5, 6, device=DEVICE)[::2]
+    cnn.functional.batch_norm(x, torch.zeros(3, device=DEVICE), torch.ones(3, device=DEVICE),
+                              strided, training=True)
+    with pytest.raises(ValueError, match="eps must be positive"):
+        cnn.functional.batch_norm(x, torch.zeros(3, device=DEVICE), torch.ones(3, device=DEVICE),
+                                  training=True, eps=0.0)
+    for training, momentum in ((True, 1), (True, 0.1), (False, 0.1)):
+        results = []
+        for batch_norm in (cnn.functional.batch_norm, F.batch_norm):
+            state = [torch.zeros(3, device=DEVICE), torch.ones(3, device=DEVICE)]
+            y = batch_norm(x, *state, strided, training=training, momentum=momentum)
+            results.append([y, *state])
+        for ours, theirs in zip(*results, strict=True):
+            torch.testing.assert_close(ours, theirs)
+
+
+def test_a_repeated_activation_call_plans_nothing():
+    x = torch.randn(2, 3, 4, device=DEVICE, requires_grad=True)
+    for _ in range(2):
+        before = misses()
+        x.grad = None
+        y = cnn.functional.silu(cnn.functional.leaky_relu(x, 0.2))
+        y.backward(torch.ones_like(y))
+    assert misses() == before  # both launch plans found
+    expected = x.detach().clone().requires_grad_()
+    F.silu(F.leaky_relu(expected, 0.2)).backward(torch.ones_like(y))
+    torch.testing.assert_close(y, F.silu(F.leaky_relu(x.detach(), 0.2)))
+    torch.testing.assert_close(x.grad, expected.grad)
+
+
+def test_swapped_batch_norm_and_activation_knobs_key_other_plans(monkeypatch):
+    """Tests swap in the GPU's tiles (batch norm's module settings, the activations' tile
+    function); cached plans must not hide that."""
+    assert bn_forward.reduce_launch(80, 5)[1]["BLOCK_T"] == min(128, bn_forward.REDUCE_BLOCK_T)
+    monkeypatch.setattr(bn_forward, "REDUCE_BLOCK_T", 32)
+    assert bn_forward.reduce_launch(80, 5)[1]["BLOCK_T"] == 32
+    x = torch.randn(120, device=DEVICE)
+    assert activation_kernels.launch_plan((120,), (1,), None, (1,), False,
+                                          activation_kernels.block_for)[0] == (1,)
+    monkeypatch.setattr(activation_kernels, "block_for", lambda numel: 64)
+    with launches() as launched:
+        cnn.functional.silu(x)
+    assert launched == ["activation_kernel"]
+    assert activation_kernels.launch_plan((120,), (1,), None, (1,), False,
+                                          activation_kernels.block_for)[0] == (2,)
