@@ -318,18 +318,32 @@ class BatchNormTrainEager(torch.autograd.Function):
         out, mean, invstd, _ = _train_and_update(
             input, weight, bias, eps, running_mean, running_var, num_batches_tracked, momentum,
             lean_output_format(input.shape, input.stride()))
-        ctx.eps = eps
-        ctx.save_for_backward(input, weight, bias, mean, invstd)
+        # mean and invstd are this Function's own intermediates (neither inputs nor outputs):
+        # kept on ctx, not saved, which spares the saved-variable round trip in backward.
+        ctx.eps, ctx.mean, ctx.invstd = eps, mean, invstd
+        ctx.save_for_backward(input, weight, bias)
         return out
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, weight, bias, mean, invstd = ctx.saved_tensors
+        input, weight, bias = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         need_w, need_b = need_w and weight is not None, need_b and bias is not None
-        backward = _backward if plain_backward() else batch_norm_backward
-        dx, dw, db = backward(grad_output, input, weight, bias, mean, invstd, True, ctx.eps,
-                              need_x, need_w, need_b)
+        if not plain_backward():  # differentiated or traced: the op
+            dx, dw, db = batch_norm_backward(grad_output, input, weight, bias, ctx.mean,
+                                             ctx.invstd, True, ctx.eps, need_x, need_w, need_b)
+        elif input.numel() and (need_x or need_w or need_b):
+            # _backward's training launches, without its generic dispatch.
+            dx = None
+            if need_x:  # empty_grad_input, known not to be tracing
+                dx = torch.empty_like(input, memory_format=grad_input_format(
+                    input.shape, input.stride(), grad_output.stride()))
+            dw, db = backward_launchers.batch_norm_backward_training(
+                as_4d(grad_output), as_4d(input), as_4d(dx) if need_x else None, ctx.mean,
+                ctx.invstd, weight, bias, eps=ctx.eps, need_weight=need_w, need_bias=need_b)
+        else:
+            dx, dw, db = _backward(grad_output, input, weight, bias, ctx.mean, ctx.invstd,
+                                   True, ctx.eps, need_x, need_w, need_b)
         return (none_unless(need_x, dx), none_unless(need_w, dw), none_unless(need_b, db),
                 None, None, None, None, None)
 

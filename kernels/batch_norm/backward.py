@@ -276,6 +276,29 @@ def train_backward_plan(shape: torch.Size, dy_strides: tuple, x_strides: tuple,
                                                          x_strides, x_strides), knobs)
 
 
+@host_cached()
+def train_backward_launches(shape: torch.Size, dy_strides: tuple, x_strides: tuple,
+                            dx_strides: tuple | None, dtype: torch.dtype, has_weight: bool,
+                            has_bias: bool, need_weight: bool, need_bias: bool, knobs: tuple):
+    """``train_backward_plan`` with every launch's keyword arguments (grid, constexprs,
+    options) fixed for these flags: (partials' numel, reduce kwargs, sums kwargs, input
+    kwargs or None, reduce strides, input strides or None, tiles)."""
+    (r_grid, r_strides, r_options), (s_grid, s_options), input_launch = train_backward_plan(
+        shape, dy_strides, x_strides, dx_strides, knobs)
+    acc = accumulator_dtype(dtype)
+    reduce = dict(FROM_VAR=False, HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, ACT=NONE,
+                  HAS_RESIDUAL=False, ACC_DTYPE=acc, grid=r_grid, warmup=False, **r_options)
+    sums = dict(WRITE_WEIGHT=need_weight, WRITE_BIAS=need_bias, ACC_DTYPE=acc, grid=s_grid,
+                warmup=False, **s_options)
+    dx, dx_strides = None, None
+    if input_launch is not None:
+        grid, dx_strides, options = input_launch
+        dx = dict(TRAINING=True, FROM_VAR=False, HAS_WEIGHT=has_weight, HAS_BIAS=has_bias,
+                  ACT=NONE, HAS_RESIDUAL=False, WRITE_DX=True, WRITE_DRES=False,
+                  ACC_DTYPE=acc, grid=grid, warmup=False, **options)
+    return r_grid[0] * 2 * shape[1], reduce, sums, dx, r_strides, dx_strides, r_grid[0]
+
+
 def batch_norm_backward_training(dy: torch.Tensor, x: torch.Tensor, out, mean: torch.Tensor,
                                  invstd: torch.Tensor, weight=None, bias=None, *,
                                  eps: float = 0.0, need_weight: bool = False,
@@ -286,37 +309,31 @@ def batch_norm_backward_training(dy: torch.Tensor, x: torch.Tensor, out, mean: t
     the input gradient's (N, C, H, W), written in place, or None. Returns (dweight or None,
     dbias or None)."""
     n, c, h, w = x.shape
-    (r_grid, r_strides, r_options), (s_grid, s_options), input_launch = train_backward_plan(
-        x.shape, dy.stride(), x.stride(), None if out is None else out.stride(), knobs())
-    dtype = stats_dtype(x.dtype)
-    acc = accumulator_dtype(x.dtype)
+    numel, r_kwargs, s_kwargs, i_kwargs, r_strides, i_strides, tiles = train_backward_launches(
+        x.shape, dy.stride(), x.stride(), None if out is None else out.stride(), x.dtype,
+        weight is not None, bias is not None, need_weight, need_bias, knobs())
+    dtype, device = stats_dtype(x.dtype), x.device
     weight_or_mean = weight if weight is not None else mean
     bias_or_mean = bias if bias is not None else mean
-    partial = torch.empty((r_grid[0], 2, c), device=x.device, dtype=dtype)
+    # The partials (tiles, 2, C) and the sums (2, C) flat: the kernels take pointers.
+    partial = torch.empty(numel, device=device, dtype=dtype)
     batch_norm_backward_reduce_kernel.run(
         dy, x, x, mean, invstd, weight_or_mean, bias_or_mean, partial,
-        *r_strides, n, c, h, w, float(eps), *ZERO_SLOPE,
-        FROM_VAR=False, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-        ACT=NONE, HAS_RESIDUAL=False, ACC_DTYPE=acc, grid=r_grid, warmup=False, **r_options)
-    sums = torch.empty((2, c), device=x.device, dtype=dtype)
+        *r_strides, n, c, h, w, float(eps), *ZERO_SLOPE, **r_kwargs)
+    sums = torch.empty(2 * c, device=device, dtype=dtype)
     dweight = torch.empty_like(weight) if need_weight else None
     dbias = torch.empty_like(bias) if need_bias else None
     batch_norm_backward_sums_kernel.run(
         partial, sums, dweight if need_weight else sums, dbias if need_bias else sums,
-        r_grid[0], c, WRITE_WEIGHT=need_weight, WRITE_BIAS=need_bias, ACC_DTYPE=acc,
-        grid=s_grid, warmup=False, **s_options)
+        tiles, c, **s_kwargs)
     if out is not None:
-        grid, strides, options = input_launch
         batch_norm_backward_input_kernel.run(
             dy, x, out, x, x, mean, invstd, weight_or_mean, bias_or_mean, sums,
-            *strides, n, c, h, w, float(eps), *ZERO_SLOPE,
-            TRAINING=True, FROM_VAR=False, HAS_WEIGHT=weight is not None,
-            HAS_BIAS=bias is not None, ACT=NONE, HAS_RESIDUAL=False, WRITE_DX=True,
-            WRITE_DRES=False, ACC_DTYPE=acc, grid=grid, warmup=False, **options)
+            *i_strides, n, c, h, w, float(eps), *ZERO_SLOPE, **i_kwargs)
     return dweight, dbias
 
 
 __all__ = ["batch_norm_backward_reduce", "batch_norm_backward_sums", "batch_norm_backward_input",
            "batch_norm_backward_reduce_kernel", "batch_norm_backward_sums_kernel",
            "batch_norm_backward_input_kernel", "batch_norm_backward_training",
-           "train_backward_plan"]
+           "train_backward_plan", "train_backward_launches"]
