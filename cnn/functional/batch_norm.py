@@ -147,8 +147,7 @@ def tracked_batch_norm(input, running_mean, running_var, weight, bias, training,
     if key is not None and ops.EAGER_CALLS.get(key):
         # Checked before, and a plain training call: straight to the lean eager Function.
         return ops.batch_norm_train_eager(
-            input, weight, bias, float(eps), running_mean, running_var, num_batches_tracked,
-            None if momentum is None else float(momentum))
+            input, weight, bias, eps, (running_mean, running_var, num_batches_tracked, momentum))
     if not check_batch_norm_args(input.shape, input.dtype, input.device, running_mean,
                                  running_var, weight, bias, training, eps=eps,
                                  momentum=momentum, num_batches_tracked=num_batches_tracked,

@@ -310,14 +310,19 @@ class BatchNormTrainEager(torch.autograd.Function):
     torch.func, plain tensors, unit-stride (C,) parameters and state: the functional checks),
     returning y alone: the same fused implementation and launches (the state updated inside
     them), and a backward that launches directly unless it is itself differentiated or traced
-    (then batch_norm_backward, the op). Arguments: batch_norm_train_and_update's."""
+    (then batch_norm_backward, the op). Arguments: (input, weight, bias, eps, state), state
+    the tuple (running_mean, running_var, num_batches_tracked, momentum): the state is no
+    autograd input (never differentiated; one argument is cheaper to apply than four)."""
 
     @staticmethod
-    def forward(ctx, input, weight, bias, eps, running_mean, running_var, num_batches_tracked,
-                momentum):
-        out, mean, invstd, _ = _train_and_update(
-            input, weight, bias, eps, running_mean, running_var, num_batches_tracked, momentum,
-            lean_output_format(input.shape, input.stride()))
+    def forward(ctx, input, weight, bias, eps, state):
+        if input.numel() == 0:
+            out, mean, invstd, _ = _train_and_update(input, weight, bias, eps, *state)
+        else:  # _train_and_update's launches, y laid out by the planned format
+            out = torch.empty_like(input, memory_format=lean_output_format(input.shape,
+                                                                           input.stride()))
+            mean, invstd = forward_launchers.batch_norm_train_forward(
+                as_4d(input), as_4d(out), weight, bias, *state, eps)
         # mean and invstd are this Function's own intermediates (neither inputs nor outputs):
         # kept on ctx, not saved, which spares the saved-variable round trip in backward.
         ctx.eps, ctx.mean, ctx.invstd = eps, mean, invstd
@@ -344,8 +349,8 @@ class BatchNormTrainEager(torch.autograd.Function):
         else:
             dx, dw, db = _backward(grad_output, input, weight, bias, ctx.mean, ctx.invstd,
                                    True, ctx.eps, need_x, need_w, need_b)
-        return (none_unless(need_x, dx), none_unless(need_w, dw), none_unless(need_b, db),
-                None, None, None, None, None)
+        return none_unless(need_x, dx), none_unless(need_w, dw), none_unless(need_b, db), \
+            None, None
 
 
 batch_norm_train_eager = direct_apply(BatchNormTrainEager)

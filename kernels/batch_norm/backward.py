@@ -312,15 +312,15 @@ def batch_norm_backward_training(dy: torch.Tensor, x: torch.Tensor, out, mean: t
     numel, r_kwargs, s_kwargs, i_kwargs, r_strides, i_strides, tiles = train_backward_launches(
         x.shape, dy.stride(), x.stride(), None if out is None else out.stride(), x.dtype,
         weight is not None, bias is not None, need_weight, need_bias, knobs())
-    dtype, device = stats_dtype(x.dtype), x.device
     weight_or_mean = weight if weight is not None else mean
     bias_or_mean = bias if bias is not None else mean
-    # The partials (tiles, 2, C) and the sums (2, C) flat: the kernels take pointers.
-    partial = torch.empty(numel, device=device, dtype=dtype)
+    # The partials (tiles, 2, C) and the sums (2, C) flat (the kernels take pointers), in
+    # mean's dtype (the statistics') by new_empty(int), the cheapest allocation.
+    partial = mean.new_empty(numel)
     batch_norm_backward_reduce_kernel.run(
         dy, x, x, mean, invstd, weight_or_mean, bias_or_mean, partial,
         *r_strides, n, c, h, w, float(eps), *ZERO_SLOPE, **r_kwargs)
-    sums = torch.empty(2 * c, device=device, dtype=dtype)
+    sums = mean.new_empty(2 * c)
     dweight = torch.empty_like(weight) if need_weight else None
     dbias = torch.empty_like(bias) if need_bias else None
     batch_norm_backward_sums_kernel.run(

@@ -396,13 +396,13 @@ def batch_norm_train_forward(x: torch.Tensor, out: torch.Tensor, weight=None, bi
     numel, s_kwargs, f_kwargs, n_kwargs, s_strides, n_strides, tiles = train_forward_launches(
         x.shape, x.stride(), out.stride(), x.dtype, weight is not None, bias is not None,
         update, cumulative, num_batches_tracked is not None, var_out is not None, knobs())
-    # The partials (tiles, 3, C) as one flat allocation: the kernels take a pointer; sizes
-    # passed as ints (a shape tuple costs the allocation as much again).
-    dtype, device = stats_dtype(x.dtype), x.device
-    stats = torch.empty(numel, device=device, dtype=dtype)
+    # The partials (tiles, 3, C) flat (the kernels take pointers), and every size an int:
+    # new_empty(int) of a tensor of the right dtype and device is the cheapest allocation.
+    dtype = stats_dtype(x.dtype)
+    stats = x.new_empty(numel) if dtype == x.dtype else x.new_empty(numel, dtype=dtype)
     batch_norm_stats_kernel.run(x, stats, *s_strides, n, c, h, w, **s_kwargs)
-    mean = torch.empty(c, device=device, dtype=dtype)
-    invstd = torch.empty(c, device=device, dtype=dtype)
+    mean = stats.new_empty(c)
+    invstd = stats.new_empty(c)
     batch_norm_finalize_kernel.run(
         stats, mean, invstd, var_out if var_out is not None else mean,
         running_mean if update else mean, running_var if update else mean,
