@@ -10,8 +10,8 @@ conv_transpose2d's (cnn/ops/conv2d.py, cnn/ops/conv_transpose2d.py).
 """
 import torch
 
-from ..kernels.host_cache import SignatureCache
 from ..kernels.runtime import check_device, is_channels_last
+from ..ops import conv1d as ops
 from ..ops import conv2d as conv2d_ops
 from ..ops import conv_transpose2d as conv_transpose2d_ops
 from ..ops.registry import tracing
@@ -19,10 +19,9 @@ from .conv2d import autocast_to_lower_precision
 from .conv2d_args import check_conv2d_args, check_conv2d_types
 from .conv_transpose2d import check_conv_transpose_args, check_conv_transpose_types
 
-# conv1d's plain eager calls whose arguments were checked before, by signature
-# (``_conv1d_key``) -> (stride, padding (left, right), dilation, whether the output keeps
-# channels innermost).
-CHECKED_CALLS = SignatureCache("cnn.functional.conv1d.CHECKED_CALLS")
+# Plain eager calls whose arguments were checked before, by signature (``_conv1d_key``) ->
+# (stride, padding (left, right), dilation, whether the output keeps channels innermost).
+CHECKED_CALLS = ops.CHECKED_CALLS
 
 
 def _channels_innermost(input: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -104,9 +103,13 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     s, (left, right), d, channels_innermost = checked
     unbatched = input.dim() == 2
     batched = input.unsqueeze(0) if unbatched else input
-    out = conv2d_ops.conv2d(batched.unsqueeze(2), weight.unsqueeze(2), bias, [1, s],
-                            [0, 0, left, right], [1, d], groups)
-    out = _as_1d(out, channels_innermost)
+    if key is not None:  # a plain eager call: the 2-D views inside one Function
+        out = ops.conv1d_eager(batched, weight, bias, [1, s], [0, 0, left, right], [1, d],
+                               groups, channels_innermost)
+    else:
+        out = _as_1d(conv2d_ops.conv2d(batched.unsqueeze(2), weight.unsqueeze(2), bias,
+                                       [1, s], [0, 0, left, right], [1, d], groups),
+                     channels_innermost)
     return out.squeeze(0) if unbatched else out
 
 
