@@ -310,19 +310,20 @@ class BatchNormTrainEager(torch.autograd.Function):
     torch.func, plain tensors, unit-stride (C,) parameters and state: the functional checks),
     returning y alone: the same fused implementation and launches (the state updated inside
     them), and a backward that launches directly unless it is itself differentiated or traced
-    (then batch_norm_backward, the op). Arguments: (input, weight, bias, eps, state), state
-    the tuple (running_mean, running_var, num_batches_tracked, momentum): the state is no
-    autograd input (never differentiated; one argument is cheaper to apply than four)."""
+    (then batch_norm_backward, the op). Arguments: (input, weight, bias, eps, state,
+    out_format), state the tuple (running_mean, running_var, num_batches_tracked, momentum):
+    no autograd input (never differentiated; one argument is cheaper to apply than four);
+    out_format: y's memory format, ``lean_output_format`` (the caller's checked entry)."""
 
     @staticmethod
-    def forward(ctx, input, weight, bias, eps, state):
+    def forward(ctx, input, weight, bias, eps, state, out_format):
         if input.numel() == 0:
             out, mean, invstd, _ = _train_and_update(input, weight, bias, eps, *state)
-        else:  # _train_and_update's launches, y laid out by the planned format
-            out = torch.empty_like(input, memory_format=lean_output_format(input.shape,
-                                                                           input.stride()))
-            mean, invstd = forward_launchers.batch_norm_train_forward(
-                as_4d(input), as_4d(out), weight, bias, *state, eps)
+        else:  # _train_and_update's launches
+            out = torch.empty_like(input, memory_format=out_format)
+            x4, out4 = (input, out) if input.dim() == 4 else (as_4d(input), as_4d(out))
+            mean, invstd = forward_launchers.batch_norm_train_forward(x4, out4, weight, bias,
+                                                                      *state, eps)
         # mean and invstd are this Function's own intermediates (neither inputs nor outputs):
         # kept on ctx, not saved, which spares the saved-variable round trip in backward.
         ctx.eps, ctx.mean, ctx.invstd = eps, mean, invstd
@@ -339,18 +340,22 @@ class BatchNormTrainEager(torch.autograd.Function):
                                              ctx.invstd, True, ctx.eps, need_x, need_w, need_b)
         elif input.numel() and (need_x or need_w or need_b):
             # _backward's training launches, without its generic dispatch.
-            dx = None
+            dx = dx4 = None
             if need_x:  # empty_grad_input, known not to be tracing
                 dx = torch.empty_like(input, memory_format=grad_input_format(
                     input.shape, input.stride(), grad_output.stride()))
+            if input.dim() == 4:  # as_4d's views are the tensors themselves
+                dy4, x4, dx4 = grad_output, input, dx
+            else:
+                dy4, x4 = as_4d(grad_output), as_4d(input)
+                dx4 = as_4d(dx) if need_x else None
             dw, db = backward_launchers.batch_norm_backward_training(
-                as_4d(grad_output), as_4d(input), as_4d(dx) if need_x else None, ctx.mean,
-                ctx.invstd, weight, bias, eps=ctx.eps, need_weight=need_w, need_bias=need_b)
+                dy4, x4, dx4, ctx.mean, ctx.invstd, weight, bias, ctx.eps, need_w, need_b)
         else:
             dx, dw, db = _backward(grad_output, input, weight, bias, ctx.mean, ctx.invstd,
                                    True, ctx.eps, need_x, need_w, need_b)
         return none_unless(need_x, dx), none_unless(need_w, dw), none_unless(need_b, db), \
-            None, None
+            None, None, None
 
 
 batch_norm_train_eager = direct_apply(BatchNormTrainEager)
