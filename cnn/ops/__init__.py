@@ -4,6 +4,7 @@ One file per op family; registry.py says how an op is registered and which path 
 from . import (
     activation,
     batch_norm,
+    conv1d,
     conv2d,
     conv_bn_act,
     conv_transpose2d,
@@ -12,5 +13,5 @@ from . import (
     sync_batch_norm,
 )
 
-__all__ = ["activation", "batch_norm", "conv2d", "conv_bn_act", "conv_transpose2d", "pool2d",
-           "relu", "sync_batch_norm"]
+__all__ = ["activation", "batch_norm", "conv1d", "conv2d", "conv_bn_act", "conv_transpose2d",
+           "pool2d", "relu", "sync_batch_norm"]

@@ -136,6 +136,24 @@ def lean_output_format(shape: torch.Size, strides: tuple) -> torch.memory_format
     return output_format(torch.empty_strided(shape, strides, device="meta"))
 
 
+def _preserved(shape: torch.Size, strides: tuple, fmt: torch.memory_format):
+    """fmt, or None where ``empty_like(t)`` (preserve_format, the cheaper call) already lays
+    out a t of this shape and these strides so."""
+    t = torch.empty_strided(shape, strides, device="meta")
+    same = torch.empty_like(t).stride() == torch.empty_like(t, memory_format=fmt).stride()
+    return None if same else fmt
+
+
+@host_cached()
+def lean_formats(shape: torch.Size, strides: tuple, grad_strides: tuple | None):
+    """The lean Function's memory formats for an input of this shape and these strides, each
+    None where empty_like's default gives it: y's (``lean_output_format``) when grad_strides
+    is None, else dx's for a gradient of those strides (``grad_input_format``)."""
+    if grad_strides is None:
+        return _preserved(shape, strides, lean_output_format(shape, strides))
+    return _preserved(shape, strides, grad_input_format(shape, strides, grad_strides))
+
+
 def _stats(input: torch.Tensor) -> torch.Tensor:
     return torch.empty((input.shape[1],), device=input.device, dtype=stats_dtype(input.dtype))
 
@@ -310,28 +328,57 @@ class BatchNormTrainEager(torch.autograd.Function):
     torch.func, plain tensors, unit-stride (C,) parameters and state: the functional checks),
     returning y alone: the same fused implementation and launches (the state updated inside
     them), and a backward that launches directly unless it is itself differentiated or traced
-    (then batch_norm_backward, the op). Arguments: batch_norm_train_and_update's."""
+    (then batch_norm_backward, the op). Arguments: (input, weight, bias, eps, state,
+    out_format), state the tuple (running_mean, running_var, num_batches_tracked, momentum):
+    no autograd input (never differentiated; one argument is cheaper to apply than four);
+    out_format: y's memory format, ``lean_formats`` (None: input's own layout)."""
 
     @staticmethod
-    def forward(ctx, input, weight, bias, eps, running_mean, running_var, num_batches_tracked,
-                momentum):
-        out, mean, invstd, _ = _train_and_update(
-            input, weight, bias, eps, running_mean, running_var, num_batches_tracked, momentum,
-            lean_output_format(input.shape, input.stride()))
-        ctx.eps = eps
-        ctx.save_for_backward(input, weight, bias, mean, invstd)
+    def forward(ctx, input, weight, bias, eps, state, out_format):
+        if input.numel() == 0:
+            out, mean, invstd, _ = _train_and_update(input, weight, bias, eps, *state)
+        else:  # _train_and_update's launches
+            out = torch.empty_like(input) if out_format is None else \
+                torch.empty_like(input, memory_format=out_format)
+            x4, out4 = (input, out) if input.dim() == 4 else (as_4d(input), as_4d(out))
+            mean, invstd = forward_launchers.batch_norm_train_forward(x4, out4, weight, bias,
+                                                                      *state, eps)
+        # mean and invstd are this Function's own intermediates (neither inputs nor outputs):
+        # kept on ctx, not saved, which spares the saved-variable round trip in backward.
+        # So is bias: the backward reads no value of it (beta only enters through an
+        # activation, and this block has none), as torch's batch norm does not save it.
+        ctx.eps, ctx.mean, ctx.invstd, ctx.bias = eps, mean, invstd, bias
+        ctx.save_for_backward(input, weight)
         return out
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, weight, bias, mean, invstd = ctx.saved_tensors
+        input, weight = ctx.saved_tensors
+        bias = ctx.bias
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         need_w, need_b = need_w and weight is not None, need_b and bias is not None
-        backward = _backward if plain_backward() else batch_norm_backward
-        dx, dw, db = backward(grad_output, input, weight, bias, mean, invstd, True, ctx.eps,
-                              need_x, need_w, need_b)
-        return (none_unless(need_x, dx), none_unless(need_w, dw), none_unless(need_b, db),
-                None, None, None, None, None)
+        if not plain_backward():  # differentiated or traced: the op
+            dx, dw, db = batch_norm_backward(grad_output, input, weight, bias, ctx.mean,
+                                             ctx.invstd, True, ctx.eps, need_x, need_w, need_b)
+        elif input.numel() and (need_x or need_w or need_b):
+            # _backward's training launches, without its generic dispatch.
+            dx = dx4 = None
+            if need_x:  # empty_grad_input, known not to be tracing
+                fmt = lean_formats(input.shape, input.stride(), grad_output.stride())
+                dx = torch.empty_like(input) if fmt is None else \
+                    torch.empty_like(input, memory_format=fmt)
+            if input.dim() == 4:  # as_4d's views are the tensors themselves
+                dy4, x4, dx4 = grad_output, input, dx
+            else:
+                dy4, x4 = as_4d(grad_output), as_4d(input)
+                dx4 = as_4d(dx) if need_x else None
+            dw, db = backward_launchers.batch_norm_backward_training(
+                dy4, x4, dx4, ctx.mean, ctx.invstd, weight, bias, ctx.eps, need_w, need_b)
+        else:
+            dx, dw, db = _backward(grad_output, input, weight, bias, ctx.mean, ctx.invstd,
+                                   True, ctx.eps, need_x, need_w, need_b)
+        return (dx if need_x else None, dw if need_w else None, db if need_b else None,
+                None, None, None)
 
 
 batch_norm_train_eager = direct_apply(BatchNormTrainEager)
@@ -340,4 +387,4 @@ __all__ = ["batch_norm_train", "batch_norm_update_stats", "batch_norm_train_and_
            "batch_norm_eval", "batch_norm_backward", "as_4d", "empty_output", "output_format",
            "is_dense", "empty_grad_input", "suggest_memory_format", "EAGER_CALLS",
            "BatchNormTrainEager", "batch_norm_train_eager", "grad_input_format",
-           "lean_output_format"]
+           "lean_output_format", "lean_formats"]

@@ -276,8 +276,35 @@ def train_backward_plan(shape: torch.Size, dy_strides: tuple, x_strides: tuple,
                                                          x_strides, x_strides), knobs)
 
 
+@host_cached()
+def train_backward_launches(shape: torch.Size, dy_strides: tuple, x_strides: tuple,
+                            dx_strides: tuple | None, dtype: torch.dtype, has_weight: bool,
+                            has_bias: bool, need_weight: bool, need_bias: bool, eps: float,
+                            knobs: tuple):
+    """``train_backward_plan`` with every launch's arguments but the tensors fixed for these
+    flags and eps: (partials' numel, then per launch (reduce, sums, input or None) the
+    positional arguments after its tensors and the keyword arguments (grid, constexprs,
+    options))."""
+    (r_grid, r_strides, r_options), (s_grid, s_options), input_launch = train_backward_plan(
+        shape, dy_strides, x_strides, dx_strides, knobs)
+    acc = accumulator_dtype(dtype)
+    reduce = dict(FROM_VAR=False, HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, ACT=NONE,
+                  HAS_RESIDUAL=False, ACC_DTYPE=acc, grid=r_grid, warmup=False, **r_options)
+    sums = dict(WRITE_WEIGHT=need_weight, WRITE_BIAS=need_bias, ACC_DTYPE=acc, grid=s_grid,
+                warmup=False, **s_options)
+    dx_args = dx = None
+    if input_launch is not None:
+        grid, strides, options = input_launch
+        dx_args = (*strides, *shape, float(eps), *ZERO_SLOPE)
+        dx = dict(TRAINING=True, FROM_VAR=False, HAS_WEIGHT=has_weight, HAS_BIAS=has_bias,
+                  ACT=NONE, HAS_RESIDUAL=False, WRITE_DX=True, WRITE_DRES=False,
+                  ACC_DTYPE=acc, grid=grid, warmup=False, **options)
+    return (r_grid[0] * 2 * shape[1], (*r_strides, *shape, float(eps), *ZERO_SLOPE), reduce,
+            (r_grid[0], shape[1]), sums, dx_args, dx)
+
+
 def batch_norm_backward_training(dy: torch.Tensor, x: torch.Tensor, out, mean: torch.Tensor,
-                                 invstd: torch.Tensor, weight=None, bias=None, *,
+                                 invstd: torch.Tensor, weight=None, bias=None,
                                  eps: float = 0.0, need_weight: bool = False,
                                  need_bias: bool = False):
     """A training step's batch_norm_backward_reduce, batch_norm_backward_sums and
@@ -285,38 +312,30 @@ def batch_norm_backward_training(dy: torch.Tensor, x: torch.Tensor, out, mean: t
     launches with the same arguments, so the same bits. dy, x: (N, C, H, W), not empty; out:
     the input gradient's (N, C, H, W), written in place, or None. Returns (dweight or None,
     dbias or None)."""
-    n, c, h, w = x.shape
-    (r_grid, r_strides, r_options), (s_grid, s_options), input_launch = train_backward_plan(
-        x.shape, dy.stride(), x.stride(), None if out is None else out.stride(), knobs())
-    dtype = stats_dtype(x.dtype)
-    acc = accumulator_dtype(x.dtype)
+    numel, r_args, r_kwargs, s_args, s_kwargs, i_args, i_kwargs = train_backward_launches(
+        x.shape, dy.stride(), x.stride(), None if out is None else out.stride(), x.dtype,
+        weight is not None, bias is not None, need_weight, need_bias, eps, knobs())
     weight_or_mean = weight if weight is not None else mean
     bias_or_mean = bias if bias is not None else mean
-    partial = torch.empty((r_grid[0], 2, c), device=x.device, dtype=dtype)
+    # The partials (tiles, 2, C) and the sums (2, C) flat (the kernels take pointers), in
+    # mean's dtype (the statistics') by new_empty(int), the cheapest allocation.
+    partial = mean.new_empty(numel)
     batch_norm_backward_reduce_kernel.run(
-        dy, x, x, mean, invstd, weight_or_mean, bias_or_mean, partial,
-        *r_strides, n, c, h, w, float(eps), *ZERO_SLOPE,
-        FROM_VAR=False, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-        ACT=NONE, HAS_RESIDUAL=False, ACC_DTYPE=acc, grid=r_grid, warmup=False, **r_options)
-    sums = torch.empty((2, c), device=x.device, dtype=dtype)
+        dy, x, x, mean, invstd, weight_or_mean, bias_or_mean, partial, *r_args, **r_kwargs)
+    sums = mean.new_empty(2 * x.shape[1])
     dweight = torch.empty_like(weight) if need_weight else None
     dbias = torch.empty_like(bias) if need_bias else None
     batch_norm_backward_sums_kernel.run(
         partial, sums, dweight if need_weight else sums, dbias if need_bias else sums,
-        r_grid[0], c, WRITE_WEIGHT=need_weight, WRITE_BIAS=need_bias, ACC_DTYPE=acc,
-        grid=s_grid, warmup=False, **s_options)
+        *s_args, **s_kwargs)
     if out is not None:
-        grid, strides, options = input_launch
         batch_norm_backward_input_kernel.run(
             dy, x, out, x, x, mean, invstd, weight_or_mean, bias_or_mean, sums,
-            *strides, n, c, h, w, float(eps), *ZERO_SLOPE,
-            TRAINING=True, FROM_VAR=False, HAS_WEIGHT=weight is not None,
-            HAS_BIAS=bias is not None, ACT=NONE, HAS_RESIDUAL=False, WRITE_DX=True,
-            WRITE_DRES=False, ACC_DTYPE=acc, grid=grid, warmup=False, **options)
+            *i_args, **i_kwargs)
     return dweight, dbias
 
 
 __all__ = ["batch_norm_backward_reduce", "batch_norm_backward_sums", "batch_norm_backward_input",
            "batch_norm_backward_reduce_kernel", "batch_norm_backward_sums_kernel",
            "batch_norm_backward_input_kernel", "batch_norm_backward_training",
-           "train_backward_plan"]
+           "train_backward_plan", "train_backward_launches"]

@@ -361,6 +361,31 @@ def train_forward_plan(shape: torch.Size, x_strides: tuple, out_strides: tuple, 
     return stats, reduce_plan(stats[0][0], shape[1], knobs), normalize
 
 
+@host_cached()
+def train_forward_launches(shape: torch.Size, x_strides: tuple, out_strides: tuple,
+                           dtype: torch.dtype, has_weight: bool, has_bias: bool, update: bool,
+                           cumulative: bool, count_batch: bool, write_var: bool, eps: float,
+                           momentum: float | None, knobs: tuple):
+    """``train_forward_plan`` with every launch's arguments but the tensors fixed for these
+    flags and scalars: (partials' numel, the partials' dtype or None when it is x's, then
+    per launch (stats, finalize, normalize) the positional arguments after its tensors and
+    the keyword arguments (grid, constexprs, options))."""
+    (s_grid, s_strides, s_options), (f_grid, f_options), (n_grid, n_strides, n_options) = \
+        train_forward_plan(shape, x_strides, out_strides, knobs)
+    acc = accumulator_dtype(dtype)
+    stats = dict(ACC_DTYPE=acc, grid=s_grid, warmup=False, **s_options)
+    finalize = dict(WRITE_VAR=write_var, UPDATE_RUNNING=update, CUMULATIVE=cumulative,
+                    ACC_DTYPE=acc, grid=f_grid, warmup=False, **f_options)
+    normalize = dict(FROM_VAR=False, HAS_WEIGHT=has_weight, HAS_BIAS=has_bias,
+                     HAS_RESIDUAL=False, ACT=NONE, COUNT_BATCH=count_batch, ACC_DTYPE=acc,
+                     grid=n_grid, warmup=False, **n_options)
+    partials = stats_dtype(dtype)
+    return (s_grid[0] * 3 * shape[1], None if partials == dtype else partials,
+            (*s_strides, *shape), stats,
+            (s_grid[0], shape[1], float(eps), float(momentum or 0.0)), finalize,
+            (*n_strides, *shape, 0.0, *ZERO_SLOPE), normalize)
+
+
 def batch_norm_train_forward(x: torch.Tensor, out: torch.Tensor, weight=None, bias=None,
                              running_mean=None, running_var=None, num_batches_tracked=None,
                              momentum=0.1, eps: float = 1e-5, *, var_out=None):
@@ -368,37 +393,30 @@ def batch_norm_train_forward(x: torch.Tensor, out: torch.Tensor, weight=None, bi
     residual, no activation) with one plan lookup: the same launches with the same
     arguments, so the same bits. x, out: (N, C, H, W), not empty; the rest as those take
     them. Returns (mean, invstd)."""
-    n, c, h, w = x.shape
-    (s_grid, s_strides, s_options), (f_grid, f_options), (n_grid, n_strides, n_options) = \
-        train_forward_plan(x.shape, x.stride(), out.stride(), knobs())
-    dtype = stats_dtype(x.dtype)
-    acc = accumulator_dtype(x.dtype)
-    stats = torch.empty((s_grid[0], 3, c), device=x.device, dtype=dtype)
-    batch_norm_stats_kernel.run(x, stats, *s_strides, n, c, h, w, ACC_DTYPE=acc, grid=s_grid,
-                                warmup=False, **s_options)
-    mean = torch.empty((c,), device=x.device, dtype=dtype)
-    invstd = torch.empty_like(mean)
     update = running_mean is not None
     cumulative = update and momentum is None
     if cumulative and num_batches_tracked is None:
         raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
+    numel, dtype, s_args, s_kwargs, f_args, f_kwargs, n_args, n_kwargs = train_forward_launches(
+        x.shape, x.stride(), out.stride(), x.dtype, weight is not None, bias is not None,
+        update, cumulative, num_batches_tracked is not None, var_out is not None, eps, momentum,
+        knobs())
+    # The partials (tiles, 3, C) flat (the kernels take pointers), and every size an int:
+    # new_empty(int) of a tensor of the right dtype and device is the cheapest allocation.
+    stats = x.new_empty(numel) if dtype is None else x.new_empty(numel, dtype=dtype)
+    batch_norm_stats_kernel.run(x, stats, *s_args, **s_kwargs)
+    c = x.shape[1]
+    mean = stats.new_empty(c)
+    invstd = stats.new_empty(c)
     batch_norm_finalize_kernel.run(
         stats, mean, invstd, var_out if var_out is not None else mean,
         running_mean if update else mean, running_var if update else mean,
-        num_batches_tracked if cumulative else mean,
-        s_grid[0], c, float(eps), float(momentum or 0.0),
-        WRITE_VAR=var_out is not None, UPDATE_RUNNING=update, CUMULATIVE=cumulative,
-        ACC_DTYPE=acc, grid=f_grid, warmup=False, **f_options,
-    )
+        num_batches_tracked if cumulative else mean, *f_args, **f_kwargs)
     batch_norm_normalize_kernel.run(
         x, out, mean, invstd,
         weight if weight is not None else mean, bias if bias is not None else mean,
         num_batches_tracked if num_batches_tracked is not None else mean, out,
-        *n_strides, n, c, h, w, 0.0, *ZERO_SLOPE,
-        FROM_VAR=False, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-        HAS_RESIDUAL=False, ACT=NONE, COUNT_BATCH=num_batches_tracked is not None,
-        ACC_DTYPE=acc, grid=n_grid, warmup=False, **n_options,
-    )
+        *n_args, **n_kwargs)
     return mean, invstd
 
 
@@ -406,4 +424,5 @@ __all__ = ["batch_norm_stats", "batch_norm_finalize", "batch_norm_normalize", "s
            "tile_config", "spatial_strides", "tile_launch", "tile_plan", "reduce_launch",
            "reduce_plan", "knobs",
            "launch_slope", "ZERO_SLOPE", "batch_norm_train_forward", "train_forward_plan",
+           "train_forward_launches",
            "batch_norm_stats_kernel", "batch_norm_finalize_kernel", "batch_norm_normalize_kernel"]

@@ -4,6 +4,8 @@ Without a GPU there is no capture to begin, so ``host_cache.capturing`` is swapp
 that says a capture is under way: a call made once before must then find every device table
 in its cache (nothing copied from the host), and a new one must refuse before any launch.
 """
+import importlib
+
 import cnn.kernels.activation as activation_kernels
 import cnn.kernels.batch_norm.forward as bn_forward
 import cnn.kernels.host_cache as host_cache
@@ -232,3 +234,22 @@ def test_swapped_batch_norm_and_activation_knobs_key_other_plans(monkeypatch):
     assert launched == ["activation_kernel"]
     assert activation_kernels.launch_plan((120,), (1,), None, (1,), False,
                                           activation_kernels.block_for)[0] == (2,)
+
+
+def test_a_checked_conv1d_signature_keeps_torchs_results_and_refusals():
+    """The second call finds its checked signature (same output as torch's); an option of
+    another type that equals a cached one as a key (True == 1, 1.0 == 1) still gets torch's
+    refusal."""
+    conv1d = importlib.import_module("cnn.functional.conv1d")
+    x = torch.randn(2, 3, 5, device=DEVICE)
+    w = torch.randn(4, 3, 2, device=DEVICE)
+    cnn.functional.conv1d(x, w, stride=1, padding=1)
+    hits = conv1d.CHECKED_CALLS.hits
+    torch.testing.assert_close(cnn.functional.conv1d(x, w, stride=1, padding=1),
+                               F.conv1d(x, w, stride=1, padding=1))
+    assert conv1d.CHECKED_CALLS.hits == hits + 1
+    for options in (dict(stride=True, padding=1), dict(stride=1, padding=1.0)):
+        with pytest.raises(Exception) as theirs:
+            F.conv1d(x, w, **options)
+        with pytest.raises(theirs.type):
+            cnn.functional.conv1d(x, w, **options)
