@@ -134,7 +134,8 @@ def local_imports(module: str) -> set:
                 base = package.split(".")
                 base = ".".join(base[:len(base) - node.level + 1])
                 parent = f"{base}.{node.module}" if node.module else base
-                names.add(parent)
+                if node.module:  # ``from .. import x`` imports x, not what the package re-exports
+                    names.add(parent)
                 names.update(f"{parent}.{a.name}" for a in node.names)
             elif node.module and node.module.startswith("cnn.kernels"):
                 names.add(node.module)
@@ -154,7 +155,9 @@ def module_hash(module: str) -> str:
         if name in seen:
             continue
         seen.add(name)
-        todo.extend(local_imports(name))
+        if name == module or _source(name).name != "__init__.py":
+            # A package's __init__ only re-exports: its own imports change nothing compiled here.
+            todo.extend(local_imports(name))
     h = hashlib.sha256()
     for name in sorted(seen):
         h.update(name.encode())

@@ -56,3 +56,24 @@ def test_saved_compiles_are_reused_by_key(monkeypatch):
     assert compiled == ["x2"]
     assert results[0].cached and results[0].registers == 40 and results[0].label == "a"
     assert not results[1].cached
+
+
+def test_a_kernel_depends_on_what_it_imports_not_on_the_package(monkeypatch):
+    """``from .. import runtime`` depends on runtime, not on everything cnn.kernels re-exports:
+    an edit of batch norm leaves the convolutions' saved compiles valid (and batch norm's
+    backward, which imports its forward, stale)."""
+    from benchmarks.static import compile as static_compile
+
+    imports = static_compile.local_imports("cnn.kernels.conv2d.input_grad")
+    assert "cnn.kernels.runtime" in imports and "cnn.kernels" not in imports
+    modules = ("cnn.kernels.conv2d.forward", "cnn.kernels.batch_norm.backward")
+    before = [static_compile.module_hash(m) for m in modules]
+    real = static_compile._source
+    monkeypatch.setattr(static_compile, "_source", lambda name: real(
+        "cnn.kernels.relu" if name == "cnn.kernels.batch_norm.forward" else name))
+    static_compile.module_hash.cache_clear()
+    try:
+        after = [static_compile.module_hash(m) for m in modules]
+    finally:
+        static_compile.module_hash.cache_clear()
+    assert after[0] == before[0] and after[1] != before[1]
