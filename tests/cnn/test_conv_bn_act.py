@@ -206,8 +206,8 @@ def test_gradcheck_training_and_eval():
 # ------------------------------------------------------------ launches and torch compute ops
 
 # allocations and views only: on a GPU every other aten op is a kernel launch of its own
-ALLOWED_OPS = {"empty", "empty_strided", "empty_like", "view", "as_strided", "t", "unsqueeze",
-               "alias", "_unsafe_view"}
+ALLOWED_OPS = {"empty", "empty_strided", "empty_like", "new_empty", "view", "as_strided", "t",
+               "unsqueeze", "alias", "_unsafe_view"}
 
 
 class _OpRecorder(TorchDispatchMode):
