@@ -296,9 +296,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         planned = EAGER_CALLS.put(key, (unbatched, ops.plan_max_pool2d(
             batched, g, ceil_mode, store, bool(return_indices))))
     unbatched, plan = planned
-    # y, or (y, indices) with return_indices
-    return _unbatch(ops.max_pool2d_eager(input.unsqueeze(0) if unbatched else input, plan),
-                    unbatched)
+    if unbatched:
+        return _unbatch(ops.max_pool2d_eager(input.unsqueeze(0), plan), True)
+    return ops.max_pool2d_eager(input, plan)  # y, or (y, indices) with return_indices
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -330,8 +330,9 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
         planned = EAGER_CALLS.put(key, (unbatched, ops.plan_avg_pool2d(
             batched, g, ceil_mode, count_include_pad, divisor_override)))
     unbatched, plan = planned
-    return _unbatch(ops.avg_pool2d_eager(input.unsqueeze(0) if unbatched else input, plan),
-                    unbatched)
+    if unbatched:
+        return _unbatch(ops.avg_pool2d_eager(input.unsqueeze(0), plan), True)
+    return ops.avg_pool2d_eager(input, plan)
 
 
 def adaptive_avg_pool2d(input, output_size):
@@ -353,8 +354,9 @@ def adaptive_avg_pool2d(input, output_size):
         planned = EAGER_CALLS.put(key, (unbatched, ops.plan_avg_pool2d(batched, g, False, True,
                                                                        None)))
     unbatched, plan = planned
-    return _unbatch(ops.avg_pool2d_eager(input.unsqueeze(0) if unbatched else input, plan),
-                    unbatched)
+    if unbatched:
+        return _unbatch(ops.avg_pool2d_eager(input.unsqueeze(0), plan), True)
+    return ops.avg_pool2d_eager(input, plan)
 
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
@@ -377,9 +379,9 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
         planned = EAGER_CALLS.put(key, (unbatched, ops.plan_max_pool2d(
             batched, g, False, store, bool(return_indices))))
     unbatched, plan = planned
-    # y, or (y, indices) with return_indices
-    return _unbatch(ops.max_pool2d_eager(input.unsqueeze(0) if unbatched else input, plan),
-                    unbatched)
+    if unbatched:
+        return _unbatch(ops.max_pool2d_eager(input.unsqueeze(0), plan), True)
+    return ops.max_pool2d_eager(input, plan)  # y, or (y, indices) with return_indices
 
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"]
