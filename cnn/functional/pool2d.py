@@ -245,6 +245,14 @@ def _unbatch(out, unbatched: bool):
     return out.squeeze(0).contiguous()
 
 
+def _planned_call(eager, input, unbatched: bool, plan):
+    """A cached signature's call of its eager Function: y (or (y, indices)), unbatched again
+    for a (C, H, W) input."""
+    if unbatched:
+        return _unbatch(eager(input.unsqueeze(0), plan), True)
+    return eager(input, plan)
+
+
 def _plannable(geometry: Pool2dGeometry) -> bool:
     """Whether an adaptive pooling may take the eager path: not when its output has an empty
     channel or spatial dim, whose backward must refuse (``_refuse_empty_backward``)."""
@@ -295,10 +303,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
             return _unbatch((y, indices) if return_indices else y, unbatched)
         planned = EAGER_CALLS.put(key, (unbatched, ops.plan_max_pool2d(
             batched, g, ceil_mode, store, bool(return_indices))))
-    unbatched, plan = planned
-    if unbatched:
-        return _unbatch(ops.max_pool2d_eager(input.unsqueeze(0), plan), True)
-    return ops.max_pool2d_eager(input, plan)  # y, or (y, indices) with return_indices
+    return _planned_call(ops.max_pool2d_eager, input, *planned)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -329,10 +334,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
             return _unbatch(out, unbatched)
         planned = EAGER_CALLS.put(key, (unbatched, ops.plan_avg_pool2d(
             batched, g, ceil_mode, count_include_pad, divisor_override)))
-    unbatched, plan = planned
-    if unbatched:
-        return _unbatch(ops.avg_pool2d_eager(input.unsqueeze(0), plan), True)
-    return ops.avg_pool2d_eager(input, plan)
+    return _planned_call(ops.avg_pool2d_eager, input, *planned)
 
 
 def adaptive_avg_pool2d(input, output_size):
@@ -353,10 +355,7 @@ def adaptive_avg_pool2d(input, output_size):
             return out if size == (1, 1) else _refuse_empty_backward(out, op)
         planned = EAGER_CALLS.put(key, (unbatched, ops.plan_avg_pool2d(batched, g, False, True,
                                                                        None)))
-    unbatched, plan = planned
-    if unbatched:
-        return _unbatch(ops.avg_pool2d_eager(input.unsqueeze(0), plan), True)
-    return ops.avg_pool2d_eager(input, plan)
+    return _planned_call(ops.avg_pool2d_eager, input, *planned)
 
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
@@ -378,10 +377,7 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
                 _unbatch((y, indices) if return_indices else y, unbatched), op)
         planned = EAGER_CALLS.put(key, (unbatched, ops.plan_max_pool2d(
             batched, g, False, store, bool(return_indices))))
-    unbatched, plan = planned
-    if unbatched:
-        return _unbatch(ops.max_pool2d_eager(input.unsqueeze(0), plan), True)
-    return ops.max_pool2d_eager(input, plan)  # y, or (y, indices) with return_indices
+    return _planned_call(ops.max_pool2d_eager, input, *planned)
 
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"]

@@ -91,9 +91,9 @@ class ReLUEager(torch.autograd.Function):
 relu_eager = direct_apply(ReLUEager)
 
 
-class InplaceReLUFunction(torch.autograd.Function):
+class InplaceReLUFunction(ReLUEager):
     """Eager relu(x, inplace=True): the launcher writes into x, whose history becomes this
-    op's; backward dx = relu_backward(dy, y) as for cnn::relu."""
+    op's; ReLUEager's backward, dx = relu_backward(dy, y) as for cnn::relu."""
 
     @staticmethod
     def forward(ctx, input):
@@ -101,13 +101,6 @@ class InplaceReLUFunction(torch.autograd.Function):
         out = launchers.relu_forward(input, out=input)
         ctx.save_for_backward(out)
         return out
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (output,) = ctx.saved_tensors
-        if plain_backward():
-            return launchers.relu_backward(grad_output, output)
-        return relu_backward(grad_output, output)
 
 
 __all__ = ["relu", "relu_backward", "InplaceReLUFunction", "ReLUEager", "relu_eager"]
