@@ -1,7 +1,6 @@
 """``python -m cnn.train``: the command line of ``cnn.train.run``."""
-import sys
-
+from .distributed import exit_process
 from .run import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

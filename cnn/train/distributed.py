@@ -13,6 +13,7 @@ and the group is destroyed on exit.
 import contextlib
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -91,6 +92,21 @@ def teardown() -> None:
     """Destroy the process group, if there is one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_process(code: int):
+    """End this process with exit status ``code``. Under torchrun: with stdout and stderr
+    flushed, but without the interpreter's finalization. DistributedDataParallel keeps the
+    gloo process group alive after ``destroy_process_group`` (torch 2.13: its worker threads
+    outlive any DDP model), and a worker thread still releasing a finished collective's
+    tensors while the interpreter finalizes takes the GIL and aborts the process (SIGABRT,
+    "terminate called without an active exception"), after every file was written. The run
+    writes and closes its files before returning, so there is nothing left to finalize."""
+    if not launched():
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @contextlib.contextmanager
@@ -199,6 +215,7 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
 
 
 __all__ = ["Context", "DEFAULT_TIMEOUT_S", "launched", "default_backend", "local_device", "setup",
-           "teardown", "process_group", "initialized", "rank", "world_size", "is_main",
+           "teardown", "exit_process", "process_group", "initialized", "rank", "world_size",
+           "is_main",
            "shard_order", "shard_range", "all_reduce_sum", "any_rank", "all_gather_object",
            "broadcast_object", "broadcast_buffers"]

@@ -5,6 +5,8 @@ one. Tiny synthetic sets, hard timeouts, free ports, no process left behind."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -168,7 +170,7 @@ def train_worker(rank, world_size, out_dir, argv, stop_at_step=None, die_at_step
     code = main(list(argv))
     with open(f"{out_dir}/rank{rank}.json", "w") as f:
         json.dump({"code": code, "seconds": time.monotonic() - start}, f)
-    raise SystemExit(code)
+    distributed.exit_process(code)  # as python -m cnn.train ends
 
 
 def test_a_dead_rank_ends_the_job_with_an_error(tmp_path):
@@ -207,6 +209,21 @@ def test_a_stuck_rank_fails_the_others_collective_after_the_timeout(tmp_path):
     assert codes[0] == 1
     waited = json.loads((tmp_path / "waited.json").read_text())
     assert 2.5 < waited["seconds"] < 30, waited
+
+
+@pytest.mark.parametrize("launched", [True, False], ids=["torchrun", "single"])
+def test_exit_process_flushes_and_keeps_the_status(tmp_path, launched):
+    """Under torchrun the process ends without finalization (see exit_process), yet with its
+    exit status and with what it printed, unbuffered or not."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    env.pop("PYTHONUNBUFFERED", None)
+    if launched:
+        env.update(RANK="0", WORLD_SIZE="1")
+    code = ("import sys; from cnn.train.distributed import exit_process; "
+            "print('out', end=''); print('err', end='', file=sys.stderr); exit_process(130)")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr[-3:]) == (130, "out", "err"), done.stderr
 
 
 def test_resume_under_ddp_continues_identically(tmp_path):
