@@ -8,7 +8,7 @@ options), so it is done once per signature and looked up afterwards:
 
     host_cached(maxsize)      a bounded LRU over a pure function of hashable arguments
                               (functools' C implementation: a hit costs ~0.2 us)
-    SignatureCache            a bounded LRU filled by the caller, for work that needs the
+    SignatureCache            a bounded cache filled by the caller, for work that needs the
                               call's tensors on a miss (argument validation)
     device_table(maxsize)     the same for a function that builds a tensor on the device (an
                               index table, tap bits); a miss is one host-to-device copy
@@ -48,37 +48,41 @@ def _register(name: str, cached):
 
 
 class SignatureCache:
-    """A bounded LRU from call signatures to what was validated or planned for them, for work
-    that needs the call's tensors on a miss (so it cannot be a function of the key alone):
+    """A bounded cache from call signatures to what was validated or planned for them, for
+    work that needs the call's tensors on a miss (so it cannot be a function of the key
+    alone):
 
         entry = cache.get(key)
         if entry is None:
             entry = cache.put(key, plan(tensor, ...))   # may raise: nothing is stored then
 
     The key must hold everything the entry depends on, each part of an exact type (a bool
-    equals 1 as a key: callers only build keys from values whose types they checked)."""
+    equals 1 as a key: callers only build keys from values whose types they checked). Past
+    ``maxsize`` the oldest signature is dropped first (first in, first out): a hit is one
+    plain dict lookup, where reordering an LRU would cost as much again on every call, and
+    a network's working set of signatures fits well within the bound anyway."""
 
     def __init__(self, name: str, maxsize: int = DEFAULT_SIZE):
         self.maxsize, self.hits, self.misses = maxsize, 0, 0
-        self._entries = collections.OrderedDict()
+        self._entries = {}
         _register(name, self)
 
     def get(self, key):
         entry = self._entries.get(key)
         if entry is None:
             self.misses += 1
-            return None
-        self.hits += 1
-        try:
-            self._entries.move_to_end(key)
-        except KeyError:  # evicted by another thread since the get: still a valid entry
-            pass
+        else:
+            self.hits += 1
         return entry
 
     def put(self, key, entry):
-        self._entries[key] = entry
-        if len(self._entries) > self.maxsize:
-            self._entries.popitem(last=False)
+        entries = self._entries
+        entries[key] = entry
+        if len(entries) > self.maxsize:
+            try:  # the oldest; another thread may have dropped it already
+                del entries[next(iter(entries))]
+            except (KeyError, StopIteration, RuntimeError):
+                pass
         return entry
 
     def cache_info(self):

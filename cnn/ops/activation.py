@@ -28,7 +28,7 @@ from ..kernels.activation_math import (
     SILU,
 )
 from ..kernels.elementwise import MAX_DIMS, is_dense
-from .registry import LibraryOp, direct_apply, plain_backward
+from .registry import LibraryOp, direct_apply, direct_backward, plain_backward
 
 # Where the output determines a'(x) as well as the input does (0 < y < 6 iff 0 < x < 6; for
 # slope >= 0, y > 0 iff x > 0): an in-place forward can save its output instead of a copy.
@@ -137,6 +137,7 @@ NEGATIVE_SLOPE_IN_PLACE = (
 """torch's error, at backward, for leaky_relu_ with a negative slope (y no longer tells x)."""
 
 
+@direct_backward
 class InplaceActivationFunction(torch.autograd.Function):
     """Eager activation(x, inplace=True): the launcher writes into x, whose history becomes
     this op's. Backward as for cnn::activation, from y where y determines a'(x) (RELU6,

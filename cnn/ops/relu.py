@@ -13,7 +13,7 @@ import torch
 
 from ..kernels import relu as launchers
 from ..kernels.relu import MAX_DIMS, is_dense
-from .registry import LibraryOp, direct_apply, plain_backward
+from .registry import LibraryOp, direct_apply, direct_backward, plain_backward
 
 
 def _out_like(x: torch.Tensor) -> torch.Tensor:
@@ -91,6 +91,7 @@ class ReLUEager(torch.autograd.Function):
 relu_eager = direct_apply(ReLUEager)
 
 
+@direct_backward
 class InplaceReLUFunction(ReLUEager):
     """Eager relu(x, inplace=True): the launcher writes into x, whose history becomes this
     op's; ReLUEager's backward, dx = relu_backward(dy, y) as for cnn::relu."""

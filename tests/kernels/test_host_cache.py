@@ -30,17 +30,20 @@ def misses() -> int:
     return sum(s["misses"] for s in host_cache.cache_stats().values())
 
 
-def test_signature_cache_is_a_bounded_lru_with_counters():
-    cache = host_cache.SignatureCache("tests.lru", maxsize=2)
+def test_signature_cache_is_bounded_first_in_first_out_with_counters():
+    cache = host_cache.SignatureCache("tests.fifo", maxsize=2)
     try:
         cache.put("a", 1)
         cache.put("b", 2)
-        assert cache.get("a") == 1  # a is now the most recent: b goes first
+        assert cache.get("a") == 1  # a hit does not reorder: a is still the oldest
         cache.put("c", 3)
-        assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3
+        assert cache.get("a") is None and cache.get("b") == 2 and cache.get("c") == 3
         assert cache.cache_info() == (3, 1, 2, 2)  # hits, misses, maxsize, size
+        cache.put("a", 1)  # past the bound again: b, now the oldest, goes
+        assert cache.get("b") is None and cache.get("c") == 3 and cache.get("a") == 1
+        assert cache.cache_info() == (5, 2, 2, 2)
     finally:
-        del host_cache.CACHES["tests.lru"]
+        del host_cache.CACHES["tests.fifo"]
 
 
 def test_every_cache_is_bounded():
@@ -97,6 +100,7 @@ def test_a_repeated_conv_call_copies_no_table_during_capture(launched, monkeypat
     """The flattened-K forward and input gradient (channels < 16) read index tables: a call
     made once before a capture finds them on the device; a new shape refuses to copy one,
     before any launch."""
+    host_cache.clear_caches()  # another test in this process may have planned these shapes
     x, w = torch.randn(1, 2, 5, 5, device=DEVICE), torch.randn(3, 2, 3, 3, device=DEVICE)
     expected = conv_step(x, w)
     built = tables_built()
