@@ -149,7 +149,7 @@ def tracked_batch_norm(input, running_mean, running_var, weight, bias, training,
         # Checked before, and a plain training call: straight to the lean eager Function.
         return ops.batch_norm_train_eager(
             input, weight, bias, eps, (running_mean, running_var, num_batches_tracked, momentum),
-            entry[0])
+            entry)
     if not check_batch_norm_args(input.shape, input.dtype, input.device, running_mean,
                                  running_var, weight, bias, training, eps=eps,
                                  momentum=momentum, num_batches_tracked=num_batches_tracked,
@@ -158,10 +158,11 @@ def tracked_batch_norm(input, running_mean, running_var, weight, bias, training,
     update = training and running_mean is not None
     check_device(input, running_mean, running_var, weight, bias)
     if key is not None:
-        # The entry: (y's memory format,) where the lean Function may run, else False.
+        # The entry: the signature's plan where the lean Function may run, else False.
         lean = training and _lean(input, running_mean, running_var, weight, bias,
                                   num_batches_tracked)
-        ops.EAGER_CALLS.put(key, lean and (ops.lean_formats(input.shape, input.stride(), None),))
+        ops.EAGER_CALLS.put(key, lean and ops.BatchNormPlan(
+            ops.lean_formats(input.shape, input.stride(), None)))
     # torch lays the output out by the arguments as given (a strided parameter can change
     # it); the ops see unit-stride copies of strided parameters.
     fmt = ops.output_format(input, weight, bias, running_mean, running_var)
@@ -192,18 +193,18 @@ def _tensor_key(t):
 
 def _eager_key(input, running_mean, running_var, weight, bias, training, eps, momentum,
                num_batches_tracked) -> tuple | None:
-    """The EAGER_CALLS key of an eager call: everything the checks and the choice of path
-    read (each tensor's type, shape, strides, dtype and device; training; eps; whether
-    momentum is None). None for a tensor subclass input, under tracing (sizes may be
-    symbolic, and the library ops must see the call), or for options not of the exact types
-    the key can tell apart (as a key True == 1 and 1 == 1.0)."""
+    """The EAGER_CALLS key of an eager call: everything the checks, the choice of path and
+    the planned launches read (each tensor's type, shape, strides, dtype and device;
+    training; eps; momentum; the launchers' knobs). None for a tensor subclass input, under
+    tracing (sizes may be symbolic, and the library ops must see the call), or for options
+    not of the exact types the key can tell apart (as a key True == 1 and 1 == 1.0)."""
     if type(input) is not torch.Tensor or type(training) is not bool or tracing():
         return None
     if type(eps) is not float or not (momentum is None or type(momentum) is float):
         return None
-    return (input.shape, input.stride(), input.dtype, input.device, training, eps,
-            momentum is None, _tensor_key(running_mean), _tensor_key(running_var),
-            _tensor_key(weight), _tensor_key(bias), _tensor_key(num_batches_tracked))
+    return (input.shape, input.stride(), input.dtype, input.device, training, eps, momentum,
+            _tensor_key(running_mean), _tensor_key(running_var), _tensor_key(weight),
+            _tensor_key(bias), _tensor_key(num_batches_tracked), ops.knobs())
 
 
 def _lean(input, *tensors) -> bool:
@@ -239,7 +240,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     entry = None if key is None else ops.EAGER_CALLS.get(key)
     if entry:  # tracked_batch_norm's first branch, one call less on the hot path
         return ops.batch_norm_train_eager(
-            input, weight, bias, eps, (running_mean, running_var, None, momentum), entry[0])
+            input, weight, bias, eps, (running_mean, running_var, None, momentum), entry)
     return tracked_batch_norm(input, running_mean, running_var, weight, bias, training,
                               momentum, eps)
 

@@ -318,9 +318,41 @@ batch_norm_backward = LibraryOp("batch_norm_backward", _backward, _backward_fake
 # ------------------------------------------------------------------------ plain eager calls
 
 # cnn.functional's checked eager calls, by signature (every argument's type, shape, strides,
-# dtype and device, the options the checks read) -> whether the call may take
-# batch_norm_train_eager (see cnn.functional.batch_norm).
+# dtype and device, the options the checks and the launches read) -> the BatchNormPlan of a
+# call that may take batch_norm_train_eager, else False (see cnn.functional.batch_norm).
 EAGER_CALLS = SignatureCache("cnn.ops.batch_norm.EAGER_CALLS")
+knobs = forward_launchers.knobs  # the launchers' settings: part of every signature
+
+
+class BatchNormPlan:
+    """One eager training signature's launches, planned by the first call that needs each:
+    y's memory format (None where empty_like's default gives it), the forward's launch
+    arguments (``train_forward_launches``), and per (dy's strides, which gradients) the
+    backward's: (dx's memory format or None, ``train_backward_launches``). A repeated call
+    looks nothing up but the backward's entry."""
+
+    __slots__ = ("out_format", "forward", "backward")
+
+    def __init__(self, out_format):
+        self.out_format, self.forward, self.backward = out_format, None, {}
+
+    def forward_launches(self, x4, out4, weight, bias, eps, state) -> tuple:
+        if self.forward is None:
+            running_mean, _, num_batches_tracked, momentum = state
+            update = running_mean is not None
+            self.forward = forward_launchers.train_forward_launches(
+                x4.shape, x4.stride(), out4.stride(), x4.dtype, weight is not None,
+                bias is not None, update, update and momentum is None,
+                num_batches_tracked is not None, False, eps, momentum,
+                knobs())
+        return self.forward
+
+    def backward_launches(self, key, dy4, x4, dx4, weight, bias, eps) -> tuple:
+        """The backward's launch arguments for key (dy's strides, need x, w, b)."""
+        _, need_x, need_w, need_b = key
+        return backward_launchers.train_backward_launches(
+            x4.shape, dy4.stride(), x4.stride(), dx4.stride() if need_x else None, x4.dtype,
+            weight is not None, bias is not None, need_w, need_b, eps, knobs())
 
 
 class BatchNormTrainEager(torch.autograd.Function):
@@ -328,26 +360,25 @@ class BatchNormTrainEager(torch.autograd.Function):
     torch.func, plain tensors, unit-stride (C,) parameters and state: the functional checks),
     returning y alone: the same fused implementation and launches (the state updated inside
     them), and a backward that launches directly unless it is itself differentiated or traced
-    (then batch_norm_backward, the op). Arguments: (input, weight, bias, eps, state,
-    out_format), state the tuple (running_mean, running_var, num_batches_tracked, momentum):
-    no autograd input (never differentiated; one argument is cheaper to apply than four);
-    out_format: y's memory format, ``lean_formats`` (None: input's own layout)."""
+    (then batch_norm_backward, the op). Arguments: (input, weight, bias, eps, state, plan),
+    state the tuple (running_mean, running_var, num_batches_tracked, momentum): no autograd
+    input (never differentiated; one argument is cheaper to apply than four); plan: the
+    signature's BatchNormPlan. input is not empty (the functional returns those itself)."""
 
     @staticmethod
-    def forward(ctx, input, weight, bias, eps, state, out_format):
-        if input.numel() == 0:
-            out, mean, invstd, _ = _train_and_update(input, weight, bias, eps, *state)
-        else:  # _train_and_update's launches
-            out = torch.empty_like(input) if out_format is None else \
-                torch.empty_like(input, memory_format=out_format)
-            x4, out4 = (input, out) if input.dim() == 4 else (as_4d(input), as_4d(out))
-            mean, invstd = forward_launchers.batch_norm_train_forward(x4, out4, weight, bias,
-                                                                      *state, eps)
+    def forward(ctx, input, weight, bias, eps, state, plan):
+        fmt = plan.out_format
+        out = torch.empty_like(input) if fmt is None else torch.empty_like(input,
+                                                                          memory_format=fmt)
+        x4, out4 = (input, out) if input.dim() == 4 else (as_4d(input), as_4d(out))
+        mean, invstd = forward_launchers.launch_train_forward(
+            plan.forward_launches(x4, out4, weight, bias, eps, state), x4, out4, weight, bias,
+            *state[:3])
         # mean and invstd are this Function's own intermediates (neither inputs nor outputs):
         # kept on ctx, not saved, which spares the saved-variable round trip in backward.
         # So is bias: the backward reads no value of it (beta only enters through an
         # activation, and this block has none), as torch's batch norm does not save it.
-        ctx.eps, ctx.mean, ctx.invstd, ctx.bias = eps, mean, invstd, bias
+        ctx.eps, ctx.mean, ctx.invstd, ctx.bias, ctx.plan = eps, mean, invstd, bias, plan
         ctx.save_for_backward(input, weight)
         return out
 
@@ -360,11 +391,19 @@ class BatchNormTrainEager(torch.autograd.Function):
         if not plain_backward():  # differentiated or traced: the op
             dx, dw, db = batch_norm_backward(grad_output, input, weight, bias, ctx.mean,
                                              ctx.invstd, True, ctx.eps, need_x, need_w, need_b)
-        elif input.numel() and (need_x or need_w or need_b):
+        elif need_x or need_w or need_b:
             # _backward's training launches, without its generic dispatch.
+            plan = ctx.plan
+            key = (grad_output.stride(), need_x, need_w, need_b)
+            planned = plan.backward.get(key)
+            if planned is not None:
+                fmt = planned[0]
+            elif need_x:  # dx's layout
+                fmt = lean_formats(input.shape, input.stride(), grad_output.stride())
+            else:
+                fmt = None
             dx = dx4 = None
             if need_x:  # empty_grad_input, known not to be tracing
-                fmt = lean_formats(input.shape, input.stride(), grad_output.stride())
                 dx = torch.empty_like(input) if fmt is None else \
                     torch.empty_like(input, memory_format=fmt)
             if input.dim() == 4:  # as_4d's views are the tensors themselves
@@ -372,11 +411,13 @@ class BatchNormTrainEager(torch.autograd.Function):
             else:
                 dy4, x4 = as_4d(grad_output), as_4d(input)
                 dx4 = as_4d(dx) if need_x else None
-            dw, db = backward_launchers.batch_norm_backward_training(
-                dy4, x4, dx4, ctx.mean, ctx.invstd, weight, bias, ctx.eps, need_w, need_b)
+            if planned is None:
+                planned = plan.backward[key] = (fmt, plan.backward_launches(
+                    key, dy4, x4, dx4, weight, bias, ctx.eps))
+            dw, db = backward_launchers.launch_train_backward(
+                planned[1], dy4, x4, dx4, ctx.mean, ctx.invstd, weight, bias)
         else:
-            dx, dw, db = _backward(grad_output, input, weight, bias, ctx.mean, ctx.invstd,
-                                   True, ctx.eps, need_x, need_w, need_b)
+            dx = dw = db = None
         return (dx if need_x else None, dw if need_w else None, db if need_b else None,
                 None, None, None)
 
@@ -386,5 +427,5 @@ batch_norm_train_eager = direct_apply(BatchNormTrainEager)
 __all__ = ["batch_norm_train", "batch_norm_update_stats", "batch_norm_train_and_update",
            "batch_norm_eval", "batch_norm_backward", "as_4d", "empty_output", "output_format",
            "is_dense", "empty_grad_input", "suggest_memory_format", "EAGER_CALLS",
-           "BatchNormTrainEager", "batch_norm_train_eager", "grad_input_format",
-           "lean_output_format", "lean_formats"]
+           "BatchNormTrainEager", "BatchNormPlan", "batch_norm_train_eager", "grad_input_format",
+           "lean_output_format", "lean_formats", "knobs"]

@@ -312,9 +312,19 @@ def batch_norm_backward_training(dy: torch.Tensor, x: torch.Tensor, out, mean: t
     launches with the same arguments, so the same bits. dy, x: (N, C, H, W), not empty; out:
     the input gradient's (N, C, H, W), written in place, or None. Returns (dweight or None,
     dbias or None)."""
-    numel, r_args, r_kwargs, s_args, s_kwargs, i_args, i_kwargs = train_backward_launches(
+    launches = train_backward_launches(
         x.shape, dy.stride(), x.stride(), None if out is None else out.stride(), x.dtype,
         weight is not None, bias is not None, need_weight, need_bias, eps, knobs())
+    return launch_train_backward(launches, dy, x, out, mean, invstd, weight, bias)
+
+
+def launch_train_backward(launches: tuple, dy: torch.Tensor, x: torch.Tensor, out,
+                          mean: torch.Tensor, invstd: torch.Tensor, weight, bias):
+    """``batch_norm_backward_training`` with its launches looked up already
+    (``train_backward_launches`` of these tensors and flags). Returns (dweight or None,
+    dbias or None)."""
+    numel, r_args, r_kwargs, s_args, s_kwargs, i_args, i_kwargs = launches
+    need_weight, need_bias = s_kwargs["WRITE_WEIGHT"], s_kwargs["WRITE_BIAS"]
     weight_or_mean = weight if weight is not None else mean
     bias_or_mean = bias if bias is not None else mean
     # The partials (tiles, 2, C) and the sums (2, C) flat (the kernels take pointers), in
@@ -338,4 +348,4 @@ def batch_norm_backward_training(dy: torch.Tensor, x: torch.Tensor, out, mean: t
 __all__ = ["batch_norm_backward_reduce", "batch_norm_backward_sums", "batch_norm_backward_input",
            "batch_norm_backward_reduce_kernel", "batch_norm_backward_sums_kernel",
            "batch_norm_backward_input_kernel", "batch_norm_backward_training",
-           "train_backward_plan", "train_backward_launches"]
+           "train_backward_plan", "train_backward_launches", "launch_train_backward"]

@@ -397,10 +397,20 @@ def batch_norm_train_forward(x: torch.Tensor, out: torch.Tensor, weight=None, bi
     cumulative = update and momentum is None
     if cumulative and num_batches_tracked is None:
         raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
-    numel, dtype, s_args, s_kwargs, f_args, f_kwargs, n_args, n_kwargs = train_forward_launches(
+    launches = train_forward_launches(
         x.shape, x.stride(), out.stride(), x.dtype, weight is not None, bias is not None,
         update, cumulative, num_batches_tracked is not None, var_out is not None, eps, momentum,
         knobs())
+    return launch_train_forward(launches, x, out, weight, bias, running_mean, running_var,
+                                num_batches_tracked, var_out)
+
+
+def launch_train_forward(launches: tuple, x: torch.Tensor, out: torch.Tensor, weight, bias,
+                         running_mean, running_var, num_batches_tracked, var_out=None):
+    """``batch_norm_train_forward`` with its launches looked up already
+    (``train_forward_launches`` of these tensors and flags; momentum=None only with
+    num_batches_tracked). Returns (mean, invstd)."""
+    numel, dtype, s_args, s_kwargs, f_args, f_kwargs, n_args, n_kwargs = launches
     # The partials (tiles, 3, C) flat (the kernels take pointers), and every size an int:
     # new_empty(int) of a tensor of the right dtype and device is the cheapest allocation.
     stats = x.new_empty(numel) if dtype is None else x.new_empty(numel, dtype=dtype)
@@ -408,10 +418,11 @@ def batch_norm_train_forward(x: torch.Tensor, out: torch.Tensor, weight=None, bi
     c = x.shape[1]
     mean = stats.new_empty(c)
     invstd = stats.new_empty(c)
+    update = running_mean is not None
     batch_norm_finalize_kernel.run(
         stats, mean, invstd, var_out if var_out is not None else mean,
         running_mean if update else mean, running_var if update else mean,
-        num_batches_tracked if cumulative else mean, *f_args, **f_kwargs)
+        num_batches_tracked if f_kwargs["CUMULATIVE"] else mean, *f_args, **f_kwargs)
     batch_norm_normalize_kernel.run(
         x, out, mean, invstd,
         weight if weight is not None else mean, bias if bias is not None else mean,
@@ -424,5 +435,5 @@ __all__ = ["batch_norm_stats", "batch_norm_finalize", "batch_norm_normalize", "s
            "tile_config", "spatial_strides", "tile_launch", "tile_plan", "reduce_launch",
            "reduce_plan", "knobs",
            "launch_slope", "ZERO_SLOPE", "batch_norm_train_forward", "train_forward_plan",
-           "train_forward_launches",
+           "train_forward_launches", "launch_train_forward",
            "batch_norm_stats_kernel", "batch_norm_finalize_kernel", "batch_norm_normalize_kernel"]

@@ -209,6 +209,37 @@ def test_a_checked_batch_norm_signature_keeps_torchs_results_and_refusals():
             torch.testing.assert_close(ours, theirs)
 
 
+@pytest.mark.parametrize("shape", [(4, 3, 2, 2), (5, 3), (2, 3, 4)])
+def test_a_batch_norm_plan_follows_the_gradient_the_grads_asked_for_and_momentum(shape):
+    """One signature, one BatchNormPlan: its backward is planned per (dy's strides, the
+    gradients asked for), and momentum (a value the launches carry) keys its own plan. Each
+    call against torch: output, running stats and every gradient asked for."""
+    bn_ops.EAGER_CALLS.cache_clear()
+    x = torch.randn(shape, device=DEVICE)
+    w = torch.linspace(0.5, 1.5, 3, device=DEVICE)
+    b = torch.linspace(-1.0, 1.0, 3, device=DEVICE)
+    dys = [torch.randn(shape, device=DEVICE),
+           torch.randn(tuple(reversed(shape)), device=DEVICE).permute(*range(len(shape))[::-1])]
+    calls = [(dy, needs, momentum) for momentum in (0.1, 0.3) for dy in dys
+             for needs in ((True, True, True), (False, True, False), (True, False, True))]
+    for dy, needs, momentum in calls:
+        results = []
+        for batch_norm in (cnn.functional.batch_norm, F.batch_norm):
+            leaves = [t.clone().requires_grad_(need)
+                      for t, need in zip((x, w, b), needs, strict=True)]
+            state = [torch.zeros(3, device=DEVICE), torch.ones(3, device=DEVICE)]
+            y = batch_norm(leaves[0], *state, leaves[1], leaves[2], training=True,
+                           momentum=momentum)
+            y.backward(dy)
+            results.append([y, *state, *(t.grad for t in leaves if t.requires_grad)])
+        for ours, theirs in zip(*results, strict=True):
+            torch.testing.assert_close(ours, theirs)
+    # One plan per momentum, each with six (dy, grads) pairs, the first of which took the
+    # checking path (a signature's first call).
+    plans = [e for e in bn_ops.EAGER_CALLS._entries.values() if e]
+    assert [len(plan.backward) for plan in plans] == [5, 5]
+
+
 def test_a_repeated_activation_call_plans_nothing():
     x = torch.randn(2, 3, 4, device=DEVICE, requires_grad=True)
     for _ in range(2):
