@@ -184,11 +184,10 @@ def backward_plan(geometry: Pool2dGeometry, memory_format: torch.memory_format,
 
 def launch_forward(x: torch.Tensor, plan: ElementwiseLaunch) -> torch.Tensor:
     """``avg_pool2d_forward`` with its plan looked up already (``forward_plan``)."""
-    y = plan.empty(x.device)
+    y = x.new_empty_strided(plan.shape, plan.strides)  # plan.dtype is x's
     if plan.grid is not None:
         # .run: kernel[grid](...) without the closure it builds on every call
-        avg_pool2d_forward_kernel.run(x, y, *plan.args, grid=plan.grid, warmup=False,
-                                      **plan.options)
+        avg_pool2d_forward_kernel.run(x, y, *plan.args, **plan.options)
     return y
 
 
@@ -197,7 +196,7 @@ def launch_backward(grad_output: torch.Tensor, plan: ElementwiseLaunch) -> torch
     dx, launch = window.empty_grad_input(plan, grad_output)
     if launch:
         avg_pool2d_backward_kernel.run(grad_output, dx, *grad_output.stride(), *plan.args,
-                                       grid=plan.grid, warmup=False, **plan.options)
+                                       **plan.options)
     return dx
 
 

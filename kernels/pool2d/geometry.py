@@ -165,7 +165,8 @@ class ElementwiseLaunch:
     """A launch with one lane per element of a new output, planned once per call signature:
     the output's shape, strides and dtype (its device is the call's), the grid (None when
     the output is empty: no launch), the kernel's scalar arguments after its pointers and
-    the strides of the tensors that vary per call, and its keyword options."""
+    the strides of the tensors that vary per call, and the keyword arguments of its ``.run``
+    (grid and warmup among them, so a launch builds no dict of its own)."""
 
     shape: tuple
     strides: tuple
@@ -173,9 +174,6 @@ class ElementwiseLaunch:
     grid: tuple | None
     args: tuple
     options: dict
-
-    def empty(self, device: torch.device) -> torch.Tensor:
-        return torch.empty_strided(self.shape, self.strides, dtype=self.dtype, device=device)
 
 
 def strided_is_channels_last(shape: tuple, strides: tuple) -> bool:
@@ -190,9 +188,10 @@ def plan_elementwise(out_shape: tuple, memory_format: torch.memory_format, dtype
     ``args(out_strides, numel)`` gives its scalar arguments."""
     out = torch.empty(out_shape, dtype=dtype, device="meta", memory_format=memory_format)
     grid, launch = elementwise_launch(out, memory_format == torch.channels_last)
-    return ElementwiseLaunch(tuple(out_shape), out.stride(), dtype,
-                             grid if out.numel() else None,
-                             tuple(args(out.stride(), out.numel())), {**options, **launch})
+    grid = grid if out.numel() else None
+    return ElementwiseLaunch(tuple(out_shape), out.stride(), dtype, grid,
+                             tuple(args(out.stride(), out.numel())),
+                             {**options, **launch, "grid": grid, "warmup": False})
 
 
 def knobs() -> tuple:

@@ -151,14 +151,13 @@ def backward_plan(geometry: Pool2dGeometry, memory_format: torch.memory_format,
 
 def launch_forward(x: torch.Tensor, plan: ElementwiseLaunch, store_indices: bool):
     """``max_pool2d_forward`` with its plan looked up already (``forward_plan``)."""
-    device = x.device
-    y = torch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=device)
-    indices = torch.empty_strided(plan.shape, plan.strides, dtype=torch.int64,
-                                  device=device) if store_indices else None
+    y = x.new_empty_strided(plan.shape, plan.strides)  # plan.dtype is x's
+    indices = x.new_empty_strided(plan.shape, plan.strides, dtype=torch.int64) \
+        if store_indices else None
     if plan.grid is not None:
         # .run: kernel[grid](...) without the closure it builds on every call
         max_pool2d_forward_kernel.run(x, y, indices if store_indices else y, *plan.args,
-                                      grid=plan.grid, warmup=False, **plan.options)
+                                      **plan.options)
     return y, indices
 
 
@@ -168,8 +167,7 @@ def launch_backward(grad_output: torch.Tensor, indices: torch.Tensor,
     dx, launch = empty_grad_input(plan, grad_output)
     if launch:
         max_pool2d_backward_kernel.run(grad_output, indices, dx, *grad_output.stride(),
-                                       *indices.stride(), *plan.args, grid=plan.grid,
-                                       warmup=False, **plan.options)
+                                       *indices.stride(), *plan.args, **plan.options)
     return dx
 
 
