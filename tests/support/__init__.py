@@ -5,6 +5,7 @@ References are torch's own ops evaluated in float64 on the same input values, so
 error left is ours; tolerances are then the rounding of the output dtype (fp32 accumulation
 everywhere), or TF32's when a GPU uses it for fp32 as cuDNN does.
 """
+import os
 from pathlib import Path
 
 import torch
@@ -16,6 +17,16 @@ from .tripwire import launches  # noqa: F401  (the one launch counter)
 
 TESTS = Path(__file__).resolve().parent.parent
 REPO = TESTS.parent
+
+def compiled_env() -> dict:
+    """The environment of a compiled-mode subprocess (TRITON_INTERPRET=0: kernels are
+    JITFunctions, compiled for a GPU target without one) at the repo root, every conv config
+    enabled whatever the caller tunes."""
+    env = dict(os.environ, TRITON_INTERPRET="0",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env.pop("CNN_AUTOTUNE", None)
+    return env
+
 
 # Compiled on a CUDA machine (bigger shapes, fp16/bf16 cases), Triton's interpreter elsewhere.
 GPU = torch.cuda.is_available() and not kernels.runtime.INTERPRET

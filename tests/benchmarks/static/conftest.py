@@ -1,19 +1,12 @@
 """The static tools compile for the GPU: their cases are built in a subprocess with
 TRITON_INTERPRET=0 (this test process runs the kernels through the interpreter)."""
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-from support import REPO  # noqa: E402
-
-
-def _compiled_env() -> dict:
-    env = dict(os.environ, TRITON_INTERPRET="0",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    env.pop("CNN_AUTOTUNE", None)  # every config, whatever the caller tunes
-    return env
+from support import REPO
+from support import compiled_env as _compiled_env
 
 
 @pytest.fixture
