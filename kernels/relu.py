@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .direct_launch import plan_launch
 from .elementwise import MAX_DIMS, dims4, is_dense, strided_offsets
 from .host_cache import host_cached
 from .runtime import INTERPRET, cdiv, dot_upcast
@@ -62,8 +63,9 @@ def relu_kernel(
 @host_cached()
 def launch_plan(shape: tuple, x_strides: tuple, grad_strides: tuple | None, out_strides: tuple,
                 dtype: torch.dtype, backward: bool, block: int):
-    """(grid, scalar arguments, options) of one launch over tensors of this shape and these
-    strides (grad_strides None in the forward), or None when there is nothing to do."""
+    """The Launch (cnn.kernels.direct_launch) of relu_kernel over tensors of this shape and
+    these strides (grad_strides None in the forward), called with (x, grad or x, out); or
+    None when there is nothing to do."""
     numel = math.prod(shape)
     if numel == 0:
         return None
@@ -79,9 +81,9 @@ def launch_plan(shape: tuple, x_strides: tuple, grad_strides: tuple | None, out_
         sg, _ = dims4(torch.empty_strided(
             shape, grad_strides if grad_strides is not None else x_strides, device="meta"))
         so, _ = dims4(torch.empty_strided(shape, out_strides, device="meta"))
-    return (cdiv(numel, block),), (*sx, *sg, *so, *sizes[1:], numel), dict(
+    return plan_launch(relu_kernel, (*sx, *sg, *so, *sizes[1:], numel), dict(
         BACKWARD=backward, DENSE=dense, UPCAST=dot_upcast(dtype), BLOCK=block,
-        num_warps=GPU_WARPS)
+        num_warps=GPU_WARPS, grid=(cdiv(numel, block),), warmup=False))
 
 
 def _launch(x, grad, out, backward: bool):
@@ -94,11 +96,12 @@ def _launch(x, grad, out, backward: bool):
         plan = launch_plan(tuple(out.shape), x.stride(),
                            None if grad is None else grad.stride(), out.stride(), out.dtype,
                            backward, BLOCK)
-    if plan is not None:
-        grid, args, options = plan
-        # .run: relu_kernel[grid](...) without the closure it builds on every call
-        relu_kernel.run(x, grad if grad is not None else x, out, *args, grid=grid,
-                        warmup=False, **options)
+    if plan is None:
+        return out
+    if plan.direct is not None:
+        plan.direct(x, grad if grad is not None else x, out)
+    else:  # .run: relu_kernel[grid](...) without the closure it builds on every call
+        relu_kernel.run(x, grad if grad is not None else x, out, *plan.args, **plan.options)
     return out
 
 

@@ -22,6 +22,7 @@ import triton.language as tl
 
 from ..activation_math import NONE, activation_grad
 from ..activation_slope import joined_slope
+from ..direct_launch import plan_launch
 from ..host_cache import host_cached
 from ..runtime import accumulator_dtype
 from .forward import (
@@ -282,9 +283,8 @@ def train_backward_launches(shape: torch.Size, dy_strides: tuple, x_strides: tup
                             has_bias: bool, need_weight: bool, need_bias: bool, eps: float,
                             knobs: tuple):
     """``train_backward_plan`` with every launch's arguments but the tensors fixed for these
-    flags and eps: (partials' numel, then per launch (reduce, sums, input or None) the
-    positional arguments after its tensors and the keyword arguments (grid, constexprs,
-    options))."""
+    flags and eps: (partials' numel, then the reduce, sums and input (or None: no dx)
+    Launches, each called with its tensors)."""
     (r_grid, r_strides, r_options), (s_grid, s_options), input_launch = train_backward_plan(
         shape, dy_strides, x_strides, dx_strides, knobs)
     acc = accumulator_dtype(dtype)
@@ -292,15 +292,19 @@ def train_backward_launches(shape: torch.Size, dy_strides: tuple, x_strides: tup
                   HAS_RESIDUAL=False, ACC_DTYPE=acc, grid=r_grid, warmup=False, **r_options)
     sums = dict(WRITE_WEIGHT=need_weight, WRITE_BIAS=need_bias, ACC_DTYPE=acc, grid=s_grid,
                 warmup=False, **s_options)
-    dx_args = dx = None
+    dx = None
     if input_launch is not None:
         grid, strides, options = input_launch
-        dx_args = (*strides, *shape, float(eps), *ZERO_SLOPE)
-        dx = dict(TRAINING=True, FROM_VAR=False, HAS_WEIGHT=has_weight, HAS_BIAS=has_bias,
-                  ACT=NONE, HAS_RESIDUAL=False, WRITE_DX=True, WRITE_DRES=False,
-                  ACC_DTYPE=acc, grid=grid, warmup=False, **options)
-    return (r_grid[0] * 2 * shape[1], (*r_strides, *shape, float(eps), *ZERO_SLOPE), reduce,
-            (r_grid[0], shape[1]), sums, dx_args, dx)
+        dx = plan_launch(batch_norm_backward_input_kernel,
+                         (*strides, *shape, float(eps), *ZERO_SLOPE),
+                         dict(TRAINING=True, FROM_VAR=False, HAS_WEIGHT=has_weight,
+                              HAS_BIAS=has_bias, ACT=NONE, HAS_RESIDUAL=False, WRITE_DX=True,
+                              WRITE_DRES=False, ACC_DTYPE=acc, grid=grid, warmup=False,
+                              **options))
+    return (r_grid[0] * 2 * shape[1],
+            plan_launch(batch_norm_backward_reduce_kernel,
+                        (*r_strides, *shape, float(eps), *ZERO_SLOPE), reduce),
+            plan_launch(batch_norm_backward_sums_kernel, (r_grid[0], shape[1]), sums), dx)
 
 
 def batch_norm_backward_training(dy: torch.Tensor, x: torch.Tensor, out, mean: torch.Tensor,
@@ -323,25 +327,21 @@ def launch_train_backward(launches: tuple, dy: torch.Tensor, x: torch.Tensor, ou
     """``batch_norm_backward_training`` with its launches looked up already
     (``train_backward_launches`` of these tensors and flags). Returns (dweight or None,
     dbias or None)."""
-    numel, r_args, r_kwargs, s_args, s_kwargs, i_args, i_kwargs = launches
-    need_weight, need_bias = s_kwargs["WRITE_WEIGHT"], s_kwargs["WRITE_BIAS"]
+    numel, reduce_launch, sums_launch, input_launch = launches
+    need_weight = sums_launch.options["WRITE_WEIGHT"]
+    need_bias = sums_launch.options["WRITE_BIAS"]
     weight_or_mean = weight if weight is not None else mean
     bias_or_mean = bias if bias is not None else mean
     # The partials (tiles, 2, C) and the sums (2, C) flat (the kernels take pointers), in
     # mean's dtype (the statistics') by new_empty(int), the cheapest allocation.
     partial = mean.new_empty(numel)
-    batch_norm_backward_reduce_kernel.run(
-        dy, x, x, mean, invstd, weight_or_mean, bias_or_mean, partial, *r_args, **r_kwargs)
+    reduce_launch(dy, x, x, mean, invstd, weight_or_mean, bias_or_mean, partial)
     sums = mean.new_empty(2 * x.shape[1])
     dweight = torch.empty_like(weight) if need_weight else None
     dbias = torch.empty_like(bias) if need_bias else None
-    batch_norm_backward_sums_kernel.run(
-        partial, sums, dweight if need_weight else sums, dbias if need_bias else sums,
-        *s_args, **s_kwargs)
+    sums_launch(partial, sums, dweight if need_weight else sums, dbias if need_bias else sums)
     if out is not None:
-        batch_norm_backward_input_kernel.run(
-            dy, x, out, x, x, mean, invstd, weight_or_mean, bias_or_mean, sums,
-            *i_args, **i_kwargs)
+        input_launch(dy, x, out, x, x, mean, invstd, weight_or_mean, bias_or_mean, sums)
     return dweight, dbias
 
 

@@ -29,6 +29,7 @@ import triton.language as tl
 
 from ..activation_math import NONE, activate
 from ..activation_slope import joined_slope, slope_parts
+from ..direct_launch import plan_launch
 from ..host_cache import host_cached
 from ..runtime import INTERPRET, accumulator_dtype, cdiv, next_power_of_2
 from .running import momentum_factor, running_update
@@ -368,8 +369,7 @@ def train_forward_launches(shape: torch.Size, x_strides: tuple, out_strides: tup
                            momentum: float | None, knobs: tuple):
     """``train_forward_plan`` with every launch's arguments but the tensors fixed for these
     flags and scalars: (partials' numel, the partials' dtype or None when it is x's, then
-    per launch (stats, finalize, normalize) the positional arguments after its tensors and
-    the keyword arguments (grid, constexprs, options))."""
+    the stats, finalize and normalize Launches, each called with its tensors)."""
     (s_grid, s_strides, s_options), (f_grid, f_options), (n_grid, n_strides, n_options) = \
         train_forward_plan(shape, x_strides, out_strides, knobs)
     acc = accumulator_dtype(dtype)
@@ -381,9 +381,11 @@ def train_forward_launches(shape: torch.Size, x_strides: tuple, out_strides: tup
                      grid=n_grid, warmup=False, **n_options)
     partials = stats_dtype(dtype)
     return (s_grid[0] * 3 * shape[1], None if partials == dtype else partials,
-            (*s_strides, *shape), stats,
-            (s_grid[0], shape[1], float(eps), float(momentum or 0.0)), finalize,
-            (*n_strides, *shape, 0.0, *ZERO_SLOPE), normalize)
+            plan_launch(batch_norm_stats_kernel, (*s_strides, *shape), stats),
+            plan_launch(batch_norm_finalize_kernel,
+                        (s_grid[0], shape[1], float(eps), float(momentum or 0.0)), finalize),
+            plan_launch(batch_norm_normalize_kernel, (*n_strides, *shape, 0.0, *ZERO_SLOPE),
+                        normalize))
 
 
 def batch_norm_train_forward(x: torch.Tensor, out: torch.Tensor, weight=None, bias=None,
@@ -410,24 +412,23 @@ def launch_train_forward(launches: tuple, x: torch.Tensor, out: torch.Tensor, we
     """``batch_norm_train_forward`` with its launches looked up already
     (``train_forward_launches`` of these tensors and flags; momentum=None only with
     num_batches_tracked). Returns (mean, invstd)."""
-    numel, dtype, s_args, s_kwargs, f_args, f_kwargs, n_args, n_kwargs = launches
+    numel, dtype, stats_launch, finalize_launch, normalize_launch = launches
     # The partials (tiles, 3, C) flat (the kernels take pointers), and every size an int:
     # new_empty(int) of a tensor of the right dtype and device is the cheapest allocation.
     stats = x.new_empty(numel) if dtype is None else x.new_empty(numel, dtype=dtype)
-    batch_norm_stats_kernel.run(x, stats, *s_args, **s_kwargs)
+    stats_launch(x, stats)
     c = x.shape[1]
     mean = stats.new_empty(c)
     invstd = stats.new_empty(c)
     update = running_mean is not None
-    batch_norm_finalize_kernel.run(
+    finalize_launch(
         stats, mean, invstd, var_out if var_out is not None else mean,
         running_mean if update else mean, running_var if update else mean,
-        num_batches_tracked if f_kwargs["CUMULATIVE"] else mean, *f_args, **f_kwargs)
-    batch_norm_normalize_kernel.run(
+        num_batches_tracked if finalize_launch.options["CUMULATIVE"] else mean)
+    normalize_launch(
         x, out, mean, invstd,
         weight if weight is not None else mean, bias if bias is not None else mean,
-        num_batches_tracked if num_batches_tracked is not None else mean, out,
-        *n_args, **n_kwargs)
+        num_batches_tracked if num_batches_tracked is not None else mean, out)
     return mean, invstd
 
 

@@ -163,7 +163,7 @@ def forward_plan(geometry: Pool2dGeometry, x_strides: tuple, dtype: torch.dtype,
     fmt = torch.channels_last if window.strided_is_channels_last(g.input_shape, x_strides) \
         else torch.contiguous_format
     return window.plan_elementwise(
-        g.output_shape, fmt, dtype,
+        avg_pool2d_forward_kernel, g.output_shape, fmt, dtype,
         lambda y_strides, numel: (*x_strides, *y_strides, *_sizes(g, numel, divisor)),
         dict(ADAPTIVE=g.adaptive, **flags))
 
@@ -177,7 +177,7 @@ def backward_plan(geometry: Pool2dGeometry, memory_format: torch.memory_format,
     g = geometry
     flags, divisor = _divisor_args(g, count_include_pad, divisor_override)
     return window.plan_elementwise(
-        g.input_shape, memory_format, dtype,
+        avg_pool2d_backward_kernel, g.input_shape, memory_format, dtype,
         lambda dx_strides, numel: (*dx_strides, *_sizes(g, numel, divisor), *g.covering),
         dict(ADAPTIVE=g.adaptive, **flags))
 
@@ -185,7 +185,9 @@ def backward_plan(geometry: Pool2dGeometry, memory_format: torch.memory_format,
 def launch_forward(x: torch.Tensor, plan: ElementwiseLaunch) -> torch.Tensor:
     """``avg_pool2d_forward`` with its plan looked up already (``forward_plan``)."""
     y = x.new_empty_strided(plan.shape, plan.strides)  # plan.dtype is x's
-    if plan.grid is not None:
+    if plan.direct is not None:
+        plan.direct(x, y)
+    elif plan.grid is not None:
         # .run: kernel[grid](...) without the closure it builds on every call
         avg_pool2d_forward_kernel.run(x, y, *plan.args, **plan.options)
     return y
@@ -194,7 +196,9 @@ def launch_forward(x: torch.Tensor, plan: ElementwiseLaunch) -> torch.Tensor:
 def launch_backward(grad_output: torch.Tensor, plan: ElementwiseLaunch) -> torch.Tensor:
     """``avg_pool2d_backward`` with its plan looked up already (``backward_plan``)."""
     dx, launch = window.empty_grad_input(plan, grad_output)
-    if launch:
+    if launch and plan.direct is not None:
+        plan.direct(grad_output, dx, *grad_output.stride())
+    elif launch:
         avg_pool2d_backward_kernel.run(grad_output, dx, *grad_output.stride(), *plan.args,
                                        **plan.options)
     return dx

@@ -27,6 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..direct_launch import DirectLaunch, planned_launch
 from ..host_cache import host_cached
 from ..runtime import INTERPRET, accumulator_dtype, cdiv, is_channels_last, next_power_of_2
 
@@ -165,8 +166,9 @@ class ElementwiseLaunch:
     """A launch with one lane per element of a new output, planned once per call signature:
     the output's shape, strides and dtype (its device is the call's), the grid (None when
     the output is empty: no launch), the kernel's scalar arguments after its pointers and
-    the strides of the tensors that vary per call, and the keyword arguments of its ``.run``
-    (grid and warmup among them, so a launch builds no dict of its own)."""
+    the strides of the tensors that vary per call, the keyword arguments of its ``.run``
+    (grid and warmup among them, so a launch builds no dict of its own), and where kernels
+    are compiled the DirectLaunch that stands for ``.run`` (cnn.kernels.direct_launch)."""
 
     shape: tuple
     strides: tuple
@@ -174,6 +176,7 @@ class ElementwiseLaunch:
     grid: tuple | None
     args: tuple
     options: dict
+    direct: DirectLaunch | None = None
 
 
 def strided_is_channels_last(shape: tuple, strides: tuple) -> bool:
@@ -181,17 +184,18 @@ def strided_is_channels_last(shape: tuple, strides: tuple) -> bool:
     return is_channels_last(torch.empty_strided(shape, strides, device="meta"))
 
 
-def plan_elementwise(out_shape: tuple, memory_format: torch.memory_format, dtype: torch.dtype,
-                     args, options: dict) -> ElementwiseLaunch:
-    """The ElementwiseLaunch of a kernel writing a new (N, C, *, *) tensor of ``out_shape``
+def plan_elementwise(kernel, out_shape: tuple, memory_format: torch.memory_format,
+                     dtype: torch.dtype, args, options: dict) -> ElementwiseLaunch:
+    """The ElementwiseLaunch of kernel writing a new (N, C, *, *) tensor of ``out_shape``
     in ``memory_format`` (``elementwise_launch``'s options, through this module's knobs);
     ``args(out_strides, numel)`` gives its scalar arguments."""
     out = torch.empty(out_shape, dtype=dtype, device="meta", memory_format=memory_format)
     grid, launch = elementwise_launch(out, memory_format == torch.channels_last)
     grid = grid if out.numel() else None
-    return ElementwiseLaunch(tuple(out_shape), out.stride(), dtype, grid,
-                             tuple(args(out.stride(), out.numel())),
-                             {**options, **launch, "grid": grid, "warmup": False})
+    args = tuple(args(out.stride(), out.numel()))
+    options = {**options, **launch, "grid": grid, "warmup": False}
+    return ElementwiseLaunch(tuple(out_shape), out.stride(), dtype, grid, args, options,
+                             planned_launch(kernel, args, options))
 
 
 def knobs() -> tuple:

@@ -131,7 +131,7 @@ def forward_plan(geometry: Pool2dGeometry, x_strides: tuple, dtype: torch.dtype,
     g = geometry
     channels_last = strided_is_channels_last(g.input_shape, x_strides)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return plan_elementwise(g.output_shape, fmt, dtype,
+    return plan_elementwise(max_pool2d_forward_kernel, g.output_shape, fmt, dtype,
                             lambda y_strides, numel: (*x_strides, *y_strides,
                                                       *g.kernel_args(numel)),
                             dict(ADAPTIVE=g.adaptive, STORE_INDICES=store_indices))
@@ -143,7 +143,7 @@ def backward_plan(geometry: Pool2dGeometry, memory_format: torch.memory_format,
     """The backward's launch writing dx in this format: the scalar arguments after dy's and
     the indices' strides."""
     g = geometry
-    return plan_elementwise(g.input_shape, memory_format, dtype,
+    return plan_elementwise(max_pool2d_backward_kernel, g.input_shape, memory_format, dtype,
                             lambda dx_strides, numel: (*dx_strides, *g.kernel_args(numel),
                                                        *g.covering),
                             dict(ADAPTIVE=g.adaptive))
@@ -154,7 +154,9 @@ def launch_forward(x: torch.Tensor, plan: ElementwiseLaunch, store_indices: bool
     y = x.new_empty_strided(plan.shape, plan.strides)  # plan.dtype is x's
     indices = x.new_empty_strided(plan.shape, plan.strides, dtype=torch.int64) \
         if store_indices else None
-    if plan.grid is not None:
+    if plan.direct is not None:
+        plan.direct(x, y, indices if store_indices else y)
+    elif plan.grid is not None:
         # .run: kernel[grid](...) without the closure it builds on every call
         max_pool2d_forward_kernel.run(x, y, indices if store_indices else y, *plan.args,
                                       **plan.options)
@@ -165,7 +167,9 @@ def launch_backward(grad_output: torch.Tensor, indices: torch.Tensor,
                     plan: ElementwiseLaunch) -> torch.Tensor:
     """``max_pool2d_backward`` with its plan looked up already (``backward_plan``)."""
     dx, launch = empty_grad_input(plan, grad_output)
-    if launch:
+    if launch and plan.direct is not None:
+        plan.direct(grad_output, indices, dx, *grad_output.stride(), *indices.stride())
+    elif launch:
         max_pool2d_backward_kernel.run(grad_output, indices, dx, *grad_output.stride(),
                                        *indices.stride(), *plan.args, **plan.options)
     return dx
