@@ -337,6 +337,7 @@ class BatchNormPlan:
         self.out_format, self.forward, self.backward = out_format, None, {}
 
     def forward_launches(self, x4, out4, weight, bias, eps, state) -> tuple:
+        """The forward's launch arguments, planned by the signature's first eager call."""
         if self.forward is None:
             running_mean, _, num_batches_tracked, momentum = state
             update = running_mean is not None

@@ -210,7 +210,7 @@ def test_a_checked_batch_norm_signature_keeps_torchs_results_and_refusals():
 
 
 @pytest.mark.parametrize("shape", [(4, 3, 2, 2), (5, 3), (2, 3, 4)])
-def test_a_batch_norm_plan_follows_the_gradient_the_grads_asked_for_and_momentum(shape):
+def test_a_batch_norm_plan_follows_dy_layout_gradients_asked_for_and_momentum(shape):
     """One signature, one BatchNormPlan: its backward is planned per (dy's strides, the
     gradients asked for), and momentum (a value the launches carry) keys its own plan. Each
     call against torch: output, running stats and every gradient asked for."""
