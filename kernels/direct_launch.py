@@ -139,10 +139,10 @@ def plan_launch(kernel, args, options: dict) -> Launch:
     """The Launch of kernel with these arguments after the per-call ones and these keyword
     arguments of ``.run`` (grid and warmup among them)."""
     args = tuple(args)
-    return Launch(kernel, args, options, planned_launch(kernel, args, options))
+    return Launch(kernel, args, options, direct_or_none(kernel, args, options))
 
 
-def planned_launch(kernel, fixed: tuple, options: dict):
+def direct_or_none(kernel, fixed: tuple, options: dict):
     """A DirectLaunch of this plan where kernels are compiled and direct launches are on,
     else None (the caller runs ``kernel.run`` itself)."""
     if not ENABLED or options.get("grid") is None:
@@ -150,5 +150,5 @@ def planned_launch(kernel, fixed: tuple, options: dict):
     return DirectLaunch(kernel, fixed, options)
 
 
-__all__ = ["ENABLED", "DirectLaunch", "Launch", "plan_launch", "planned_launch", "call_key",
+__all__ = ["ENABLED", "DirectLaunch", "Launch", "plan_launch", "direct_or_none", "call_key",
            "MAX_COMBINATIONS"]

@@ -327,9 +327,9 @@ knobs = forward_launchers.knobs  # the launchers' settings: part of every signat
 class BatchNormPlan:
     """One eager training signature's launches, planned by the first call that needs each:
     y's memory format (None where empty_like's default gives it), the forward's launch
-    arguments (``train_forward_launches``), and per (dy's strides, which gradients) the
-    backward's: (dx's memory format or None, ``train_backward_launches``). A repeated call
-    looks nothing up but the backward's entry."""
+    arguments (``forward_launches``), and in ``backward``, per (dy's strides, which
+    gradients), the backward's: (dx's memory format or None, its launch arguments). A
+    repeated call looks nothing up but the backward's entry."""
 
     __slots__ = ("out_format", "forward", "backward")
 
@@ -340,20 +340,9 @@ class BatchNormPlan:
         """The forward's launch arguments, planned by the signature's first eager call."""
         if self.forward is None:
             running_mean, _, num_batches_tracked, momentum = state
-            update = running_mean is not None
-            self.forward = forward_launchers.train_forward_launches(
-                x4.shape, x4.stride(), out4.stride(), x4.dtype, weight is not None,
-                bias is not None, update, update and momentum is None,
-                num_batches_tracked is not None, False, eps, momentum,
-                knobs())
+            self.forward = forward_launchers.launches_for_train_forward(
+                x4, out4, weight, bias, running_mean, num_batches_tracked, momentum, eps)
         return self.forward
-
-    def backward_launches(self, key, dy4, x4, dx4, weight, bias, eps) -> tuple:
-        """The backward's launch arguments for key (dy's strides, need x, w, b)."""
-        _, need_x, need_w, need_b = key
-        return backward_launchers.train_backward_launches(
-            x4.shape, dy4.stride(), x4.stride(), dx4.stride() if need_x else None, x4.dtype,
-            weight is not None, bias is not None, need_w, need_b, eps, knobs())
 
 
 class BatchNormTrainEager(torch.autograd.Function):
@@ -413,8 +402,9 @@ class BatchNormTrainEager(torch.autograd.Function):
                 dy4, x4 = as_4d(grad_output), as_4d(input)
                 dx4 = as_4d(dx) if need_x else None
             if planned is None:
-                planned = plan.backward[key] = (fmt, plan.backward_launches(
-                    key, dy4, x4, dx4, weight, bias, ctx.eps))
+                launches = backward_launchers.launches_for_train_backward(
+                    dy4, x4, dx4, weight, bias, ctx.eps, need_w, need_b)
+                planned = plan.backward[key] = (fmt, launches)
             dw, db = backward_launchers.launch_train_backward(
                 planned[1], dy4, x4, dx4, ctx.mean, ctx.invstd, weight, bias)
         else:

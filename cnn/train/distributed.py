@@ -216,6 +216,5 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
 
 __all__ = ["Context", "DEFAULT_TIMEOUT_S", "launched", "default_backend", "local_device", "setup",
            "teardown", "exit_process", "process_group", "initialized", "rank", "world_size",
-           "is_main",
-           "shard_order", "shard_range", "all_reduce_sum", "any_rank", "all_gather_object",
-           "broadcast_object", "broadcast_buffers"]
+           "is_main", "shard_order", "shard_range", "all_reduce_sum", "any_rank",
+           "all_gather_object", "broadcast_object", "broadcast_buffers"]

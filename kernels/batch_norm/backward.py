@@ -316,10 +316,17 @@ def batch_norm_backward_training(dy: torch.Tensor, x: torch.Tensor, out, mean: t
     launches with the same arguments, so the same bits. dy, x: (N, C, H, W), not empty; out:
     the input gradient's (N, C, H, W), written in place, or None. Returns (dweight or None,
     dbias or None)."""
-    launches = train_backward_launches(
+    launches = launches_for_train_backward(dy, x, out, weight, bias, eps, need_weight,
+                                           need_bias)
+    return launch_train_backward(launches, dy, x, out, mean, invstd, weight, bias)
+
+
+def launches_for_train_backward(dy, x, out, weight, bias, eps: float, need_weight: bool,
+                                need_bias: bool) -> tuple:
+    """``train_backward_launches`` of these tensors (out: dx, or None) and flags."""
+    return train_backward_launches(
         x.shape, dy.stride(), x.stride(), None if out is None else out.stride(), x.dtype,
         weight is not None, bias is not None, need_weight, need_bias, eps, knobs())
-    return launch_train_backward(launches, dy, x, out, mean, invstd, weight, bias)
 
 
 def launch_train_backward(launches: tuple, dy: torch.Tensor, x: torch.Tensor, out,
@@ -348,4 +355,5 @@ def launch_train_backward(launches: tuple, dy: torch.Tensor, x: torch.Tensor, ou
 __all__ = ["batch_norm_backward_reduce", "batch_norm_backward_sums", "batch_norm_backward_input",
            "batch_norm_backward_reduce_kernel", "batch_norm_backward_sums_kernel",
            "batch_norm_backward_input_kernel", "batch_norm_backward_training",
-           "train_backward_plan", "train_backward_launches", "launch_train_backward"]
+           "train_backward_plan", "train_backward_launches", "launches_for_train_backward",
+           "launch_train_backward"]

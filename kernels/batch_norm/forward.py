@@ -395,16 +395,24 @@ def batch_norm_train_forward(x: torch.Tensor, out: torch.Tensor, weight=None, bi
     residual, no activation) with one plan lookup: the same launches with the same
     arguments, so the same bits. x, out: (N, C, H, W), not empty; the rest as those take
     them. Returns (mean, invstd)."""
+    launches = launches_for_train_forward(x, out, weight, bias, running_mean,
+                                          num_batches_tracked, momentum, eps, var_out)
+    return launch_train_forward(launches, x, out, weight, bias, running_mean, running_var,
+                                num_batches_tracked, var_out)
+
+
+def launches_for_train_forward(x, out, weight, bias, running_mean, num_batches_tracked,
+                               momentum, eps: float, var_out=None) -> tuple:
+    """``train_forward_launches`` of these tensors and options (as batch_norm_train_forward
+    takes them)."""
     update = running_mean is not None
     cumulative = update and momentum is None
     if cumulative and num_batches_tracked is None:
         raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
-    launches = train_forward_launches(
+    return train_forward_launches(
         x.shape, x.stride(), out.stride(), x.dtype, weight is not None, bias is not None,
         update, cumulative, num_batches_tracked is not None, var_out is not None, eps, momentum,
         knobs())
-    return launch_train_forward(launches, x, out, weight, bias, running_mean, running_var,
-                                num_batches_tracked, var_out)
 
 
 def launch_train_forward(launches: tuple, x: torch.Tensor, out: torch.Tensor, weight, bias,
@@ -436,5 +444,5 @@ __all__ = ["batch_norm_stats", "batch_norm_finalize", "batch_norm_normalize", "s
            "tile_config", "spatial_strides", "tile_launch", "tile_plan", "reduce_launch",
            "reduce_plan", "knobs",
            "launch_slope", "ZERO_SLOPE", "batch_norm_train_forward", "train_forward_plan",
-           "train_forward_launches", "launch_train_forward",
+           "train_forward_launches", "launches_for_train_forward", "launch_train_forward",
            "batch_norm_stats_kernel", "batch_norm_finalize_kernel", "batch_norm_normalize_kernel"]

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..direct_launch import DirectLaunch, planned_launch
+from ..direct_launch import DirectLaunch, direct_or_none
 from ..host_cache import host_cached
 from ..runtime import INTERPRET, accumulator_dtype, cdiv, is_channels_last, next_power_of_2
 
@@ -195,7 +195,7 @@ def plan_elementwise(kernel, out_shape: tuple, memory_format: torch.memory_forma
     args = tuple(args(out.stride(), out.numel()))
     options = {**options, **launch, "grid": grid, "warmup": False}
     return ElementwiseLaunch(tuple(out_shape), out.stride(), dtype, grid, args, options,
-                             planned_launch(kernel, args, options))
+                             direct_or_none(kernel, args, options))
 
 
 def knobs() -> tuple:

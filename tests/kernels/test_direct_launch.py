@@ -116,8 +116,8 @@ def test_a_plan_launches_directly_only_where_kernels_are_compiled():
     launches: a plan gets no DirectLaunch and its launch site calls kernel.run; nor does an
     empty launch (no grid)."""
     kernel = max_launchers.max_pool2d_backward_kernel
-    planned = direct_launch.planned_launch(kernel, (), {"grid": (1,), "warmup": False})
+    planned = direct_launch.direct_or_none(kernel, (), {"grid": (1,), "warmup": False})
     assert (planned is not None) == direct_launch.ENABLED
     assert direct_launch.ENABLED == (not INTERPRET and torch.cuda.is_available() and
                                      os.environ.get("CNN_DIRECT_LAUNCH", "1") not in ("0", ""))
-    assert direct_launch.planned_launch(kernel, (), {"grid": None, "warmup": False}) is None
+    assert direct_launch.direct_or_none(kernel, (), {"grid": None, "warmup": False}) is None
